@@ -1,0 +1,128 @@
+defmodule Tinycluster do
+  @moduledoc """
+  Zero-configuration clustering for the nodes of a host (or of a few hosts).
+
+  A `Tinycluster` poller asks EPMD, the Erlang Port Mapper Daemon, which nodes are
+  registered, proves that each one is a live distribution listener with a silent probe (the
+  first half of the distribution handshake, closed before the cookie matters), and connects
+  the live ones with `Node.connect/1`. It polls, so nodes that start later are found too,
+  including plain `erl` nodes that do not run tinycluster. Connections are transitive: one
+  poller on one node is enough.
+
+  ## Usage
+
+      children = [
+        {Tinycluster, interval: 1_000}
+      ]
+
+      Supervisor.start_link(children, strategy: :one_for_one)
+
+  Or, with no code at all, in `config/config.exs`:
+
+      config :tinycluster, autostart: true              # or a keyword list of options
+
+  ## Options
+
+    * `:name` - the poller's registered name. Default `Tinycluster`.
+    * `:interval` - milliseconds from the start of one scan to the start of the next.
+      Default `1000`.
+    * `:probe_timeout` - milliseconds a candidate has to answer the probe (at most 60000).
+      Default `300`.
+    * `:epmd_timeout` - milliseconds an EPMD has to answer, host name resolution included
+      (at most 60000). Default `1000`.
+    * `:connect` - `false` discovers and reports only. Default `true`.
+    * `:hosts` - whose EPMDs to ask: `:local` (this host), `"host"` (EPMD port 4369) or
+      `{"host", epmd_port}`. Default `[:local]`. The local EPMD port follows
+      `-erl_epmd_port` and `ERL_EPMD_PORT`, as OTP does.
+    * `:max_backoff` - the longest wait, in milliseconds, between connection attempts to a
+      node that refused one (another cookie). Attempts back off exponentially from
+      `:interval`. Default `60000`.
+
+  Options are validated when the poller starts; a bad one raises an `ArgumentError` that
+  names it.
+
+  ## Example
+
+      iex> {:ok, _pid} = Tinycluster.start_link(interval: 500)
+      iex> Tinycluster.status().candidates |> Map.keys()
+      ["a@myhost", "b@myhost"]
+  """
+
+  alias Tinycluster.{Candidate, Discovery, Options, Poller}
+
+  @typedoc "What `status/1` returns."
+  @type status :: %{
+          node: node(),
+          options: Options.t(),
+          scanning: boolean(),
+          scans: non_neg_integer(),
+          last_scan:
+            nil
+            | %{
+                at: DateTime.t(),
+                duration_us: non_neg_integer(),
+                hosts: non_neg_integer(),
+                candidates: non_neg_integer()
+              },
+          hosts: %{String.t() => map()},
+          candidates: %{String.t() => Candidate.t()}
+        }
+
+  @doc """
+  A child specification for a poller; `opts` are the options above.
+
+      children = [{Tinycluster, interval: 2_000}]
+  """
+  @spec child_spec(keyword()) :: Supervisor.child_spec()
+  def child_spec(opts) do
+    opts = Options.new!(opts)
+    %{id: {__MODULE__, opts.name}, start: {Poller, :start_link, [opts]}}
+  end
+
+  @doc """
+  Starts a poller linked to the calling process.
+
+      {:ok, pid} = Tinycluster.start_link(interval: 1_000)
+  """
+  @spec start_link(keyword()) :: GenServer.on_start()
+  def start_link(opts \\ []) do
+    opts = Options.new!(opts)
+
+    case Tinycluster.Native.load_error() do
+      nil -> Poller.start_link(opts)
+      {path, reason} -> {:error, {:nif_not_loaded, path, reason}}
+    end
+  end
+
+  @doc """
+  What the poller `server` knows: the last scan's time, duration and counts, each host's
+  last EPMD answer, and every candidate it has seen, by full node name.
+
+      iex> Tinycluster.status().candidates["b@myhost"].state
+      :connected
+  """
+  @spec status(GenServer.server()) :: status()
+  def status(server \\ __MODULE__), do: GenServer.call(server, :status)
+
+  @doc """
+  Runs one discovery pass in the calling process and connects nothing.
+
+  Takes `:hosts`, `:probe_timeout` and `:epmd_timeout`, and `:name`, which picks the probe
+  name (default `Tinycluster.Scan`, so that a scan never collides with a running poller's
+  probes; run concurrent scans under distinct names).
+  Returns the candidates sorted by name; nodes already connected are not probed and come back
+  `:connected`. Returns `{:error, :not_distributed}` on a node that is not distributed, and
+  `{:error, {:epmd, host, reason}}` when no host's EPMD answered.
+
+      iex> {:ok, candidates} = Tinycluster.scan()
+      iex> Enum.map(candidates, &{&1.name, &1.state})
+      [{"a@myhost", :live}]
+  """
+  @spec scan(keyword()) :: {:ok, [Candidate.t()]} | {:error, term()}
+  def scan(opts \\ []) do
+    opts =
+      if Keyword.keyword?(opts), do: Keyword.put_new(opts, :name, Tinycluster.Scan), else: opts
+
+    opts |> Options.new!() |> Discovery.scan()
+  end
+end

@@ -1,0 +1,157 @@
+defmodule Tinycluster.Candidate do
+  @moduledoc """
+  A node that an EPMD listed, and what tinycluster learned about it.
+
+  `Tinycluster.scan/1` returns these straight from a probe; `Tinycluster.status/1` returns
+  them with the poller's bookkeeping filled in (`first_seen`, `last_seen`, `attempts`,
+  `retry_at`).
+
+  `name` is always the full node name as a string. `node` is the same name as an atom, but
+  only once a probe has proven the name live (or the node is already connected): tinycluster
+  never makes an atom of a name it has not validated and seen answer, since atoms are never
+  freed.
+
+  ## States
+
+    * `:connected` - connected to this node (by tinycluster or otherwise).
+    * `:live` - answered the probe as a visible node; not connected (yet, or `connect: false`).
+    * `:connecting` - answered the probe; `Node.connect/1` is under way.
+    * `:hidden` - answered the probe as a hidden node; tinycluster does not connect hidden nodes.
+    * `:rejected` - answered the probe but refused the connection: usually another cookie.
+      Retried with exponential backoff up to `:max_backoff`.
+    * `:unreachable` - listed by EPMD, but no answer within `:probe_timeout`: the node is
+      frozen, overloaded, or behind a firewall, or it just died.
+    * `:not_allowed` - the node's `net_kernel:allow/1` list refuses this node.
+    * `:name_mismatch` - something answered at the node's port, but named itself otherwise.
+    * `:busy` - the node answered `nok` or `alive` (a handshake with us already in flight).
+    * `:bad_reply` - the port answered bytes that are not the distribution protocol.
+    * `:down` - was connected, and the connection went down.
+    * `:gone` - no longer listed by its host's EPMD.
+
+  ## Example
+
+      iex> {:ok, candidates} = Tinycluster.scan()
+      iex> for %Tinycluster.Candidate{name: name, state: state} <- candidates, do: {name, state}
+      [{"a@myhost", :live}, {"b@myhost", :hidden}]
+  """
+
+  defstruct [
+    :name,
+    :node,
+    :alive,
+    :host,
+    :address,
+    :port,
+    :state,
+    :reason,
+    :latency_us,
+    :first_seen,
+    :last_seen,
+    :retry_at,
+    attempts: 0
+  ]
+
+  @type state ::
+          :connected
+          | :live
+          | :connecting
+          | :hidden
+          | :rejected
+          | :unreachable
+          | :not_allowed
+          | :name_mismatch
+          | :busy
+          | :bad_reply
+          | :down
+          | :gone
+
+  @type t :: %__MODULE__{
+          name: String.t(),
+          node: node() | nil,
+          alive: String.t(),
+          host: String.t(),
+          address: String.t(),
+          port: :inet.port_number(),
+          state: state(),
+          reason: term(),
+          latency_us: non_neg_integer() | nil,
+          first_seen: DateTime.t() | nil,
+          last_seen: DateTime.t() | nil,
+          attempts: non_neg_integer(),
+          retry_at: integer() | nil
+        }
+
+  @doc """
+  Builds a candidate from the map the NIF sends.
+
+  A skipped candidate (already connected) becomes `:connected`. Only `:live` and `:hidden`
+  candidates, whose names the probe confirmed, get an atom in `node`.
+  """
+  @spec from_native(map()) :: t()
+  def from_native(%{state: state} = map) do
+    {state, node} =
+      case state do
+        :skipped -> {:connected, existing_atom(map.name)}
+        proven when proven in [:live, :hidden] -> {proven, String.to_atom(map.name)}
+        other -> {other, nil}
+      end
+
+    %__MODULE__{
+      name: map.name,
+      node: node,
+      alive: map.alive,
+      host: map.host,
+      address: map.address,
+      port: map.port,
+      state: state,
+      reason: map.reason,
+      latency_us: map.latency_us
+    }
+  end
+
+  defp existing_atom(name) do
+    String.to_existing_atom(name)
+  rescue
+    ArgumentError -> nil
+  end
+
+  @doc """
+  Says in words what a candidate's state means and what to do about it.
+
+      iex> Tinycluster.Candidate.describe(%Tinycluster.Candidate{state: :rejected})
+      "answered the probe but refused the connection: probably another cookie"
+  """
+  @spec describe(t()) :: String.t()
+  def describe(%__MODULE__{state: state, reason: reason}), do: describe(state, reason)
+
+  defp describe(:connected, _), do: "connected"
+  defp describe(:live, _), do: "answered the probe; not connected"
+  defp describe(:connecting, _), do: "answered the probe; connecting"
+  defp describe(:hidden, _), do: "a hidden node: answered the probe, not connected"
+
+  defp describe(:rejected, _),
+    do: "answered the probe but refused the connection: probably another cookie"
+
+  defp describe(:unreachable, :timeout),
+    do: "listed by EPMD but silent within the probe timeout: frozen, overloaded or firewalled"
+
+  defp describe(:unreachable, :econnrefused),
+    do: "listed by EPMD but nothing listens on its port: it probably just stopped"
+
+  defp describe(:unreachable, reason), do: "listed by EPMD but unreachable: #{inspect(reason)}"
+
+  defp describe(:not_allowed, _),
+    do: "refuses this node: it restricts connections with net_kernel:allow/1"
+
+  defp describe(:name_mismatch, {:claimed, name}),
+    do: "the node at this port calls itself #{name}: a stale EPMD entry or a port reused"
+
+  defp describe(:name_mismatch, _), do: "the node at this port calls itself by another name"
+  defp describe(:busy, _), do: "busy with a handshake with this node; asked again next poll"
+
+  defp describe(:bad_reply, reason),
+    do: "its port does not speak the distribution protocol: #{inspect(reason)}"
+
+  defp describe(:down, reason), do: "was connected; the connection went down (#{inspect(reason)})"
+  defp describe(:gone, _), do: "no longer listed by its host's EPMD"
+end

@@ -1,0 +1,130 @@
+defmodule Tinycluster.Options do
+  @moduledoc """
+  The options of a poller and of `Tinycluster.scan/1`, validated once, at start.
+
+  See `Tinycluster` for what each option means. `new!/1` raises an `ArgumentError` that
+  names the option and the value it got.
+  """
+
+  @default_epmd_port 4369
+
+  defstruct name: Tinycluster,
+            interval: 1_000,
+            probe_timeout: 300,
+            epmd_timeout: 1_000,
+            connect: true,
+            hosts: [:local],
+            max_backoff: 60_000
+
+  @typedoc "A host to ask: this host's EPMD, or another host's (port defaults to 4369)."
+  @type host :: :local | String.t() | {String.t(), :inet.port_number()}
+
+  @type t :: %__MODULE__{
+          name: atom(),
+          interval: pos_integer(),
+          probe_timeout: pos_integer(),
+          epmd_timeout: pos_integer(),
+          connect: boolean(),
+          hosts: [host()],
+          max_backoff: pos_integer()
+        }
+
+  @max_timeout 60_000
+
+  @doc "Validates a keyword list of options and fills in the defaults."
+  @spec new!(keyword()) :: t()
+  def new!(opts) when is_list(opts) do
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError, "tinycluster options must be a keyword list, got: #{inspect(opts)}"
+    end
+
+    Enum.reduce(opts, %__MODULE__{}, fn {key, value}, acc ->
+      unless Map.has_key?(acc, key) and key != :__struct__ do
+        raise ArgumentError,
+              "unknown tinycluster option #{inspect(key)}; known options: " <>
+                Enum.map_join(known(), ", ", &inspect/1)
+      end
+
+      Map.put(acc, key, validate!(key, value))
+    end)
+  end
+
+  def new!(other) do
+    raise ArgumentError, "tinycluster options must be a keyword list, got: #{inspect(other)}"
+  end
+
+  @doc "The EPMD port of the local host: `-erl_epmd_port`, then `ERL_EPMD_PORT`, then 4369."
+  @spec local_epmd_port() :: :inet.port_number()
+  def local_epmd_port do
+    with :error <- port_from(:init.get_argument(:erl_epmd_port)),
+         :error <- port_from(System.get_env("ERL_EPMD_PORT")) do
+      @default_epmd_port
+    end
+  end
+
+  @doc "The EPMD port used for a host given without one."
+  @spec default_epmd_port() :: :inet.port_number()
+  def default_epmd_port, do: @default_epmd_port
+
+  defp port_from({:ok, [[value | _] | _]}), do: port_from(List.to_string(value))
+
+  defp port_from(value) when is_binary(value) do
+    case Integer.parse(value) do
+      {port, ""} when port in 1..65_535 -> port
+      _ -> :error
+    end
+  end
+
+  defp port_from(_), do: :error
+
+  defp known, do: %__MODULE__{} |> Map.from_struct() |> Map.keys() |> Enum.sort()
+
+  defp validate!(:name, name) when is_atom(name) and name not in [nil, true, false], do: name
+
+  defp validate!(key, ms) when key in [:interval, :max_backoff] and is_integer(ms) and ms > 0,
+    do: ms
+
+  defp validate!(key, ms)
+       when key in [:probe_timeout, :epmd_timeout] and is_integer(ms) and ms > 0 and
+              ms <= @max_timeout,
+       do: ms
+
+  defp validate!(:connect, flag) when is_boolean(flag), do: flag
+
+  defp validate!(:hosts, [_ | _] = hosts), do: Enum.map(hosts, &host!/1)
+
+  defp validate!(key, value) do
+    raise ArgumentError,
+          "invalid value for tinycluster option #{inspect(key)}: #{inspect(value)} " <>
+            "(expected #{expected(key)})"
+  end
+
+  defp expected(:name), do: "an atom"
+  defp expected(:connect), do: "a boolean"
+  defp expected(:hosts), do: "a non-empty list of :local, \"host\" or {\"host\", port}"
+
+  defp expected(key) when key in [:probe_timeout, :epmd_timeout],
+    do: "a positive integer of milliseconds, at most #{@max_timeout}"
+
+  defp expected(_), do: "a positive integer of milliseconds"
+
+  defp host!(:local), do: :local
+
+  defp host!({host, port} = entry) when is_binary(host) and is_integer(port) do
+    if valid_host?(host) and port in 1..65_535, do: entry, else: bad_host!(entry)
+  end
+
+  defp host!(host) when is_binary(host) do
+    if valid_host?(host), do: host, else: bad_host!(host)
+  end
+
+  defp host!(other), do: bad_host!(other)
+
+  defp valid_host?(host), do: host =~ ~r/\A[A-Za-z0-9._:-]{1,255}\z/
+
+  defp bad_host!(entry) do
+    raise ArgumentError,
+          "invalid entry in tinycluster option :hosts: #{inspect(entry)} " <>
+            "(expected :local, \"host\" or {\"host\", port} with port in 1..65535)"
+  end
+end

@@ -1,0 +1,126 @@
+//! How scan reports become Erlang terms: maps with atom keys, strings as binaries.
+//!
+//! Names travel as binaries, never atoms: the Elixir side makes an atom only of a name the
+//! probe proved live, since atoms are never freed.
+
+use rustler::{Atom, Encoder, Env, Term};
+
+use crate::probe::Outcome;
+use crate::scan::{CandidateReport, HostReport, ScanReport};
+
+mod atoms {
+    rustler::atoms! {
+        nil,
+        ok,
+        error,
+        skipped,
+        live,
+        hidden,
+        name_mismatch,
+        not_allowed,
+        busy,
+        unreachable,
+        bad_reply,
+        nok,
+        alive,
+        claimed,
+    }
+}
+
+fn map<'a>(env: Env<'a>, pairs: &[(&str, Term<'a>)]) -> Term<'a> {
+    let keys: Vec<Term<'a>> = pairs
+        .iter()
+        .map(|(k, _)| Atom::from_str(env, k).expect("static key").encode(env))
+        .collect();
+    let values: Vec<Term<'a>> = pairs.iter().map(|(_, v)| *v).collect();
+    Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
+}
+
+/// Encodes a host as `%{label, address, epmd_port, status, names, malformed, latency_us}`;
+/// `status` is `:ok` or `{:error, reason}`, `malformed` a list of `{sample, reason}`.
+pub fn host<'a>(env: Env<'a>, report: &HostReport) -> Term<'a> {
+    let (status, names, malformed) = match &report.result {
+        Ok((names, malformed)) => (
+            atoms::ok().encode(env),
+            *names,
+            malformed
+                .iter()
+                .map(|m| (m.sample.as_str(), m.reason))
+                .collect::<Vec<_>>()
+                .encode(env),
+        ),
+        Err(e) => (
+            (atoms::error(), e).encode(env),
+            0,
+            Vec::<u8>::new().encode(env),
+        ),
+    };
+    map(
+        env,
+        &[
+            ("label", report.label.encode(env)),
+            ("address", report.address.encode(env)),
+            ("epmd_port", report.epmd_port.encode(env)),
+            ("status", status),
+            ("names", names.encode(env)),
+            ("malformed", malformed),
+            (
+                "latency_us",
+                (report.latency.as_micros() as u64).encode(env),
+            ),
+        ],
+    )
+}
+
+/// Encodes a candidate as `%{host, alive, name, address, port, state, reason, latency_us}`.
+pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
+    let nil = atoms::nil().encode(env);
+    let (state, reason, latency) = match &c.probe {
+        None => (atoms::skipped(), nil, nil),
+        Some(p) => {
+            let (state, reason) = match &p.outcome {
+                Outcome::Live { hidden: false, .. } => (atoms::live(), nil),
+                Outcome::Live { hidden: true, .. } => (atoms::hidden(), nil),
+                Outcome::NameMismatch { claimed } => (
+                    atoms::name_mismatch(),
+                    (atoms::claimed(), claimed).encode(env),
+                ),
+                Outcome::NotAllowed => (atoms::not_allowed(), nil),
+                Outcome::Busy(crate::handshake::Status::Alive) => {
+                    (atoms::busy(), atoms::alive().encode(env))
+                }
+                Outcome::Busy(_) => (atoms::busy(), atoms::nok().encode(env)),
+                Outcome::Unreachable(e) => (atoms::unreachable(), e.encode(env)),
+                Outcome::BadReply(e) => (atoms::bad_reply(), e.encode(env)),
+            };
+            (state, reason, (p.latency.as_micros() as u64).encode(env))
+        }
+    };
+    map(
+        env,
+        &[
+            ("host", c.host.encode(env)),
+            ("alive", c.alive.encode(env)),
+            ("name", c.name.encode(env)),
+            ("address", c.address.encode(env)),
+            ("port", c.port.encode(env)),
+            ("state", state.encode(env)),
+            ("reason", reason),
+            ("latency_us", latency),
+        ],
+    )
+}
+
+/// Encodes the whole pass as `%{duration_us, hosts, candidates}`.
+pub fn report<'a>(env: Env<'a>, r: &ScanReport) -> Term<'a> {
+    let hosts: Vec<Term<'a>> = r.hosts.iter().map(|h| host(env, h)).collect();
+    let candidates: Vec<Term<'a>> = r.candidates.iter().map(|c| candidate(env, c)).collect();
+    map(
+        env,
+        &[
+            ("duration_us", (r.duration.as_micros() as u64).encode(env)),
+            ("hosts", hosts.encode(env)),
+            ("candidates", candidates.encode(env)),
+        ],
+    )
+}

@@ -1,0 +1,97 @@
+//! The one error type of the crate and how it reaches Erlang.
+//!
+//! Every failure a scan can meet, at EPMD or at a candidate, is one variant here. Each
+//! encodes to an atom or a small tuple so that Elixir can pattern-match on it; none of
+//! them ever becomes a panic.
+
+/// A failure while talking to an EPMD or to a candidate node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The deadline passed before the exchange finished (`:timeout`).
+    #[error("timed out")]
+    Timeout,
+    /// Nothing listens at the address (`:econnrefused`).
+    #[error("connection refused")]
+    Refused,
+    /// The peer closed the connection before a whole frame arrived (`:closed`).
+    #[error("closed by the peer")]
+    Closed,
+    /// Any other socket error (`{:io, kind}`), kept as text so it is never lost.
+    #[error("i/o error: {0}")]
+    Io(String),
+    /// The host name did not resolve (`{:resolve, text}`).
+    #[error("could not resolve host: {0}")]
+    Resolve(String),
+    /// A frame announced more bytes than that frame may ever hold (`{:frame_too_large, n}`).
+    #[error("frame of {0} bytes is larger than allowed")]
+    FrameTooLarge(usize),
+    /// Bytes that are not what the protocol says (`{:malformed, what}`).
+    #[error("malformed reply: {0}")]
+    Malformed(&'static str),
+    /// A status frame with a text the protocol does not define (`{:unknown_status, text}`).
+    #[error("unknown handshake status {0:?}")]
+    UnknownStatus(String),
+    /// An EPMD reply longer than the byte cap (`{:reply_too_large, bytes}`).
+    #[error("EPMD reply exceeds {0} bytes")]
+    ReplyTooLarge(usize),
+    /// An EPMD listing more names than the per-host cap (`{:too_many_names, n}`).
+    #[error("EPMD lists more than {0} names")]
+    TooManyNames(usize),
+    /// The runtime could not be started or a task failed (`{:internal, text}`).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            ConnectionRefused => Error::Refused,
+            UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted => Error::Closed,
+            TimedOut => Error::Timeout,
+            _ => Error::Io(e.to_string()),
+        }
+    }
+}
+
+impl From<tokio::time::error::Elapsed> for Error {
+    fn from(_: tokio::time::error::Elapsed) -> Self {
+        Error::Timeout
+    }
+}
+
+#[cfg(feature = "nif")]
+mod atoms {
+    rustler::atoms! {
+        timeout,
+        econnrefused,
+        closed,
+        io,
+        resolve,
+        frame_too_large,
+        malformed,
+        unknown_status,
+        reply_too_large,
+        too_many_names,
+        internal,
+    }
+}
+
+#[cfg(feature = "nif")]
+impl rustler::Encoder for Error {
+    fn encode<'a>(&self, env: rustler::Env<'a>) -> rustler::Term<'a> {
+        match self {
+            Error::Timeout => atoms::timeout().encode(env),
+            Error::Refused => atoms::econnrefused().encode(env),
+            Error::Closed => atoms::closed().encode(env),
+            Error::Io(text) => (atoms::io(), text).encode(env),
+            Error::Resolve(text) => (atoms::resolve(), text).encode(env),
+            Error::FrameTooLarge(n) => (atoms::frame_too_large(), *n).encode(env),
+            Error::Malformed(what) => (atoms::malformed(), *what).encode(env),
+            Error::UnknownStatus(text) => (atoms::unknown_status(), text).encode(env),
+            Error::ReplyTooLarge(n) => (atoms::reply_too_large(), *n).encode(env),
+            Error::TooManyNames(n) => (atoms::too_many_names(), *n).encode(env),
+            Error::Internal(text) => (atoms::internal(), text).encode(env),
+        }
+    }
+}

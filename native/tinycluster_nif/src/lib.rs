@@ -1,0 +1,26 @@
+//! tinycluster's native core: find the nodes EPMD lists and prove each one is a live node.
+//!
+//! Modules, from the wire up:
+//! - [`epmd`]: the `NAMES_REQ` request and the parser of its reply (bytes only).
+//! - [`handshake`]: the distribution handshake frames a probe sends and reads (bytes only).
+//! - [`probe`]: one candidate: connect, `send_name`, status, challenge, close; one deadline.
+//! - [`scan`]: a whole pass over many hosts and candidates, concurrently, streaming results.
+//! - [`error`]: the one error type and its Erlang encoding.
+//! - [`encode`]: reports as Erlang terms (feature `nif`).
+//! - `nif`: the NIF entry points and the tokio runtime (feature `nif`).
+//!
+//! The NIF entry point, `start_scan/1`, only validates its argument and spawns the pass on a
+//! process-wide tokio runtime, then returns `{:ok, scan_id}` at once: no scheduler ever
+//! waits on the network. Results reach the calling process as messages
+//! `{:tinycluster_scan, scan_id, event}`, sent from the runtime's threads.
+
+#[cfg(feature = "nif")]
+pub mod encode;
+pub mod epmd;
+pub mod error;
+pub mod handshake;
+pub mod probe;
+pub mod scan;
+
+#[cfg(feature = "nif")]
+mod nif;

@@ -1,0 +1,139 @@
+//! The NIF entry points and the process-wide runtime they spawn scans on.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use once_cell::sync::Lazy;
+use rustler::{Atom, Encoder, Env, LocalPid, NifMap, OwnedEnv, Term};
+use tokio::runtime::{Builder, Runtime};
+
+use crate::error::Error;
+use crate::{encode, handshake, scan};
+
+mod atoms {
+    rustler::atoms! {
+        ok,
+        error,
+        tinycluster_scan,
+        host,
+        candidate,
+        done,
+        badarg,
+    }
+}
+
+/// One worker thread is plenty: a scan is all waiting on sockets. The blocking pool only
+/// serves host name resolution (`getaddrinfo`), so it stays small too.
+static RUNTIME: Lazy<Result<Runtime, String>> = Lazy::new(|| {
+    Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(4)
+        .thread_name("tinycluster")
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| e.to_string())
+});
+
+static NEXT_SCAN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A host as the Elixir side describes it.
+#[derive(NifMap)]
+struct HostOpts {
+    label: String,
+    address: String,
+    epmd_port: u16,
+    node_host: Option<String>,
+}
+
+/// One scan's options as the Elixir side passes them.
+#[derive(NifMap)]
+struct ScanOpts {
+    hosts: Vec<HostOpts>,
+    probe_name: String,
+    creation: u32,
+    local_name: String,
+    skip: Vec<String>,
+    probe_timeout_ms: u64,
+    epmd_timeout_ms: u64,
+}
+
+/// The longest a deadline may be, so that a scan always ends.
+const MAX_TIMEOUT_MS: u64 = 60_000;
+
+fn validate(opts: ScanOpts) -> Result<scan::ScanSpec, &'static str> {
+    if !handshake::valid_node_name(opts.probe_name.as_bytes()) {
+        return Err("probe_name is not a node name");
+    }
+    if opts.creation == 0 {
+        return Err("creation must be nonzero");
+    }
+    for t in [opts.probe_timeout_ms, opts.epmd_timeout_ms] {
+        if t == 0 || t > MAX_TIMEOUT_MS {
+            return Err("timeouts must be between 1 and 60000 ms");
+        }
+    }
+    Ok(scan::ScanSpec {
+        hosts: opts
+            .hosts
+            .into_iter()
+            .map(|h| scan::HostSpec {
+                label: h.label,
+                address: h.address,
+                epmd_port: h.epmd_port,
+                node_host: h.node_host,
+            })
+            .collect(),
+        probe_name: opts.probe_name,
+        creation: opts.creation,
+        local_name: opts.local_name,
+        skip: opts.skip.into_iter().collect(),
+        probe_timeout: Duration::from_millis(opts.probe_timeout_ms),
+        epmd_timeout: Duration::from_millis(opts.epmd_timeout_ms),
+    })
+}
+
+/// Sends `{:tinycluster_scan, id, {tag, payload}}` to `pid`. Called only on the runtime's
+/// threads: `send_and_clear` panics on a scheduler thread.
+fn send<F>(pid: &LocalPid, id: u64, tag: Atom, payload: F)
+where
+    F: for<'a> FnOnce(Env<'a>) -> Term<'a>,
+{
+    let mut env = OwnedEnv::new();
+    // A send fails only when the process is gone; then nobody wants the result.
+    let _ = env.send_and_clear(pid, |env| {
+        (atoms::tinycluster_scan(), id, (tag, payload(env))).encode(env)
+    });
+}
+
+/// Starts one scan and returns `{:ok, scan_id}` at once, or `{:error, reason}` for bad
+/// options. The caller then receives `{:tinycluster_scan, scan_id, {:host, map}}` per host,
+/// `{:tinycluster_scan, scan_id, {:candidate, map}}` per candidate as each probe ends, and
+/// last `{:tinycluster_scan, scan_id, {:done, map}}`.
+#[rustler::nif]
+fn start_scan<'a>(env: Env<'a>, opts: ScanOpts) -> Term<'a> {
+    let spec = match validate(opts) {
+        Ok(spec) => spec,
+        Err(why) => return (atoms::error(), (atoms::badarg(), why)).encode(env),
+    };
+    let runtime = match RUNTIME.as_ref() {
+        Ok(rt) => rt,
+        Err(e) => return (atoms::error(), Error::Internal(e.clone())).encode(env),
+    };
+    let pid = env.pid();
+    let id = NEXT_SCAN_ID.fetch_add(1, Ordering::Relaxed);
+    runtime.spawn(async move {
+        let sink: Arc<dyn Fn(scan::Event) + Send + Sync> = Arc::new(move |event| match event {
+            scan::Event::Host(h) => send(&pid, id, atoms::host(), |env| encode::host(env, &h)),
+            scan::Event::Candidate(c) => send(&pid, id, atoms::candidate(), |env| {
+                encode::candidate(env, &c)
+            }),
+        });
+        let report = scan::run(spec, sink).await;
+        send(&pid, id, atoms::done(), |env| encode::report(env, &report));
+    });
+    (atoms::ok(), id).encode(env)
+}
+
+rustler::init!("Elixir.Tinycluster.Native");

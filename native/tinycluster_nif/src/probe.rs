@@ -1,0 +1,145 @@
+//! One candidate's probe: connect, send `send_name`, read the status and the challenge, close.
+//!
+//! The probe stops before the challenge reply, so it needs no cookie and the peer sees only a
+//! connection that closed during the handshake: no log line, no nodeup, no nodedown. One
+//! deadline covers the whole exchange, so a frozen node (which still accepts TCP) costs at
+//! most `timeout`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::Error;
+use crate::handshake::{self, Status, MAX_CHALLENGE_LEN, MAX_STATUS_LEN};
+
+/// What to probe and as whom.
+#[derive(Debug, Clone)]
+pub struct ProbeRequest<'a> {
+    /// The candidate's distribution listener.
+    pub addr: SocketAddr,
+    /// The alive part EPMD registered the candidate under.
+    pub alive: &'a str,
+    /// The host part the candidate's name must have, when it is known (the local host).
+    /// `None` accepts the host the challenge names, as long as the alive part matches.
+    pub expected_host: Option<&'a str>,
+    /// The name the probe claims in `send_name`: fixed per poller, never a real node's.
+    pub probe_name: &'a str,
+    /// The creation sent in `send_name`: nonzero.
+    pub creation: u32,
+    /// The deadline for the whole exchange.
+    pub timeout: Duration,
+}
+
+/// What a probe learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A live node that named itself as expected; `name` is its full name.
+    Live { name: String, hidden: bool },
+    /// A live listener whose challenge names another node.
+    NameMismatch { claimed: String },
+    /// A live node whose allow list refuses us (`not_allowed`).
+    NotAllowed,
+    /// A live node that answered `nok` or `alive`: it is busy with a connection from or to
+    /// us; the next scan asks again.
+    Busy(Status),
+    /// No status arrived: nothing listens, the node is frozen, or it closed at once.
+    Unreachable(Error),
+    /// The peer answered, but not in the protocol: a frame too large, cut short, unknown.
+    BadReply(Error),
+}
+
+/// A probe's outcome and how long it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// What was learned.
+    pub outcome: Outcome,
+    /// From the start of the connect to the decision.
+    pub latency: Duration,
+}
+
+/// How far the exchange got, to tell "unreachable" from "answered badly" on a timeout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    BeforeStatus,
+    AfterStatusStarted,
+}
+
+/// Probes one candidate. Never fails: every failure is an [`Outcome`].
+pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
+    let start = Instant::now();
+    let mut phase = Phase::BeforeStatus;
+    let result = tokio::time::timeout(req.timeout, exchange(req, &mut phase)).await;
+    let outcome = match result {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => unreachable_or_bad(phase, e),
+        Err(_elapsed) => unreachable_or_bad(phase, Error::Timeout),
+    };
+    Probe {
+        outcome,
+        latency: start.elapsed(),
+    }
+}
+
+fn unreachable_or_bad(phase: Phase, e: Error) -> Outcome {
+    match (phase, &e) {
+        (Phase::BeforeStatus, Error::Timeout | Error::Refused | Error::Closed | Error::Io(_)) => {
+            Outcome::Unreachable(e)
+        }
+        _ => Outcome::BadReply(e),
+    }
+}
+
+async fn exchange(req: &ProbeRequest<'_>, phase: &mut Phase) -> Result<Outcome, Error> {
+    let mut stream = TcpStream::connect(req.addr).await?;
+    // The frames are tiny and each waits for an answer: Nagle would only add delay.
+    stream.set_nodelay(true)?;
+    let send_name =
+        handshake::encode_send_name(req.probe_name, handshake::PROBE_FLAGS, req.creation);
+    stream.write_all(&send_name).await?;
+
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header[..1]).await?;
+    *phase = Phase::AfterStatusStarted;
+    stream.read_exact(&mut header[1..]).await?;
+    let status = read_payload(&mut stream, header, MAX_STATUS_LEN).await?;
+    match handshake::decode_status(&status)? {
+        Status::Ok | Status::OkSimultaneous => {}
+        Status::NotAllowed => return Ok(Outcome::NotAllowed),
+        busy @ (Status::Nok | Status::Alive) => return Ok(Outcome::Busy(busy)),
+    }
+
+    stream.read_exact(&mut header).await?;
+    let payload = read_payload(&mut stream, header, MAX_CHALLENGE_LEN).await?;
+    let challenge = handshake::decode_challenge(&payload)?;
+    // Closing here, before the challenge reply, is what keeps the probe silent on the peer.
+    drop(stream);
+
+    let expected = match req.expected_host {
+        Some(host) => challenge.name == format!("{}@{}", req.alive, host),
+        None => challenge.name.split('@').next() == Some(req.alive),
+    };
+    Ok(if expected {
+        Outcome::Live {
+            hidden: challenge.hidden(),
+            name: challenge.name,
+        }
+    } else {
+        Outcome::NameMismatch {
+            claimed: challenge.name,
+        }
+    })
+}
+
+/// Reads one payload whose length header is already read, after checking it against `max`.
+async fn read_payload(
+    stream: &mut TcpStream,
+    header: [u8; 2],
+    max: usize,
+) -> Result<Vec<u8>, Error> {
+    let len = handshake::check_frame_len(header, max)?;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await?;
+    Ok(payload)
+}

@@ -1,0 +1,243 @@
+//! A whole discovery pass: every host's EPMD at once, then every candidate's probe at once.
+//!
+//! Results are handed to a callback as they happen (a host as soon as its EPMD answered, a
+//! candidate as soon as its probe finished), so that a slow host or a frozen node never
+//! delays the report of the others. The pass ends with a [`ScanReport`] of everything.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::epmd::{self, Malformed, Names};
+use crate::error::Error;
+use crate::probe::{self, Probe, ProbeRequest};
+
+/// The most probes in flight at once across one scan, so that one scan of many hosts stays
+/// well under the process's file descriptor limit.
+pub const MAX_PROBES_IN_FLIGHT: usize = 256;
+
+/// One host to ask.
+#[derive(Debug, Clone)]
+pub struct HostSpec {
+    /// How the host is named in reports (`"local"`, or the host as the user wrote it).
+    pub label: String,
+    /// The name or address to connect to.
+    pub address: String,
+    /// Its EPMD's port.
+    pub epmd_port: u16,
+    /// The host part its nodes' names must have, when known (for the local host).
+    pub node_host: Option<String>,
+}
+
+/// Everything one pass needs.
+#[derive(Debug, Clone)]
+pub struct ScanSpec {
+    /// The hosts to ask.
+    pub hosts: Vec<HostSpec>,
+    /// The name the probes claim.
+    pub probe_name: String,
+    /// The creation the probes send: nonzero.
+    pub creation: u32,
+    /// The local node's full name: never a candidate.
+    pub local_name: String,
+    /// Full node names not to probe, reported as skipped (nodes already connected).
+    pub skip: HashSet<String>,
+    /// The deadline of one probe.
+    pub probe_timeout: Duration,
+    /// The deadline of one EPMD query, resolution included.
+    pub epmd_timeout: Duration,
+}
+
+/// What one host's EPMD said.
+#[derive(Debug, Clone)]
+pub struct HostReport {
+    /// The host's label.
+    pub label: String,
+    /// The address that answered, or the one asked when none did.
+    pub address: String,
+    /// The EPMD port asked.
+    pub epmd_port: u16,
+    /// How many names it listed, and the lines it skipped; or why it could not be asked.
+    pub result: Result<(usize, Vec<Malformed>), Error>,
+    /// How long the EPMD query took.
+    pub latency: Duration,
+}
+
+/// One candidate and what its probe found; `probe` is `None` when it was skipped.
+#[derive(Debug, Clone)]
+pub struct CandidateReport {
+    /// The label of the host that listed it.
+    pub host: String,
+    /// The alive part of its name, as EPMD listed it.
+    pub alive: String,
+    /// Its full name: as the challenge confirmed it for a live node, else as expected.
+    pub name: String,
+    /// The address probed.
+    pub address: String,
+    /// Its distribution port.
+    pub port: u16,
+    /// The probe, or `None` for a candidate in the skip set.
+    pub probe: Option<Probe>,
+}
+
+/// What one scan hands to its callback, as it happens.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A host's EPMD answered or failed.
+    Host(HostReport),
+    /// A candidate was probed or skipped.
+    Candidate(CandidateReport),
+}
+
+/// The whole pass.
+#[derive(Debug, Clone)]
+pub struct ScanReport {
+    /// Every host, in the order given.
+    pub hosts: Vec<HostReport>,
+    /// Every candidate, in the order their probes finished.
+    pub candidates: Vec<CandidateReport>,
+    /// From the start of the pass to its last probe.
+    pub duration: Duration,
+}
+
+type Sink = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// Runs one pass and returns its report; `on_event` sees each host and candidate first.
+pub async fn run(spec: ScanSpec, on_event: Sink) -> ScanReport {
+    let start = Instant::now();
+    let spec = Arc::new(spec);
+    let permits = Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT));
+    let mut hosts = JoinSet::new();
+    for (index, host) in spec.hosts.iter().cloned().enumerate() {
+        let (spec, sink, permits) = (spec.clone(), on_event.clone(), permits.clone());
+        hosts.spawn(async move { (index, scan_host(host, spec, sink, permits).await) });
+    }
+    let mut host_reports = Vec::with_capacity(spec.hosts.len());
+    let mut candidates = Vec::new();
+    while let Some(joined) = hosts.join_next().await {
+        // A task only fails by panicking; its host is then missing from the report rather
+        // than taking the whole scan down.
+        if let Ok((index, (report, found))) = joined {
+            host_reports.push((index, report));
+            candidates.extend(found);
+        }
+    }
+    host_reports.sort_by_key(|(index, _)| *index);
+    ScanReport {
+        hosts: host_reports.into_iter().map(|(_, r)| r).collect(),
+        candidates,
+        duration: start.elapsed(),
+    }
+}
+
+async fn scan_host(
+    host: HostSpec,
+    spec: Arc<ScanSpec>,
+    sink: Sink,
+    permits: Arc<Semaphore>,
+) -> (HostReport, Vec<CandidateReport>) {
+    let start = Instant::now();
+    let queried = tokio::time::timeout(spec.epmd_timeout, query_epmd(&host)).await;
+    let (address, names) = match queried {
+        Ok(Ok((addr, names))) => (Some(addr), Ok(names)),
+        Ok(Err(e)) => (None, Err(e)),
+        Err(_) => (None, Err(Error::Timeout)),
+    };
+    let report = HostReport {
+        label: host.label.clone(),
+        address: address.map_or_else(|| host.address.clone(), |a| a.ip().to_string()),
+        epmd_port: host.epmd_port,
+        result: names
+            .as_ref()
+            .map(|n| (n.entries.len(), n.malformed.clone()))
+            .map_err(Clone::clone),
+        latency: start.elapsed(),
+    };
+    sink(Event::Host(report.clone()));
+    let (Some(address), Ok(names)) = (address, names) else {
+        return (report, Vec::new());
+    };
+
+    let host = Arc::new(host);
+    let mut probes = JoinSet::new();
+    for entry in names.entries {
+        let expected = format!(
+            "{}@{}",
+            entry.alive,
+            host.node_host.as_deref().unwrap_or(&host.label)
+        );
+        let mut candidate = CandidateReport {
+            host: host.label.clone(),
+            alive: entry.alive,
+            name: expected,
+            address: address.ip().to_string(),
+            port: entry.port,
+            probe: None,
+        };
+        if candidate.name == spec.local_name {
+            continue;
+        }
+        if spec.skip.contains(&candidate.name) {
+            sink(Event::Candidate(candidate.clone()));
+            probes.spawn(async move { candidate });
+            continue;
+        }
+        let (spec, sink, permits, host) =
+            (spec.clone(), sink.clone(), permits.clone(), host.clone());
+        probes.spawn(async move {
+            // The semaphore is never closed, so acquiring only waits.
+            let _permit = permits.acquire_owned().await.ok();
+            let request = ProbeRequest {
+                addr: SocketAddr::new(address.ip(), candidate.port),
+                alive: &candidate.alive,
+                expected_host: host.node_host.as_deref(),
+                probe_name: &spec.probe_name,
+                creation: spec.creation,
+                timeout: spec.probe_timeout,
+            };
+            let result = probe::probe(&request).await;
+            if let probe::Outcome::Live { name, .. } = &result.outcome {
+                candidate.name = name.clone();
+            }
+            candidate.probe = Some(result);
+            sink(Event::Candidate(candidate.clone()));
+            candidate
+        });
+    }
+    let mut found = Vec::new();
+    while let Some(joined) = probes.join_next().await {
+        if let Ok(candidate) = joined {
+            found.push(candidate);
+        }
+    }
+    (report, found)
+}
+
+/// Resolves the host, asks its EPMD for names and reads the reply until EPMD closes, never
+/// more than [`epmd::MAX_REPLY_BYTES`]. The caller bounds the time.
+async fn query_epmd(host: &HostSpec) -> Result<(SocketAddr, Names), Error> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.address.as_str(), host.epmd_port))
+        .await
+        .map_err(|e| Error::Resolve(e.to_string()))?
+        .collect();
+    let mut last = Error::Resolve("no addresses".into());
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(mut stream) => {
+                stream.write_all(&epmd::NAMES_REQ).await?;
+                let mut reply = Vec::new();
+                let limit = epmd::MAX_REPLY_BYTES as u64 + 1;
+                (&mut stream).take(limit).read_to_end(&mut reply).await?;
+                return Ok((addr, epmd::parse_names(&reply)?));
+            }
+            Err(e) => last = e.into(),
+        }
+    }
+    Err(last)
+}

@@ -1,0 +1,190 @@
+defmodule TinyclusterTest do
+  # One distribution and one epmd per VM: these tests share both, so they run one at a time.
+  use ExUnit.Case, async: false
+
+  alias Tinycluster.{Candidate, TestNodes}
+
+  defp start_poller(opts \\ []) do
+    name = TestNodes.poller_name()
+    opts = Keyword.merge([name: name, interval: 200], opts)
+    start_supervised!({Tinycluster, opts})
+    name
+  end
+
+  defp state_of(poller, node) do
+    case Tinycluster.status(poller).candidates[Atom.to_string(node.name)] do
+      nil -> nil
+      %Candidate{state: state} -> state
+    end
+  end
+
+  defp wait_state(poller, node, state, timeout \\ 15_000) do
+    TestNodes.wait_until(
+      fn -> state_of(poller, node) == state end,
+      "#{node.name} to be #{inspect(state)} (is #{inspect(state_of(poller, node))})",
+      timeout
+    )
+  end
+
+  test "the NIF is loaded: a scan starts and answers" do
+    assert {:ok, id} =
+             Tinycluster.Native.start_scan(%{
+               hosts: [],
+               probe_name: "tinycluster_probe_x@vm",
+               creation: 1,
+               local_name: "x@vm",
+               skip: [],
+               probe_timeout_ms: 100,
+               epmd_timeout_ms: 100
+             })
+
+    assert is_integer(id)
+    assert_receive {:tinycluster_scan, ^id, {:done, %{hosts: [], candidates: []}}}, 5_000
+  end
+
+  test "plain nodes are all connected, and to each other" do
+    nodes = TestNodes.start_many(3)
+    start_poller()
+
+    for node <- nodes do
+      TestNodes.wait_until(fn -> node.name in Node.list() end, "#{node.name} to connect")
+    end
+
+    # Connections are transitive: each plain node ends up connected to every other.
+    for node <- nodes do
+      others = for n <- nodes, n != node, do: n.name
+
+      TestNodes.wait_until(
+        fn -> Enum.all?(others, &(&1 in TestNodes.nodes_of(node.name))) end,
+        "#{node.name} to see the others"
+      )
+    end
+  end
+
+  test "a node started later joins" do
+    poller = start_poller()
+    TestNodes.wait_until(fn -> Tinycluster.status(poller).scans >= 2 end, "two scans")
+    late = TestNodes.start()
+    TestNodes.wait_until(fn -> late.name in Node.list() end, "the late node to connect")
+    wait_state(poller, late, :connected)
+  end
+
+  test "a hidden node is reported hidden and not connected" do
+    hidden = TestNodes.start(hidden: true)
+    visible = TestNodes.start()
+    poller = start_poller()
+    wait_state(poller, hidden, :hidden)
+    TestNodes.wait_until(fn -> visible.name in Node.list() end, "the visible node")
+    refute hidden.name in Node.list(:connected)
+  end
+
+  test "a node with another cookie is rejected and not connected" do
+    other = TestNodes.start(cookie: "another_cookie")
+    poller = start_poller()
+    wait_state(poller, other, :rejected)
+    refute other.name in Node.list(:connected)
+    entry = Tinycluster.status(poller).candidates[Atom.to_string(other.name)]
+    assert entry.attempts >= 1
+    assert entry.retry_at != nil
+  end
+
+  test "a frozen node is unreachable and the live ones connect anyway" do
+    frozen = TestNodes.start()
+    TestNodes.freeze(frozen)
+    live = TestNodes.start_many(2)
+    poller = start_poller(probe_timeout: 300)
+
+    for node <- live do
+      TestNodes.wait_until(fn -> node.name in Node.list() end, "#{node.name} to connect")
+    end
+
+    wait_state(poller, frozen, :unreachable)
+    refute frozen.name in Node.list(:connected)
+    assert Tinycluster.status(poller).candidates[Atom.to_string(frozen.name)].reason == :timeout
+
+    # Once resumed, a later poll connects it.
+    TestNodes.thaw(frozen)
+    TestNodes.wait_until(fn -> frozen.name in Node.list() end, "the thawed node to connect")
+  end
+
+  test "scan/1 reports every kind of node and connects nothing" do
+    live = TestNodes.start()
+    hidden = TestNodes.start(hidden: true)
+    other = TestNodes.start(cookie: "another_cookie")
+
+    assert {:ok, candidates} = Tinycluster.scan()
+    by_name = Map.new(candidates, &{&1.node || &1.name, &1})
+
+    assert %Candidate{state: :live, node: live_node} = by_name[live.name]
+    assert live_node == live.name
+    assert %Candidate{state: :hidden} = by_name[hidden.name]
+    # A node with another cookie answers the probe too: the probe needs no cookie.
+    assert %Candidate{state: :live} = by_name[other.name]
+    assert by_name[live.name].latency_us > 0
+
+    refute Enum.any?([live, hidden, other], &(&1.name in Node.list(:connected)))
+    refute Map.has_key?(by_name, node())
+  end
+
+  test "connect: false discovers and reports only" do
+    node = TestNodes.start()
+    poller = start_poller(connect: false)
+    wait_state(poller, node, :live)
+    Process.sleep(500)
+    refute node.name in Node.list(:connected)
+  end
+
+  test "a node that stops is reported gone" do
+    node = TestNodes.start()
+    poller = start_poller()
+    wait_state(poller, node, :connected)
+    TestNodes.kill(node)
+    wait_state(poller, node, :gone)
+  end
+
+  test "an EPMD that is not there is an error for scan/1, and the poller keeps going" do
+    {:ok, listener} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
+    {:ok, port} = :inet.port(listener)
+    :ok = :gen_tcp.close(listener)
+
+    assert {:error, {:epmd, "127.0.0.1", :econnrefused}} =
+             Tinycluster.scan(hosts: [{"127.0.0.1", port}])
+
+    poller = start_poller(hosts: [{"127.0.0.1", port}])
+
+    TestNodes.wait_until(
+      fn -> Tinycluster.status(poller).scans >= 3 end,
+      "three scans against a missing EPMD"
+    )
+
+    assert %{status: {:error, :econnrefused}} = Tinycluster.status(poller).hosts["127.0.0.1"]
+  end
+
+  describe "options" do
+    test "are validated with a clear ArgumentError" do
+      for {opts, message} <- [
+            {[interval: 0], ~r/:interval/},
+            {[interval: "1s"], ~r/:interval/},
+            {[probe_timeout: 60_001], ~r/:probe_timeout/},
+            {[connect: :yes], ~r/:connect/},
+            {[hosts: []], ~r/:hosts/},
+            {[hosts: ["bad host"]], ~r/:hosts/},
+            {[hosts: [{"h", 70_000}]], ~r/:hosts/},
+            {[nope: 1], ~r/unknown tinycluster option :nope/},
+            {[name: "x"], ~r/:name/}
+          ] do
+        assert_raise ArgumentError, message, fn -> Tinycluster.child_spec(opts) end
+        assert_raise ArgumentError, message, fn -> Tinycluster.scan(opts) end
+      end
+    end
+
+    test "have documented defaults" do
+      opts = Tinycluster.Options.new!([])
+      assert opts.interval == 1_000
+      assert opts.probe_timeout == 300
+      assert opts.connect == true
+      assert opts.hosts == [:local]
+      assert opts.name == Tinycluster
+    end
+  end
+end
