@@ -7,10 +7,11 @@ defmodule Tinycluster.TestNodes do
 
   import ExUnit.Callbacks, only: [on_exit: 1]
 
-  @cookie "tinycluster_test"
-
-  @doc "The cookie the test VM and the default test nodes share."
-  def cookie, do: @cookie
+  @doc """
+  The cookie the test VM and the default test nodes share: one per test run, so that two
+  runs on one machine (or a benchmark) never join each other's nodes.
+  """
+  def cookie, do: "tinycluster_test_" <> System.pid()
 
   @doc """
   Starts a plain `erl -sname` node and waits until EPMD lists it. Options: `:cookie`,
@@ -18,7 +19,7 @@ defmodule Tinycluster.TestNodes do
   """
   def start(opts \\ []) do
     alive = Keyword.get_lazy(opts, :name, fn -> "tc#{System.unique_integer([:positive])}" end)
-    cookie = Keyword.get(opts, :cookie, @cookie)
+    cookie = Keyword.get(opts, :cookie, cookie())
 
     args =
       ["-sname", alive, "-setcookie", cookie, "-noshell"] ++
