@@ -1,11 +1,13 @@
 defmodule Tinycluster.TestNodes do
   @moduledoc """
   Real BEAM nodes for the tests: plain `erl` processes started as OS processes, on this
-  host's real `epmd`. Each node halts when its stdin closes, so a node never outlives the
-  test VM; `stop/1` also kills it by pid, which works on a frozen node too.
+  host's real `epmd`, with `Tinycluster.OSNode`. A node never outlives the test VM; `kill/1`
+  stops it by pid, which works on a frozen node too.
   """
 
   import ExUnit.Callbacks, only: [on_exit: 1]
+
+  alias Tinycluster.OSNode
 
   @doc """
   The cookie the test VM and the default test nodes share: one per test run, so that two
@@ -15,31 +17,14 @@ defmodule Tinycluster.TestNodes do
 
   @doc """
   Starts a plain `erl -sname` node and waits until EPMD lists it. Options: `:cookie`,
-  `:hidden`, `:args` (extra `erl` arguments), `:name` (alive part). Stopped on test exit.
+  `:hidden`, `:args` (extra `erl` arguments), `:name` (alive part). Stopped on test exit,
+  and by its guard if the test VM dies first (see `Tinycluster.OSNode`).
   """
   def start(opts \\ []) do
     alive = Keyword.get_lazy(opts, :name, fn -> "tc#{System.unique_integer([:positive])}" end)
     cookie = Keyword.get(opts, :cookie, cookie())
-
-    args =
-      ["-sname", alive, "-setcookie", cookie, "-noshell"] ++
-        if(opts[:hidden], do: ["-hidden"], else: []) ++
-        Keyword.get(opts, :args, []) ++
-        ["-eval", ~s|spawn(fun() -> io:get_line(""), erlang:halt() end).|]
-
-    port =
-      Port.open({:spawn_executable, System.find_executable("erl")}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        args: args
-      ])
-
-    {:os_pid, os_pid} = Port.info(port, :os_pid)
-    [_, host] = node() |> Atom.to_string() |> String.split("@")
-    node = %{name: :"#{alive}@#{host}", alive: alive, os_pid: os_pid, port: port}
+    {:ok, node} = OSNode.start(alive, cookie, Keyword.take(opts, [:hidden, :args]))
     on_exit(fn -> kill(node) end)
-    wait_until(fn -> registered?(alive) end, "#{alive} to register with EPMD")
     node
   end
 
@@ -47,29 +32,19 @@ defmodule Tinycluster.TestNodes do
   def start_many(count, opts \\ []), do: for(_ <- 1..count, do: start(opts))
 
   @doc "Stops a node by its OS pid (SIGKILL works on a frozen node too) and waits for it."
-  def kill(%{os_pid: os_pid, alive: alive}) do
-    System.cmd("kill", ["-KILL", Integer.to_string(os_pid)], stderr_to_stdout: true)
-    wait_until(fn -> not registered?(alive) end, "#{alive} to leave EPMD", 10_000)
+  def kill(node) do
+    OSNode.stop(node)
+    wait_until(fn -> not registered?(node.alive) end, "#{node.alive} to leave EPMD", 10_000)
   end
 
   @doc "Freezes a node with SIGSTOP: it still accepts TCP connections, and answers nothing."
-  def freeze(%{os_pid: os_pid}), do: signal(os_pid, "-STOP")
+  defdelegate freeze(node), to: OSNode
 
   @doc "Resumes a frozen node with SIGCONT."
-  def thaw(%{os_pid: os_pid}), do: signal(os_pid, "-CONT")
-
-  defp signal(os_pid, sig) do
-    {_, 0} = System.cmd("kill", [sig, Integer.to_string(os_pid)])
-    :ok
-  end
+  defdelegate thaw(node), to: OSNode
 
   @doc "Whether EPMD lists `alive` on this host."
-  def registered?(alive) do
-    case :erl_epmd.names() do
-      {:ok, names} -> Enum.any?(names, fn {name, _port} -> List.to_string(name) == alive end)
-      _ -> false
-    end
-  end
+  defdelegate registered?(alive), to: OSNode
 
   @doc "The nodes `node` is connected to, asked over distribution."
   def nodes_of(node), do: :erpc.call(node, :erlang, :nodes, [], 5_000)

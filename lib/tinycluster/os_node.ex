@@ -1,0 +1,153 @@
+defmodule Tinycluster.OSNode do
+  # Starts plain `erl` nodes as OS processes for the demo, the tests and the benchmarks, so
+  # that each is a real node on the host's real epmd and nothing else.
+  #
+  # Each node runs under a small `sh` guard whose stdin is the port: when the port closes
+  # (the owner stopped it, or the VM that started it died, even by Ctrl-C), the guard kills
+  # the node by pid. That holds for a node frozen with SIGSTOP too, which could not notice
+  # anything itself. The node ignores SIGINT (+Bi), so Ctrl-C in the terminal reaches only
+  # the VM that started it.
+  @moduledoc false
+
+  @guard """
+  trap '' INT
+  "$@" </dev/null &
+  child=$!
+  echo "tinycluster_os_node_pid $child"
+  read _eof
+  kill -KILL "$child" 2>/dev/null
+  wait "$child" 2>/dev/null
+  """
+
+  defstruct [:name, :alive, :os_pid, :port, :cookie]
+
+  @type t :: %__MODULE__{
+          name: node(),
+          alive: String.t(),
+          os_pid: pos_integer(),
+          port: port(),
+          cookie: String.t()
+        }
+
+  @doc """
+  Starts `erl -sname alive` with `cookie` and waits until EPMD lists it.
+
+  Options: `:hidden` (boolean), `:args` (more `erl` arguments), `:timeout` (ms to wait for
+  the registration, default 15000). The calling process owns the node: it stops when that
+  process dies.
+  """
+  @spec start(String.t(), String.t(), keyword()) :: {:ok, t()} | {:error, term()}
+  def start(alive, cookie, opts \\ []) do
+    erl = System.find_executable("erl") || raise "erl is not on the PATH"
+
+    erl_args =
+      ["-sname", alive, "-setcookie", cookie, "-noshell", "+Bi"] ++
+        if(opts[:hidden], do: ["-hidden"], else: []) ++ Keyword.get(opts, :args, [])
+
+    port =
+      Port.open({:spawn_executable, "/bin/sh"}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        {:line, 4096},
+        args: ["-c", @guard, "sh", erl | erl_args]
+      ])
+
+    with {:ok, os_pid} <- await_pid(port),
+         node = %__MODULE__{
+           name: :"#{alive}@#{host()}",
+           alive: alive,
+           os_pid: os_pid,
+           port: port,
+           cookie: cookie
+         },
+         :ok <- await_registered(alive, Keyword.get(opts, :timeout, 15_000)) do
+      {:ok, node}
+    else
+      error ->
+        close(port)
+        error
+    end
+  end
+
+  @doc "Stops a node: kills it by pid and closes its guard. Safe to call twice."
+  @spec stop(t()) :: :ok
+  def stop(%__MODULE__{os_pid: os_pid, port: port}) do
+    System.cmd("kill", ["-KILL", Integer.to_string(os_pid)], stderr_to_stdout: true)
+    close(port)
+    :ok
+  end
+
+  @doc "Freezes a node with SIGSTOP: it still accepts TCP connections, and answers nothing."
+  @spec freeze(t()) :: :ok
+  def freeze(%__MODULE__{os_pid: os_pid}), do: signal(os_pid, "-STOP")
+
+  @doc "Resumes a frozen node with SIGCONT."
+  @spec thaw(t()) :: :ok
+  def thaw(%__MODULE__{os_pid: os_pid}), do: signal(os_pid, "-CONT")
+
+  @doc "Whether the local EPMD lists `alive`."
+  @spec registered?(String.t()) :: boolean()
+  def registered?(alive) do
+    case :erl_epmd.names() do
+      {:ok, names} -> Enum.any?(names, fn {name, _port} -> List.to_string(name) == alive end)
+      _ -> false
+    end
+  end
+
+  @doc "Starts `epmd -daemon` (a no-op when one runs) and waits until it answers."
+  @spec ensure_epmd() :: :ok | {:error, term()}
+  def ensure_epmd do
+    epmd = System.find_executable("epmd") || Path.join(:code.root_dir(), "bin/epmd")
+    System.cmd(epmd, ["-daemon"], stderr_to_stdout: true)
+    wait(fn -> match?({:ok, _}, :erl_epmd.names()) end, 5_000, {:error, :epmd_not_running})
+  end
+
+  @doc "The host part of node names on this host in -sname mode."
+  @spec host() :: String.t()
+  def host do
+    if Node.alive?() do
+      node() |> Atom.to_string() |> String.split("@") |> List.last()
+    else
+      {:ok, name} = :inet.gethostname()
+      name |> List.to_string() |> String.split(".") |> hd()
+    end
+  end
+
+  defp signal(os_pid, sig) do
+    System.cmd("kill", [sig, Integer.to_string(os_pid)], stderr_to_stdout: true)
+    :ok
+  end
+
+  defp await_pid(port) do
+    receive do
+      {^port, {:data, {:eol, "tinycluster_os_node_pid " <> pid}}} -> {:ok, String.to_integer(pid)}
+      {^port, {:exit_status, status}} -> {:error, {:exited, status}}
+    after
+      10_000 -> {:error, :no_pid}
+    end
+  end
+
+  defp await_registered(alive, timeout) do
+    wait(fn -> registered?(alive) end, timeout, {:error, {:not_registered, alive}})
+  end
+
+  defp wait(fun, timeout, error) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+
+    Stream.repeatedly(fn ->
+      cond do
+        fun.() -> :ok
+        System.monotonic_time(:millisecond) > deadline -> error
+        true -> Process.sleep(25) && nil
+      end
+    end)
+    |> Enum.find(& &1)
+  end
+
+  defp close(port) do
+    Port.close(port)
+  rescue
+    ArgumentError -> :ok
+  end
+end
