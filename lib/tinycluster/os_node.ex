@@ -33,8 +33,8 @@ defmodule Tinycluster.OSNode do
   Starts `erl -sname alive` with `cookie` and waits until EPMD lists it.
 
   Options: `:hidden` (boolean), `:args` (more `erl` arguments), `:timeout` (ms to wait for
-  the registration, default 15000). The calling process owns the node: it stops when that
-  process dies.
+  the registration, default 15000), `:owner` (the process that owns the node, default the
+  caller): the node stops when its owner dies.
   """
   @spec start(String.t(), String.t(), keyword()) :: {:ok, t()} | {:error, term()}
   def start(alive, cookie, opts \\ []) do
@@ -62,6 +62,7 @@ defmodule Tinycluster.OSNode do
            cookie: cookie
          },
          :ok <- await_registered(alive, Keyword.get(opts, :timeout, 15_000)) do
+      hand_over(port, Keyword.get(opts, :owner, self()))
       {:ok, node}
     else
       error ->
@@ -117,6 +118,14 @@ defmodule Tinycluster.OSNode do
   defp signal(os_pid, sig) do
     System.cmd("kill", [sig, Integer.to_string(os_pid)], stderr_to_stdout: true)
     :ok
+  end
+
+  defp hand_over(port, owner) when owner == self(), do: port
+
+  defp hand_over(port, owner) do
+    Port.connect(port, owner)
+    Process.unlink(port)
+    port
   end
 
   defp await_pid(port) do
