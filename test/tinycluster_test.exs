@@ -35,7 +35,8 @@ defmodule TinyclusterTest do
                local_name: "x@vm",
                skip: [],
                probe_timeout_ms: 100,
-               epmd_timeout_ms: 100
+               epmd_timeout_ms: 100,
+               gate: false
              })
 
     assert is_integer(id)

@@ -3,8 +3,10 @@ defmodule Tinycluster.Candidate do
   A node that an EPMD listed, and what tinycluster learned about it.
 
   `Tinycluster.scan/1` returns these straight from a probe; `Tinycluster.status/1` returns
-  them with the poller's bookkeeping filled in (`first_seen`, `last_seen`, `attempts`,
-  `retry_at`).
+  them with the poller's bookkeeping filled in: `first_seen` and `last_seen` (when EPMD
+  last listed it), `attempts` (failed connection attempts in a row), `retry_in_ms` (how long
+  until the next attempt, while backing off; `retry_at` is the same in monotonic
+  milliseconds) and `description` (the state in words, from `describe/1`).
 
   `name` is always the full node name as a string. `node` is the same name as an atom, but
   only once a probe has proven the name live (or the node is already connected): tinycluster
@@ -48,6 +50,8 @@ defmodule Tinycluster.Candidate do
     :first_seen,
     :last_seen,
     :retry_at,
+    :retry_in_ms,
+    :description,
     attempts: 0
   ]
 
@@ -78,7 +82,9 @@ defmodule Tinycluster.Candidate do
           first_seen: DateTime.t() | nil,
           last_seen: DateTime.t() | nil,
           attempts: non_neg_integer(),
-          retry_at: integer() | nil
+          retry_at: integer() | nil,
+          retry_in_ms: non_neg_integer() | nil,
+          description: String.t() | nil
         }
 
   @doc """

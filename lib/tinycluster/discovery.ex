@@ -3,7 +3,7 @@ defmodule Tinycluster.Discovery do
   # scan. The one place that knows how node names and probe names are made.
   @moduledoc false
 
-  alias Tinycluster.{Candidate, Native, Options}
+  alias Tinycluster.{Candidate, Filter, Native, Options}
 
   # The probe claims a fixed name per poller: distinct between pollers (so they never answer
   # for each other) and never a fresh one per probe, since the peer makes an atom of it.
@@ -24,7 +24,8 @@ defmodule Tinycluster.Discovery do
          local_name: Atom.to_string(node()),
          skip: Enum.map(skip, &Atom.to_string/1),
          probe_timeout_ms: opts.probe_timeout,
-         epmd_timeout_ms: opts.epmd_timeout
+         epmd_timeout_ms: opts.epmd_timeout,
+         gate: Filter.active?(opts)
        }}
     else
       {:error, :not_distributed}
@@ -66,19 +67,44 @@ defmodule Tinycluster.Discovery do
     end
   end
 
+  @doc """
+  Answers a scan's `{:listed, {index, label, names}}` event: lets through the names the
+  options' `:only`/`:except` admit, so that the others are never probed.
+  """
+  @spec admit(
+          Options.t(),
+          map(),
+          non_neg_integer(),
+          {non_neg_integer(), String.t(), [String.t()]}
+        ) ::
+          :ok | {:error, :unknown_scan}
+  def admit(%Options{} = opts, request, id, {index, label, names}) do
+    host = Enum.at(request.hosts, index)
+    node_host = (host && host.node_host) || label
+    admitted = Enum.filter(names, &Filter.allowed?(opts, &1 <> "@" <> node_host))
+    Native.admit(id, index, admitted)
+  end
+
   @doc "Runs one scan in the calling process and waits for its end."
   @spec scan(Options.t()) :: {:ok, [Candidate.t()]} | {:error, term()}
   def scan(%Options{} = opts) do
     with {:ok, request} <- request(opts, Node.list(:connected)),
          {:ok, id} <- Native.start_scan(request) do
-      await(id, deadline(opts))
+      await(opts, request, id, deadline(opts))
     end
   end
 
-  defp await(id, timeout) do
+  defp await(opts, request, id, timeout) do
     receive do
-      {:tinycluster_scan, ^id, {:done, report}} -> result(report)
-      {:tinycluster_scan, ^id, _event} -> await(id, timeout)
+      {:tinycluster_scan, ^id, {:done, report}} ->
+        result(report)
+
+      {:tinycluster_scan, ^id, {:listed, listed}} ->
+        admit(opts, request, id, listed)
+        await(opts, request, id, timeout)
+
+      {:tinycluster_scan, ^id, _event} ->
+        await(opts, request, id, timeout)
     after
       timeout -> {:error, :timeout}
     end

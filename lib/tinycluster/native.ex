@@ -28,4 +28,7 @@ defmodule Tinycluster.Native do
 
   @doc false
   def start_scan(_opts), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc false
+  def admit(_scan_id, _index, _names), do: :erlang.nif_error(:nif_not_loaded)
 end

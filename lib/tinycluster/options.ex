@@ -14,7 +14,11 @@ defmodule Tinycluster.Options do
             epmd_timeout: 1_000,
             connect: true,
             hosts: [:local],
-            max_backoff: 60_000
+            max_backoff: 60_000,
+            only: nil,
+            except: [],
+            include_hidden: false,
+            log: :info
 
   @typedoc "A host to ask: this host's EPMD, or another host's (port defaults to 4369)."
   @type host :: :local | String.t() | {String.t(), :inet.port_number()}
@@ -26,10 +30,15 @@ defmodule Tinycluster.Options do
           epmd_timeout: pos_integer(),
           connect: boolean(),
           hosts: [host()],
-          max_backoff: pos_integer()
+          max_backoff: pos_integer(),
+          only: nil | [Tinycluster.Filter.pattern()],
+          except: [Tinycluster.Filter.pattern()],
+          include_hidden: boolean(),
+          log: false | Logger.level()
         }
 
   @max_timeout 60_000
+  @log_levels [:emergency, :alert, :critical, :error, :warning, :notice, :info, :debug]
 
   @doc "Validates a keyword list of options and fills in the defaults."
   @spec new!(keyword()) :: t()
@@ -89,18 +98,37 @@ defmodule Tinycluster.Options do
               ms <= @max_timeout,
        do: ms
 
-  defp validate!(:connect, flag) when is_boolean(flag), do: flag
+  defp validate!(key, flag) when key in [:connect, :include_hidden] and is_boolean(flag),
+    do: flag
+
+  defp validate!(:log, level) when level == false or level in @log_levels, do: level
+
+  defp validate!(key, patterns) when key in [:only, :except] do
+    case Tinycluster.Filter.patterns(patterns) do
+      {:ok, list} -> list
+      :error -> invalid!(key, patterns)
+    end
+  end
 
   defp validate!(:hosts, [_ | _] = hosts), do: Enum.map(hosts, &host!/1)
 
-  defp validate!(key, value) do
+  defp validate!(key, value), do: invalid!(key, value)
+
+  defp invalid!(key, value) do
     raise ArgumentError,
           "invalid value for tinycluster option #{inspect(key)}: #{inspect(value)} " <>
             "(expected #{expected(key)})"
   end
 
   defp expected(:name), do: "an atom"
-  defp expected(:connect), do: "a boolean"
+  defp expected(key) when key in [:connect, :include_hidden], do: "a boolean"
+
+  defp expected(:log),
+    do: "false or a Logger level (#{Enum.map_join(@log_levels, ", ", &inspect/1)})"
+
+  defp expected(key) when key in [:only, :except],
+    do: "a pattern or a list of patterns: name prefixes, regexes or 1-arity functions"
+
   defp expected(:hosts), do: "a non-empty list of :local, \"host\" or {\"host\", port}"
 
   defp expected(key) when key in [:probe_timeout, :epmd_timeout],

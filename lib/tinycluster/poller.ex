@@ -1,12 +1,14 @@
 defmodule Tinycluster.Poller do
   # The GenServer behind `Tinycluster`: polls on a timer, runs one scan at a time, connects
   # the live candidates in supervised tasks, and keeps the state `Tinycluster.status/1` shows.
+  # Every change of a candidate's state goes through `put_candidate/3`, the one place that
+  # logs and emits telemetry, so that each change is reported once and nothing per poll.
   @moduledoc false
 
   use GenServer
   require Logger
 
-  alias Tinycluster.{Candidate, Discovery, Native, Options}
+  alias Tinycluster.{Candidate, Discovery, Filter, Native, Options, Telemetry}
 
   # A candidate no longer listed anywhere is forgotten after this long, so that the status
   # of a node with many short-lived nodes (remote shells, scripts) stays bounded.
@@ -55,7 +57,7 @@ defmodule Tinycluster.Poller do
   def handle_info({:tinycluster_scan, _id, _event}, state), do: {:noreply, state}
 
   def handle_info({:scan_timeout, id}, %{scan: %{id: id}} = state) do
-    Logger.warning("tinycluster: a scan did not finish in time; starting over")
+    log(state, :warning, "tinycluster: a scan did not finish in time; starting over", [])
     {:noreply, state |> Map.put(:scan, nil) |> schedule(0)}
   end
 
@@ -93,10 +95,13 @@ defmodule Tinycluster.Poller do
 
       {:error, :not_distributed} ->
         unless state.warned_not_distributed do
-          Logger.warning(
+          log(
+            state,
+            :warning,
             "tinycluster: this node is not distributed (#{node()}), so it cannot connect to " <>
               "other nodes; start it with --sname or --name, or call Node.start/2. " <>
-              "tinycluster starts clustering as soon as it is."
+              "tinycluster starts clustering as soon as it is.",
+            []
           )
         end
 
@@ -108,11 +113,19 @@ defmodule Tinycluster.Poller do
     case Native.start_scan(request) do
       {:ok, id} ->
         Process.send_after(self(), {:scan_timeout, id}, Discovery.deadline(state.opts))
-        now = System.monotonic_time(:millisecond)
-        %{state | scan: %{id: id, started: now}, warned_not_distributed: false}
+        now = System.monotonic_time()
+
+        Telemetry.execute(
+          [:tinycluster, :scan, :start],
+          %{system_time: System.system_time(), monotonic_time: now},
+          %{poller: state.opts.name, hosts: Enum.map(request.hosts, & &1.label)}
+        )
+
+        scan = %{id: id, started: now, request: request}
+        %{state | scan: scan, warned_not_distributed: false}
 
       {:error, reason} ->
-        Logger.error("tinycluster: could not start a scan: #{inspect(reason)}")
+        log(state, :error, "tinycluster: could not start a scan: #{inspect(reason)}", [])
         schedule(state, state.opts.interval)
     end
   end
@@ -125,9 +138,16 @@ defmodule Tinycluster.Poller do
 
   ## Scan events
 
+  defp handle_event({:listed, listed}, state) do
+    Discovery.admit(state.opts, state.scan.request, state.scan.id, listed)
+    state
+  end
+
   defp handle_event({:host, host}, state) do
     previous = Map.get(state.hosts, host.label)
-    log_host(previous, host)
+    log_host(state, previous, host)
+    last_ok = if host.status == :ok, do: DateTime.utc_now(), else: previous[:last_ok_at]
+    host = Map.put(host, :last_ok_at, last_ok)
     %{state | hosts: Map.put(state.hosts, host.label, host)}
   end
 
@@ -148,8 +168,6 @@ defmodule Tinycluster.Poller do
   end
 
   defp handle_event({:done, report}, state) do
-    now_ms = System.monotonic_time(:millisecond)
-    elapsed = now_ms - state.scan.started
     listed = MapSet.new(report.candidates, &{&1.host, &1.alive})
     answered = for %{status: :ok, label: label} <- report.hosts, into: MapSet.new(), do: label
 
@@ -162,6 +180,22 @@ defmodule Tinycluster.Poller do
         end
       end)
 
+    now = System.monotonic_time()
+    elapsed_ms = System.convert_time_unit(now - state.scan.started, :native, :millisecond)
+    counts = Enum.frequencies_by(report.candidates, & &1.state)
+    failed = for %{status: {:error, _}, label: label} <- report.hosts, do: label
+
+    Telemetry.execute(
+      [:tinycluster, :scan, :stop],
+      %{
+        duration: now - state.scan.started,
+        candidates: length(report.candidates),
+        live: Map.get(counts, :live, 0) + Map.get(counts, :hidden, 0),
+        connected: Enum.count(state.candidates, fn {_, c} -> c.state == :connected end)
+      },
+      %{poller: state.opts.name, hosts: Enum.map(report.hosts, & &1.label), failed_hosts: failed}
+    )
+
     %{
       state
       | scan: nil,
@@ -170,10 +204,12 @@ defmodule Tinycluster.Poller do
           at: DateTime.utc_now(),
           duration_us: report.duration_us,
           hosts: length(report.hosts),
-          candidates: length(report.candidates)
+          failed_hosts: failed,
+          candidates: length(report.candidates),
+          by_state: counts
         }
     }
-    |> schedule(state.opts.interval - elapsed)
+    |> schedule(state.opts.interval - elapsed_ms)
   end
 
   # What a fresh probe says wins, except that the poller's own view of a connection in
@@ -181,8 +217,8 @@ defmodule Tinycluster.Poller do
   defp merge(old, probed, now) do
     state =
       cond do
-        old.state == :connecting and probed.state == :live -> :connecting
-        old.state == :rejected and probed.state == :live -> :rejected
+        old.state == :connecting and probed.state in [:live, :hidden] -> :connecting
+        old.state == :rejected and probed.state in [:live, :hidden] -> :rejected
         true -> probed.state
       end
 
@@ -199,7 +235,7 @@ defmodule Tinycluster.Poller do
     }
   end
 
-  defp gone(state, key, %Candidate{state: :gone, last_seen: last} = _entry) do
+  defp gone(state, key, %Candidate{state: :gone, last_seen: last}) do
     if DateTime.diff(DateTime.utc_now(), last, :millisecond) > @forget_gone_after_ms,
       do: %{state | candidates: Map.delete(state.candidates, key)},
       else: state
@@ -214,13 +250,8 @@ defmodule Tinycluster.Poller do
 
   defp maybe_connect(state, key) do
     entry = Map.fetch!(state.candidates, key)
-    now = System.monotonic_time(:millisecond)
 
-    due? =
-      entry.state == :live or
-        (entry.state == :rejected and entry.retry_at != nil and now >= entry.retry_at)
-
-    if due? and entry.node != nil do
+    if entry.node != nil and connectable?(entry, state.opts) and due?(entry) do
       task = Task.Supervisor.async_nolink(state.tasks, Node, :connect, [entry.node])
       state = %{state | connecting: Map.put(state.connecting, task.ref, key)}
       put_candidate(state, key, %{entry | state: :connecting})
@@ -228,6 +259,18 @@ defmodule Tinycluster.Poller do
       state
     end
   end
+
+  # The probe confirmed the name, and for another host that name may differ from the one
+  # EPMD implied: the filters see the confirmed one too.
+  defp connectable?(entry, opts) do
+    Filter.allowed?(opts, entry.name) and
+      (entry.state in [:live, :rejected] or (entry.state == :hidden and opts.include_hidden))
+  end
+
+  defp due?(%Candidate{state: :rejected, retry_at: retry_at}),
+    do: retry_at != nil and System.monotonic_time(:millisecond) >= retry_at
+
+  defp due?(_entry), do: true
 
   defp connected(state, key, result) do
     case Map.get(state.candidates, key) do
@@ -265,62 +308,85 @@ defmodule Tinycluster.Poller do
     end
   end
 
-  ## Bookkeeping and logs
+  ## Bookkeeping, logs and events
 
   defp put_candidate(state, key, entry) do
     old = Map.get(state.candidates, key)
-    if old == nil or old.state != entry.state, do: log_transition(entry)
+    if old == nil or old.state != entry.state, do: report_change(state, old, entry)
     %{state | candidates: Map.put(state.candidates, key, entry)}
   end
 
-  defp log_transition(%Candidate{} = entry) do
+  defp report_change(state, old, %Candidate{} = entry) do
     meta = [tinycluster_node: entry.name, tinycluster_state: entry.state]
 
-    case entry.state do
-      :connected ->
-        Logger.info("tinycluster: connected to #{entry.name}", meta)
+    case {old && old.state, entry.state} do
+      {_, :connected} ->
+        log(state, :info, "tinycluster: connected to #{entry.name}", meta)
+        node_telemetry(state, :connected, entry)
 
       # A refusal is retried with backoff; only the first of a run is worth a line.
-      :rejected when entry.attempts > 1 ->
+      {_, :rejected} when entry.attempts > 1 ->
         :ok
 
-      state when state in [:rejected, :not_allowed, :name_mismatch, :bad_reply, :unreachable] ->
-        Logger.warning("tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
+      {_, :rejected} ->
+        log(state, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
+        node_telemetry(state, :rejected, entry)
 
-      :down ->
-        Logger.info("tinycluster: lost the connection to #{entry.name}", meta)
+      {_, :unreachable} ->
+        log(state, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
+        node_telemetry(state, :unreachable, entry)
+
+      {_, bad} when bad in [:not_allowed, :name_mismatch, :bad_reply] ->
+        log(state, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
+
+      {:connected, :down} ->
+        log(state, :info, "tinycluster: lost the connection to #{entry.name}", meta)
+        node_telemetry(state, :lost, entry)
 
       _ ->
         :ok
     end
   end
 
-  defp log_host(previous, host) do
+  defp node_telemetry(state, event, entry) do
+    measurements =
+      if entry.latency_us,
+        do: %{system_time: System.system_time(), latency_us: entry.latency_us},
+        else: %{system_time: System.system_time()}
+
+    Telemetry.execute([:tinycluster, :node, event], measurements, %{
+      poller: state.opts.name,
+      node: entry.name,
+      host: entry.host,
+      state: entry.state,
+      reason: entry.reason
+    })
+  end
+
+  defp log_host(state, previous, host) do
     meta = [tinycluster_host: host.label]
 
     case {previous && previous.status, host.status} do
-      {:ok, :ok} ->
-        :ok
-
-      {nil, :ok} ->
-        :ok
-
       {{:error, _}, :ok} ->
-        Logger.info("tinycluster: EPMD on #{host.label} answers again", meta)
+        log(state, :info, "tinycluster: EPMD on #{host.label} answers again", meta)
 
-      {{:error, _}, {:error, _}} ->
-        :ok
-
-      {_, {:error, reason}} ->
-        Logger.warning(
+      {prev, {:error, reason}} when prev == nil or prev == :ok ->
+        log(
+          state,
+          :warning,
           "tinycluster: cannot list the nodes of #{host.label} " <>
             "(EPMD at #{host.address}:#{host.epmd_port}): #{inspect(reason)}",
           meta
         )
+
+      _ ->
+        :ok
     end
 
     if host.malformed != [] and (previous == nil or previous.malformed == []) do
-      Logger.warning(
+      log(
+        state,
+        :warning,
         "tinycluster: EPMD on #{host.label} listed #{length(host.malformed)} malformed " <>
           "entries, skipped: #{inspect(Enum.take(host.malformed, 3))}",
         meta
@@ -328,7 +394,22 @@ defmodule Tinycluster.Poller do
     end
   end
 
+  defp log(%{opts: %{log: false}}, _level, _message, _meta), do: :ok
+
+  defp log(%{opts: %{log: threshold}}, level, message, meta) do
+    if Logger.compare_levels(level, threshold) != :lt, do: Logger.log(level, message, meta)
+    :ok
+  end
+
   defp status(state) do
+    now = System.monotonic_time(:millisecond)
+
+    candidates =
+      Map.new(state.candidates, fn {_key, entry} ->
+        retry_in = entry.retry_at && max(entry.retry_at - now, 0)
+        {entry.name, %{entry | description: Candidate.describe(entry), retry_in_ms: retry_in}}
+      end)
+
     %{
       node: node(),
       options: state.opts,
@@ -336,7 +417,7 @@ defmodule Tinycluster.Poller do
       scans: state.scans,
       last_scan: state.last_scan,
       hosts: state.hosts,
-      candidates: Map.new(state.candidates, fn {_key, entry} -> {entry.name, entry} end)
+      candidates: candidates
     }
   end
 end

@@ -37,6 +37,9 @@ pub enum Error {
     /// An EPMD listing more names than the per-host cap (`{:too_many_names, n}`).
     #[error("EPMD lists more than {0} names")]
     TooManyNames(usize),
+    /// The scan's owner did not say in time which names to probe (`:filter_timeout`).
+    #[error("no answer from the filter in time")]
+    FilterTimeout,
     /// The runtime could not be started or a task failed (`{:internal, text}`).
     #[error("internal error: {0}")]
     Internal(String),
@@ -73,6 +76,7 @@ mod atoms {
         unknown_status,
         reply_too_large,
         too_many_names,
+        filter_timeout,
         internal,
     }
 }
@@ -91,6 +95,7 @@ impl rustler::Encoder for Error {
             Error::UnknownStatus(text) => (atoms::unknown_status(), text).encode(env),
             Error::ReplyTooLarge(n) => (atoms::reply_too_large(), *n).encode(env),
             Error::TooManyNames(n) => (atoms::too_many_names(), *n).encode(env),
+            Error::FilterTimeout => atoms::filter_timeout().encode(env),
             Error::Internal(text) => (atoms::internal(), text).encode(env),
         }
     }

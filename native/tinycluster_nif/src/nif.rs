@@ -1,12 +1,14 @@
 //! The NIF entry points and the process-wide runtime they spawn scans on.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use once_cell::sync::Lazy;
 use rustler::{Atom, Encoder, Env, LocalPid, NifMap, OwnedEnv, Term};
 use tokio::runtime::{Builder, Runtime};
+use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::{encode, handshake, scan};
@@ -19,7 +21,9 @@ mod atoms {
         host,
         candidate,
         done,
+        listed,
         badarg,
+        unknown_scan,
     }
 }
 
@@ -37,6 +41,11 @@ static RUNTIME: Lazy<Result<Runtime, String>> = Lazy::new(|| {
 });
 
 static NEXT_SCAN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Gates waiting for their owner's answer, by scan id and host index. Entries leave when
+/// answered, and all of a scan's leave when it ends, answered or not.
+type GateMap = HashMap<(u64, usize), oneshot::Sender<Vec<String>>>;
+static GATES: Lazy<Mutex<GateMap>> = Lazy::new(|| Mutex::new(HashMap::new()));
 
 /// A host as the Elixir side describes it.
 #[derive(NifMap)]
@@ -57,6 +66,7 @@ struct ScanOpts {
     skip: Vec<String>,
     probe_timeout_ms: u64,
     epmd_timeout_ms: u64,
+    gate: bool,
 }
 
 /// The longest a deadline may be, so that a scan always ends.
@@ -91,6 +101,7 @@ fn validate(opts: ScanOpts) -> Result<scan::ScanSpec, &'static str> {
         skip: opts.skip.into_iter().collect(),
         probe_timeout: Duration::from_millis(opts.probe_timeout_ms),
         epmd_timeout: Duration::from_millis(opts.epmd_timeout_ms),
+        gate: None,
     })
 }
 
@@ -110,19 +121,34 @@ where
 /// Starts one scan and returns `{:ok, scan_id}` at once, or `{:error, reason}` for bad
 /// options. The caller then receives `{:tinycluster_scan, scan_id, {:host, map}}` per host,
 /// `{:tinycluster_scan, scan_id, {:candidate, map}}` per candidate as each probe ends, and
-/// last `{:tinycluster_scan, scan_id, {:done, map}}`.
+/// last `{:tinycluster_scan, scan_id, {:done, map}}`. With `gate: true`, each host's names
+/// first come as `{:tinycluster_scan, scan_id, {:listed, {index, label, names}}}`, and none
+/// is probed until [`admit`] answers with the names to probe.
 #[rustler::nif]
 fn start_scan<'a>(env: Env<'a>, opts: ScanOpts) -> Term<'a> {
-    let spec = match validate(opts) {
-        Ok(spec) => spec,
-        Err(why) => return (atoms::error(), (atoms::badarg(), why)).encode(env),
-    };
     let runtime = match RUNTIME.as_ref() {
         Ok(rt) => rt,
         Err(e) => return (atoms::error(), Error::Internal(e.clone())).encode(env),
     };
+    let gated = opts.gate;
+    let mut spec = match validate(opts) {
+        Ok(spec) => spec,
+        Err(why) => return (atoms::error(), (atoms::badarg(), why)).encode(env),
+    };
     let pid = env.pid();
     let id = NEXT_SCAN_ID.fetch_add(1, Ordering::Relaxed);
+    if gated {
+        spec.gate = Some(scan::Gate(Arc::new(move |index, label, names| {
+            let (tx, rx) = oneshot::channel();
+            if let Ok(mut gates) = GATES.lock() {
+                gates.insert((id, index), tx);
+            }
+            send(&pid, id, atoms::listed(), |env| {
+                (index, label, names).encode(env)
+            });
+            rx
+        })));
+    }
     runtime.spawn(async move {
         let sink: Arc<dyn Fn(scan::Event) + Send + Sync> = Arc::new(move |event| match event {
             scan::Event::Host(h) => send(&pid, id, atoms::host(), |env| encode::host(env, &h)),
@@ -131,9 +157,27 @@ fn start_scan<'a>(env: Env<'a>, opts: ScanOpts) -> Term<'a> {
             }),
         });
         let report = scan::run(spec, sink).await;
+        if let Ok(mut gates) = GATES.lock() {
+            gates.retain(|(scan, _), _| *scan != id);
+        }
         send(&pid, id, atoms::done(), |env| encode::report(env, &report));
     });
     (atoms::ok(), id).encode(env)
+}
+
+/// Answers a scan's `{:listed, index, label, names}` message with the alive names to probe
+/// on that host. Returns `:ok`, or `{:error, :unknown_scan}` when the scan no longer waits
+/// (it timed out, or ended).
+#[rustler::nif]
+fn admit(env: Env<'_>, scan_id: u64, index: usize, names: Vec<String>) -> Term<'_> {
+    let waiting = GATES
+        .lock()
+        .ok()
+        .and_then(|mut g| g.remove(&(scan_id, index)));
+    match waiting.map(|tx| tx.send(names)) {
+        Some(Ok(())) => atoms::ok().encode(env),
+        _ => (atoms::error(), atoms::unknown_scan()).encode(env),
+    }
 }
 
 rustler::init!("Elixir.Tinycluster.Native");

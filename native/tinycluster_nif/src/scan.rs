@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::epmd::{self, Malformed, Names};
@@ -35,6 +35,21 @@ pub struct HostSpec {
     pub node_host: Option<String>,
 }
 
+/// Asks the scan's owner which of a host's listed names to probe, so that names the owner
+/// filters out are never even probed. Called with the host's index, its label and the alive
+/// names EPMD listed; the receiver yields the names to probe.
+#[derive(Clone)]
+pub struct Gate(pub Arc<GateFn>);
+
+/// The gate's function: `(host index, host label, listed names) -> names to probe`.
+pub type GateFn = dyn Fn(usize, &str, Vec<String>) -> oneshot::Receiver<Vec<String>> + Send + Sync;
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
+}
+
 /// Everything one pass needs.
 #[derive(Debug, Clone)]
 pub struct ScanSpec {
@@ -50,8 +65,10 @@ pub struct ScanSpec {
     pub skip: HashSet<String>,
     /// The deadline of one probe.
     pub probe_timeout: Duration,
-    /// The deadline of one EPMD query, resolution included.
+    /// The deadline of one EPMD query, resolution included; the gate's answer has as long.
     pub epmd_timeout: Duration,
+    /// When set, each host's names pass through it before any is probed.
+    pub gate: Option<Gate>,
 }
 
 /// What one host's EPMD said.
@@ -116,7 +133,7 @@ pub async fn run(spec: ScanSpec, on_event: Sink) -> ScanReport {
     let mut hosts = JoinSet::new();
     for (index, host) in spec.hosts.iter().cloned().enumerate() {
         let (spec, sink, permits) = (spec.clone(), on_event.clone(), permits.clone());
-        hosts.spawn(async move { (index, scan_host(host, spec, sink, permits).await) });
+        hosts.spawn(async move { (index, scan_host(index, host, spec, sink, permits).await) });
     }
     let mut host_reports = Vec::with_capacity(spec.hosts.len());
     let mut candidates = Vec::new();
@@ -137,6 +154,7 @@ pub async fn run(spec: ScanSpec, on_event: Sink) -> ScanReport {
 }
 
 async fn scan_host(
+    index: usize,
     host: HostSpec,
     spec: Arc<ScanSpec>,
     sink: Sink,
@@ -145,7 +163,7 @@ async fn scan_host(
     let start = Instant::now();
     let queried = tokio::time::timeout(spec.epmd_timeout, query_epmd(&host)).await;
     let (address, names) = match queried {
-        Ok(Ok((addr, names))) => (Some(addr), Ok(names)),
+        Ok(Ok((addr, names))) => (Some(addr), admit(index, &host, &spec, names).await),
         Ok(Err(e)) => (None, Err(e)),
         Err(_) => (None, Err(Error::Timeout)),
     };
@@ -217,6 +235,29 @@ async fn scan_host(
         }
     }
     (report, found)
+}
+
+/// Passes a host's names through the gate, if there is one. Without an answer in time the
+/// host is an error: probing names the owner may have filtered out would be worse.
+async fn admit(
+    index: usize,
+    host: &HostSpec,
+    spec: &ScanSpec,
+    mut names: Names,
+) -> Result<Names, Error> {
+    let Some(Gate(gate)) = &spec.gate else {
+        return Ok(names);
+    };
+    let listed = names.entries.iter().map(|e| e.alive.clone()).collect();
+    let answer = gate(index, &host.label, listed);
+    match tokio::time::timeout(spec.epmd_timeout, answer).await {
+        Ok(Ok(admitted)) => {
+            let admitted: HashSet<String> = admitted.into_iter().collect();
+            names.entries.retain(|e| admitted.contains(&e.alive));
+            Ok(names)
+        }
+        _ => Err(Error::FilterTimeout),
+    }
 }
 
 /// Resolves the host, asks its EPMD for names and reads the reply until EPMD closes, never

@@ -1,0 +1,48 @@
+defmodule Tinycluster.Telemetry do
+  @moduledoc """
+  The `:telemetry` events tinycluster emits, when the `:telemetry` application is loaded in
+  the node. tinycluster does not depend on `:telemetry`: it calls it only if it is there.
+
+  ## Events
+
+    * `[:tinycluster, :scan, :start]` - a scan starts.
+      Measurements: `:system_time` (native units), `:monotonic_time`.
+      Metadata: `:poller` (the poller's name), `:hosts` (host labels).
+    * `[:tinycluster, :scan, :stop]` - a scan ended.
+      Measurements: `:duration` (native units, as `:telemetry.span/3` uses), `:candidates`
+      (listed, other than this node), `:live` (answered the probe, hidden nodes included),
+      `:connected` (candidates connected after the scan).
+      Metadata: `:poller`, `:hosts`, `:failed_hosts` (labels whose EPMD did not answer).
+    * `[:tinycluster, :node, :connected]` - a candidate became connected.
+    * `[:tinycluster, :node, :rejected]` - a candidate answered the probe but refused the
+      connection (the first refusal of a run; retries with backoff are not repeated).
+    * `[:tinycluster, :node, :unreachable]` - a candidate stopped answering the probe.
+    * `[:tinycluster, :node, :lost]` - a connected candidate's connection went down.
+
+  Node events have the measurement `:system_time` and, when known, `:latency_us` (the last
+  probe's round trip), and the metadata `:poller`, `:node` (the full name, a string),
+  `:host` (the host label), `:state` and `:reason`.
+
+  ## Example
+
+      :telemetry.attach(
+        "log-tinycluster",
+        [:tinycluster, :node, :connected],
+        fn _event, _measurements, %{node: node}, _config -> IO.puts("joined: \#{node}") end,
+        nil
+      )
+  """
+
+  @doc "Emits `event` through `:telemetry.execute/3` if `:telemetry` is loaded; a no-op otherwise."
+  @spec execute([atom()], map(), map()) :: :ok
+  def execute(event, measurements, metadata) do
+    # A variable module keeps the compiler from warning about a module it cannot see.
+    module = :telemetry
+
+    if :erlang.function_exported(module, :execute, 3) do
+      module.execute(event, measurements, metadata)
+    end
+
+    :ok
+  end
+end
