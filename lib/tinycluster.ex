@@ -43,9 +43,9 @@ defmodule Tinycluster do
 
   ## Example
 
-      iex> {:ok, _pid} = Tinycluster.start_link(interval: 500)
-      iex> Tinycluster.status().candidates |> Map.keys()
-      ["a@myhost", "b@myhost"]
+      {:ok, _pid} = Tinycluster.start_link(interval: 500)
+      Tinycluster.status().candidates |> Map.keys()
+      #=> ["a@myhost", "b@myhost"]
   """
 
   alias Tinycluster.{Candidate, Discovery, Options, Poller}
@@ -98,8 +98,8 @@ defmodule Tinycluster do
   What the poller `server` knows: the last scan's time, duration and counts, each host's
   last EPMD answer, and every candidate it has seen, by full node name.
 
-      iex> Tinycluster.status().candidates["b@myhost"].state
-      :connected
+      Tinycluster.status().candidates["b@myhost"].state
+      #=> :connected
   """
   @spec status(GenServer.server()) :: status()
   def status(server \\ __MODULE__), do: GenServer.call(server, :status)
@@ -114,9 +114,9 @@ defmodule Tinycluster do
   `:connected`. Returns `{:error, :not_distributed}` on a node that is not distributed, and
   `{:error, {:epmd, host, reason}}` when no host's EPMD answered.
 
-      iex> {:ok, candidates} = Tinycluster.scan()
-      iex> Enum.map(candidates, &{&1.name, &1.state})
-      [{"a@myhost", :live}]
+      {:ok, candidates} = Tinycluster.scan()
+      Enum.map(candidates, &{&1.name, &1.state})
+      #=> [{"a@myhost", :live}]
   """
   @spec scan(keyword()) :: {:ok, [Candidate.t()]} | {:error, term()}
   def scan(opts \\ []) do

@@ -32,9 +32,9 @@ defmodule Tinycluster.Candidate do
 
   ## Example
 
-      iex> {:ok, candidates} = Tinycluster.scan()
-      iex> for %Tinycluster.Candidate{name: name, state: state} <- candidates, do: {name, state}
-      [{"a@myhost", :live}, {"b@myhost", :hidden}]
+      {:ok, candidates} = Tinycluster.scan()
+      for %Tinycluster.Candidate{name: name, state: state} <- candidates, do: {name, state}
+      #=> [{"a@myhost", :live}, {"b@myhost", :hidden}]
   """
 
   defstruct [

@@ -1,0 +1,238 @@
+defmodule Tinycluster.ObservabilityTest do
+  # What users see: telemetry events, log lines and their levels, status fields, filters,
+  # hidden nodes on request, and several pollers side by side.
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureLog
+
+  alias Tinycluster.{Candidate, TestNodes}
+
+  @events [
+    [:tinycluster, :scan, :start],
+    [:tinycluster, :scan, :stop],
+    [:tinycluster, :node, :connected],
+    [:tinycluster, :node, :rejected],
+    [:tinycluster, :node, :unreachable],
+    [:tinycluster, :node, :lost]
+  ]
+
+  defp start_poller(opts) do
+    name = TestNodes.poller_name()
+    start_supervised!({Tinycluster, Keyword.merge([name: name, interval: 200], opts)})
+    name
+  end
+
+  defp candidate(poller, node), do: Tinycluster.status(poller).candidates[to_string(node.name)]
+
+  defp wait_state(poller, node, state) do
+    TestNodes.wait_until(
+      fn -> match?(%Candidate{state: ^state}, candidate(poller, node)) end,
+      "#{node.name} to be #{inspect(state)}"
+    )
+  end
+
+  describe "telemetry" do
+    setup do
+      test = self()
+      id = {__MODULE__, make_ref()}
+
+      :telemetry.attach_many(
+        id,
+        @events,
+        fn event, measurements, metadata, _ ->
+          send(test, {:event, event, measurements, metadata})
+        end,
+        nil
+      )
+
+      on_exit(fn -> :telemetry.detach(id) end)
+    end
+
+    test "scans and node changes are events, with measurements and metadata" do
+      plain = TestNodes.start()
+      other = TestNodes.start(cookie: "another_cookie")
+      frozen = TestNodes.start()
+      TestNodes.freeze(frozen)
+      poller = start_poller(probe_timeout: 300)
+
+      assert_receive {:event, [:tinycluster, :scan, :start], %{system_time: _},
+                      %{poller: ^poller}},
+                     5_000
+
+      assert_receive {:event, [:tinycluster, :scan, :stop], stop, %{poller: ^poller} = meta},
+                     10_000
+
+      assert stop.duration > 0
+      assert stop.candidates >= 3
+      assert is_integer(stop.live) and is_integer(stop.connected)
+      assert meta.failed_hosts == []
+
+      plain_name = to_string(plain.name)
+      other_name = to_string(other.name)
+      frozen_name = to_string(frozen.name)
+
+      assert_receive {:event, [:tinycluster, :node, :connected], %{latency_us: _},
+                      %{node: ^plain_name, poller: ^poller, host: "local"}},
+                     10_000
+
+      assert_receive {:event, [:tinycluster, :node, :rejected], _, %{node: ^other_name}}, 10_000
+
+      assert_receive {:event, [:tinycluster, :node, :unreachable], _,
+                      %{node: ^frozen_name, reason: :timeout}},
+                     10_000
+
+      TestNodes.kill(plain)
+      assert_receive {:event, [:tinycluster, :node, :lost], _, %{node: ^plain_name}}, 10_000
+
+      # A refusal is one event, not one per retry.
+      Process.sleep(1_500)
+      refute_received {:event, [:tinycluster, :node, :rejected], _, %{node: ^other_name}}
+    end
+  end
+
+  describe "logs" do
+    test "one line per change, with metadata, and nothing per poll" do
+      other = TestNodes.start(cookie: "another_cookie")
+
+      log =
+        capture_log([metadata: [:tinycluster_node, :tinycluster_state]], fn ->
+          poller = start_poller(interval: 100)
+          wait_state(poller, other, :rejected)
+          # Twenty more polls, several retries with backoff: still one warning.
+          Process.sleep(2_000)
+          stop_supervised!({Tinycluster, poller})
+        end)
+
+      warnings = Regex.scan(~r/refused the connection/, log)
+      assert length(warnings) == 1
+      assert log =~ "tinycluster_node=#{other.name}"
+      assert log =~ "tinycluster_state=rejected"
+    end
+
+    test "log: false is silent and log: :warning drops the info lines" do
+      plain = TestNodes.start()
+      other = TestNodes.start(cookie: "another_cookie")
+
+      silent =
+        capture_log(fn ->
+          poller = start_poller(log: false)
+          wait_state(poller, other, :rejected)
+          wait_state(poller, plain, :connected)
+          stop_supervised!({Tinycluster, poller})
+        end)
+
+      refute silent =~ "tinycluster"
+      Node.disconnect(plain.name)
+
+      warnings_only =
+        capture_log(fn ->
+          poller = start_poller(log: :warning)
+          wait_state(poller, other, :rejected)
+          wait_state(poller, plain, :connected)
+          stop_supervised!({Tinycluster, poller})
+        end)
+
+      assert warnings_only =~ "refused the connection"
+      refute warnings_only =~ "connected to"
+    end
+  end
+
+  describe "status" do
+    test "tells each candidate's state in words, its times, attempts and backoff" do
+      plain = TestNodes.start()
+      other = TestNodes.start(cookie: "another_cookie")
+      poller = start_poller(max_backoff: 5_000)
+      wait_state(poller, plain, :connected)
+      wait_state(poller, other, :rejected)
+
+      status = Tinycluster.status(poller)
+      assert status.node == node()
+      assert status.scans >= 1
+      assert %{at: %DateTime{}, duration_us: _, candidates: n} = status.last_scan
+      assert n >= 2
+      assert %{status: :ok, last_ok_at: %DateTime{}} = status.hosts["local"]
+
+      rejected = status.candidates[to_string(other.name)]
+      assert rejected.description =~ "another cookie"
+      assert rejected.attempts >= 1
+      assert rejected.retry_in_ms <= 5_000
+      assert %DateTime{} = rejected.first_seen
+      assert DateTime.compare(rejected.last_seen, rejected.first_seen) in [:gt, :eq]
+
+      connected = status.candidates[to_string(plain.name)]
+      assert connected.node == plain.name
+      assert connected.description == "connected"
+    end
+
+    test "backoff grows to max_backoff" do
+      other = TestNodes.start(cookie: "another_cookie")
+      poller = start_poller(interval: 100, max_backoff: 400)
+
+      TestNodes.wait_until(
+        fn -> match?(%{attempts: a} when a >= 4, candidate(poller, other)) end,
+        "four refused attempts"
+      )
+
+      # 100, 200, 400, 400...: never over the maximum.
+      assert candidate(poller, other).retry_in_ms <= 400
+    end
+  end
+
+  describe "filters" do
+    test ":except keeps matching nodes from being probed or connected" do
+      keep = TestNodes.start(name: "tcflt_keep#{System.unique_integer([:positive])}")
+      skip = TestNodes.start(name: "tcflt_skip#{System.unique_integer([:positive])}")
+      poller = start_poller(except: ["tcflt_skip"])
+      wait_state(poller, keep, :connected)
+      Process.sleep(600)
+      assert candidate(poller, skip) == nil
+      refute skip.name in Node.list(:connected)
+
+      assert {:ok, scanned} = Tinycluster.scan(except: [~r/^tcflt_skip/])
+      names = Enum.map(scanned, & &1.name)
+      assert to_string(keep.name) in names
+      refute to_string(skip.name) in names
+    end
+
+    test ":only takes prefixes, regexes and functions" do
+      a = TestNodes.start(name: "tconly_a#{System.unique_integer([:positive])}")
+      b = TestNodes.start(name: "tconly_b#{System.unique_integer([:positive])}")
+      a_name = to_string(a.name)
+
+      poller = start_poller(only: [fn name -> name == a_name end])
+      wait_state(poller, a, :connected)
+      Process.sleep(600)
+      assert candidate(poller, b) == nil
+
+      assert {:ok, [%Candidate{name: ^a_name}]} = Tinycluster.scan(only: a_name)
+      assert {:ok, [%Candidate{}]} = Tinycluster.scan(only: ~r/^#{b.alive}@/)
+    end
+
+    test "a filter function that raises is a no-match, not a crash" do
+      node = TestNodes.start()
+      poller = start_poller(only: fn _ -> raise "boom" end)
+      TestNodes.wait_until(fn -> Tinycluster.status(poller).scans >= 2 end, "two scans")
+      assert candidate(poller, node) == nil
+    end
+  end
+
+  test "include_hidden: true connects hidden nodes, hidden" do
+    hidden = TestNodes.start(hidden: true)
+    poller = start_poller(include_hidden: true)
+    wait_state(poller, hidden, :connected)
+    assert hidden.name in Node.list(:hidden)
+    refute hidden.name in Node.list(:visible)
+  end
+
+  test "several named pollers with different options work side by side" do
+    plain = TestNodes.start()
+    hidden = TestNodes.start(hidden: true)
+    reporter = start_poller(connect: false, include_hidden: true)
+    connector = start_poller([])
+    wait_state(connector, plain, :connected)
+    wait_state(connector, hidden, :hidden)
+    wait_state(reporter, hidden, :hidden)
+    TestNodes.wait_until(fn -> candidate(reporter, plain) != nil end, "the reporter to see it")
+    refute hidden.name in Node.list(:connected)
+  end
+end
