@@ -155,6 +155,9 @@ defmodule Tinycluster.Candidate do
   defp describe(:name_mismatch, _), do: "the node at this port calls itself by another name"
   defp describe(:busy, _), do: "busy with a handshake with this node; asked again next poll"
 
+  defp describe(:bad_reply, :tls),
+    do: "its port speaks TLS: a node using TLS distribution, which tinycluster cannot probe"
+
   defp describe(:bad_reply, reason),
     do: "its port does not speak the distribution protocol: #{inspect(reason)}"
 

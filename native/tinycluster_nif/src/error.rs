@@ -37,6 +37,9 @@ pub enum Error {
     /// An EPMD listing more names than the per-host cap (`{:too_many_names, n}`).
     #[error("EPMD lists more than {0} names")]
     TooManyNames(usize),
+    /// The port answered with a TLS alert: a node using TLS distribution (`:tls`).
+    #[error("the port speaks TLS, not the plain distribution protocol")]
+    TlsListener,
     /// The scan's owner did not say in time which names to probe (`:filter_timeout`).
     #[error("no answer from the filter in time")]
     FilterTimeout,
@@ -77,6 +80,7 @@ mod atoms {
         reply_too_large,
         too_many_names,
         filter_timeout,
+        tls,
         internal,
     }
 }
@@ -95,6 +99,7 @@ impl rustler::Encoder for Error {
             Error::UnknownStatus(text) => (atoms::unknown_status(), text).encode(env),
             Error::ReplyTooLarge(n) => (atoms::reply_too_large(), *n).encode(env),
             Error::TooManyNames(n) => (atoms::too_many_names(), *n).encode(env),
+            Error::TlsListener => atoms::tls().encode(env),
             Error::FilterTimeout => atoms::filter_timeout().encode(env),
             Error::Internal(text) => (atoms::internal(), text).encode(env),
         }

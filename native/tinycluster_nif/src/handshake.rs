@@ -67,6 +67,12 @@ pub fn encode_send_name(name: &str, flags: u64, creation: u32) -> Vec<u8> {
     frame
 }
 
+/// Whether a frame's first two bytes are a TLS alert record's (content type 21, version
+/// 3.x): what a TLS distribution listener answers to a plain-text `send_name`.
+pub fn is_tls_alert(header: [u8; 2]) -> bool {
+    header == [0x15, 0x03]
+}
+
 /// Checks a frame's 2-byte length against the cap for that frame, before anything is read.
 pub fn check_frame_len(header: [u8; 2], max: usize) -> Result<usize, Error> {
     let len = u16::from_be_bytes(header) as usize;
@@ -249,6 +255,12 @@ mod tests {
         for cut in 0..full.len() {
             assert!(decode_challenge(&full[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_tls_alert_is_recognised() {
+        assert!(is_tls_alert([0x15, 0x03]));
+        assert!(!is_tls_alert([0x00, 0x03]));
     }
 
     #[test]

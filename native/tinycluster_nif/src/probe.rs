@@ -103,6 +103,9 @@ async fn exchange(req: &ProbeRequest<'_>, phase: &mut Phase) -> Result<Outcome, 
     stream.read_exact(&mut header[..1]).await?;
     *phase = Phase::AfterStatusStarted;
     stream.read_exact(&mut header[1..]).await?;
+    if handshake::is_tls_alert(header) {
+        return Err(Error::TlsListener);
+    }
     let status = read_payload(&mut stream, header, MAX_STATUS_LEN).await?;
     match handshake::decode_status(&status)? {
         Status::Ok | Status::OkSimultaneous => {}
