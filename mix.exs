@@ -92,11 +92,16 @@ defmodule Tinycluster.MixProject do
   defp elixirc_paths(_), do: ["lib"]
 
   # `mix test` runs the Rust suite first, so that one command runs every test.
+  # TINYCLUSTER_SKIP_CARGO_TEST=1 skips it while iterating on one Elixir test file.
   defp aliases do
     [test: [&cargo_test/1, "test"]]
   end
 
   defp cargo_test(_args) do
+    if System.get_env("TINYCLUSTER_SKIP_CARGO_TEST") in [nil, "", "0"], do: run_cargo_test()
+  end
+
+  defp run_cargo_test do
     Mix.shell().info("==> cargo test (native/tinycluster_nif)")
 
     {_, status} =

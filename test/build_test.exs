@@ -1,0 +1,63 @@
+defmodule Tinycluster.BuildTest do
+  # The build and load path: the Mix compiler in mix.exs, its message when cargo is missing,
+  # tinycluster as a dependency of another application, and a clear error when the NIF
+  # cannot be loaded.
+  use ExUnit.Case, async: false
+
+  @moduletag :tmp_dir
+
+  test "the compiler says what to do when cargo is missing" do
+    path = System.get_env("PATH")
+
+    try do
+      System.put_env("PATH", "/nonexistent")
+
+      assert_raise Mix.Error, ~r/needs Rust's `cargo`/, fn ->
+        Mix.Tasks.Compile.TinyclusterNif.run([])
+      end
+    after
+      System.put_env("PATH", path)
+    end
+  end
+
+  test "a NIF that failed to load stops the application and the poller with a clear error" do
+    key = {Tinycluster.Native, :load_error}
+    :persistent_term.put(key, {~c"/nowhere/libtinycluster_nif", {:load_failed, ~c"no such file"}})
+
+    try do
+      assert {:error, {:nif_not_loaded, message}} = Tinycluster.Application.start(:normal, [])
+      assert message =~ "/nowhere/libtinycluster_nif.so"
+      assert message =~ "mix compile"
+      assert {:error, {:nif_not_loaded, _, _}} = Tinycluster.start_link(name: :never_started)
+    after
+      :persistent_term.erase(key)
+    end
+  end
+
+  @tag timeout: 300_000
+  test "an application that depends on tinycluster by path builds and loads the NIF",
+       %{tmp_dir: dir} do
+    File.write!(Path.join(dir, "mix.exs"), """
+    defmodule DepUser.MixProject do
+      use Mix.Project
+
+      def project do
+        [app: :dep_user, version: "0.1.0", deps: [{:tinycluster, path: #{inspect(File.cwd!())}}]]
+      end
+
+      def application, do: [extra_applications: [:logger]]
+    end
+    """)
+
+    env = [{"MIX_ENV", "dev"}]
+    opts = [cd: dir, env: env, stderr_to_stdout: true]
+    {out, status} = System.cmd("mix", ["compile"], opts)
+    assert status == 0, out
+
+    script = "IO.inspect({Tinycluster.Native.load_error(), Tinycluster.scan()})"
+    {out, status} = System.cmd("mix", ["run", "-e", script], opts)
+    assert status == 0, out
+    # Loaded, and answering: not distributed here, so scan says so instead of raising.
+    assert out =~ "{nil, {:error, :not_distributed}}"
+  end
+end
