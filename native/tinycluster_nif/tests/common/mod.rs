@@ -1,0 +1,274 @@
+//! Byte-exact fake peers for the integration tests: a distribution listener that reads a
+//! probe's `send_name` and answers with scripted bytes, and an EPMD that answers
+//! `NAMES_REQ` with scripted bytes.
+//!
+//! The frames are built here by hand, not with the crate's encoders, so that a test compares
+//! the crate against the protocol rather than against itself. Every fake ends by itself: each
+//! wait is bounded by [`BOUND`], so a broken client can fail a test but never hang it.
+
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// The longest any fake waits for anything: far above every timeout the tests use.
+pub const BOUND: Duration = Duration::from_secs(20);
+
+/// `DFLAG_PUBLISHED`, restated from the protocol document.
+pub const PUBLISHED: u64 = 0x1;
+
+/// A status frame: `len:2 | 's' | text`.
+pub fn status_frame(text: &str) -> Vec<u8> {
+    let mut frame = ((1 + text.len()) as u16).to_be_bytes().to_vec();
+    frame.push(b's');
+    frame.extend_from_slice(text.as_bytes());
+    frame
+}
+
+/// A version 6 challenge frame: `len:2 | 'N' | flags:8 | challenge:4 | creation:4 | nlen:2 | name`.
+pub fn challenge_frame(flags: u64, name: &str) -> Vec<u8> {
+    let mut payload = vec![b'N'];
+    payload.extend_from_slice(&flags.to_be_bytes());
+    payload.extend_from_slice(&0xDEAD_BEEFu32.to_be_bytes());
+    payload.extend_from_slice(&0x0000_0007u32.to_be_bytes());
+    payload.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    payload.extend_from_slice(name.as_bytes());
+    let mut frame = (payload.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// `ok` followed by a challenge naming `name`, visible or hidden.
+pub fn ok_and_challenge(name: &str, hidden: bool) -> Vec<u8> {
+    let flags = if hidden {
+        0x0000_0004_0707_0F94
+    } else {
+        0x0000_0004_0707_0F95
+    };
+    let mut bytes = status_frame("ok");
+    bytes.extend_from_slice(&challenge_frame(flags, name));
+    bytes
+}
+
+/// What a fake distribution peer does after it has read the whole `send_name`.
+#[derive(Debug, Clone)]
+pub enum Script {
+    /// Write these bytes, then read until the probe closes (bounded by [`BOUND`]).
+    Answer(Vec<u8>),
+    /// Write these bytes, then close at once.
+    AnswerAndClose(Vec<u8>),
+    /// Write nothing; read until the probe closes (bounded by [`BOUND`]).
+    Silent,
+}
+
+/// What a fake distribution peer saw.
+#[derive(Debug)]
+pub struct Seen {
+    /// The whole `send_name` frame, length header included.
+    pub send_name: Vec<u8>,
+    /// What the probe sent after our answer before it closed: `Some(bytes)` when the peer saw
+    /// a clean end of stream, `None` when it did not wait for one (`AnswerAndClose`).
+    pub after: Option<Vec<u8>>,
+}
+
+/// A fake distribution listener for exactly one connection.
+pub struct FakePeer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: JoinHandle<Seen>,
+}
+
+impl FakePeer {
+    /// Binds `127.0.0.1:0` and serves one connection with `script`.
+    pub async fn start(script: Script) -> FakePeer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = tokio::time::timeout(BOUND, listener.accept())
+                .await
+                .expect("the probe never connected")
+                .expect("accept");
+            let send_name = tokio::time::timeout(BOUND, read_frame(&mut stream))
+                .await
+                .expect("send_name never arrived")
+                .expect("reading send_name");
+            let after = match script {
+                Script::Answer(bytes) => {
+                    write_ignoring_close(&mut stream, &bytes).await;
+                    Some(read_until_eof(&mut stream).await)
+                }
+                Script::AnswerAndClose(bytes) => {
+                    write_ignoring_close(&mut stream, &bytes).await;
+                    None
+                }
+                Script::Silent => Some(read_until_eof(&mut stream).await),
+            };
+            Seen { send_name, after }
+        });
+        FakePeer { addr, task }
+    }
+
+    /// Waits for the peer to finish and returns what it saw.
+    pub async fn seen(self) -> Seen {
+        tokio::time::timeout(BOUND, self.task)
+            .await
+            .expect("the fake peer did not finish")
+            .expect("the fake peer panicked")
+    }
+}
+
+/// Reads one `len:2 | payload` frame and returns it whole.
+async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header).await?;
+    let mut frame = header.to_vec();
+    frame.resize(2 + u16::from_be_bytes(header) as usize, 0);
+    stream.read_exact(&mut frame[2..]).await?;
+    Ok(frame)
+}
+
+/// Writes `bytes`; a probe that already gave up may have closed, which is not the fake's
+/// failure to report.
+async fn write_ignoring_close(stream: &mut TcpStream, bytes: &[u8]) {
+    let _ = stream.write_all(bytes).await;
+}
+
+/// Reads until a clean end of stream and returns what arrived; panics on a reset (the probe
+/// must close, not abort) and on a probe that never closes within [`BOUND`].
+async fn read_until_eof(stream: &mut TcpStream) -> Vec<u8> {
+    let mut rest = Vec::new();
+    tokio::time::timeout(BOUND, stream.read_to_end(&mut rest))
+        .await
+        .expect("the probe never closed")
+        .expect("the probe's close was not a clean end of stream");
+    rest
+}
+
+/// The address of a port where nothing listens: bound, then released.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("local addr")
+}
+
+/// What a fake EPMD does after it has read the 3-byte request.
+#[derive(Debug, Clone)]
+pub enum EpmdScript {
+    /// Write these bytes and close.
+    Reply(Vec<u8>),
+    /// Write the port, then `name ... at port ...` lines without end until the client
+    /// closes, at most [`ENDLESS_CAP`] bytes and [`BOUND`] of time.
+    Endless,
+    /// Write nothing; wait for the client to close (bounded by [`BOUND`]).
+    Silent,
+}
+
+/// The most bytes an endless EPMD writes before it gives up on the client closing.
+pub const ENDLESS_CAP: usize = 64 * 1024 * 1024;
+
+/// What a fake EPMD saw.
+#[derive(Debug)]
+pub struct EpmdSeen {
+    /// The request bytes (3 of them, when the client sent a whole request).
+    pub request: Vec<u8>,
+    /// How many reply bytes were written before the client closed or the script ended.
+    pub written: usize,
+    /// Whether the client closed the connection while the fake was still writing or waiting.
+    pub client_closed: bool,
+}
+
+/// A fake EPMD for exactly one connection.
+pub struct FakeEpmd {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: JoinHandle<EpmdSeen>,
+}
+
+impl FakeEpmd {
+    /// Binds `127.0.0.1:0` and serves one connection with `script`.
+    pub async fn start(script: EpmdScript) -> FakeEpmd {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = tokio::time::timeout(BOUND, listener.accept())
+                .await
+                .expect("the scan never asked EPMD")
+                .expect("accept");
+            let mut request = vec![0u8; 3];
+            tokio::time::timeout(BOUND, stream.read_exact(&mut request))
+                .await
+                .expect("the request never arrived")
+                .expect("reading the request");
+            match script {
+                EpmdScript::Reply(bytes) => {
+                    stream.write_all(&bytes).await.expect("writing the reply");
+                    EpmdSeen {
+                        request,
+                        written: bytes.len(),
+                        client_closed: false,
+                    }
+                }
+                EpmdScript::Endless => endless(stream, request).await,
+                EpmdScript::Silent => {
+                    let mut rest = Vec::new();
+                    let closed = tokio::time::timeout(BOUND, stream.read_to_end(&mut rest))
+                        .await
+                        .is_ok();
+                    EpmdSeen {
+                        request,
+                        written: 0,
+                        client_closed: closed,
+                    }
+                }
+            }
+        });
+        FakeEpmd { addr, task }
+    }
+
+    /// Waits for the fake to finish and returns what it saw.
+    pub async fn seen(self) -> EpmdSeen {
+        tokio::time::timeout(BOUND, self.task)
+            .await
+            .expect("the fake EPMD did not finish")
+            .expect("the fake EPMD panicked")
+    }
+}
+
+async fn endless(mut stream: TcpStream, request: Vec<u8>) -> EpmdSeen {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let mut written = 0;
+    let mut chunk = vec![0, 0, 0x11, 0x11];
+    let mut i = 0u64;
+    let mut client_closed = false;
+    while written < ENDLESS_CAP && tokio::time::Instant::now() < deadline {
+        while chunk.len() < 16 * 1024 {
+            chunk.extend_from_slice(format!("name n{i} at port {}\n", 1 + i % 65535).as_bytes());
+            i += 1;
+        }
+        match tokio::time::timeout_at(deadline, stream.write_all(&chunk)).await {
+            Ok(Ok(())) => written += chunk.len(),
+            Ok(Err(_)) => {
+                client_closed = true;
+                break;
+            }
+            Err(_) => break,
+        }
+        chunk.clear();
+    }
+    EpmdSeen {
+        request,
+        written,
+        client_closed,
+    }
+}
+
+/// A `NAMES_REQ` reply: EPMD's port 4369 and the given text.
+pub fn names_reply(text: &str) -> Vec<u8> {
+    let mut reply = vec![0, 0, 0x11, 0x11];
+    reply.extend_from_slice(text.as_bytes());
+    reply
+}
