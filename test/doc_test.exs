@@ -4,4 +4,5 @@ defmodule Tinycluster.DocTest do
 
   doctest Tinycluster.Filter
   doctest Tinycluster.Candidate
+  doctest Tinycluster.Options
 end

@@ -4,6 +4,14 @@ defmodule Tinycluster.Options do
 
   See `Tinycluster` for what each option means. `new!/1` raises an `ArgumentError` that
   names the option and the value it got.
+
+  ## Example
+
+      iex> opts = Tinycluster.Options.new!(interval: 500, hosts: [:local, {"10.0.0.2", 4369}])
+      iex> {opts.interval, opts.probe_timeout, opts.hosts}
+      {500, 300, [:local, {"10.0.0.2", 4369}]}
+      iex> Tinycluster.Options.new!(interval: 0)
+      ** (ArgumentError) invalid value for tinycluster option :interval: 0 (expected a positive integer of milliseconds)
   """
 
   @default_epmd_port 4369
