@@ -73,7 +73,9 @@ defmodule Tinycluster.MixProject do
       version: "0.1.0",
       elixir: "~> 1.14",
       start_permanent: Mix.env() == :prod,
-      compilers: Mix.compilers() ++ [:tinycluster_nif],
+      # The NIF first: compiling Tinycluster.Native loads it, and its @on_load needs the
+      # library in priv/ already.
+      compilers: [:tinycluster_nif | Mix.compilers()],
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: [],
       aliases: aliases(),
