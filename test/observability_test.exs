@@ -122,7 +122,7 @@ defmodule Tinycluster.ObservabilityTest do
           stop_supervised!({Tinycluster, poller})
         end)
 
-      refute silent =~ "tinycluster"
+      refute silent =~ "tinycluster: "
       Node.disconnect(plain.name)
 
       warnings_only =
