@@ -5,6 +5,7 @@
 
 use rustler::{Atom, Encoder, Env, Term};
 
+use crate::naming::Naming;
 use crate::probe::Outcome;
 use crate::scan::{CandidateReport, HostReport, ScanReport};
 
@@ -24,6 +25,8 @@ mod atoms {
         nok,
         alive,
         claimed,
+        long_name,
+        short_name,
     }
 }
 
@@ -85,6 +88,9 @@ pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
                     atoms::name_mismatch(),
                     (atoms::claimed(), claimed).encode(env),
                 ),
+                Outcome::OtherNaming { claimed } => {
+                    (atoms::name_mismatch(), other_naming(env, claimed))
+                }
                 Outcome::NotAllowed => (atoms::not_allowed(), nil),
                 Outcome::Busy(crate::handshake::Status::Alive) => {
                     (atoms::busy(), atoms::alive().encode(env))
@@ -109,6 +115,18 @@ pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
             ("latency_us", latency),
         ],
     )
+}
+
+/// `{:long_name, name}` for a node named in long form (so the local node runs short names),
+/// `{:short_name, name}` otherwise.
+fn other_naming<'a>(env: Env<'a>, claimed: &str) -> Term<'a> {
+    let host = claimed.split_once('@').map_or("", |(_, h)| h);
+    let form = if Naming::Long.accepts(host) {
+        atoms::long_name()
+    } else {
+        atoms::short_name()
+    };
+    (form, claimed).encode(env)
 }
 
 /// Encodes the whole pass as `%{duration_us, hosts, candidates}`.

@@ -3,6 +3,8 @@
 //! Modules, from the wire up:
 //! - [`epmd`]: the `NAMES_REQ` request and the parser of its reply (bytes only).
 //! - [`handshake`]: the distribution handshake frames a probe sends and reads (bytes only).
+//! - [`naming`]: Erlang's short and long node names, and which names a node can connect to.
+//! - [`resolve`]: host name resolution off the runtime's workers, one lookup per name.
 //! - [`probe`]: one candidate: connect, `send_name`, status, challenge, close; one deadline.
 //! - [`scan`]: a whole pass over many hosts and candidates, concurrently, streaming results.
 //! - [`error`]: the one error type and its Erlang encoding.
@@ -19,7 +21,9 @@ pub mod encode;
 pub mod epmd;
 pub mod error;
 pub mod handshake;
+pub mod naming;
 pub mod probe;
+pub mod resolve;
 pub mod scan;
 
 #[cfg(feature = "nif")]

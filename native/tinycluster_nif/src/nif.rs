@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use once_cell::sync::Lazy;
-use rustler::{Atom, Encoder, Env, LocalPid, NifMap, OwnedEnv, Term};
+use rustler::{Atom, Decoder, Encoder, Env, LocalPid, NifMap, NifResult, OwnedEnv, Term};
 use tokio::runtime::{Builder, Runtime};
 use tokio::sync::oneshot;
 
 use crate::error::Error;
+use crate::naming::Naming;
+use crate::resolve::Family;
 use crate::{encode, handshake, scan};
 
 mod atoms {
@@ -23,6 +25,10 @@ mod atoms {
         done,
         listed,
         badarg,
+        family,
+        inet,
+        inet6,
+        nil,
         unknown_scan,
     }
 }
@@ -67,6 +73,29 @@ struct ScanOpts {
     probe_timeout_ms: u64,
     epmd_timeout_ms: u64,
     gate: bool,
+}
+
+/// A scan request: the options every caller gives, and `family` (`:inet`, `:inet6` or nil),
+/// the local node's distribution family, which a caller may leave out.
+struct Request {
+    opts: ScanOpts,
+    family: Option<Family>,
+}
+
+impl<'a> Decoder<'a> for Request {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        let family = match term.map_get(atoms::family()) {
+            Err(_) => None,
+            Ok(value) if atoms::inet() == value => Some(Family::Inet),
+            Ok(value) if atoms::inet6() == value => Some(Family::Inet6),
+            Ok(value) if atoms::nil() == value => None,
+            Ok(_) => return Err(rustler::Error::RaiseAtom("badarg")),
+        };
+        Ok(Request {
+            opts: term.decode()?,
+            family,
+        })
+    }
 }
 
 /// The longest a deadline may be, so that a scan always ends.
@@ -125,7 +154,8 @@ where
 /// first come as `{:tinycluster_scan, scan_id, {:listed, {index, label, names}}}`, and none
 /// is probed until [`admit`] answers with the names to probe.
 #[rustler::nif]
-fn start_scan<'a>(env: Env<'a>, opts: ScanOpts) -> Term<'a> {
+fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
+    let Request { opts, family } = request;
     let runtime = match RUNTIME.as_ref() {
         Ok(rt) => rt,
         Err(e) => return (atoms::error(), Error::Internal(e.clone())).encode(env),
@@ -134,6 +164,11 @@ fn start_scan<'a>(env: Env<'a>, opts: ScanOpts) -> Term<'a> {
     let mut spec = match validate(opts) {
         Ok(spec) => spec,
         Err(why) => return (atoms::error(), (atoms::badarg(), why)).encode(env),
+    };
+    // The local node's own name tells its naming mode, as net_kernel reads it.
+    let local = scan::Local {
+        naming: Naming::of_node(&spec.local_name),
+        family,
     };
     let pid = env.pid();
     let id = NEXT_SCAN_ID.fetch_add(1, Ordering::Relaxed);
@@ -156,7 +191,7 @@ fn start_scan<'a>(env: Env<'a>, opts: ScanOpts) -> Term<'a> {
                 encode::candidate(env, &c)
             }),
         });
-        let report = scan::run(spec, sink).await;
+        let report = scan::run_as(spec, local, sink).await;
         if let Ok(mut gates) = GATES.lock() {
             gates.retain(|(scan, _), _| *scan != id);
         }

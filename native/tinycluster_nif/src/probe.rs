@@ -39,6 +39,10 @@ pub enum Outcome {
     Live { name: String, hidden: bool },
     /// A live listener whose challenge names another node.
     NameMismatch { claimed: String },
+    /// A live node whose name is of the other naming mode (`-name` against `-sname`), which
+    /// the local node cannot connect to. A probe never decides this itself: a scan that
+    /// knows the local node's mode turns a [`Outcome::Live`] into it.
+    OtherNaming { claimed: String },
     /// A live node whose allow list refuses us (`not_allowed`).
     NotAllowed,
     /// A live node that answered `nok` or `alive`: it is busy with a connection from or to

@@ -16,7 +16,9 @@ use tokio::task::JoinSet;
 
 use crate::epmd::{self, Malformed, Names};
 use crate::error::Error;
-use crate::probe::{self, Probe, ProbeRequest};
+use crate::naming::Naming;
+use crate::probe::{self, Outcome, Probe, ProbeRequest};
+use crate::resolve::{self, Family};
 
 /// The most probes in flight at once across one scan, so that one scan of many hosts stays
 /// well under the process's file descriptor limit.
@@ -31,8 +33,23 @@ pub struct HostSpec {
     pub address: String,
     /// Its EPMD's port.
     pub epmd_port: u16,
-    /// The host part its nodes' names must have, when known (for the local host).
+    /// The host part its nodes' names must have, when known (for the local host). Without
+    /// it, a probe accepts the host part a node's challenge names, in the form the local
+    /// node's [`Naming`] allows.
     pub node_host: Option<String>,
+}
+
+/// The node that runs a scan, as far as its peers' names and addresses go. The default
+/// applies no rule: any host part, addresses in the resolver's order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Local {
+    /// The local node's naming mode. A node of a host without a `node_host` is named in this
+    /// mode's form before its probe, and one whose challenge names a host part of the other
+    /// mode is reported [`Outcome::OtherNaming`] rather than live.
+    pub naming: Naming,
+    /// The local node's distribution family: which of a host name's addresses are asked, and
+    /// in which order.
+    pub family: Option<Family>,
 }
 
 /// Asks the scan's owner which of a host's listed names to probe, so that names the owner
@@ -125,15 +142,24 @@ pub struct ScanReport {
 
 type Sink = Arc<dyn Fn(Event) + Send + Sync>;
 
-/// Runs one pass and returns its report; `on_event` sees each host and candidate first.
+/// Runs one pass with no naming or family rule; see [`run_as`].
 pub async fn run(spec: ScanSpec, on_event: Sink) -> ScanReport {
+    run_as(spec, Local::default(), on_event).await
+}
+
+/// Runs one pass on behalf of `local` and returns its report; `on_event` sees each host and
+/// candidate first.
+pub async fn run_as(spec: ScanSpec, local: Local, on_event: Sink) -> ScanReport {
     let start = Instant::now();
     let spec = Arc::new(spec);
     let permits = Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT));
     let mut hosts = JoinSet::new();
     for (index, host) in spec.hosts.iter().cloned().enumerate() {
         let (spec, sink, permits) = (spec.clone(), on_event.clone(), permits.clone());
-        hosts.spawn(async move { (index, scan_host(index, host, spec, sink, permits).await) });
+        hosts.spawn(async move {
+            let report = scan_host(index, host, local, spec, sink, permits).await;
+            (index, report)
+        });
     }
     let mut host_reports = Vec::with_capacity(spec.hosts.len());
     let mut candidates = Vec::new();
@@ -156,12 +182,13 @@ pub async fn run(spec: ScanSpec, on_event: Sink) -> ScanReport {
 async fn scan_host(
     index: usize,
     host: HostSpec,
+    local: Local,
     spec: Arc<ScanSpec>,
     sink: Sink,
     permits: Arc<Semaphore>,
 ) -> (HostReport, Vec<CandidateReport>) {
     let start = Instant::now();
-    let queried = tokio::time::timeout(spec.epmd_timeout, query_epmd(&host)).await;
+    let queried = tokio::time::timeout(spec.epmd_timeout, query_epmd(&host, local.family)).await;
     let (address, names) = match queried {
         Ok(Ok((addr, names))) => (Some(addr), admit(index, &host, &spec, names).await),
         Ok(Err(e)) => (None, Err(e)),
@@ -185,11 +212,11 @@ async fn scan_host(
     let host = Arc::new(host);
     let mut probes = JoinSet::new();
     for entry in names.entries {
-        let expected = format!(
-            "{}@{}",
-            entry.alive,
-            host.node_host.as_deref().unwrap_or(&host.label)
-        );
+        let name_host = match &host.node_host {
+            Some(node_host) => node_host.as_str(),
+            None => local.naming.name_host(&host.label),
+        };
+        let expected = format!("{}@{}", entry.alive, name_host);
         let mut candidate = CandidateReport {
             host: host.label.clone(),
             alive: entry.alive,
@@ -203,7 +230,7 @@ async fn scan_host(
         }
         if spec.skip.contains(&candidate.name) {
             sink(Event::Candidate(candidate.clone()));
-            probes.spawn(async move { candidate });
+            probes.spawn(async move { Some(candidate) });
             continue;
         }
         let (spec, sink, permits, host) =
@@ -219,18 +246,33 @@ async fn scan_host(
                 creation: spec.creation,
                 timeout: spec.probe_timeout,
             };
-            let result = probe::probe(&request).await;
-            if let probe::Outcome::Live { name, .. } = &result.outcome {
-                candidate.name = name.clone();
+            let mut result = probe::probe(&request).await;
+            if let Outcome::Live { name, .. } = &result.outcome {
+                let name = name.clone();
+                let host_part = name.split_once('@').map_or("", |(_, h)| h);
+                if host.node_host.is_none() && !local.naming.accepts(host_part) {
+                    result.outcome = Outcome::OtherNaming { claimed: name };
+                } else if name == spec.local_name {
+                    // This node itself, listed by an entry that names this host otherwise.
+                    return None;
+                } else {
+                    candidate.name = name;
+                    // Already connected under the name it confirmed, which the host's entry
+                    // could not tell before the probe: reported as skipped, like the others.
+                    if spec.skip.contains(&candidate.name) {
+                        sink(Event::Candidate(candidate.clone()));
+                        return Some(candidate);
+                    }
+                }
             }
             candidate.probe = Some(result);
             sink(Event::Candidate(candidate.clone()));
-            candidate
+            Some(candidate)
         });
     }
     let mut found = Vec::new();
     while let Some(joined) = probes.join_next().await {
-        if let Ok(candidate) = joined {
+        if let Ok(Some(candidate)) = joined {
             found.push(candidate);
         }
     }
@@ -260,13 +302,10 @@ async fn admit(
     }
 }
 
-/// Resolves the host, asks its EPMD for names and reads the reply until EPMD closes, never
-/// more than [`epmd::MAX_REPLY_BYTES`]. The caller bounds the time.
-async fn query_epmd(host: &HostSpec) -> Result<(SocketAddr, Names), Error> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.address.as_str(), host.epmd_port))
-        .await
-        .map_err(|e| Error::Resolve(e.to_string()))?
-        .collect();
+/// Resolves the host for `family`, asks its EPMD for names and reads the reply until EPMD
+/// closes, never more than [`epmd::MAX_REPLY_BYTES`]. The caller bounds the time.
+async fn query_epmd(host: &HostSpec, family: Option<Family>) -> Result<(SocketAddr, Names), Error> {
+    let addrs = resolve::resolve(&host.address, host.epmd_port, family).await?;
     let mut last = Error::Resolve("no addresses".into());
     for addr in addrs {
         match TcpStream::connect(addr).await {
