@@ -3,7 +3,7 @@ defmodule Tinycluster.Discovery do
   # scan. The one place that knows how node names and probe names are made.
   @moduledoc false
 
-  alias Tinycluster.{Candidate, Filter, Native, Options}
+  alias Tinycluster.{Candidate, Filter, Hosts, Native, Options}
 
   # The probe claims a fixed name per poller: distinct between pollers (so they never answer
   # for each other) and never a fresh one per probe, since the peer makes an atom of it.
@@ -15,10 +15,12 @@ defmodule Tinycluster.Discovery do
     if Node.alive?() do
       [alive, host] = node() |> Atom.to_string() |> String.split("@", parts: 2)
       probe_name = probe_name(alive, host, opts.name)
+      family = Hosts.family()
 
       {:ok,
        %{
-         hosts: Enum.map(opts.hosts, &host_spec(&1, host)),
+         hosts: Hosts.specs(opts.hosts, node(), family),
+         family: family,
          probe_name: probe_name,
          creation: :erlang.phash2(probe_name, 0xFFFF_FFFE) + 1,
          local_name: Atom.to_string(node()),
@@ -43,29 +45,6 @@ defmodule Tinycluster.Discovery do
   @doc "The longest a scan with these options can take, with a wide margin."
   @spec deadline(Options.t()) :: pos_integer()
   def deadline(%Options{} = opts), do: opts.epmd_timeout + 40 * opts.probe_timeout + 5_000
-
-  defp host_spec(:local, node_host) do
-    %{
-      label: "local",
-      address: local_address(),
-      epmd_port: Options.local_epmd_port(),
-      node_host: node_host
-    }
-  end
-
-  defp host_spec({host, port}, _),
-    do: %{label: host, address: host, epmd_port: port, node_host: nil}
-
-  defp host_spec(host, node_host), do: host_spec({host, Options.default_epmd_port()}, node_host)
-
-  # Local nodes listen on every interface unless told otherwise; loopback reaches them
-  # without depending on how the host name resolves.
-  defp local_address do
-    case :init.get_argument(:proto_dist) do
-      {:ok, [[~c"inet6" ++ _ | _] | _]} -> "::1"
-      _ -> "127.0.0.1"
-    end
-  end
 
   @doc """
   Answers a scan's `{:listed, {index, label, names}}` event: lets through the names the

@@ -28,8 +28,8 @@ defmodule Tinycluster.Options do
             include_hidden: false,
             log: :info
 
-  @typedoc "A host to ask: this host's EPMD, or another host's (port defaults to 4369)."
-  @type host :: :local | String.t() | {String.t(), :inet.port_number()}
+  @typedoc "A host to ask, validated: see `Tinycluster.Hosts` for every form `:hosts` takes."
+  @type host :: Tinycluster.Hosts.entry()
 
   @type t :: %__MODULE__{
           name: atom(),
@@ -70,10 +70,16 @@ defmodule Tinycluster.Options do
     raise ArgumentError, "tinycluster options must be a keyword list, got: #{inspect(other)}"
   end
 
-  @doc "The EPMD port of the local host: `-erl_epmd_port`, then `ERL_EPMD_PORT`, then 4369."
+  @doc """
+  The EPMD port of the local host, as OTP's own EPMD client finds it: the `-epmd_port` flag
+  (which `erl` also sets from `ERL_EPMD_PORT`), then `ERL_EPMD_PORT`, then 4369.
+
+  `-erl_epmd_port` is not it: in OTP it is the port a node's own distribution listens on
+  when it runs without EPMD.
+  """
   @spec local_epmd_port() :: :inet.port_number()
   def local_epmd_port do
-    with :error <- port_from(:init.get_argument(:erl_epmd_port)),
+    with :error <- port_from(:init.get_argument(:epmd_port)),
          :error <- port_from(System.get_env("ERL_EPMD_PORT")) do
       @default_epmd_port
     end
@@ -118,7 +124,7 @@ defmodule Tinycluster.Options do
     end
   end
 
-  defp validate!(:hosts, [_ | _] = hosts), do: Enum.map(hosts, &host!/1)
+  defp validate!(:hosts, hosts), do: Tinycluster.Hosts.validate!(hosts)
 
   defp validate!(key, value), do: invalid!(key, value)
 
@@ -137,30 +143,8 @@ defmodule Tinycluster.Options do
   defp expected(key) when key in [:only, :except],
     do: "a pattern or a list of patterns: name prefixes, regexes or 1-arity functions"
 
-  defp expected(:hosts), do: "a non-empty list of :local, \"host\" or {\"host\", port}"
-
   defp expected(key) when key in [:probe_timeout, :epmd_timeout],
     do: "a positive integer of milliseconds, at most #{@max_timeout}"
 
   defp expected(_), do: "a positive integer of milliseconds"
-
-  defp host!(:local), do: :local
-
-  defp host!({host, port} = entry) when is_binary(host) and is_integer(port) do
-    if valid_host?(host) and port in 1..65_535, do: entry, else: bad_host!(entry)
-  end
-
-  defp host!(host) when is_binary(host) do
-    if valid_host?(host), do: host, else: bad_host!(host)
-  end
-
-  defp host!(other), do: bad_host!(other)
-
-  defp valid_host?(host), do: host =~ ~r/\A[A-Za-z0-9._:-]{1,255}\z/
-
-  defp bad_host!(entry) do
-    raise ArgumentError,
-          "invalid entry in tinycluster option :hosts: #{inspect(entry)} " <>
-            "(expected :local, \"host\" or {\"host\", port} with port in 1..65535)"
-  end
 end

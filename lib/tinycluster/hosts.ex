@@ -1,0 +1,399 @@
+defmodule Tinycluster.Hosts do
+  @moduledoc """
+  The `:hosts` option: whose EPMDs a poller asks, and how the nodes they list are named.
+
+  ## Entries
+
+    * `:local` - this host's EPMD, asked at the loopback address of this node's distribution
+      family (`127.0.0.1`, or `::1` under `-proto_dist inet6_tcp`) on the local EPMD port
+      (`Tinycluster.Options.local_epmd_port/0`). Its nodes' names must have this node's host
+      part.
+    * `"host"` - a host name, an IPv4 address or an IPv6 address (brackets optional), whose
+      EPMD listens on port 4369.
+    * `{"host", epmd_port}` - the same, with another EPMD port.
+    * `{198, 18, 0, 2}` or `{{198, 18, 0, 2}, epmd_port}` - an address as a tuple.
+    * `:erlang_hosts` - every host of `.hosts.erlang`, found as `:net_adm.world/0` finds it:
+      in the current directory, then in the home directory, then in `:code.root_dir/0`. The
+      file is read once, when the poller starts; one that is missing or malformed is an
+      `ArgumentError` that names it. Entries are atoms or strings (`'b.example.com'.` or
+      `"198.18.0.2".`), one per line, each ending with a dot.
+
+  Entries are validated, `:erlang_hosts` expanded and duplicates dropped once, at start.
+
+  ## Names
+
+  Erlang connects nodes of one naming mode only: with `-sname` a node's host part has no
+  dot, with `-name` it has one or is an IP address. EPMD lists only the alive part of each
+  name (`b1`), so the host part comes from elsewhere:
+
+    * for `:local`, it is this node's host part;
+    * for another host, the probe's challenge names the node in full, as the node itself
+      registered it (`b1@b.example.com`, `b1@198.18.0.2`), and that name is used once it is
+      of this node's mode. A node of the other mode is reported `:name_mismatch` with the
+      reason `{:long_name, name}` or `{:short_name, name}`, and never connected. Before a
+      probe answers, a node is named after the host as given, reduced to its first label
+      under `-sname` (`b1@b` for `"b.example.com"`), as `-sname` names nodes.
+
+  With short names an IP address cannot be part of a node name, so an address in `:hosts`
+  is the wrong form for an `-sname` node: it still finds the nodes there, under their short
+  host names, but connecting to them needs those names to resolve here. `warnings/3` says
+  so, once, when the poller starts scanning.
+  """
+
+  alias Tinycluster.{Candidate, Options}
+
+  @typedoc "A validated entry of `:hosts`."
+  @type entry :: :local | String.t() | {String.t(), :inet.port_number()}
+
+  @typedoc "An entry as a user may write it, before `validate!/1`."
+  @type input ::
+          entry()
+          | :erlang_hosts
+          | :inet.ip_address()
+          | {:inet.ip_address(), :inet.port_number()}
+
+  @typedoc "Erlang's naming modes: `-sname` or `-name`."
+  @type naming :: :shortnames | :longnames
+
+  @typedoc "The address family of a node's distribution."
+  @type family :: :inet | :inet6
+
+  @typedoc "One host's part of `group/3`."
+  @type host_group :: %{
+          epmd: :pending | :ok | {:error, term()},
+          address: String.t() | nil,
+          epmd_port: :inet.port_number() | nil,
+          candidates: [Candidate.t()]
+        }
+
+  @hosts_file ".hosts.erlang"
+  @expected ":local, :erlang_hosts, \"host\", an IP address or {host, epmd_port}"
+
+  @doc """
+  Validates the value of the `:hosts` option and returns its entries: addresses as strings,
+  `:erlang_hosts` expanded, duplicates dropped. Raises an `ArgumentError` that names the
+  entry or the file at fault.
+
+      iex> Tinycluster.Hosts.validate!([:local, "b.example.com", {{198, 18, 0, 2}, 4370}])
+      [:local, "b.example.com", {"198.18.0.2", 4370}]
+  """
+  @spec validate!(term()) :: [entry()]
+  def validate!([_ | _] = hosts) do
+    hosts
+    |> Enum.flat_map(fn
+      :erlang_hosts -> erlang_hosts!()
+      entry -> [entry!(entry)]
+    end)
+    |> Enum.uniq_by(&identity/1)
+    |> case do
+      [] -> raise ArgumentError, "tinycluster option :hosts names no host: #{inspect(hosts)}"
+      entries -> entries
+    end
+  end
+
+  def validate!(other) do
+    raise ArgumentError,
+          "invalid value for tinycluster option :hosts: #{inspect(other)} " <>
+            "(expected a non-empty list of #{@expected})"
+  end
+
+  defp entry!(:local), do: :local
+
+  defp entry!({host, port} = entry) when is_integer(port) and port in 1..65_535 do
+    case host(host) do
+      {:ok, host} -> {host, port}
+      :error -> bad_entry!(entry)
+    end
+  end
+
+  defp entry!(entry) do
+    case host(entry) do
+      {:ok, host} -> host
+      :error -> bad_entry!(entry)
+    end
+  end
+
+  defp bad_entry!(entry) do
+    raise ArgumentError,
+          "invalid entry in tinycluster option :hosts: #{inspect(entry)} " <>
+            "(expected #{@expected}, with epmd_port in 1..65535)"
+  end
+
+  # A host name, or an IP address as a string (brackets allowed) or a tuple, as a string.
+  defp host(ip) when is_tuple(ip) do
+    case :inet.ntoa(ip) do
+      {:error, _} -> :error
+      chars -> {:ok, List.to_string(chars)}
+    end
+  end
+
+  defp host("[" <> rest) do
+    case String.split(rest, "]") do
+      [ip, ""] -> if ip?(ip) and String.contains?(ip, ":"), do: {:ok, ip}, else: :error
+      _ -> :error
+    end
+  end
+
+  defp host(host) when is_binary(host) do
+    if ip?(host) or host_name?(host), do: {:ok, host}, else: :error
+  end
+
+  defp host(_), do: :error
+
+  @label "[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+  @host_name Regex.compile!("\\A(?=.{1,253}\\z)#{@label}(?:\\.#{@label})*\\z")
+
+  # Digits and dots only are an attempt at an IPv4 address, which `ip?/1` refused.
+  defp host_name?(host), do: host =~ @host_name and not (host =~ ~r/\A[0-9.]+\z/)
+
+  @doc "Whether `host` is an IPv4 or IPv6 address written as a string."
+  @spec ip?(String.t()) :: boolean()
+  def ip?(host) when is_binary(host) do
+    not String.contains?(host, "%") and
+      match?({:ok, _}, :inet.parse_strict_address(String.to_charlist(host)))
+  end
+
+  defp identity(:local), do: :local
+  defp identity({host, port}), do: {String.downcase(host), port}
+  defp identity(host), do: identity({host, Options.default_epmd_port()})
+
+  ## .hosts.erlang
+
+  @doc """
+  The directories searched for `.hosts.erlang`, in order: the current directory, the home
+  directory (`-home`, as `:net_adm` reads it, else `$HOME`) and `:code.root_dir/0`.
+  """
+  @spec search_path() :: [Path.t()]
+  def search_path do
+    home =
+      case :init.get_argument(:home) do
+        {:ok, [[home | _] | _]} -> [List.to_string(home)]
+        _ -> List.wrap(System.user_home())
+      end
+
+    Enum.uniq([File.cwd!()] ++ home ++ [List.to_string(:code.root_dir())])
+  end
+
+  @doc """
+  Finds `.hosts.erlang` in `dirs` (default `search_path/0`) and reads it: the first file
+  found is the one read, as `:net_adm` does.
+  """
+  @spec erlang_hosts([Path.t()]) :: {:ok, Path.t(), [String.t()]} | {:error, String.t()}
+  def erlang_hosts(dirs \\ search_path()) do
+    case Enum.find(dirs, &File.exists?(Path.join(&1, @hosts_file))) do
+      nil ->
+        {:error, "no #{@hosts_file} in #{Enum.join(dirs, ", ")}"}
+
+      dir ->
+        path = Path.join(dir, @hosts_file)
+
+        with {:ok, hosts} <- read_hosts_file(path), do: {:ok, path, hosts}
+    end
+  end
+
+  @doc """
+  Reads a `.hosts.erlang` file: Erlang terms, each a host name or address as an atom or a
+  string. Returns the hosts as strings, or an error that names the file and what is wrong.
+
+      # .hosts.erlang
+      'b.example.com'.
+      "198.18.0.2".
+  """
+  @spec read_hosts_file(Path.t()) :: {:ok, [String.t()]} | {:error, String.t()}
+  def read_hosts_file(path) do
+    case :file.consult(path) do
+      {:ok, terms} ->
+        Enum.reduce_while(terms, {:ok, []}, fn term, {:ok, acc} ->
+          case hosts_file_entry(term) do
+            {:ok, host} ->
+              {:cont, {:ok, [host | acc]}}
+
+            :error ->
+              {:halt,
+               {:error,
+                "#{path}: #{inspect(term)} is not a host name or address " <>
+                  "(expected an atom or a string, as in 'b.example.com'. or \"198.18.0.2\".)"}}
+          end
+        end)
+        |> case do
+          {:ok, hosts} -> {:ok, hosts |> Enum.reverse() |> Enum.uniq()}
+          error -> error
+        end
+
+      {:error, reason} ->
+        {:error, "#{path}: #{:file.format_error(reason)}"}
+    end
+  end
+
+  defp hosts_file_entry(atom) when is_atom(atom), do: host(Atom.to_string(atom))
+
+  defp hosts_file_entry(chars) when is_list(chars) do
+    if List.ascii_printable?(chars), do: host(List.to_string(chars)), else: :error
+  end
+
+  defp hosts_file_entry(_), do: :error
+
+  defp erlang_hosts! do
+    case erlang_hosts() do
+      {:ok, _path, hosts} ->
+        hosts
+
+      {:error, why} ->
+        raise ArgumentError,
+              "tinycluster option :hosts has :erlang_hosts, but the hosts file cannot be " <>
+                "used: #{why}"
+    end
+  end
+
+  ## The local node
+
+  @doc """
+  The naming mode of `node` (default: this node), told by its host part as `net_kernel`
+  tells it: a dot or an IP address is a long name. `nil` for a node that is not distributed.
+  """
+  @spec naming(node()) :: naming() | nil
+  def naming(node \\ node())
+  def naming(:nonode@nohost), do: nil
+
+  def naming(node) do
+    [_alive, host] = node |> Atom.to_string() |> String.split("@", parts: 2)
+    if String.contains?(host, ".") or ip?(host), do: :longnames, else: :shortnames
+  end
+
+  @doc "The address family of this node's distribution: `:inet6` under `-proto_dist inet6_*`."
+  @spec family() :: family()
+  def family do
+    case :init.get_argument(:proto_dist) do
+      {:ok, [[~c"inet6" ++ _ | _] | _]} -> :inet6
+      _ -> :inet
+    end
+  end
+
+  ## The scan request
+
+  @doc """
+  The NIF's host specs for `entries`, for the local node `local_node`: each a map with
+  `label`, `address`, `epmd_port` and `node_host` (the local host part for `:local`, `nil`
+  for the others, whose names the probes confirm).
+  """
+  @spec specs([entry()], node(), family()) :: [map()]
+  def specs(entries, local_node \\ node(), family \\ family()) do
+    [_alive, local_host] = local_node |> Atom.to_string() |> String.split("@", parts: 2)
+
+    Enum.map(entries, fn
+      :local ->
+        %{
+          label: "local",
+          address: loopback(family),
+          epmd_port: Options.local_epmd_port(),
+          node_host: local_host
+        }
+
+      entry ->
+        {host, port} = host_port(entry)
+        %{label: label(entry, entries), address: host, epmd_port: port, node_host: nil}
+    end)
+  end
+
+  # Local nodes listen on every interface unless told otherwise; loopback reaches them
+  # without depending on how the host name resolves.
+  defp loopback(:inet6), do: "::1"
+  defp loopback(:inet), do: "127.0.0.1"
+
+  defp host_port({host, port}), do: {host, port}
+  defp host_port(host), do: {host, Options.default_epmd_port()}
+
+  @doc """
+  How `entry` is named in reports and in `Tinycluster.status/1`: `"local"`, or the host as
+  given; `"host:port"` (`"[v6]:port"`) when `entries` list the same host with several EPMD
+  ports.
+  """
+  @spec label(entry(), [entry()]) :: String.t()
+  def label(:local, _entries), do: "local"
+
+  def label(entry, entries) do
+    {host, port} = host_port(entry)
+    key = String.downcase(host)
+
+    shared? =
+      Enum.count(entries, fn
+        :local -> false
+        other -> other |> host_port() |> elem(0) |> String.downcase() == key
+      end) > 1
+
+    cond do
+      not shared? -> host
+      String.contains?(host, ":") -> "[#{host}]:#{port}"
+      true -> "#{host}:#{port}"
+    end
+  end
+
+  ## Reports
+
+  @doc """
+  What is wrong with `entries` for a node of `naming` and `family`, as log lines to write
+  once: an IP address under short names (a short node name cannot hold an address, so the
+  nodes there are named after their host's short name, which must resolve here), and an IPv6
+  address under an IPv4 distribution (unreachable).
+
+      Tinycluster.Hosts.warnings(["198.18.0.2", "b"], :shortnames, :inet)
+      #=> ["tinycluster: :hosts lists the address 198.18.0.2, but this node runs with short names (-sname), ..."]
+  """
+  @spec warnings([entry()], naming() | nil, family()) :: [String.t()]
+  def warnings(entries, naming \\ naming(), family \\ family()) do
+    for entry <- entries, entry != :local, warning = warning(entry, naming, family), do: warning
+  end
+
+  defp warning(entry, naming, family) do
+    {host, _port} = host_port(entry)
+
+    cond do
+      not ip?(host) ->
+        nil
+
+      family == :inet and String.contains?(host, ":") ->
+        "tinycluster: :hosts lists the IPv6 address #{host}, but this node's distribution " <>
+          "is IPv4 (inet_tcp), which cannot reach it; start every node with " <>
+          "-proto_dist inet6_tcp to cluster over IPv6"
+
+      naming == :shortnames ->
+        "tinycluster: :hosts lists the address #{host}, but this node runs with short names " <>
+          "(-sname), and a short node name cannot hold an address: the nodes there are " <>
+          "found under their host's short name (name@host), and connecting to them needs " <>
+          "that name to resolve on this host. List the host by name, or run every node " <>
+          "with -name."
+
+      true ->
+        nil
+    end
+  end
+
+  @doc """
+  Groups candidates by the host that listed them, for every host of `entries`: the host's
+  last EPMD answer (`:pending` before the first, `{:error, reason}` when its EPMD could not
+  be asked), its address and EPMD port as last asked, and its candidates sorted by name.
+
+  `candidates` are `Tinycluster.status/1`'s (a map by name) or a list; `reports` are the
+  NIF's host reports by label, as in `Tinycluster.status/1`'s `hosts`.
+  """
+  @spec group(%{String.t() => Candidate.t()} | [Candidate.t()], %{String.t() => map()}, [
+          entry()
+        ]) :: %{String.t() => host_group()}
+  def group(candidates, reports, entries) do
+    candidates = if is_map(candidates), do: Map.values(candidates), else: candidates
+    by_host = Enum.group_by(candidates, & &1.host)
+    labels = Enum.map(entries, &label(&1, entries))
+
+    Map.new(Enum.uniq(labels ++ Map.keys(by_host)), fn label ->
+      report = Map.get(reports, label, %{})
+
+      {label,
+       %{
+         epmd: Map.get(report, :status, :pending),
+         address: Map.get(report, :address),
+         epmd_port: Map.get(report, :epmd_port),
+         candidates: by_host |> Map.get(label, []) |> Enum.sort_by(& &1.name)
+       }}
+    end)
+  end
+end
