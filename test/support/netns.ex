@@ -1,0 +1,385 @@
+defmodule Tinycluster.Netns do
+  @moduledoc """
+  Separate hosts for the multi-host tests: Linux network namespaces, each with its own
+  loopback, its own `epmd` and its own nodes, joined by a bridge that lives in a namespace of
+  its own, so that nothing is added to the host's own network. Root only.
+
+  Host `i` (1-based) has the addresses `198.18.0.i/24` and `2001:2::i/64`, from the
+  benchmarking ranges (RFC 2544, RFC 5180), which exist only inside these namespaces; the
+  tests send traffic only to them and to loopback.
+
+  Namespaces are named `tcmh<os pid>-...`, unique to the test run. `teardown/1` kills every
+  process in them by pid and deletes them, and with them their veths; `setup!/2` first
+  removes what a run that died without its teardown left behind (namespaces whose run's OS
+  process is gone). Nodes halt when their stdin closes, and each `epmd` runs under a guard
+  that kills it when its port closes, so nothing outlives a test VM that dies.
+  """
+
+  defstruct [:prefix, :switch, :hosts, :cookie]
+
+  @type host :: %{
+          ns: String.t(),
+          index: pos_integer(),
+          ipv4: String.t(),
+          ipv6: String.t(),
+          veth: String.t(),
+          peer: String.t()
+        }
+  @type t :: %__MODULE__{
+          prefix: String.t(),
+          switch: String.t(),
+          hosts: [host()],
+          cookie: String.t()
+        }
+
+  @prefix "tcmh"
+
+  # The guard of a daemon: runs it with stdin from /dev/null, prints its pid, and kills it
+  # when its own stdin (the port) closes.
+  @guard """
+  "$@" </dev/null &
+  child=$!
+  echo "tinycluster_netns_pid $child"
+  read _eof
+  kill -KILL "$child" 2>/dev/null
+  wait "$child" 2>/dev/null
+  """
+
+  @doc "`:ok` when namespaces can be made here (root and `ip`), or why not."
+  @spec available() :: :ok | {:error, String.t()}
+  def available do
+    cond do
+      not root?() ->
+        {:error,
+         "the multi-host tests need root: they create network namespaces " <>
+           "(run `mix test` as root, as .ci/run does)"}
+
+      System.find_executable("ip") == nil ->
+        {:error, "the multi-host tests need `ip` (apt-get install iproute2)"}
+
+      true ->
+        :ok
+    end
+  end
+
+  @doc "Whether this OS process runs as root."
+  @spec root?() :: boolean()
+  def root? do
+    match?({"0\n", 0}, System.cmd("id", ["-u"], stderr_to_stdout: true))
+  end
+
+  @doc """
+  Creates `count` hosts joined by a bridge, each with its loopback up and its own `epmd`.
+  Call `teardown/1` when done, also on failure: register it with `on_exit` first.
+  """
+  @spec setup!(t()) :: t()
+  def setup!(%__MODULE__{} = net) do
+    remove_stale()
+    ip!(["netns", "add", net.switch])
+    ip!(["-n", net.switch, "link", "add", "br0", "type", "bridge"])
+    ip!(["-n", net.switch, "link", "set", "br0", "up"])
+
+    for %{veth: veth, peer: peer} = host <- net.hosts do
+      ip!(["netns", "add", host.ns])
+      ip!(["-n", host.ns, "link", "set", "lo", "up"])
+
+      ip!(~w(link add #{veth} netns #{host.ns} type veth peer name #{peer} netns #{net.switch}))
+
+      ip!(["-n", net.switch, "link", "set", peer, "master", "br0"])
+      ip!(["-n", net.switch, "link", "set", peer, "up"])
+      ip!(["-n", host.ns, "addr", "add", host.ipv4 <> "/24", "dev", veth])
+      # No duplicate address detection: the address is usable at once, not in a second.
+      ip!(["-n", host.ns, "addr", "add", host.ipv6 <> "/64", "dev", veth, "nodad"])
+      ip!(["-n", host.ns, "link", "set", veth, "up"])
+      start_epmd(host)
+    end
+
+    net
+  end
+
+  @doc "The description of `count` hosts for this run; nothing is created until `setup!/1`."
+  @spec new(pos_integer(), String.t()) :: t()
+  def new(count, cookie) do
+    prefix = "#{@prefix}#{System.pid()}"
+    # Interface names have at most 15 bytes; the pid makes them unique to the run.
+    veth = "tc#{System.pid()}"
+
+    hosts =
+      for index <- 1..count do
+        %{
+          ns: "#{prefix}-h#{index}",
+          index: index,
+          ipv4: "198.18.0.#{index}",
+          ipv6: "2001:2::#{index}",
+          veth: "#{veth}v#{index}",
+          peer: "#{veth}p#{index}"
+        }
+      end
+
+    %__MODULE__{prefix: prefix, switch: "#{prefix}-sw", hosts: hosts, cookie: cookie}
+  end
+
+  @doc """
+  Kills every process in the namespaces of `net` by pid, then deletes the namespaces (and so
+  their veths). Safe to call on a half-made or already removed setup.
+  """
+  @spec teardown(t()) :: :ok
+  def teardown(%__MODULE__{} = net) do
+    Enum.each([net.switch | Enum.map(net.hosts, & &1.ns)], &remove_namespace/1)
+  end
+
+  defp remove_namespace(ns) do
+    if ns in namespaces() do
+      kill_all_in(ns)
+      ip(["netns", "del", ns])
+    end
+
+    :ok
+  end
+
+  defp kill_all_in(ns) do
+    Enum.reduce_while(1..50, nil, fn _, _ ->
+      case pids_in(ns) do
+        [] ->
+          {:halt, :ok}
+
+        pids ->
+          Enum.each(pids, &kill/1)
+          Process.sleep(100)
+          {:cont, :ok}
+      end
+    end)
+  end
+
+  defp pids_in(ns) do
+    {out, _} = ip(["netns", "pids", ns])
+    for line <- String.split(out), {pid, ""} <- [Integer.parse(line)], do: pid
+  end
+
+  @doc "Kills an OS process by pid with SIGKILL; a pid that is gone is fine."
+  @spec kill(pos_integer()) :: :ok
+  def kill(os_pid) do
+    System.cmd("kill", ["-KILL", Integer.to_string(os_pid)], stderr_to_stdout: true)
+    :ok
+  end
+
+  defp namespaces do
+    {out, _} = ip(["netns", "list"])
+    for line <- String.split(out, "\n", trim: true), do: line |> String.split() |> hd()
+  end
+
+  # Namespaces of earlier runs whose test VM is gone: their on_exit never ran.
+  defp remove_stale do
+    for ns <- namespaces(),
+        [_, pid] <- [Regex.run(~r/\A#{@prefix}(\d+)-/, ns)],
+        pid != System.pid(),
+        not File.exists?("/proc/#{pid}") do
+      remove_namespace(ns)
+    end
+
+    :ok
+  end
+
+  ## Processes in a namespace
+
+  defp start_epmd(host) do
+    port = open(host, ["/bin/sh", "-c", @guard, "sh", System.find_executable("epmd")], [])
+    {:ok, _pid} = await_guarded_pid(port)
+    wait_until(fn -> epmd_names(host) != :error end, "epmd in #{host.ns}")
+  end
+
+  defp await_guarded_pid(port) do
+    receive do
+      {^port, {:data, {:eol, "tinycluster_netns_pid " <> pid}}} -> {:ok, String.to_integer(pid)}
+    after
+      10_000 -> {:error, :no_pid}
+    end
+  end
+
+  @doc "The names the `epmd` of `host` lists, or `:error` when it does not answer."
+  @spec epmd_names(host()) :: [String.t()] | :error
+  def epmd_names(host) do
+    case ip(["netns", "exec", host.ns, System.find_executable("epmd"), "-names"]) do
+      {out, 0} -> for [_, name] <- Regex.scan(~r/^name (\S+) at port/m, out), do: name
+      _ -> :error
+    end
+  end
+
+  @doc """
+  Starts a plain node `alive@address` in `host` (`address` defaults to its IPv4 address;
+  `-name`), which halts when its stdin closes, and waits until that host's `epmd` lists it.
+  `extra` are more `erl` arguments (`-proto_dist inet6_tcp`).
+  """
+  @spec start_node(t(), host(), String.t(), keyword()) :: map()
+  def start_node(net, host, alive, opts \\ []) do
+    address = Keyword.get(opts, :address, host.ipv4)
+    name = "#{alive}@#{address}"
+
+    args =
+      [System.find_executable("erl"), "-name", name, "-setcookie", net.cookie, "-noshell"] ++
+        Keyword.get(opts, :extra, []) ++
+        ["-eval", ~s|spawn(fun() -> io:get_line(""), erlang:halt() end).|]
+
+    port = open(host, args, [])
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    wait_until(fn -> registered?(host, alive) end, "#{name} to register in #{host.ns}")
+    %{name: String.to_atom(name), alive: alive, os_pid: os_pid, port: port, host: host}
+  end
+
+  @doc "Stops a node or agent by its OS pid and closes its port."
+  @spec stop(map()) :: :ok
+  def stop(%{os_pid: os_pid, port: port}) do
+    kill(os_pid)
+    if Port.info(port) != nil, do: Port.close(port)
+    :ok
+  catch
+    :error, _ -> :ok
+  end
+
+  @doc "Whether the `epmd` of `host` lists `alive`."
+  @spec registered?(host(), String.t()) :: boolean()
+  def registered?(host, alive) do
+    case epmd_names(host) do
+      :error -> false
+      names -> alive in names
+    end
+  end
+
+  @doc """
+  Makes `address` a black hole seen from `host`: a permanent neighbour entry with a MAC
+  address nobody has, so that packets to it leave and nothing ever answers; a connect to
+  it hangs until its caller gives up, as to a host that is down behind a router.
+  """
+  @spec blackhole(host(), String.t()) :: :ok
+  def blackhole(host, address) do
+    family = if String.contains?(address, ":"), do: "-6", else: "-4"
+
+    ip!(
+      ~w(-n #{host.ns} #{family} neigh replace #{address} lladdr 02:00:5e:c6:12:63) ++
+        ~w(dev #{host.veth} nud permanent)
+    )
+
+    :ok
+  end
+
+  ## The agent: a node running tinycluster in a namespace, driven over its stdio
+
+  @doc """
+  Starts an agent node in `host`: `erl` with tinycluster's and Elixir's code paths, running
+  `Tinycluster.NetnsAgent`, which applies the calls `call/5` sends over its stdin and writes
+  the results to its stdout. It halts when its stdin closes. Options: `:name` (`"alive"` for
+  `-name alive@ipv4`, or a full `-name`), `:sname` (runs with `-sname` instead), `:extra`
+  (more `erl` arguments), `:cd` (its current directory).
+  """
+  @spec start_agent(t(), host(), keyword()) :: map()
+  def start_agent(net, host, opts) do
+    name_args =
+      case Keyword.fetch(opts, :sname) do
+        {:ok, sname} ->
+          ["-sname", sname]
+
+        :error ->
+          name = Keyword.fetch!(opts, :name)
+          ["-name", if(String.contains?(name, "@"), do: name, else: "#{name}@#{host.ipv4}")]
+      end
+
+    paths =
+      for app <- [:elixir, :logger, :tinycluster],
+          do: ["-pa", List.to_string(:code.lib_dir(app, :ebin))]
+
+    args =
+      [System.find_executable("erl")] ++
+        name_args ++
+        ["-setcookie", net.cookie, "-noshell"] ++
+        List.flatten(paths) ++
+        Keyword.get(opts, :extra, []) ++
+        ["-eval", "'Elixir.Tinycluster.NetnsAgent':main()."]
+
+    port_opts = if opts[:cd], do: [cd: opts[:cd]], else: []
+    port = open(host, args, port_opts)
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    agent = %{port: port, os_pid: os_pid, host: host}
+    {:ok, name} = call(agent, :erlang, :node, [], 30_000)
+    Map.put(agent, :name, name)
+  end
+
+  @doc """
+  Applies `module.fun(args)` in the agent and returns `{:ok, result}`, or
+  `{:error, {kind, reason, stacktrace}}` when it raised. Flunks after `timeout` ms, showing
+  what the agent printed meanwhile.
+  """
+  @spec call(map(), module(), atom(), list(), timeout()) :: {:ok, term()} | {:error, term()}
+  def call(agent, module, fun, args, timeout \\ 30_000) do
+    ref = make_ref()
+    request = {ref, {module, fun, args}} |> :erlang.term_to_binary() |> Base.encode64()
+    true = Port.command(agent.port, request <> "\n")
+    await_reply(agent, ref, System.monotonic_time(:millisecond) + timeout, [])
+  end
+
+  defp await_reply(%{port: port} = agent, ref, deadline, printed) do
+    remaining = max(deadline - System.monotonic_time(:millisecond), 0)
+
+    receive do
+      {^port, {:data, {:eol, "tinycluster_agent " <> reply}}} ->
+        case reply |> Base.decode64!() |> :erlang.binary_to_term() do
+          {^ref, result} -> result
+          _other -> await_reply(agent, ref, deadline, printed)
+        end
+
+      {^port, {:data, {_, line}}} ->
+        await_reply(agent, ref, deadline, [line | printed])
+
+      {^port, {:exit_status, status}} ->
+        ExUnit.Assertions.flunk(
+          "the agent in #{agent.host.ns} exited with status #{status}; it printed:\n" <>
+            (printed |> Enum.reverse() |> Enum.join("\n"))
+        )
+    after
+      remaining ->
+        ExUnit.Assertions.flunk(
+          "no answer from the agent in #{agent.host.ns}; it printed:\n" <>
+            (printed |> Enum.reverse() |> Enum.join("\n"))
+        )
+    end
+  end
+
+  @doc "Like `call/5`, but returns the result and flunks when the call raised."
+  @spec call!(map(), module(), atom(), list(), timeout()) :: term()
+  def call!(agent, module, fun, args, timeout \\ 30_000) do
+    case call(agent, module, fun, args, timeout) do
+      {:ok, result} ->
+        result
+
+      {:error, {kind, reason, stack}} ->
+        ExUnit.Assertions.flunk(
+          "#{inspect(module)}.#{fun} raised in the agent: " <>
+            Exception.format(kind, reason, stack)
+        )
+    end
+  end
+
+  ## Helpers
+
+  defp open(host, args, port_opts) do
+    Port.open(
+      {:spawn_executable, System.find_executable("ip")},
+      [:binary, :exit_status, :stderr_to_stdout, {:line, 1_000_000}] ++
+        port_opts ++ [args: ["netns", "exec", host.ns | args]]
+    )
+  end
+
+  defp ip(args), do: System.cmd("ip", args, stderr_to_stdout: true)
+
+  defp ip!(args) do
+    case ip(args) do
+      {_, 0} -> :ok
+      {out, status} -> raise "ip #{Enum.join(args, " ")} failed (#{status}): #{out}"
+    end
+  end
+
+  @doc "Polls `fun` every 50 ms until it returns truthy; flunks after `timeout` ms."
+  @spec wait_until((() -> term()), String.t(), timeout()) :: :ok
+  def wait_until(fun, what, timeout \\ 30_000) do
+    Tinycluster.TestNodes.wait_until(fun, what, timeout)
+  end
+end
