@@ -31,9 +31,15 @@ defmodule Tinycluster do
     * `:epmd_timeout` - milliseconds an EPMD has to answer, host name resolution included
       (at most 60000). Default `1000`.
     * `:connect` - `false` discovers and reports only. Default `true`.
-    * `:hosts` - whose EPMDs to ask: `:local` (this host), `"host"` (EPMD port 4369) or
-      `{"host", epmd_port}`. Default `[:local]`. The local EPMD port follows
-      `-erl_epmd_port` and `ERL_EPMD_PORT`, as OTP does.
+    * `:hosts` - whose EPMDs to ask: `:local` (this host), `"host"` (a host name or an IPv4
+      or IPv6 address; EPMD port 4369), `{"host", epmd_port}`, or `:erlang_hosts` (every host
+      of `.hosts.erlang`, found as `:net_adm.world/0` finds it). Default `[:local]`. The
+      local EPMD port follows `-epmd_port` and `ERL_EPMD_PORT`, as OTP does. See
+      `Tinycluster.Hosts` for naming modes and the forms each mode takes.
+    * `:only` and `:except` - which nodes to probe and connect: name prefixes, regexes or
+      1-arity functions of the full node name; see `Tinycluster.Filter`. Default: all.
+    * `:include_hidden` - also connect hidden nodes. Default `false`.
+    * `:log` - `false`, or the lowest level of the poller's log lines. Default `:info`.
     * `:max_backoff` - the longest wait, in milliseconds, between connection attempts to a
       node that refused one (another cookie). Attempts back off exponentially from
       `:interval`. Default `60000`.
