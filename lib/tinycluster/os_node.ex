@@ -19,14 +19,15 @@ defmodule Tinycluster.OSNode do
   wait "$child" 2>/dev/null
   """
 
-  defstruct [:name, :alive, :os_pid, :port, :cookie]
+  defstruct [:name, :alive, :os_pid, :port, :cookie, :epmd_port]
 
   @type t :: %__MODULE__{
           name: node(),
           alive: String.t(),
           os_pid: pos_integer(),
           port: port(),
-          cookie: String.t()
+          cookie: String.t(),
+          epmd_port: nil | :inet.port_number()
         }
 
   @doc """
@@ -34,7 +35,8 @@ defmodule Tinycluster.OSNode do
 
   Options: `:hidden` (boolean), `:args` (more `erl` arguments), `:timeout` (ms to wait for
   the registration, default 15000), `:owner` (the process that owns the node, default the
-  caller): the node stops when its owner dies.
+  caller): the node stops when its owner dies. `:epmd_port` registers the node with the EPMD
+  on that port of this host (through `ERL_EPMD_PORT`) instead of the default one.
   """
   @spec start(String.t(), String.t(), keyword()) :: {:ok, t()} | {:error, term()}
   def start(alive, cookie, opts \\ []) do
@@ -44,12 +46,16 @@ defmodule Tinycluster.OSNode do
       ["-sname", alive, "-setcookie", cookie, "-noshell", "+Bi"] ++
         if(opts[:hidden], do: ["-hidden"], else: []) ++ Keyword.get(opts, :args, [])
 
+    epmd_port = opts[:epmd_port]
+    env = if epmd_port, do: [{~c"ERL_EPMD_PORT", ~c"#{epmd_port}"}], else: []
+
     port =
       Port.open({:spawn_executable, "/bin/sh"}, [
         :binary,
         :exit_status,
         :stderr_to_stdout,
         {:line, 4096},
+        env: env,
         args: ["-c", @guard, "sh", erl | erl_args]
       ])
 
@@ -59,9 +65,10 @@ defmodule Tinycluster.OSNode do
            alive: alive,
            os_pid: os_pid,
            port: port,
-           cookie: cookie
+           cookie: cookie,
+           epmd_port: epmd_port
          },
-         :ok <- await_registered(alive, Keyword.get(opts, :timeout, 15_000)) do
+         :ok <- await_registered(alive, epmd_port, Keyword.get(opts, :timeout, 15_000)) do
       hand_over(port, Keyword.get(opts, :owner, self()))
       {:ok, node}
     else
@@ -87,12 +94,40 @@ defmodule Tinycluster.OSNode do
   @spec thaw(t()) :: :ok
   def thaw(%__MODULE__{os_pid: os_pid}), do: signal(os_pid, "-CONT")
 
-  @doc "Whether the local EPMD lists `alive`."
-  @spec registered?(String.t()) :: boolean()
-  def registered?(alive) do
-    case :erl_epmd.names() do
+  @doc "Whether the local EPMD (or the one on `epmd_port` of this host) lists `alive`."
+  @spec registered?(String.t(), nil | :inet.port_number()) :: boolean()
+  def registered?(alive, epmd_port \\ nil) do
+    case names(epmd_port) do
       {:ok, names} -> Enum.any?(names, fn {name, _port} -> List.to_string(name) == alive end)
       _ -> false
+    end
+  end
+
+  defp names(nil), do: :erl_epmd.names()
+
+  # NAMES_REQ to an EPMD on another port of this host, which :erl_epmd cannot ask.
+  defp names(epmd_port) do
+    case :gen_tcp.connect({127, 0, 0, 1}, epmd_port, [:binary, active: false], 2_000) do
+      {:ok, socket} ->
+        :ok = :gen_tcp.send(socket, <<1::16, ?n>>)
+        reply = recv_all(socket, "")
+        :gen_tcp.close(socket)
+
+        with {:ok, <<_port::32, lines::binary>>} <- reply do
+          names = Regex.scan(~r/^name (\S+) at port \d+$/m, lines, capture: :all_but_first)
+          {:ok, for([name] <- names, do: {String.to_charlist(name), 0})}
+        end
+
+      error ->
+        error
+    end
+  end
+
+  defp recv_all(socket, acc) do
+    case :gen_tcp.recv(socket, 0, 2_000) do
+      {:ok, data} -> recv_all(socket, acc <> data)
+      {:error, :closed} -> {:ok, acc}
+      error -> error
     end
   end
 
@@ -137,8 +172,8 @@ defmodule Tinycluster.OSNode do
     end
   end
 
-  defp await_registered(alive, timeout) do
-    wait(fn -> registered?(alive) end, timeout, {:error, {:not_registered, alive}})
+  defp await_registered(alive, epmd_port, timeout) do
+    wait(fn -> registered?(alive, epmd_port) end, timeout, {:error, {:not_registered, alive}})
   end
 
   defp wait(fun, timeout, error) do

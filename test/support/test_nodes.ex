@@ -17,16 +17,24 @@ defmodule Tinycluster.TestNodes do
 
   @doc """
   Starts a plain `erl -sname` node and waits until EPMD lists it. Options: `:cookie`,
-  `:hidden`, `:args` (extra `erl` arguments), `:name` (alive part). Stopped on test exit,
+  `:hidden`, `:args` (extra `erl` arguments), `:name` (alive part), `:epmd_port` (register
+  with the EPMD on that port instead of the system one). Stopped on test exit,
   and by its guard if the test VM dies first (see `Tinycluster.OSNode`).
   """
   def start(opts \\ []) do
-    alive = Keyword.get_lazy(opts, :name, fn -> "tc#{System.unique_integer([:positive])}" end)
+    alive = Keyword.get_lazy(opts, :name, &unique_alive/0)
     cookie = Keyword.get(opts, :cookie, cookie())
-    {:ok, node} = OSNode.start(alive, cookie, Keyword.take(opts, [:hidden, :args]))
+    {:ok, node} = OSNode.start(alive, cookie, Keyword.take(opts, [:hidden, :args, :epmd_port]))
     on_exit(fn -> kill(node) end)
     node
   end
+
+  @doc """
+  A fresh alive part: the test VM's OS pid keeps it apart from the nodes of other test runs
+  on the same host, which share its EPMD.
+  """
+  def unique_alive(prefix \\ "tc"),
+    do: "#{prefix}#{System.pid()}_#{System.unique_integer([:positive])}"
 
   @doc "Starts `count` plain nodes."
   def start_many(count, opts \\ []), do: for(_ <- 1..count, do: start(opts))
@@ -34,7 +42,12 @@ defmodule Tinycluster.TestNodes do
   @doc "Stops a node by its OS pid (SIGKILL works on a frozen node too) and waits for it."
   def kill(node) do
     OSNode.stop(node)
-    wait_until(fn -> not registered?(node.alive) end, "#{node.alive} to leave EPMD", 10_000)
+
+    wait_until(
+      fn -> not OSNode.registered?(node.alive, node.epmd_port) end,
+      "#{node.alive} to leave EPMD",
+      10_000
+    )
   end
 
   @doc "Freezes a node with SIGSTOP: it still accepts TCP connections, and answers nothing."

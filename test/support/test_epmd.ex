@@ -1,0 +1,110 @@
+defmodule Tinycluster.TestEpmd do
+  @moduledoc """
+  A private `epmd -port P` for the tests that kill, restart or isolate an EPMD: it runs in
+  the foreground under the same kind of guard as `Tinycluster.OSNode`'s nodes, so it dies
+  when its port closes or the test VM dies, and `stop/1` kills it by pid. The system EPMD
+  on port 4369, which other test runs share, is never touched.
+
+  Nodes register with it through `TestNodes.start(epmd_port: port)`; a poller or a scan
+  reaches it with `hosts: [{"127.0.0.1", port}]`. Nodes on a private EPMD are invisible to
+  pollers of other test runs, which makes it the place for tests that watch a node closely.
+  """
+
+  import ExUnit.Callbacks, only: [on_exit: 1]
+
+  alias Tinycluster.OSNode
+
+  @guard """
+  "$@" </dev/null &
+  child=$!
+  echo "tinycluster_epmd_pid $child"
+  read _eof
+  kill -KILL "$child" 2>/dev/null
+  wait "$child" 2>/dev/null
+  """
+
+  defstruct [:port, :os_pid, :guard]
+
+  @type t :: %__MODULE__{port: :inet.port_number(), os_pid: pos_integer(), guard: port()}
+
+  @doc "A TCP port of 127.0.0.1 that nothing listens on right now."
+  @spec free_port() :: :inet.port_number()
+  def free_port do
+    {:ok, listener} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
+    {:ok, port} = :inet.port(listener)
+    :ok = :gen_tcp.close(listener)
+    port
+  end
+
+  @doc """
+  Starts `epmd -port port` (a fresh free port by default) and waits until it answers.
+  Stopped on test exit.
+  """
+  @spec start(:inet.port_number()) :: t()
+  def start(port \\ free_port()) do
+    epmd = System.find_executable("epmd") || Path.join(:code.root_dir(), "bin/epmd")
+
+    guard =
+      Port.open({:spawn_executable, "/bin/sh"}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        {:line, 4096},
+        args: ["-c", @guard, "sh", epmd, "-port", Integer.to_string(port)]
+      ])
+
+    os_pid =
+      receive do
+        {^guard, {:data, {:eol, "tinycluster_epmd_pid " <> pid}}} -> String.to_integer(pid)
+      after
+        10_000 -> raise "epmd -port #{port} did not start"
+      end
+
+    epmd = %__MODULE__{port: port, os_pid: os_pid, guard: guard}
+    on_exit(fn -> stop(epmd) end)
+
+    Tinycluster.TestNodes.wait_until(
+      fn -> answers?(port) end,
+      "epmd -port #{port} to answer",
+      10_000
+    )
+
+    epmd
+  end
+
+  @doc "Kills the EPMD by pid and waits until its port is closed. Safe to call twice."
+  @spec stop(t()) :: :ok
+  def stop(%__MODULE__{port: port, os_pid: os_pid, guard: guard}) do
+    System.cmd("kill", ["-KILL", Integer.to_string(os_pid)], stderr_to_stdout: true)
+
+    try do
+      Port.close(guard)
+    rescue
+      ArgumentError -> :ok
+    end
+
+    Tinycluster.TestNodes.wait_until(
+      fn -> not answers?(port) end,
+      "epmd -port #{port} to stop",
+      10_000
+    )
+  end
+
+  @doc "Whether an EPMD answers `NAMES_REQ` on `port` of 127.0.0.1."
+  @spec answers?(:inet.port_number()) :: boolean()
+  def answers?(port) do
+    case :gen_tcp.connect({127, 0, 0, 1}, port, [:binary, active: false], 1_000) do
+      {:ok, socket} ->
+        :gen_tcp.send(socket, <<1::16, ?n>>)
+        answered = match?({:ok, _}, :gen_tcp.recv(socket, 4, 1_000))
+        :gen_tcp.close(socket)
+        answered
+
+      {:error, _} ->
+        false
+    end
+  end
+
+  @doc "Whether the EPMD on `port` lists `alive`."
+  defdelegate registered?(alive, port), to: OSNode
+end
