@@ -1,0 +1,344 @@
+defmodule Tinycluster.RobustnessTest do
+  # Hostile and broken EPMDs and peers, played by fake servers on 127.0.0.1:0: every one
+  # gets a clear, documented answer within its timeout, nothing grows without bound, no atom
+  # is made of a name the probe did not prove live, and the poller keeps running and says
+  # each thing once. (The byte-level cases are in native/tinycluster_nif/tests; these go
+  # through the NIF, the Elixir side, the poller and its logs.)
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureLog
+
+  alias Tinycluster.{FakeServer, TestNodes}
+  alias Tinycluster.FakeServer.{Epmd, Peer}
+
+  @moduletag timeout: 120_000
+
+  defp start_poller(opts) do
+    name = TestNodes.poller_name()
+    start_supervised!({Tinycluster, Keyword.merge([name: name, interval: 100], opts)})
+    name
+  end
+
+  defp fake_epmd(handler), do: FakeServer.start(handler)
+
+  defp scan(epmd, opts \\ []) do
+    Tinycluster.scan([hosts: [{"127.0.0.1", epmd.port}]] ++ opts)
+  end
+
+  defp timed(fun) do
+    started = System.monotonic_time(:millisecond)
+    result = fun.()
+    {result, System.monotonic_time(:millisecond) - started}
+  end
+
+  defp wait_scans(poller, n) do
+    TestNodes.wait_until(fn -> Tinycluster.status(poller).scans >= n end, "#{n} scans", 30_000)
+  end
+
+  defp count(log, text), do: log |> String.split(text) |> length() |> Kernel.-(1)
+
+  # A name no other test, run or atom has: atoms of it must never appear.
+  defp fresh(prefix), do: "#{prefix}#{System.pid()}x#{System.unique_integer([:positive])}"
+
+  defp atom_exists?(string) do
+    _ = String.to_existing_atom(string)
+    true
+  rescue
+    ArgumentError -> false
+  end
+
+  describe "a hostile or broken EPMD" do
+    test "that answers bytes that are not an EPMD reply is {:malformed, what}, at once" do
+      for garbage <- [
+            "HTTP/1.1 400 Bad Request\r\n\r\n",
+            "SSH-2.0-OpenSSH_9.6\r\n",
+            <<0, 0>>,
+            <<0, 0, 0, 0>>,
+            "",
+            :crypto.strong_rand_bytes(100) |> then(&(<<0xFF>> <> &1))
+          ] do
+        epmd = fake_epmd(Epmd.reply(garbage))
+        {result, ms} = timed(fn -> scan(epmd) end)
+
+        assert {:error, {:epmd, "127.0.0.1", {:malformed, what}}} = result,
+               "for #{inspect(garbage)}: #{inspect(result)}"
+
+        assert is_binary(what)
+        # It closed: no need to wait for the timeout.
+        assert ms < 1_000, "#{inspect(garbage)} took #{ms} ms"
+      end
+    end
+
+    test "whose reply never ends is cut at the byte cap, within the EPMD timeout" do
+      epmd = fake_epmd(Epmd.endless())
+      {result, ms} = timed(fn -> scan(epmd) end)
+      assert {:error, {:epmd, "127.0.0.1", {:reply_too_large, 262_144}}} = result
+      assert ms < 1_000 + 2_000
+    end
+
+    test "that accepts and never answers times out at :epmd_timeout (default 1 s)" do
+      epmd = fake_epmd(Epmd.silent())
+
+      {result, ms} = timed(fn -> scan(epmd) end)
+      assert {:error, {:epmd, "127.0.0.1", :timeout}} = result
+      assert ms >= 900 and ms < 1_000 + 3_000, "default timeout took #{ms} ms"
+
+      {result, ms} = timed(fn -> scan(epmd, epmd_timeout: 300) end)
+      assert {:error, {:epmd, "127.0.0.1", :timeout}} = result
+      assert ms >= 250 and ms < 300 + 3_000, "300 ms timeout took #{ms} ms"
+    end
+
+    test "listing tens of thousands of names is refused whole: no probe, no atom" do
+      peer = FakeServer.start(Peer.respond(Peer.status("ok")))
+      # Short names fit the byte cap and hit the name cap; long ones hit the byte cap.
+      short = for i <- 1..10_000, do: {"n" <> Integer.to_string(i, 36), peer.port}
+      long = for i <- 1..100_000, do: {fresh("hostile_name_#{i}_"), peer.port}
+
+      for {entries, reason} <- [
+            {short, {:too_many_names, 1024}},
+            {long, {:reply_too_large, 262_144}}
+          ] do
+        epmd = fake_epmd(Epmd.reply(Epmd.names_reply(entries)))
+        {result, ms} = timed(fn -> scan(epmd) end)
+        assert {:error, {:epmd, "127.0.0.1", ^reason}} = result
+        assert ms < 1_000 + 2_000
+      end
+
+      assert FakeServer.connections(peer) == 0
+    end
+
+    test "bad entries are skipped and reported, the good ones probed" do
+      peer = FakeServer.start(Peer.respond(Peer.status("sok_no_such_status"), :close))
+      good = fresh("good")
+
+      reply =
+        Epmd.names_reply([
+          {good, peer.port},
+          "name bad.dot at port #{peer.port}\n",
+          "name sp ace at port #{peer.port}\n",
+          "name caf\xC3\xA9 at port #{peer.port}\n",
+          "name nul\0 at port #{peer.port}\n",
+          "name #{String.duplicate("a", 256)} at port #{peer.port}\n",
+          "name neg at port -4\n",
+          "name big at port 65536\n",
+          "name huge at port 99999999999999999999\n",
+          "name zero at port 0\n",
+          "name nan at port x1\n",
+          "name hex at port 0x10\n",
+          "hello world\n",
+          "name unterminated at port 1"
+        ])
+
+      epmd = fake_epmd(Epmd.reply(reply))
+      assert {:ok, [candidate]} = scan(epmd)
+      assert candidate.alive == good
+      assert candidate.state == :bad_reply
+
+      poller = start_poller(hosts: [{"127.0.0.1", epmd.port}], log: :info)
+
+      log =
+        capture_log(fn ->
+          wait_scans(poller, 5)
+        end)
+
+      host = Tinycluster.status(poller).hosts["127.0.0.1"]
+      assert host.status == :ok
+      assert host.names == 1
+      assert length(host.malformed) == 13
+
+      for {sample, reason} <- host.malformed do
+        assert is_binary(sample) and byte_size(sample) <= 64
+        assert is_binary(reason)
+      end
+
+      # Said once, not once per poll.
+      assert count(log, "listed 13 malformed entries") == 1
+    end
+
+    test "a poller against each of them keeps running and warns once per host" do
+      epmds = [
+        fake_epmd(Epmd.reply("garbage that is not EPMD")),
+        fake_epmd(Epmd.endless()),
+        fake_epmd(Epmd.silent()),
+        fake_epmd(Epmd.reply(Epmd.names_reply(for i <- 1..2_000, do: {"n#{i}", 1})))
+      ]
+
+      log =
+        capture_log(fn ->
+          pollers =
+            for epmd <- epmds do
+              poller = start_poller(hosts: [{"127.0.0.1", epmd.port}], epmd_timeout: 300)
+              {poller, Process.whereis(poller), epmd}
+            end
+
+          for {poller, pid, epmd} <- pollers do
+            wait_scans(poller, 4)
+            assert Process.whereis(poller) == pid
+            status = Tinycluster.status(poller)
+            assert {:error, reason} = status.hosts["127.0.0.1"].status
+            assert status.candidates == %{}
+            assert status.hosts["127.0.0.1"].epmd_port == epmd.port
+
+            case reason do
+              {:malformed, _} -> :ok
+              {:reply_too_large, 262_144} -> :ok
+              :timeout -> :ok
+              {:too_many_names, 1024} -> :ok
+            end
+          end
+        end)
+
+      for epmd <- epmds do
+        assert count(log, "(EPMD at 127.0.0.1:#{epmd.port})") == 1, log
+      end
+    end
+  end
+
+  describe "a hostile or broken peer" do
+    # Each peer is listed by a fake EPMD under its own fresh name, so that the probe's
+    # results can be told apart, and atoms of them looked for.
+    setup do
+      peers = %{
+        silent: {FakeServer.start(Peer.silent()), :unreachable, :timeout},
+        huge_frame:
+          {FakeServer.start(Peer.respond(<<0xFF, 0xFF>>, :hang)), :bad_reply,
+           {:frame_too_large, 65_535}},
+        huge_challenge:
+          {FakeServer.start(Peer.respond(Peer.status("ok") <> <<0xFF, 0xFF>>, :hang)), :bad_reply,
+           {:frame_too_large, 65_535}},
+        stalls_in_status:
+          {FakeServer.start(Peer.respond(<<0, 3, ?s>>, :hang)), :bad_reply, :timeout},
+        unknown_status:
+          {FakeServer.start(Peer.respond(Peer.status("maybe"))), :bad_reply,
+           {:unknown_status, "maybe"}},
+        not_a_status:
+          {FakeServer.start(Peer.respond(<<0, 2, "ok">>)), :bad_reply, {:malformed, :_}},
+        closes_at_once: {FakeServer.start(Peer.respond("", :close)), :unreachable, :closed}
+      }
+
+      impostor = fresh("impostor") <> "@vm"
+
+      peers =
+        Map.put(
+          peers,
+          :name_mismatch,
+          {FakeServer.start(Peer.respond(Peer.answer(impostor))), :name_mismatch,
+           {:claimed, impostor}}
+        )
+
+      named = Map.new(peers, fn {kind, value} -> {fresh("#{kind}_"), {kind, value}} end)
+      entries = for {alive, {_kind, {server, _, _}}} <- named, do: {alive, server.port}
+      epmd = fake_epmd(Epmd.reply(Epmd.names_reply(entries)))
+      %{epmd: epmd, named: named, impostor: impostor}
+    end
+
+    test "each gets its documented state and reason, within the probe timeout", ctx do
+      {result, ms} = timed(fn -> scan(ctx.epmd, probe_timeout: 300) end)
+      assert {:ok, candidates} = result
+      assert ms < 300 + 3_000
+      by_alive = Map.new(candidates, &{&1.alive, &1})
+
+      for {alive, {kind, {_server, state, reason}}} <- ctx.named do
+        candidate = by_alive[alive]
+        assert candidate, "#{kind} is missing"
+        assert candidate.state == state, "#{kind}: #{inspect(candidate)}"
+        assert candidate.node == nil
+
+        case reason do
+          {:malformed, :_} -> assert {:malformed, <<_, _::binary>>} = candidate.reason
+          reason -> assert candidate.reason == reason, "#{kind}: #{inspect(candidate)}"
+        end
+
+        assert Tinycluster.Candidate.describe(candidate) =~ ~r/\w/
+      end
+    end
+
+    test "the poller warns once for each, connects none of them, makes no atom", ctx do
+      log =
+        capture_log(fn ->
+          poller = start_poller(hosts: [{"127.0.0.1", ctx.epmd.port}], probe_timeout: 200)
+          wait_scans(poller, 6)
+          status = Tinycluster.status(poller)
+
+          for {alive, {kind, {server, state, _reason}}} <- ctx.named do
+            assert [candidate] = for({_, c} <- status.candidates, c.alive == alive, do: c)
+            assert candidate.state == state, "#{kind}: #{inspect(candidate)}"
+            assert candidate.node == nil
+
+            # Every connection was a probe: it claimed the probe's name and said no more.
+            for received <- FakeServer.received(server) do
+              assert {:name, "tinycluster_probe_" <> _} = received
+            end
+          end
+        end)
+
+      for {alive, {kind, {_server, _state, _reason}}} <- ctx.named do
+        assert count(log, "tinycluster: #{alive}@") == 1, "#{kind}: #{log}"
+        refute atom_exists?(alive), "#{kind}: an atom was made of its name"
+      end
+
+      refute atom_exists?(ctx.impostor)
+      refute Enum.any?(Node.list(:connected), &(Atom.to_string(&1) =~ ctx.impostor))
+    end
+  end
+
+  test "a peer that closes at every possible byte gets a documented state each time" do
+    alive = fresh("cut")
+    full = Peer.answer(alive <> "@vm")
+
+    servers =
+      for cut <- 0..(byte_size(full) - 1) do
+        {cut, FakeServer.start(Peer.respond(binary_part(full, 0, cut), :close))}
+      end
+
+    entries = for {cut, server} <- servers, do: {"#{alive}_#{cut}", server.port}
+    epmd = fake_epmd(Epmd.reply(Epmd.names_reply(entries)))
+    assert {:ok, candidates} = scan(epmd, probe_timeout: 2_000)
+    assert length(candidates) == length(servers)
+
+    for candidate <- candidates do
+      ["", cut] = String.split(candidate.alive, alive <> "_")
+      expected = if cut == "0", do: {:unreachable, :closed}, else: {:bad_reply, :closed}
+      assert {candidate.state, candidate.reason} == expected, "cut at #{cut}"
+      assert candidate.node == nil
+    end
+
+    refute atom_exists?(alive <> "@vm")
+  end
+
+  test "no atom is made of the names a hostile EPMD lists" do
+    peer = FakeServer.start(Peer.respond(Peer.status("no"), :close))
+    # Warm up: load every module a scan and a poller use, so that only names could count.
+    warm = fake_epmd(Epmd.reply(Epmd.names_reply([{fresh("warm"), peer.port}])))
+    {:ok, _} = scan(warm)
+    warm_poller = start_poller(hosts: [{"127.0.0.1", warm.port}], log: false)
+    wait_scans(warm_poller, 2)
+
+    huge = for _ <- 1..100_000, do: {fresh("a"), peer.port}
+    under_cap = for _ <- 1..1_000, do: {fresh("b"), peer.port}
+    huge_epmd = fake_epmd(Epmd.reply(Epmd.names_reply(huge)))
+    under_cap_epmd = fake_epmd(Epmd.reply(Epmd.names_reply(under_cap)))
+
+    before = :erlang.system_info(:atom_count)
+    assert {:error, {:epmd, _, {:reply_too_large, _}}} = scan(huge_epmd)
+    assert {:ok, probed} = scan(under_cap_epmd)
+    assert length(probed) == 1_000
+    assert Enum.all?(probed, &(&1.state == :bad_reply and &1.node == nil))
+
+    poller =
+      start_poller(
+        hosts: [{"127.0.0.1", huge_epmd.port}, {"127.0.0.1", under_cap_epmd.port}],
+        log: false
+      )
+
+    wait_scans(poller, 3)
+    grown = :erlang.system_info(:atom_count) - before
+    # A handful: the poller's own name and whatever the VM itself makes meanwhile.
+    assert grown <= 5, "the atom table grew by #{grown}"
+
+    refute Enum.any?(
+             Enum.take(huge, 100) ++ Enum.take(under_cap, 100),
+             &atom_exists?(elem(&1, 0))
+           )
+  end
+end
