@@ -19,11 +19,14 @@ defmodule Tinycluster.Candidate do
     * `:live` - answered the probe as a visible node; not connected (yet, or `connect: false`).
     * `:connecting` - answered the probe; `Node.connect/1` is under way.
     * `:hidden` - answered the probe as a hidden node; tinycluster does not connect hidden nodes.
-    * `:rejected` - answered the probe but refused the connection: usually another cookie.
-      Retried with exponential backoff up to `:max_backoff`.
+    * `:rejected` - answered the probe but refused the connection: usually another cookie
+      (`reason` `:connect_failed`), or an allow list without this node (`:not_allowed`).
+      Left alone, probe included, and retried with exponential backoff up to `:max_backoff`.
     * `:unreachable` - listed by EPMD, but no answer within `:probe_timeout`: the node is
       frozen, overloaded, or behind a firewall, or it just died.
-    * `:not_allowed` - the node's `net_kernel:allow/1` list refuses this node.
+    * `:not_allowed` - the node restricts connections with `net_kernel:allow/1`, so it
+      refuses the probe, which no allow list names (and logs an error for it). A poller
+      that connects then tries a real connection: it may well let this node in.
     * `:name_mismatch` - something answered at the node's port, but named itself otherwise.
     * `:busy` - the node answered `nok` or `alive` (a handshake with us already in flight).
     * `:bad_reply` - the port answered bytes that are not the distribution protocol.
@@ -135,6 +138,9 @@ defmodule Tinycluster.Candidate do
   defp describe(:connecting, _), do: "answered the probe; connecting"
   defp describe(:hidden, _), do: "a hidden node: answered the probe, not connected"
 
+  defp describe(:rejected, :not_allowed),
+    do: "refuses this node: its net_kernel:allow/1 list does not name #{node()}"
+
   defp describe(:rejected, _),
     do: "answered the probe but refused the connection: probably another cookie"
 
@@ -147,7 +153,7 @@ defmodule Tinycluster.Candidate do
   defp describe(:unreachable, reason), do: "listed by EPMD but unreachable: #{inspect(reason)}"
 
   defp describe(:not_allowed, _),
-    do: "refuses this node: it restricts connections with net_kernel:allow/1"
+    do: "refuses the probe: it restricts connections with net_kernel:allow/1"
 
   defp describe(:name_mismatch, {:claimed, name}),
     do: "the node at this port calls itself #{name}: a stale EPMD entry or a port reused"

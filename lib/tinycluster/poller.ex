@@ -110,6 +110,12 @@ defmodule Tinycluster.Poller do
   end
 
   defp start_scan(state, request) do
+    # A candidate that refused a connection is left alone, probe included, until its next
+    # attempt is due: a node with an allow list logs an error for every probe it refuses.
+    # The gate keeps its name from being probed; the scan still tells if it is listed.
+    held = held_back(state)
+    request = if MapSet.size(held) > 0, do: %{request | gate: true}, else: request
+
     case Native.start_scan(request) do
       {:ok, id} ->
         Process.send_after(self(), {:scan_timeout, id}, Discovery.deadline(state.opts))
@@ -121,7 +127,7 @@ defmodule Tinycluster.Poller do
           %{poller: state.opts.name, hosts: Enum.map(request.hosts, & &1.label)}
         )
 
-        scan = %{id: id, started: now, request: request}
+        scan = %{id: id, started: now, request: request, held: held, kept: MapSet.new()}
         %{state | scan: scan, warned_not_distributed: false}
 
       {:error, reason} ->
@@ -138,9 +144,11 @@ defmodule Tinycluster.Poller do
 
   ## Scan events
 
-  defp handle_event({:listed, listed}, state) do
-    Discovery.admit(state.opts, state.scan.request, state.scan.id, listed)
-    state
+  defp handle_event({:listed, {index, label, names}}, state) do
+    {kept, names} = Enum.split_with(names, &MapSet.member?(state.scan.held, {label, &1}))
+    Discovery.admit(state.opts, state.scan.request, state.scan.id, {index, label, names})
+    kept = MapSet.union(state.scan.kept, MapSet.new(kept, &{label, &1}))
+    %{state | scan: %{state.scan | kept: kept}}
   end
 
   defp handle_event({:host, host}, state) do
@@ -168,7 +176,7 @@ defmodule Tinycluster.Poller do
   end
 
   defp handle_event({:done, report}, state) do
-    listed = MapSet.new(report.candidates, &{&1.host, &1.alive})
+    listed = MapSet.new(report.candidates, &{&1.host, &1.alive}) |> MapSet.union(state.scan.kept)
     answered = for %{status: :ok, label: label} <- report.hosts, into: MapSet.new(), do: label
 
     state =
@@ -217,15 +225,22 @@ defmodule Tinycluster.Poller do
   defp merge(old, probed, now) do
     state =
       cond do
-        old.state == :connecting and probed.state in [:live, :hidden] -> :connecting
-        old.state == :rejected and probed.state in [:live, :hidden] -> :rejected
+        old.state == :connecting and probed.state in [:live, :hidden, :not_allowed] -> :connecting
+        old.state == :rejected and probed.state in [:live, :hidden, :not_allowed] -> :rejected
         true -> probed.state
+      end
+
+    reason =
+      cond do
+        state == probed.state -> probed.reason
+        probed.state == :not_allowed -> :not_allowed
+        true -> old.reason
       end
 
     %Candidate{
       probed
       | state: state,
-        reason: if(state == probed.state, do: probed.reason, else: old.reason),
+        reason: reason,
         node: probed.node || old.node,
         latency_us: probed.latency_us || old.latency_us,
         first_seen: old.first_seen,
@@ -251,20 +266,35 @@ defmodule Tinycluster.Poller do
   defp maybe_connect(state, key) do
     entry = Map.fetch!(state.candidates, key)
 
-    if entry.node != nil and connectable?(entry, state.opts) and due?(entry) do
-      task = Task.Supervisor.async_nolink(state.tasks, Node, :connect, [entry.node])
+    if connectable?(entry, state.opts) and due?(entry) do
+      # A node that answered `not_allowed` named no one: its name is the one its host's EPMD
+      # listed, which the answer proved to be a live distribution listener.
+      node = entry.node || String.to_atom(entry.name)
+      task = Task.Supervisor.async_nolink(state.tasks, Node, :connect, [node])
       state = %{state | connecting: Map.put(state.connecting, task.ref, key)}
-      put_candidate(state, key, %{entry | state: :connecting})
+      reason = if entry.state == :not_allowed, do: :not_allowed, else: entry.reason
+      put_candidate(state, key, %{entry | state: :connecting, node: node, reason: reason})
     else
       state
     end
   end
 
   # The probe confirmed the name, and for another host that name may differ from the one
-  # EPMD implied: the filters see the confirmed one too.
+  # EPMD implied: the filters see the confirmed one too. A node with an allow list answers
+  # every probe `not_allowed`, since no list names the probe; only a real attempt can tell
+  # whether it lets this node in.
   defp connectable?(entry, opts) do
     Filter.allowed?(opts, entry.name) and
-      (entry.state in [:live, :rejected] or (entry.state == :hidden and opts.include_hidden))
+      ((entry.node != nil and entry.state in [:live, :rejected]) or
+         entry.state == :not_allowed or
+         (entry.node != nil and entry.state == :hidden and opts.include_hidden))
+  end
+
+  defp held_back(state) do
+    for {key, %Candidate{state: :rejected} = entry} <- state.candidates,
+        not due?(entry),
+        into: MapSet.new(),
+        do: key
   end
 
   defp due?(%Candidate{state: :rejected, retry_at: retry_at}),
@@ -289,7 +319,14 @@ defmodule Tinycluster.Poller do
     attempts = entry.attempts + 1
     backoff = min(opts.interval * Integer.pow(2, min(attempts - 1, 20)), opts.max_backoff)
     retry_at = System.monotonic_time(:millisecond) + backoff
-    reason = if failure == false, do: :connect_failed, else: failure
+
+    reason =
+      cond do
+        failure == false and entry.reason == :not_allowed -> :not_allowed
+        failure == false -> :connect_failed
+        true -> failure
+      end
+
     %{entry | state: :rejected, reason: reason, attempts: attempts, retry_at: retry_at}
   end
 
@@ -335,6 +372,10 @@ defmodule Tinycluster.Poller do
       {_, :unreachable} ->
         log(state, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
         node_telemetry(state, :unreachable, entry)
+
+      # With `connect: true` a connection attempt follows at once, and says more.
+      {_, :not_allowed} when state.opts.connect ->
+        :ok
 
       {_, bad} when bad in [:not_allowed, :name_mismatch, :bad_reply] ->
         log(state, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)

@@ -1,0 +1,327 @@
+defmodule Tinycluster.FaultsTest do
+  # Real faults with real nodes: an EPMD that is missing, killed and restarted; nodes frozen,
+  # killed in the middle of their probe, stopped and started again; nodes that refuse the
+  # connection. The poller never crashes, says each change once, and recovers by itself.
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureLog
+
+  alias Tinycluster.{TestEpmd, TestNodes}
+
+  @moduletag timeout: 180_000
+
+  # Only this run's nodes: other test runs on the host share its EPMD.
+  defp mine, do: "tc#{System.pid()}_"
+
+  defp start_poller(opts) do
+    name = TestNodes.poller_name()
+    opts = Keyword.merge([name: name, interval: 200, only: [mine()]], opts)
+    start_supervised!({Tinycluster, opts})
+    name
+  end
+
+  defp candidate(poller, node) do
+    Tinycluster.status(poller).candidates
+    |> Map.values()
+    |> Enum.find(&(&1.alive == node.alive))
+  end
+
+  defp state_of(poller, node) do
+    case candidate(poller, node) do
+      nil -> nil
+      c -> c.state
+    end
+  end
+
+  defp wait_state(poller, node, state, timeout \\ 20_000) do
+    TestNodes.wait_until(
+      fn -> state_of(poller, node) == state end,
+      "#{node.alive} to be #{inspect(state)} (is #{inspect(state_of(poller, node))})",
+      timeout
+    )
+  end
+
+  defp scans(poller), do: Tinycluster.status(poller).scans
+
+  defp wait_scans(poller, n, timeout \\ 30_000) do
+    TestNodes.wait_until(fn -> scans(poller) >= n end, "#{n} scans", timeout)
+  end
+
+  defp count(log, text), do: log |> String.split(text) |> length() |> Kernel.-(1)
+
+  # The lines a node printed so far (its stdout and stderr, through its OSNode port).
+  defp output(node, acc \\ []) do
+    receive do
+      {port, {:data, {:eol, line}}} when port == node.port -> output(node, [line | acc])
+    after
+      0 -> Enum.reverse(acc)
+    end
+  end
+
+  # Waits for a line of the node's output that contains `text`; the lines before it are
+  # dropped.
+  defp await_line(node, text, timeout \\ 15_000) do
+    receive do
+      {port, {:data, {:eol, line}}} when port == node.port ->
+        if line =~ text, do: :ok, else: await_line(node, text, timeout)
+    after
+      timeout -> flunk("#{node.alive} never printed #{inspect(text)}")
+    end
+  end
+
+  describe "an EPMD" do
+    test "missing at start, killed, and started again: one warning, one info, discovery resumes" do
+      port = TestEpmd.free_port()
+      interval = 200
+
+      log =
+        capture_log(fn ->
+          # connect: false, since this VM's own EPMD does not know the nodes of this one.
+          poller =
+            start_poller(
+              hosts: [{"127.0.0.1", port}],
+              connect: false,
+              interval: interval,
+              epmd_timeout: 500
+            )
+
+          pid = Process.whereis(poller)
+          wait_scans(poller, 4)
+          host = Tinycluster.status(poller).hosts["127.0.0.1"]
+          assert host.status == {:error, :econnrefused}
+
+          epmd = TestEpmd.start(port)
+          first = TestNodes.start(epmd_port: port)
+          # Found within two scans of its registration.
+          at = scans(poller)
+          wait_scans(poller, at + 2)
+          assert state_of(poller, first) == :live
+
+          TestEpmd.stop(epmd)
+
+          TestNodes.wait_until(
+            fn -> match?({:error, _}, Tinycluster.status(poller).hosts["127.0.0.1"].status) end,
+            "the poller to see EPMD gone"
+          )
+
+          # Many polls of a missing EPMD; what it listed is not declared gone meanwhile.
+          wait_scans(poller, scans(poller) + 6)
+          assert state_of(poller, first) == :live
+
+          _epmd = TestEpmd.start(port)
+          second = TestNodes.start(epmd_port: port)
+          at = scans(poller)
+          wait_scans(poller, at + 2)
+          assert state_of(poller, second) == :live
+          # Nodes do not register again with a new EPMD: the first one is no longer listed.
+          assert state_of(poller, first) == :gone
+          assert Tinycluster.status(poller).hosts["127.0.0.1"].status == :ok
+          assert Process.whereis(poller) == pid
+        end)
+
+      assert count(log, "cannot list the nodes of 127.0.0.1 (EPMD at 127.0.0.1:#{port})") == 2,
+             log
+
+      assert count(log, "EPMD on 127.0.0.1 answers again") == 2, log
+    end
+  end
+
+  describe "a frozen node" do
+    test "is unreachable after probe_timeout; live nodes connect meanwhile; it joins when thawed" do
+      probe_timeout = 300
+      frozen = TestNodes.start()
+      early = TestNodes.start()
+      TestNodes.freeze(frozen)
+      poller = start_poller(probe_timeout: probe_timeout)
+      pid = Process.whereis(poller)
+
+      wait_state(poller, frozen, :unreachable)
+      assert candidate(poller, frozen).reason == :timeout
+      wait_state(poller, early, :connected)
+
+      # A node that starts while the other is frozen is connected as fast as ever.
+      late = TestNodes.start()
+      wait_state(poller, late, :connected)
+      assert late.name in Node.list()
+      refute frozen.name in Node.list(:connected)
+
+      # Each scan waits for the frozen node's probe, and no longer.
+      for _ <- 1..3 do
+        at = scans(poller)
+        wait_scans(poller, at + 1)
+        %{last_scan: %{duration_us: us}} = Tinycluster.status(poller)
+        assert us >= probe_timeout * 1_000 * 0.9
+        assert us < (probe_timeout + 3_000) * 1_000
+      end
+
+      TestNodes.thaw(frozen)
+      wait_state(poller, frozen, :connected)
+      assert frozen.name in Node.list()
+      assert Process.whereis(poller) == pid
+    end
+  end
+
+  describe "a node that dies" do
+    test "while its probe is in flight ends the probe at once, is gone, and joins again" do
+      doomed = TestNodes.start()
+      TestNodes.freeze(doomed)
+      # A probe timeout far longer than the test: only the death can end the probe.
+      poller = start_poller(probe_timeout: 60_000, interval: 100)
+      pid = Process.whereis(poller)
+
+      TestNodes.wait_until(
+        fn -> Tinycluster.status(poller).scanning end,
+        "a scan to be under way"
+      )
+
+      # Let the probe reach the frozen node, then kill the node under it.
+      Process.sleep(500)
+      assert Tinycluster.status(poller).scans == 0
+      TestNodes.kill(doomed)
+
+      wait_state(poller, doomed, :gone, 30_000)
+      assert Process.whereis(poller) == pid
+
+      # Back under the same name: connected again.
+      again = TestNodes.start(name: doomed.alive)
+      wait_state(poller, again, :connected)
+      assert again.name in Node.list()
+    end
+
+    test "after it was connected is down, then gone, and is connected again when it is back" do
+      log =
+        capture_log(fn ->
+          node = TestNodes.start()
+          poller = start_poller(interval: 100)
+          wait_state(poller, node, :connected)
+
+          TestNodes.kill(node)
+          wait_state(poller, node, :gone)
+          refute node.name in Node.list()
+
+          again = TestNodes.start(name: node.alive)
+          wait_state(poller, again, :connected)
+          assert again.name in Node.list()
+
+          # Disconnected but still there: reconnected by a later poll.
+          Node.disconnect(again.name)
+          TestNodes.wait_until(fn -> again.name in Node.list() end, "a reconnection")
+          wait_state(poller, again, :connected)
+        end)
+
+      [name] = Regex.run(~r/connected to (tc\S+)/, log, capture: :all_but_first)
+      assert count(log, "lost the connection to #{name}") == 2, log
+      assert count(log, "tinycluster: connected to #{name}") == 3, log
+    end
+  end
+
+  describe "a node that refuses the connection" do
+    test "with another cookie: one warning, backoff to :max_backoff, one info when it works" do
+      other = TestNodes.start(cookie: "another_cookie")
+      max_backoff = 800
+
+      log =
+        capture_log(fn ->
+          poller = start_poller(interval: 100, max_backoff: max_backoff)
+          wait_state(poller, other, :rejected)
+          started = System.monotonic_time(:millisecond)
+          # Four seconds of polls every 100 ms, which would be 40 attempts without backoff.
+          Process.sleep(4_000)
+          entry = candidate(poller, other)
+          elapsed = System.monotonic_time(:millisecond) - started
+
+          # Every real attempt is one line on the other node (OTP logs the bad challenge
+          # reply there). Backoff: 100, 200, 400, then 800 ms at most between two attempts.
+          attempts =
+            output(other) |> Enum.count(&(&1 =~ "Connection attempt from node #{node()} "))
+
+          assert attempts >= 3, "#{attempts} attempts in #{elapsed} ms"
+          assert attempts <= 4 + div(elapsed, max_backoff) + 1, "#{attempts} in #{elapsed} ms"
+          assert entry.attempts >= 4
+          assert entry.state == :rejected
+          assert entry.retry_in_ms <= max_backoff
+          refute other.name in Node.list(:connected)
+
+          # The operator fixes the cookie: the next attempt connects.
+          :erlang.set_cookie(other.name, :another_cookie)
+          wait_state(poller, other, :connected, 10_000)
+          assert candidate(poller, other).attempts == 0
+        end)
+
+      name = Atom.to_string(other.name)
+      assert count(log, "#{name} answered the probe but refused the connection") == 1, log
+      assert log =~ "probably another cookie"
+      assert count(log, "tinycluster: connected to #{name}") == 1, log
+    end
+
+    # A node with an allow list answers `not_allowed` to the probe, whose name is never on
+    # the list, and logs an error report for each probe. Whether it lets this node in only
+    # a real connection attempt can tell.
+    test "with net_kernel:allow/1 naming this node: connected" do
+      friendly =
+        TestNodes.start(
+          args: ["-eval", "net_kernel:allow(['#{node()}']), io:format(\"allow_set~n\")."]
+        )
+
+      # The node registers with EPMD before -eval runs: wait until its list is in place.
+      await_line(friendly, "allow_set")
+      assert {:ok, candidates} = Tinycluster.scan(only: [friendly.alive])
+      assert [%{state: :not_allowed}] = candidates
+
+      log =
+        capture_log(fn ->
+          poller = start_poller(interval: 100)
+          wait_state(poller, friendly, :connected)
+          assert friendly.name in Node.list()
+        end)
+
+      assert count(log, "tinycluster: connected to #{friendly.name}") == 1, log
+      refute log =~ "[warning]", log
+    end
+
+    test "with net_kernel:allow/1 not naming it: one warning, backoff, one info when allowed" do
+      max_backoff = 800
+      allow_after_ms = 6_000
+
+      strict =
+        TestNodes.start(
+          args: [
+            "-eval",
+            "net_kernel:allow([nobody@nowhere]), io:format(\"allow_set~n\"), " <>
+              "timer:apply_after(#{allow_after_ms}, net_kernel, allow, [['#{node()}']])."
+          ]
+        )
+
+      await_line(strict, "allow_set")
+
+      log =
+        capture_log(fn ->
+          poller = start_poller(interval: 100, max_backoff: max_backoff)
+          wait_state(poller, strict, :rejected)
+          started = System.monotonic_time(:millisecond)
+          Process.sleep(3_000)
+          entry = candidate(poller, strict)
+          elapsed = System.monotonic_time(:millisecond) - started
+
+          # Each probe and each attempt is an error report on that node. Backoff leaves it
+          # alone between attempts: a probe and an attempt per retry, not a probe per poll.
+          reports = output(strict) |> Enum.count(&(&1 =~ "Connection attempt from disallowed"))
+          retries = 4 + div(elapsed, max_backoff) + 1
+          assert reports <= 2 * retries, "#{reports} error reports in #{elapsed} ms"
+          assert entry.state == :rejected
+          assert entry.reason == :not_allowed
+          assert entry.attempts >= 3
+          assert entry.retry_in_ms <= max_backoff
+          assert entry.description =~ "net_kernel:allow"
+
+          # The node lets this one in later: the next attempt connects.
+          wait_state(poller, strict, :connected, allow_after_ms + 10_000)
+        end)
+
+      name = Atom.to_string(strict.name)
+      assert count(log, "tinycluster: #{name} ") == 1, log
+      assert log =~ "net_kernel:allow"
+      assert count(log, "tinycluster: connected to #{name}") == 1, log
+    end
+  end
+end
