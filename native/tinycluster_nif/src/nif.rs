@@ -40,11 +40,32 @@ static RUNTIME: Lazy<Result<Runtime, String>> = Lazy::new(|| {
         .worker_threads(1)
         .max_blocking_threads(4)
         .thread_name("tinycluster")
+        .on_thread_start(never_preempt_the_waker)
         .enable_io()
         .enable_time()
         .build()
         .map_err(|e| e.to_string())
 });
+
+/// Makes the calling runtime thread `SCHED_BATCH` (Linux only; elsewhere a no-op).
+///
+/// `start_scan` wakes the runtime's worker from a BEAM scheduler thread. On a busy host the
+/// kernel may switch to the woken thread at once, on the waker's CPU, and the scheduler then
+/// waits for its CPU back: the NIF call, microseconds of work, held the scheduler for
+/// milliseconds (`erlang:system_monitor/2` reports it as a long schedule). A `SCHED_BATCH`
+/// thread never preempts the thread that woke it, and keeps the normal share of the CPU, so
+/// probes are not slowed down.
+fn never_preempt_the_waker() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread, and `param` outlives the call. A failure only
+        // leaves the thread's policy as it was.
+        unsafe {
+            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+        }
+    }
+}
 
 static NEXT_SCAN_ID: AtomicU64 = AtomicU64::new(1);
 
