@@ -41,11 +41,30 @@ defmodule Tinycluster do
     * `:include_hidden` - also connect hidden nodes. Default `false`.
     * `:log` - `false`, or the lowest level of the poller's log lines. Default `:info`.
     * `:max_backoff` - the longest wait, in milliseconds, between connection attempts to a
-      node that refused one (another cookie). Attempts back off exponentially from
-      `:interval`. Default `60000`.
+      node that refused one (another cookie, or an allow list); the node is not probed in
+      between. Attempts back off exponentially from `:interval`. Default `60000`.
 
   Options are validated when the poller starts; a bad one raises an `ArgumentError` that
   names it.
+
+  ## Limits and errors
+
+  Nothing an EPMD or a node answers is trusted. An EPMD has `:epmd_timeout` to answer, and
+  at most 256 KiB and 1024 names are taken from it: a host over either cap is refused
+  whole (none of its names is probed) and reported, not truncated. A host that fails is
+  in `status/1`'s `hosts` with `status: {:error, reason}`, logged once when it starts
+  failing and once when it answers again; `scan/1` returns `{:error, {:epmd, host,
+  reason}}` when no host answered. `reason` is one of `:timeout`, `:econnrefused`,
+  `:closed`, `{:io, text}`, `{:resolve, text}`, `{:malformed, text}` (not an EPMD reply),
+  `{:reply_too_large, 262_144}`, `{:too_many_names, 1024}` or `:filter_timeout`. Lines
+  with a bad name or port are skipped and listed in the host's `malformed`, with a
+  warning the first time.
+
+  A probe has `:probe_timeout` and ends in a `Tinycluster.Candidate` state: `:unreachable`
+  (reason `:timeout`, `:econnrefused` or `:closed`), `:bad_reply` (`{:frame_too_large, n}`,
+  `{:malformed, text}`, `{:unknown_status, text}`, `:tls`, `:closed` or `:timeout`) or
+  `:name_mismatch` (`{:claimed, name}`), none of them ever connected. No atom is made of
+  a name until a probe proved it live.
 
   ## Example
 
