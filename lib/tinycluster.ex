@@ -90,7 +90,8 @@ defmodule Tinycluster do
                 candidates: non_neg_integer()
               },
           hosts: %{String.t() => map()},
-          candidates: %{String.t() => Candidate.t()}
+          candidates: %{String.t() => Candidate.t()},
+          by_host: %{String.t() => Tinycluster.Hosts.host_group()}
         }
 
   @doc """
@@ -121,7 +122,9 @@ defmodule Tinycluster do
 
   @doc """
   What the poller `server` knows: the last scan's time, duration and counts, each host's
-  last EPMD answer, and every candidate it has seen, by full node name.
+  last EPMD answer (`hosts`), every candidate it has seen by full node name (`candidates`),
+  and the same candidates grouped under each host of `:hosts` with whether its EPMD answered
+  (`by_host`).
 
       Tinycluster.status().candidates["b@myhost"].state
       #=> :connected

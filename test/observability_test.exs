@@ -110,6 +110,17 @@ defmodule Tinycluster.ObservabilityTest do
       assert log =~ "tinycluster_state=rejected"
     end
 
+    test "a host in the wrong form for the naming mode is said once" do
+      log =
+        capture_log(fn ->
+          poller = start_poller(hosts: [:local, "127.0.0.1"], interval: 100)
+          TestNodes.wait_until(fn -> Tinycluster.status(poller).scans >= 5 end, "five scans")
+          stop_supervised!({Tinycluster, poller})
+        end)
+
+      assert length(Regex.scan(~r/lists the address 127.0.0.1/, log)) == 1
+    end
+
     test "log: false is silent and log: :warning drops the info lines" do
       plain = TestNodes.start()
       other = TestNodes.start(cookie: "another_cookie")
@@ -152,6 +163,8 @@ defmodule Tinycluster.ObservabilityTest do
       assert %{at: %DateTime{}, duration_us: _, candidates: n} = status.last_scan
       assert n >= 2
       assert %{status: :ok, last_ok_at: %DateTime{}} = status.hosts["local"]
+      assert %{epmd: :ok, candidates: grouped} = status.by_host["local"]
+      assert to_string(plain.name) in Enum.map(grouped, & &1.name)
 
       rejected = status.candidates[to_string(other.name)]
       assert rejected.description =~ "another cookie"

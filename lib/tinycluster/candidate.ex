@@ -27,7 +27,9 @@ defmodule Tinycluster.Candidate do
     * `:not_allowed` - the node restricts connections with `net_kernel:allow/1`, so it
       refuses the probe, which no allow list names (and logs an error for it). A poller
       that connects then tries a real connection: it may well let this node in.
-    * `:name_mismatch` - something answered at the node's port, but named itself otherwise.
+    * `:name_mismatch` - something answered at the node's port, but named itself otherwise
+      (`{:claimed, name}`), or the node runs with the other naming mode (`{:long_name, name}`
+      or `{:short_name, name}`), which Erlang cannot connect.
     * `:busy` - the node answered `nok` or `alive` (a handshake with us already in flight).
     * `:bad_reply` - the port answered bytes that are not the distribution protocol.
     * `:down` - was connected, and the connection went down.
@@ -154,6 +156,16 @@ defmodule Tinycluster.Candidate do
 
   defp describe(:not_allowed, _),
     do: "refuses the probe: it restricts connections with net_kernel:allow/1"
+
+  defp describe(:name_mismatch, {:long_name, name}),
+    do:
+      "runs with long names (#{name}) and this node with short names (-sname): " <>
+        "Erlang cannot connect them"
+
+  defp describe(:name_mismatch, {:short_name, name}),
+    do:
+      "runs with short names (#{name}) and this node with long names (-name): " <>
+        "Erlang cannot connect them"
 
   defp describe(:name_mismatch, {:claimed, name}),
     do: "the node at this port calls itself #{name}: a stale EPMD entry or a port reused"

@@ -8,7 +8,7 @@ defmodule Tinycluster.Poller do
   use GenServer
   require Logger
 
-  alias Tinycluster.{Candidate, Discovery, Filter, Native, Options, Telemetry}
+  alias Tinycluster.{Candidate, Discovery, Filter, Hosts, Native, Options, Telemetry}
 
   # A candidate no longer listed anywhere is forgotten after this long, so that the status
   # of a node with many short-lived nodes (remote shells, scripts) stays bounded.
@@ -34,7 +34,8 @@ defmodule Tinycluster.Poller do
       connecting: %{},
       last_scan: nil,
       scans: 0,
-      warned_not_distributed: false
+      warned_not_distributed: false,
+      warned_hosts: false
     }
 
     {:ok, state, {:continue, :poll}}
@@ -91,7 +92,7 @@ defmodule Tinycluster.Poller do
   defp poll(state) do
     case Discovery.request(state.opts, Node.list(:connected)) do
       {:ok, request} ->
-        start_scan(state, request)
+        state |> warn_hosts_once() |> start_scan(request)
 
       {:error, :not_distributed} ->
         unless state.warned_not_distributed do
@@ -107,6 +108,15 @@ defmodule Tinycluster.Poller do
 
         schedule(%{state | warned_not_distributed: true}, state.opts.interval)
     end
+  end
+
+  # Hosts given in a form this node's naming mode or address family cannot use: said once,
+  # when the node is first distributed (the mode is not known before).
+  defp warn_hosts_once(%{warned_hosts: true} = state), do: state
+
+  defp warn_hosts_once(state) do
+    for line <- Hosts.warnings(state.opts.hosts), do: log(state, :warning, line, [])
+    %{state | warned_hosts: true}
   end
 
   defp start_scan(state, request) do
@@ -458,7 +468,8 @@ defmodule Tinycluster.Poller do
       scans: state.scans,
       last_scan: state.last_scan,
       hosts: state.hosts,
-      candidates: candidates
+      candidates: candidates,
+      by_host: Hosts.group(candidates, state.hosts, state.opts.hosts)
     }
   end
 end
