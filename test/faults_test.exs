@@ -43,6 +43,8 @@ defmodule Tinycluster.FaultsTest do
 
   defp scans(poller), do: Tinycluster.status(poller).scans
 
+  defp node_alive, do: node() |> Atom.to_string() |> String.split("@") |> hd()
+
   defp wait_scans(poller, n, timeout \\ 30_000) do
     TestNodes.wait_until(fn -> scans(poller) >= n end, "#{n} scans", timeout)
   end
@@ -67,6 +69,19 @@ defmodule Tinycluster.FaultsTest do
     after
       timeout -> flunk("#{node.alive} never printed #{inspect(text)}")
     end
+  end
+
+  defp wait_registered(node, port, timeout \\ 15_000) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+
+    Stream.repeatedly(fn ->
+      cond do
+        TestEpmd.registered?(node.alive, port) -> true
+        System.monotonic_time(:millisecond) > deadline -> false
+        true -> Process.sleep(100) && nil
+      end
+    end)
+    |> Enum.find(&is_boolean/1)
   end
 
   describe "an EPMD" do
@@ -113,9 +128,20 @@ defmodule Tinycluster.FaultsTest do
           at = scans(poller)
           wait_scans(poller, at + 2)
           assert state_of(poller, second) == :live
-          # Nodes do not register again with a new EPMD: the first one is no longer listed.
-          assert state_of(poller, first) == :gone
           assert Tinycluster.status(poller).hosts["127.0.0.1"].status == :ok
+
+          # The first node registers again by itself a little later (OTP 25's erl_epmd
+          # does); until then the new EPMD does not list it.
+          assert state_of(poller, first) in [:live, :gone]
+
+          if wait_registered(first, port) do
+            at = scans(poller)
+            wait_scans(poller, at + 2)
+            assert state_of(poller, first) == :live
+          else
+            assert state_of(poller, first) == :gone
+          end
+
           assert Process.whereis(poller) == pid
         end)
 
@@ -305,7 +331,11 @@ defmodule Tinycluster.FaultsTest do
 
           # Each probe and each attempt is an error report on that node. Backoff leaves it
           # alone between attempts: a probe and an attempt per retry, not a probe per poll.
-          reports = output(strict) |> Enum.count(&(&1 =~ "Connection attempt from disallowed"))
+          # Only this VM's: pollers of other test runs on the host probe that node too.
+          mine =
+            ~r/Connection attempt from disallowed node (tinycluster_probe_)?#{node_alive()}[@_]/
+
+          reports = output(strict) |> Enum.count(&(&1 =~ mine))
           retries = 4 + div(elapsed, max_backoff) + 1
           assert reports <= 2 * retries, "#{reports} error reports in #{elapsed} ms"
           assert entry.state == :rejected

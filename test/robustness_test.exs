@@ -58,14 +58,14 @@ defmodule Tinycluster.RobustnessTest do
             :crypto.strong_rand_bytes(100) |> then(&(<<0xFF>> <> &1))
           ] do
         epmd = fake_epmd(Epmd.reply(garbage))
-        {result, ms} = timed(fn -> scan(epmd) end)
+        {result, ms} = timed(fn -> scan(epmd, epmd_timeout: 10_000) end)
 
         assert {:error, {:epmd, "127.0.0.1", {:malformed, what}}} = result,
                "for #{inspect(garbage)}: #{inspect(result)}"
 
         assert is_binary(what)
-        # It closed: no need to wait for the timeout.
-        assert ms < 1_000, "#{inspect(garbage)} took #{ms} ms"
+        # It closed: the answer does not wait for the timeout.
+        assert ms < 5_000, "#{inspect(garbage)} took #{ms} ms"
       end
     end
 

@@ -21,9 +21,9 @@ defmodule Tinycluster.SoakTest do
   @beam_memory_slack 8 * 1024 * 1024
   @rss_slack 16 * 1024 * 1024
   @fd_slack 4
-  # The runtime's one worker is always there; its blocking pool (host name resolution
-  # only, up to four threads) may or may not be at the end, since its threads idle out.
-  @thread_slack 4
+  # The runtime's one worker is always there, and this soak asks for no host name: its
+  # blocking pool (name resolution only, up to four threads that idle out) cannot grow.
+  @thread_slack 0
 
   defp fds, do: "/proc/self/fd" |> File.ls!() |> length()
 
@@ -201,13 +201,14 @@ defmodule Tinycluster.SoakTest do
 
     # The NIF's work is microseconds: it hands the scan to its runtime and returns. On a
     # loaded host the kernel still preempts a scheduler now and then, in a NIF call as
-    # anywhere else; a NIF that blocked or worked for milliseconds would do it in nearly
-    # every call. And the runtime's threads never preempt the scheduler that wakes them.
+    # anywhere else (measured at a load of 50 on two cores: up to 2% of the calls); a NIF
+    # that blocked or worked for milliseconds would do it in nearly every call. Tolerated:
+    # one call in twenty. The runtime's threads never preempt the scheduler that wakes them.
     assert calls >= 100
     assert Enum.map(runtime_tids(), &policy/1) |> Enum.uniq() == [3], "not SCHED_BATCH"
     assert p90 < 1_000, "start_scan took #{p90} us or more in one call of ten"
 
-    assert length(long) <= max(3, div(calls, 50)),
+    assert length(long) <= max(3, div(calls, 20)),
            "#{length(long)} long schedules in #{calls} calls: #{inspect(long)}"
 
     assert Enum.filter(long, fn {pid, _} -> pid != nif_caller end) == [],

@@ -109,13 +109,18 @@ defmodule Tinycluster.OSNode do
   defp names(epmd_port) do
     case :gen_tcp.connect({127, 0, 0, 1}, epmd_port, [:binary, active: false], 2_000) do
       {:ok, socket} ->
-        :ok = :gen_tcp.send(socket, <<1::16, ?n>>)
+        _ = :gen_tcp.send(socket, <<1::16, ?n>>)
         reply = recv_all(socket, "")
         :gen_tcp.close(socket)
 
-        with {:ok, <<_port::32, lines::binary>>} <- reply do
-          names = Regex.scan(~r/^name (\S+) at port \d+$/m, lines, capture: :all_but_first)
-          {:ok, for([name] <- names, do: {String.to_charlist(name), 0})}
+        case reply do
+          {:ok, <<_port::32, lines::binary>>} ->
+            names = Regex.scan(~r/^name (\S+) at port \d+$/m, lines, capture: :all_but_first)
+            {:ok, for([name] <- names, do: {String.to_charlist(name), 0})}
+
+          # Closed before the 4-byte port: an EPMD going away.
+          _ ->
+            {:error, :no_reply}
         end
 
       error ->
