@@ -155,6 +155,30 @@ defmodule Tinycluster.RobustnessTest do
       assert count(log, "listed 13 malformed entries") == 1
     end
 
+    test "a reply of nothing but junk lines is listed up to a cap, and the poller stays small" do
+      # Just under the byte cap: some 260,000 empty lines, each one malformed.
+      epmd = fake_epmd(Epmd.reply(<<4369::32>> <> String.duplicate("\n", 262_144 - 4)))
+      assert {:ok, []} = scan(epmd)
+
+      log =
+        capture_log(fn ->
+          poller = start_poller(hosts: [{"127.0.0.1", epmd.port}])
+          wait_scans(poller, 5)
+          host = Tinycluster.status(poller).hosts["127.0.0.1"]
+          assert host.status == :ok and host.names == 0
+          assert length(host.malformed) == 65
+
+          assert {"262076 more", "more malformed lines than are listed"} =
+                   List.last(host.malformed)
+
+          {:memory, bytes} = Process.info(Process.whereis(poller), :memory)
+          # It was some 280 MB when every line was listed.
+          assert bytes < 10 * 1024 * 1024, "the poller holds #{bytes} bytes"
+        end)
+
+      assert count(log, "listed 65 malformed entries") == 1, log
+    end
+
     test "a poller against each of them keeps running and warns once per host" do
       epmds = [
         fake_epmd(Epmd.reply("garbage that is not EPMD")),

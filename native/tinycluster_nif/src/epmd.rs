@@ -23,6 +23,11 @@ pub const MAX_ALIVE_LEN: usize = 255;
 /// How much of a malformed line is kept for the report.
 const MALFORMED_SAMPLE: usize = 64;
 
+/// The most skipped lines listed one by one in [`Names::malformed`]; any more are counted
+/// in one last entry. Without it, 256 KiB of newlines would be 260,000 entries, sent to the
+/// poller and kept in its state on every scan.
+pub const MAX_MALFORMED: usize = 64;
+
 /// One node as EPMD lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -48,7 +53,8 @@ pub struct Names {
     pub epmd_port: u16,
     /// Every well-formed line with a valid name, in EPMD's order, without duplicates.
     pub entries: Vec<Entry>,
-    /// Every line that was skipped.
+    /// The lines that were skipped: the first [`MAX_MALFORMED`], then, if there were more,
+    /// one entry that counts them (sample `"<n> more"`).
     pub malformed: Vec<Malformed>,
 }
 
@@ -100,27 +106,41 @@ pub fn parse_names(reply: &[u8]) -> Result<Names, Error> {
     };
     let body = &reply[4..];
     let mut lines = body.split(|b| *b == b'\n').peekable();
+    let mut unlisted = 0usize;
+    let mut skip = |names: &mut Names, line: &[u8], reason: &'static str| {
+        if names.malformed.len() < MAX_MALFORMED {
+            names.malformed.push(malformed(line, reason));
+        } else {
+            unlisted += 1;
+        }
+    };
     while let Some(line) = lines.next() {
         let last = lines.peek().is_none();
         if last {
             // The segment after the final newline: empty when the reply ended cleanly.
             if !line.is_empty() {
-                names.malformed.push(malformed(line, "line not terminated"));
+                skip(&mut names, line, "line not terminated");
             }
             break;
         }
         match parse_line(line) {
             Ok(entry) => {
                 if names.entries.iter().any(|e| e.alive == entry.alive) {
-                    names.malformed.push(malformed(line, "name listed twice"));
+                    skip(&mut names, line, "name listed twice");
                 } else if names.entries.len() == MAX_NAMES {
                     return Err(Error::TooManyNames(MAX_NAMES));
                 } else {
                     names.entries.push(entry);
                 }
             }
-            Err(reason) => names.malformed.push(malformed(line, reason)),
+            Err(reason) => skip(&mut names, line, reason),
         }
+    }
+    if unlisted > 0 {
+        names.malformed.push(Malformed {
+            sample: format!("{unlisted} more"),
+            reason: "more malformed lines than are listed",
+        });
     }
     Ok(names)
 }
@@ -255,6 +275,20 @@ mod tests {
                 "name listed twice",
                 "invalid node name",
             ]
+        );
+    }
+
+    #[test]
+    fn skipped_lines_are_listed_up_to_a_cap_then_counted() {
+        let junk = "\n".repeat(MAX_MALFORMED + 1000);
+        let names = parse_names(&reply(&format!("name ok at port 1\n{junk}"))).unwrap();
+        assert_eq!(names.entries.len(), 1);
+        assert_eq!(names.malformed.len(), MAX_MALFORMED + 1);
+        assert_eq!(names.malformed[MAX_MALFORMED].sample, "1000 more");
+        let exact = "\n".repeat(MAX_MALFORMED);
+        assert_eq!(
+            parse_names(&reply(&exact)).unwrap().malformed.len(),
+            MAX_MALFORMED
         );
     }
 
