@@ -57,8 +57,8 @@ defmodule Tinycluster do
   reason}}` when no host answered. `reason` is one of `:timeout`, `:econnrefused`,
   `:closed`, `{:io, text}`, `{:resolve, text}`, `{:malformed, text}` (not an EPMD reply),
   `{:reply_too_large, 262_144}`, `{:too_many_names, 1024}` or `:filter_timeout`. Lines
-  with a bad name or port are skipped and listed in the host's `malformed`, with a
-  warning the first time.
+  with a bad name or port are skipped and listed in the host's `malformed` (the first 64,
+  then one entry that counts the rest), with a warning the first time.
 
   A probe has `:probe_timeout` and ends in a `Tinycluster.Candidate` state: `:unreachable`
   (reason `:timeout`, `:econnrefused` or `:closed`), `:bad_reply` (`{:frame_too_large, n}`,
