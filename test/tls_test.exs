@@ -33,7 +33,10 @@ defmodule Tinycluster.TlsTest do
 
         tls = TestNodes.start(args: ["-proto_dist", "inet_tls", "-ssl_dist_optfile", conf])
         name = to_string(tls.name)
-        assert {:ok, [%Candidate{name: ^name} = c]} = Tinycluster.scan(only: name)
+        # A generous timeout: a TLS node on a busy machine answers slowly.
+        assert {:ok, [%Candidate{name: ^name} = c]} =
+                 Tinycluster.scan(only: name, probe_timeout: 5_000)
+
         assert {c.state, c.reason, c.node} == {:bad_reply, :tls, nil}
         assert Candidate.describe(c) =~ "TLS"
     end
