@@ -168,7 +168,17 @@ defmodule Tinycluster.OSNode do
     port
   end
 
-  defp await_pid(port) do
+  @doc """
+  The guard, as an `sh -c` script: `sh -c script sh command args...` runs `command` with
+  stdin from /dev/null, prints `tinycluster_os_node_pid <pid>`, and kills it by pid when the
+  guard's own stdin (a port) closes. The tests run their private daemons under it too.
+  """
+  @spec guard_script() :: String.t()
+  def guard_script, do: @guard
+
+  @doc "Waits for the pid line of a guard started on `port`."
+  @spec await_pid(port()) :: {:ok, pos_integer()} | {:error, term()}
+  def await_pid(port) do
     receive do
       {^port, {:data, {:eol, "tinycluster_os_node_pid " <> pid}}} -> {:ok, String.to_integer(pid)}
       {^port, {:exit_status, status}} -> {:error, {:exited, status}}

@@ -32,18 +32,9 @@ defmodule Tinycluster.Netns do
           cookie: String.t()
         }
 
-  @prefix "tcmh"
+  alias Tinycluster.OSNode
 
-  # The guard of a daemon: runs it with stdin from /dev/null, prints its pid, and kills it
-  # when its own stdin (the port) closes.
-  @guard """
-  "$@" </dev/null &
-  child=$!
-  echo "tinycluster_netns_pid $child"
-  read _eof
-  kill -KILL "$child" 2>/dev/null
-  wait "$child" 2>/dev/null
-  """
+  @prefix "tcmh"
 
   @doc "`:ok` when namespaces can be made here (root and `ip`), or why not."
   @spec available() :: :ok | {:error, String.t()}
@@ -183,17 +174,15 @@ defmodule Tinycluster.Netns do
   ## Processes in a namespace
 
   defp start_epmd(host) do
-    port = open(host, ["/bin/sh", "-c", @guard, "sh", System.find_executable("epmd")], [])
-    {:ok, _pid} = await_guarded_pid(port)
-    wait_until(fn -> epmd_names(host) != :error end, "epmd in #{host.ns}")
-  end
+    port =
+      open(
+        host,
+        ["/bin/sh", "-c", OSNode.guard_script(), "sh", System.find_executable("epmd")],
+        []
+      )
 
-  defp await_guarded_pid(port) do
-    receive do
-      {^port, {:data, {:eol, "tinycluster_netns_pid " <> pid}}} -> {:ok, String.to_integer(pid)}
-    after
-      10_000 -> {:error, :no_pid}
-    end
+    {:ok, _pid} = OSNode.await_pid(port)
+    wait_until(fn -> epmd_names(host) != :error end, "epmd in #{host.ns}")
   end
 
   @doc "The names the `epmd` of `host` lists, or `:error` when it does not answer."

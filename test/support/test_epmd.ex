@@ -14,15 +14,6 @@ defmodule Tinycluster.TestEpmd do
 
   alias Tinycluster.OSNode
 
-  @guard """
-  "$@" </dev/null &
-  child=$!
-  echo "tinycluster_epmd_pid $child"
-  read _eof
-  kill -KILL "$child" 2>/dev/null
-  wait "$child" 2>/dev/null
-  """
-
   defstruct [:port, :os_pid, :guard]
 
   @type t :: %__MODULE__{port: :inet.port_number(), os_pid: pos_integer(), guard: port()}
@@ -50,14 +41,13 @@ defmodule Tinycluster.TestEpmd do
         :exit_status,
         :stderr_to_stdout,
         {:line, 4096},
-        args: ["-c", @guard, "sh", epmd, "-port", Integer.to_string(port)]
+        args: ["-c", OSNode.guard_script(), "sh", epmd, "-port", Integer.to_string(port)]
       ])
 
     os_pid =
-      receive do
-        {^guard, {:data, {:eol, "tinycluster_epmd_pid " <> pid}}} -> String.to_integer(pid)
-      after
-        10_000 -> raise "epmd -port #{port} did not start"
+      case OSNode.await_pid(guard) do
+        {:ok, pid} -> pid
+        {:error, _} -> raise "epmd -port #{port} did not start"
       end
 
     epmd = %__MODULE__{port: port, os_pid: os_pid, guard: guard}
