@@ -155,12 +155,11 @@ pub fn decode_challenge(payload: &[u8]) -> Result<Challenge, Error> {
     let challenge = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
     let creation = u32::from_be_bytes(rest[12..16].try_into().expect("4 bytes"));
     let nlen = u16::from_be_bytes([rest[16], rest[17]]) as usize;
-    let name = &rest[18..];
-    if name.len() != nlen {
-        return Err(Error::Malformed(
-            "challenge name length does not match the frame",
-        ));
-    }
+    // The protocol says data after the name must be accepted and ignored: a later release
+    // may append fields there. Only a name cut short is an error.
+    let name = rest[18..]
+        .get(..nlen)
+        .ok_or(Error::Malformed("challenge name longer than the frame"))?;
     if !valid_node_name(name) {
         return Err(Error::Malformed("challenge name is not a node name"));
     }
@@ -248,13 +247,39 @@ mod tests {
         for bad in [&b"a"[..], b"a@", b"@h", b"a b@h", b"a@h/x"] {
             assert!(decode_challenge(&challenge(0, bad)).is_err(), "{bad:?}");
         }
-        let mut wrong_len = challenge(0, b"a@vm");
-        wrong_len.pop();
-        assert!(decode_challenge(&wrong_len).is_err());
+        let mut cut_name = challenge(0, b"a@vm");
+        cut_name.pop();
+        assert!(decode_challenge(&cut_name).is_err());
         let full = challenge(0, b"a@vm");
         for cut in 0..full.len() {
             assert!(decode_challenge(&full[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn bytes_after_the_challenge_name_are_ignored() {
+        // The full frame as a peer would send it: the name's length says 4, and 3 bytes of
+        // a future field follow the name.
+        let mut payload = challenge(PROBE_FLAGS | DFLAG_PUBLISHED, b"a@vm");
+        payload.extend_from_slice(&[0xAA, 0xBB, 0xCC]);
+        let mut frame = (payload.len() as u16).to_be_bytes().to_vec();
+        frame.extend_from_slice(&payload);
+        assert_eq!(
+            frame,
+            [
+                &[0, 26, b'N'][..],
+                &(PROBE_FLAGS | DFLAG_PUBLISHED).to_be_bytes(),
+                &[0, 0, 0, 7, 0, 0, 0, 9, 0, 4, b'a', b'@', b'v', b'm', 0xAA, 0xBB, 0xCC],
+            ]
+            .concat()
+        );
+        let c = decode_challenge(&frame[2..]).unwrap();
+        assert_eq!((c.name.as_str(), c.creation), ("a@vm", 9));
+        assert!(!c.hidden());
+        // A trailing byte that would make a longer name valid is not read as part of it.
+        let mut odd = challenge(0, b"a@vm");
+        odd.push(b'/');
+        assert_eq!(decode_challenge(&odd).unwrap().name, "a@vm");
     }
 
     #[test]

@@ -343,3 +343,25 @@ async fn every_cut_of_a_busy_status_has_its_documented_outcome() {
         assert_eq!(result.outcome, expected, "cut after {cut} bytes");
     }
 }
+
+#[tokio::test]
+async fn a_challenge_with_bytes_after_the_name_is_a_live_node() {
+    // A later release may append fields to the challenge; the protocol says to ignore them.
+    let mut challenge = challenge_frame(PROBE_FLAGS | PUBLISHED, "app@vm1")[2..].to_vec();
+    challenge.extend_from_slice(b"\x00\x01future");
+    let mut answer = status_frame("ok");
+    answer.extend_from_slice(&(challenge.len() as u16).to_be_bytes());
+    answer.extend_from_slice(&challenge);
+    let (result, after) = probe_answering(answer, "app", Some("vm1")).await;
+    assert_eq!(
+        result.outcome,
+        Outcome::Live {
+            name: "app@vm1".into(),
+            hidden: false
+        }
+    );
+    assert!(
+        after.is_empty(),
+        "the probe sent {after:?} after the challenge"
+    );
+}

@@ -180,6 +180,7 @@ proptest! {
         creation in any::<u32>(),
         alive in alive(),
         host in host(),
+        trailing in vec(any::<u8>(), 0..16),
     ) {
         let name = format!("{alive}@{host}");
         let mut payload = vec![b'N'];
@@ -188,15 +189,18 @@ proptest! {
         payload.extend_from_slice(&creation.to_be_bytes());
         payload.extend_from_slice(&(name.len() as u16).to_be_bytes());
         payload.extend_from_slice(name.as_bytes());
+        // Whatever follows the name is accepted and ignored, as the protocol asks.
+        payload.extend_from_slice(&trailing);
         let c = decode_challenge(&payload).expect("a well-formed challenge");
         prop_assert_eq!(c.flags, flags);
         prop_assert_eq!(c.challenge, challenge);
         prop_assert_eq!(c.creation, creation);
         prop_assert_eq!(&c.name, &name);
         prop_assert_eq!(c.hidden(), flags & DFLAG_PUBLISHED == 0);
-        // Any other name length than the frame's is refused.
+        // A name length past the end of the frame is refused.
         let mut wrong = payload.clone();
-        wrong[17..19].copy_from_slice(&((name.len() + 1) as u16).to_be_bytes());
+        let past_end = name.len() + trailing.len() + 1;
+        wrong[17..19].copy_from_slice(&(past_end as u16).to_be_bytes());
         prop_assert!(decode_challenge(&wrong).is_err());
     }
 
