@@ -34,12 +34,40 @@ defmodule Tinycluster.Discovery do
     end
   end
 
-  @doc "The name the probes of poller `name` on this node claim."
+  @doc """
+  The name the probes of poller `name` on this node claim: `tinycluster_probe_<alive>@host`,
+  with a suffix for a poller not named `Tinycluster`.
+
+  The peer makes an atom of it, and an atom holds at most 255 characters: a longer name makes
+  every probed node fail `list_to_atom/1` and log an error report for every probe. So the
+  alive part is cut (and, where the host part leaves no room for the prefix, replaced by a
+  short hash of it) until the whole name fits 255 bytes. It keeps to the characters every
+  node accepts, one `@`, and is the same for every call with the same arguments.
+  """
   @spec probe_name(String.t(), String.t(), atom()) :: String.t()
   def probe_name(alive, host, name) do
     suffix = if name == Tinycluster, do: "", else: "_#{:erlang.phash2(name, 1_000_000)}"
-    room = 255 - byte_size(@probe_prefix) - byte_size(suffix)
-    @probe_prefix <> binary_part(alive, 0, min(byte_size(alive), room)) <> suffix <> "@" <> host
+    # Only what an alive part may hold everywhere: a node with UTF-8 in its name still
+    # probes under a name every peer and EPMD accepts.
+    clean = String.replace(alive, ~r/[^A-Za-z0-9_-]/, "_")
+    room = 255 - byte_size("@" <> host)
+    probe_alive = fit(@probe_prefix <> clean <> suffix, @probe_prefix, clean, suffix, room)
+    probe_alive <> "@" <> host
+  end
+
+  defp fit(whole, _prefix, _clean, _suffix, room) when byte_size(whole) <= room, do: whole
+
+  defp fit(_whole, prefix, clean, suffix, room) do
+    cut = room - byte_size(prefix) - byte_size(suffix)
+
+    if cut >= 1 do
+      prefix <> binary_part(clean, 0, cut) <> suffix
+    else
+      # A host part so long that not even the prefix fits: a short stable stand-in,
+      # starting with a letter no alive part of this node can collide with ("tcp").
+      stand_in = "tcp" <> Integer.to_string(:erlang.phash2({clean, suffix}, 0xFFFF_FFFF), 36)
+      binary_part(stand_in, 0, min(max(room, 1), byte_size(stand_in)))
+    end
   end
 
   @doc "The longest a scan with these options can take, with a wide margin."
