@@ -36,11 +36,12 @@ defmodule Tinycluster.OSNode do
   Options: `:hidden` (boolean), `:args` (more `erl` arguments), `:timeout` (ms to wait for
   the registration, default 15000), `:owner` (the process that owns the node, default the
   caller): the node stops when its owner dies. `:epmd_port` registers the node with the EPMD
-  on that port of this host (through `ERL_EPMD_PORT`) instead of the default one.
+  on that port of this host (through `ERL_EPMD_PORT`) instead of the default one. `:erl` is
+  the `erl` to run (another OTP release's), default the one on the PATH.
   """
   @spec start(String.t(), String.t(), keyword()) :: {:ok, t()} | {:error, term()}
   def start(alive, cookie, opts \\ []) do
-    erl = System.find_executable("erl") || raise "erl is not on the PATH"
+    erl = opts[:erl] || System.find_executable("erl") || raise "erl is not on the PATH"
 
     erl_args =
       ["-sname", alive, "-setcookie", cookie, "-noshell", "+Bi"] ++

@@ -18,13 +18,17 @@ defmodule Tinycluster.TestNodes do
   @doc """
   Starts a plain `erl -sname` node and waits until EPMD lists it. Options: `:cookie`,
   `:hidden`, `:args` (extra `erl` arguments), `:name` (alive part), `:epmd_port` (register
-  with the EPMD on that port instead of the system one). Stopped on test exit,
+  with the EPMD on that port instead of the system one), `:erl` (another OTP release's
+  `erl`, see `Tinycluster.OTPReleases`). Stopped on test exit,
   and by its guard if the test VM dies first (see `Tinycluster.OSNode`).
   """
   def start(opts \\ []) do
     alive = Keyword.get_lazy(opts, :name, &unique_alive/0)
     cookie = Keyword.get(opts, :cookie, cookie())
-    {:ok, node} = OSNode.start(alive, cookie, Keyword.take(opts, [:hidden, :args, :epmd_port]))
+
+    {:ok, node} =
+      OSNode.start(alive, cookie, Keyword.take(opts, [:hidden, :args, :epmd_port, :erl]))
+
     on_exit(fn -> kill(node) end)
     node
   end
@@ -80,6 +84,23 @@ defmodule Tinycluster.TestNodes do
         Process.sleep(50)
         do_wait(fun, what, deadline)
     end
+  end
+
+  @doc "The state poller `poller` gives `node`, or nil while it has not seen it."
+  def state_of(poller, node) do
+    case Tinycluster.status(poller).candidates[Atom.to_string(node.name)] do
+      nil -> nil
+      candidate -> candidate.state
+    end
+  end
+
+  @doc "Waits until poller `poller` gives `node` the state `state`, or flunks."
+  def wait_state(poller, node, state, timeout \\ 15_000) do
+    wait_until(
+      fn -> state_of(poller, node) == state end,
+      "#{node.name} to be #{inspect(state)} (is #{inspect(state_of(poller, node))})",
+      timeout
+    )
   end
 
   @doc "A poller name unique to this call, so tests never share probe names or state."
