@@ -136,8 +136,9 @@ defmodule Tinycluster do
   Runs one discovery pass in the calling process and connects nothing.
 
   Takes `:hosts`, `:probe_timeout` and `:epmd_timeout`, and `:name`, which picks the probe
-  name (default `Tinycluster.Scan`, so that a scan never collides with a running poller's
-  probes; run concurrent scans under distinct names).
+  name (default `Tinycluster.Scan`, so that a scan's probes are apart from a running
+  poller's). Concurrent scans may share a name: probes under one name to one node take
+  turns, since a node takes two at once for a simultaneous connection attempt.
   Returns the candidates sorted by name; nodes already connected are not probed and come back
   `:connected`. Returns `{:error, :not_distributed}` on a node that is not distributed, and
   `{:error, {:epmd, host, reason}}` when no host's EPMD answered.

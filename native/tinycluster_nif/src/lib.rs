@@ -6,6 +6,7 @@
 //! - [`naming`]: Erlang's short and long node names, and which names a node can connect to.
 //! - [`resolve`]: host name resolution off the runtime's workers, one lookup per name.
 //! - [`probe`]: one candidate: connect, `send_name`, status, challenge, close; one deadline.
+//! - [`inflight`]: one probe at a time per probe name and listener, across all scans.
 //! - [`scan`]: a whole pass over many hosts and candidates, concurrently, streaming results.
 //! - [`error`]: the one error type and its Erlang encoding.
 //! - [`encode`]: reports as Erlang terms (feature `nif`).
@@ -21,6 +22,7 @@ pub mod encode;
 pub mod epmd;
 pub mod error;
 pub mod handshake;
+pub mod inflight;
 pub mod naming;
 pub mod probe;
 pub mod resolve;

@@ -16,8 +16,9 @@ use tokio::task::JoinSet;
 
 use crate::epmd::{self, Malformed, Names};
 use crate::error::Error;
+use crate::inflight;
 use crate::naming::Naming;
-use crate::probe::{self, Outcome, Probe, ProbeRequest};
+use crate::probe::{Outcome, Probe, ProbeRequest};
 use crate::resolve::{self, Family};
 
 /// The most probes in flight at once across one scan, so that one scan of many hosts stays
@@ -246,7 +247,7 @@ async fn scan_host(
                 creation: spec.creation,
                 timeout: spec.probe_timeout,
             };
-            let mut result = probe::probe(&request).await;
+            let mut result = inflight::probe(&request).await;
             if let Outcome::Live { name, .. } = &result.outcome {
                 let name = name.clone();
                 let host_part = name.split_once('@').map_or("", |(_, h)| h);
