@@ -30,6 +30,26 @@ defmodule Tinycluster.OTPMatrixTest do
     ["-eval", "net_kernel:allow([#{list}]), io:format(\"allow_set~n\")."]
   end
 
+  test "a mixed cluster: this VM's poller meshes one node of every release" do
+    nodes = for %{erl: erl} <- OTPReleases.all(), do: TestNodes.start(erl: erl)
+    poller = start_poller(nodes)
+
+    for node <- nodes, do: TestNodes.wait_state(poller, node, :connected)
+
+    # Connections are transitive across releases too: every node sees every other.
+    for node <- nodes do
+      others = for n <- nodes, n != node, do: n.name
+
+      TestNodes.wait_until(
+        fn -> Enum.all?(others, &(&1 in TestNodes.nodes_of(node.name))) end,
+        "#{node.name} to see the nodes of the other releases"
+      )
+    end
+
+    releases = for node <- nodes, do: :erpc.call(node.name, :erlang, :system_info, [:otp_release])
+    assert Enum.map(releases, &List.to_string/1) == Enum.map(OTPReleases.all(), & &1.release)
+  end
+
   for %{release: release, erl: erl} <- OTPReleases.all() do
     describe "peers of OTP #{release}" do
       @erl erl
