@@ -41,6 +41,10 @@ defmodule Tinycluster.WatchedNode do
 
     node = TestNodes.start(Keyword.put(opts, :args, args))
     await_line(node, "watching")
+    # Newer releases' loggers print the boot's progress reports after the -eval has run:
+    # what the node prints before it holds still is its own boot, not a probe's doing.
+    settled_atoms(node)
+    noise(node)
     node
   end
 
