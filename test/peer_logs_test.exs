@@ -39,16 +39,21 @@ defmodule Tinycluster.PeerLogsTest do
           WatchedNode.start(
             erl: @erl,
             epmd_port: epmd.port,
-            args: ["-eval", "net_kernel:verbose(1), io:format(\"verbose~n\")."]
+            args: ["-eval", "net_kernel:verbose(1), io:format(\"verbose~n\")."],
+            await: "verbose"
           )
 
-        WatchedNode.await_line(node, "verbose")
         noise = noise_of_probes(node, epmd, 5)
-        # One info report per probe: the handshake process's exit, which verbose logs.
         reports = Enum.filter(noise, &(&1 =~ "recv_challenge_reply_failed"))
+        printed = "OTP #{@release} verbose node printed:\n#{Enum.join(noise, "\n")}"
 
-        assert length(reports) == 5,
-               "OTP #{@release} verbose node printed:\n#{Enum.join(noise, "\n")}"
+        # OTP 25 logs one info report per probe, the handshake process's exit; 27 and 29 log
+        # nothing. Releases in between are not run here: at most one per probe.
+        case String.to_integer(@release) do
+          25 -> assert length(reports) == 5 and length(noise) == 10, printed
+          release when release >= 27 -> assert noise == [], printed
+          _ -> assert length(reports) <= 5, printed
+        end
       end
     end
   end

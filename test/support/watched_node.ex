@@ -31,7 +31,8 @@ defmodule Tinycluster.WatchedNode do
 
   @doc """
   Starts a watched node with `TestNodes.start/1` (its options, `:args` appended to the
-  watcher's) and waits until it watches.
+  watcher's) and waits until it watches, has printed the line `:await` when given (what an
+  `-eval` of `:args` prints when done), and holds still.
   """
   @spec start(keyword()) :: Tinycluster.OSNode.t()
   def start(opts \\ []) do
@@ -39,8 +40,9 @@ defmodule Tinycluster.WatchedNode do
       ["-mode", "embedded", "-kernel", "logger_level", "all", "-eval", @watcher] ++
         Keyword.get(opts, :args, [])
 
-    node = TestNodes.start(Keyword.put(opts, :args, args))
+    node = opts |> Keyword.delete(:await) |> Keyword.put(:args, args) |> TestNodes.start()
     await_line(node, "watching")
+    if opts[:await], do: await_line(node, opts[:await])
     # Newer releases' loggers print the boot's progress reports after the -eval has run:
     # what the node prints before it holds still is its own boot, not a probe's doing.
     settled_atoms(node)
