@@ -38,11 +38,28 @@ const MANDATORY_25: u64 = DFLAG_EXTENDED_REFERENCES
     | DFLAG_BIG_CREATION
     | DFLAG_HANDSHAKE_23;
 
-/// The flags a probe offers: OTP 25's mandatory set, the digest bit, and the two that OTP 26
-/// made mandatory, so that every supported peer answers. `DFLAG_PUBLISHED` is left out: the
-/// probe is not a node anyone should see.
-pub const PROBE_FLAGS: u64 =
-    MANDATORY_25 | DFLAG_MANDATORY_25_DIGEST | DFLAG_UNLINK_ID | DFLAG_V4_NC;
+/// The flags OTP 26 and later refuse to talk without: OTP 25's, the digest bit, and two more.
+const MANDATORY_26: u64 = MANDATORY_25 | DFLAG_MANDATORY_25_DIGEST | DFLAG_UNLINK_ID | DFLAG_V4_NC;
+
+/// `DFLAG_NAME_ME`: the initiator asks the acceptor to name it; a probe has a name.
+pub const DFLAG_NAME_ME: u64 = 1 << 33;
+/// `DFLAG_LOCAL_EXT`: internal to a node, never on the wire.
+pub const DFLAG_LOCAL_EXT: u64 = 1 << 36;
+/// Bits the protocol keeps for changes to the handshake itself.
+pub const DFLAG_RESERVED: u64 = 0xF800_0000;
+
+/// The flags that real nodes offer in their own handshakes, read off the challenge each sent
+/// to a probe: OTP 25 and 27 offer `0xD_07DF_7FBD`; OTP 29 adds `DFLAG_ALTACT_SIG` (bit 37)
+/// and bit 38 (`0x6D_07DF_7FBD`).
+pub const OFFERED_BY_OTP_25_TO_29: u64 = 0x6D_07DF_7FBD;
+
+/// The flags a probe offers: everything a current node offers itself, less
+/// `DFLAG_PUBLISHED` (the probe is not a node anyone should see), `DFLAG_NAME_ME` and what is
+/// internal or reserved. A later release that makes one more of today's defaults mandatory
+/// still answers a probe that offers all of them; a release ignores the bits it does not
+/// know. Every release CI runs answers it, silently (`test/otp_matrix_test.exs`).
+pub const PROBE_FLAGS: u64 = (OFFERED_BY_OTP_25_TO_29 | MANDATORY_26)
+    & !(DFLAG_PUBLISHED | DFLAG_NAME_ME | DFLAG_LOCAL_EXT | DFLAG_RESERVED);
 
 /// The largest status payload accepted. Real ones are under 20 bytes.
 pub const MAX_STATUS_LEN: usize = 512;
@@ -184,13 +201,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn probe_flags_are_the_measured_set_plus_otp26() {
-        assert_eq!(
-            MANDATORY_25 | DFLAG_MANDATORY_25_DIGEST,
-            0x0000_0000_0507_0F94
-        );
-        assert_eq!(PROBE_FLAGS, 0x0000_0004_0707_0F94);
-        assert_eq!(PROBE_FLAGS & DFLAG_PUBLISHED, 0);
+    fn probe_flags_are_what_nodes_offer_less_what_a_probe_must_not_claim() {
+        assert_eq!(PROBE_FLAGS, 0x0000_006D_07DF_7FBC);
+        // Every flag OTP 25 to 29 refuse to talk without.
+        assert_eq!(PROBE_FLAGS & MANDATORY_26, MANDATORY_26);
+        for never in [
+            DFLAG_PUBLISHED,
+            DFLAG_NAME_ME,
+            DFLAG_LOCAL_EXT,
+            DFLAG_RESERVED,
+        ] {
+            assert_eq!(PROBE_FLAGS & never, 0, "{never:#x}");
+        }
     }
 
     #[test]
