@@ -30,10 +30,14 @@ defmodule Tinycluster do
       Default `300`.
     * `:epmd_timeout` - milliseconds an EPMD has to answer, host name resolution included
       (at most 60000). Default `1000`.
+    * `:dns_timeout` - milliseconds DNS seeds have to answer (at most 60000). Default: the
+      `:epmd_timeout`.
     * `:connect` - `false` discovers and reports only. Default `true`.
     * `:hosts` - whose EPMDs to ask: `:local` (this host), `"host"` (a host name or an IPv4
       or IPv6 address; EPMD port 4369), `{"host", epmd_port}`, or `:erlang_hosts` (every host
-      of `.hosts.erlang`, found as `:net_adm.world/0` finds it). Default `[:local]`. The
+      of `.hosts.erlang`, found as `:net_adm.world/0` finds it), or a DNS seed,
+      `{:dns, name}` or `{:dns, name, type: :a | :aaaa | :srv, nameservers: [{address,
+      port}]}`, looked up at every poll (see `Tinycluster.DnsSeed`). Default `[:local]`. The
       local EPMD port follows `-epmd_port` and `ERL_EPMD_PORT`, as OTP does. See
       `Tinycluster.Hosts` for naming modes and the forms each mode takes.
     * `:only` and `:except` - which nodes to probe and connect: name prefixes, regexes or
