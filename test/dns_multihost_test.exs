@@ -208,4 +208,72 @@ defmodule Tinycluster.DnsMultihostTest do
     assert Enum.sort(snap.status.dns["app.test"].addresses) == ["2001:2::2", "2001:2::3"]
     assert snap.status.candidates["b6@2001:2::2"].state == :connected
   end
+
+  # OTP 25 runs global with prevent_overlapping_partitions: a node that loses another makes
+  # the nodes it knows drop it too, so a partition ends with that host cut from everyone.
+  # Healing is then the poller's job: the host's node answers the probe again and is
+  # connected, and global's sync brings the rest of the mesh back.
+  test "a host cut off for longer than the tick time is back in the full mesh within interval + 5 s",
+       ctx do
+    tick = ["-kernel", "net_ticktime", "4"]
+    p2 = Netns.start_node(ctx.net, ctx.h2, "part", extra: ctx.extra ++ tick)
+    on_exit(fn -> Netns.stop(p2) end)
+    p3 = Netns.start_node(ctx.net, ctx.h3, "part", extra: ctx.extra ++ tick)
+    on_exit(fn -> Netns.stop(p3) end)
+
+    dns =
+      Netns.start_dnsmasq(ctx.h1,
+        hosts: [{"198.18.0.2", "part.test"}, {"198.18.0.3", "part.test"}]
+      )
+
+    agent = start_agent(ctx, ctx.h1, name: "r4", extra: tick)
+
+    assert {:ok, true} =
+             Netns.call(agent, :application, :get_env, [
+               :kernel,
+               :prevent_overlapping_partitions,
+               true
+             ])
+
+    interval = 1_000
+
+    poller =
+      start_poller(agent, hosts: [seed(dns, "part.test")], only: ["part@"], interval: interval)
+
+    everyone = [agent.name, p2.name, p3.name]
+
+    full_mesh? = fn ->
+      mesh = Netns.call!(agent, NetnsAgent, :mesh, [[p2.name, p3.name]])
+      agent_nodes = snapshot(agent, poller).nodes
+
+      Enum.all?([p2.name, p3.name], &(&1 in agent_nodes)) and
+        Enum.all?(mesh, fn {node, nodes} -> (everyone -- [node]) -- nodes == [] end)
+    end
+
+    Netns.wait_until(full_mesh?, "the full mesh before the cut", @wait)
+
+    Netns.link(ctx.h3, :down)
+    cut = System.monotonic_time(:millisecond)
+
+    Netns.wait_until(
+      fn -> p3.name not in snapshot(agent, poller).nodes end,
+      "the agent to lose #{p3.name}",
+      @wait
+    )
+
+    # Longer than the tick time: both sides have long given up on each other.
+    Process.sleep(max(10_000 - (System.monotonic_time(:millisecond) - cut), 0))
+
+    assert snapshot(agent, poller).status.candidates["part@198.18.0.3"].state in [
+             :down,
+             :unreachable
+           ]
+
+    Netns.link(ctx.h3, :up)
+    restored = System.monotonic_time(:millisecond)
+    Netns.wait_until(full_mesh?, "the full mesh after the cut", interval + 30_000)
+    took = System.monotonic_time(:millisecond) - restored
+    assert took <= interval + 5_000, "the mesh took #{took} ms to heal"
+    assert snapshot(agent, poller).status.candidates["part@198.18.0.3"].state == :connected
+  end
 end
