@@ -94,6 +94,7 @@ defmodule Tinycluster do
                 candidates: non_neg_integer()
               },
           hosts: %{String.t() => map()},
+          dns: %{String.t() => Tinycluster.DnsSeed.seed_status()},
           candidates: %{String.t() => Candidate.t()},
           by_host: %{String.t() => Tinycluster.Hosts.host_group()}
         }
@@ -126,7 +127,9 @@ defmodule Tinycluster do
 
   @doc """
   What the poller `server` knows: the last scan's time, duration and counts, each host's
-  last EPMD answer (`hosts`), every candidate it has seen by full node name (`candidates`),
+  last EPMD answer (`hosts`), each DNS seed's last lookup by name (`dns`: its `status`,
+  the `addresses` in use, `checked_at` and `last_ok_at`), every candidate it has seen by
+  full node name (`candidates`),
   and the same candidates grouped under each host of `:hosts` with whether its EPMD answered
   (`by_host`).
 

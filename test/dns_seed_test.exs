@@ -70,6 +70,17 @@ defmodule Tinycluster.DnsSeedTest do
 
       assert_raise ArgumentError, ~r/:dns_timeout/, fn -> Options.new!(dns_timeout: 0) end
     end
+
+    test "warnings for forms the node's naming mode or family cannot use" do
+      [srv, aaaa] =
+        Options.new!(hosts: [{:dns, "a.test", type: :srv}, {:dns, "b.test", type: :aaaa}]).hosts
+
+      assert [short] = Tinycluster.Hosts.warnings([srv], :shortnames, :inet)
+      assert short =~ "DNS seed a.test gives addresses, but this node runs with short names"
+      assert [v6] = Tinycluster.Hosts.warnings([aaaa], :longnames, :inet)
+      assert v6 =~ "asks for AAAA (IPv6) records, but this node's distribution is IPv4"
+      assert Tinycluster.Hosts.warnings([srv, aaaa], :longnames, :inet6) == []
+    end
   end
 
   describe "lookups against dnsmasq" do
@@ -311,6 +322,19 @@ defmodule Tinycluster.DnsSeedTest do
       assert length(Regex.scan(~r/DNS seed lo.app.test answers again/, log)) == 1
       refute log =~ "lost the connection"
       assert a.name in Node.list()
+    end
+
+    test "scan/1 looks seeds up first; a failed seed with nothing else to ask is the error",
+         ctx do
+      a = TestNodes.start(epmd_port: ctx.epmd.port)
+      seed = {:dns, "_epmd._tcp.app.test", [type: :srv] ++ ns(ctx.dns)}
+      assert {:ok, candidates} = Tinycluster.scan(hosts: [seed])
+      assert [%{name: name, state: :live, host: host}] = candidates
+      assert name == Atom.to_string(a.name)
+      assert host == "127.0.0.1:#{ctx.epmd.port}"
+
+      assert Tinycluster.scan(hosts: [{:dns, "nope.test", ns(ctx.dns)}]) ==
+               {:error, {:dns, "nope.test", :nxdomain}}
     end
 
     test "a seed that answers garbage is reported with its reason, the poller runs on", ctx do
