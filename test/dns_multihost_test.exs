@@ -76,6 +76,16 @@ defmodule Tinycluster.DnsMultihostTest do
     )
 
     snapshot(agent, poller)
+  rescue
+    error in ExUnit.AssertionError ->
+      status = snapshot(agent, poller).status
+      candidates = for {name, c} <- status.candidates, do: {name, c.state, c.reason}
+
+      message =
+        "#{error.message}\ndns: #{inspect(status.dns)}\nhosts: #{inspect(status.hosts)}" <>
+          "\ncandidates: #{inspect(candidates)}"
+
+      reraise %{error | message: message}, __STACKTRACE__
   end
 
   defp hosts(ipv4s), do: for(ip <- ipv4s, do: {ip, "app.test"})

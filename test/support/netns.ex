@@ -271,8 +271,13 @@ defmodule Tinycluster.Netns do
   leaves, nothing reaches it.
   """
   @spec link(host(), :up | :down) :: :ok
-  def link(host, state) when state in [:up, :down] do
-    ip!(["-n", host.ns, "link", "set", host.veth, Atom.to_string(state)])
+  def link(host, :down), do: ip!(["-n", host.ns, "link", "set", host.veth, "down"])
+
+  def link(host, :up) do
+    ip!(["-n", host.ns, "link", "set", host.veth, "up"])
+    # Linux drops an interface's IPv6 addresses when its link goes down (unless
+    # keep_addr_on_down is set); IPv4 ones stay. Put it back as setup!/1 made it.
+    ip!(["-n", host.ns, "addr", "replace", host.ipv6 <> "/64", "dev", host.veth, "nodad"])
   end
 
   @doc """
