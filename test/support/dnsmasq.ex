@@ -46,7 +46,8 @@ defmodule Tinycluster.Dnsmasq do
   (a list of `{address, name}`), `:srv` (a list of `{service, target, port}`, as
   `--srv-host`), `:address` (default `"127.0.0.1"`), `:port` (default a free UDP port of
   127.0.0.1), `:ns` (a network namespace to run in), `:local` (default `"test"`). Stopped
-  on test exit.
+  on test exit, unless `on_exit: false` (outside ExUnit: the benchmarks), when the caller
+  stops it.
   """
   @spec start(keyword()) :: t()
   def start(opts \\ []) do
@@ -107,10 +108,12 @@ defmodule Tinycluster.Dnsmasq do
       ns: opts[:ns]
     }
 
-    on_exit(fn ->
-      stop(dns)
-      File.rm_rf(dir)
-    end)
+    if Keyword.get(opts, :on_exit, true) do
+      on_exit(fn ->
+        stop(dns)
+        File.rm_rf(dir)
+      end)
+    end
 
     await_read(dns, 15_000)
     dns
