@@ -64,6 +64,13 @@ defmodule Tinycluster do
   with a bad name or port are skipped and listed in the host's `malformed` (the first 64,
   then one entry that counts the rest), with a warning the first time.
 
+  A DNS seed has `:dns_timeout` and at most 1024 addresses; one whose lookup fails keeps
+  its last good addresses and is in `status/1`'s `dns` with `status: {:error, reason}`
+  (`:timeout`, `:nxdomain`, `:servfail`, `:refused`, `:formerr`, `:econnrefused`,
+  `:no_records`, `{:too_many_addresses, 1024}`, `{:malformed, text}`, ...), logged once when
+  it starts failing and once when it answers again; `scan/1` returns `{:error, {:dns, name,
+  reason}}` when it was the only thing to ask. See `Tinycluster.DnsSeed`.
+
   A probe has `:probe_timeout` and ends in a `Tinycluster.Candidate` state: `:unreachable`
   (reason `:timeout`, `:econnrefused` or `:closed`), `:bad_reply` (`{:frame_too_large, n}`,
   `{:malformed, text}`, `{:unknown_status, text}`, `:tls`, `:closed` or `:timeout`) or
