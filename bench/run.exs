@@ -18,7 +18,8 @@ scenarios = [
   idle: Bench.Scenario.Idle,
   scale: Bench.Scenario.Scale,
   sched: Bench.Scenario.Sched,
-  memory: Bench.Scenario.Memory
+  memory: Bench.Scenario.Memory,
+  dns: Bench.Scenario.Dns
 ]
 
 only =
@@ -42,8 +43,14 @@ out = Path.join(System.tmp_dir!(), "tinycluster_bench_#{System.pid()}")
 File.mkdir_p!(out)
 {:ok, _} = :compile.file(~c"bench/support/bench_node.erl", [:report, outdir: ~c"#{out}"])
 
+# The dns scenario builds hosts from network namespaces with the tests' own helpers.
+netns_helpers = ~w(test_nodes netns netns_agent dnsmasq) |> Enum.map(&"test/support/#{&1}.ex")
+
 {:ok, _, _} =
-  Kernel.ParallelCompiler.compile_to_path(Path.wildcard("bench/{support,scenarios}/*.ex"), out)
+  Kernel.ParallelCompiler.compile_to_path(
+    Path.wildcard("bench/{support,scenarios}/*.ex") ++ netns_helpers,
+    out
+  )
 
 System.find_executable("epmd") || Mix.raise("epmd is not on the PATH")
 Bench.VM.init_registry()

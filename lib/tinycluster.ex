@@ -30,10 +30,14 @@ defmodule Tinycluster do
       Default `300`.
     * `:epmd_timeout` - milliseconds an EPMD has to answer, host name resolution included
       (at most 60000). Default `1000`.
+    * `:dns_timeout` - milliseconds DNS seeds have to answer (at most 60000). Default: the
+      `:epmd_timeout`.
     * `:connect` - `false` discovers and reports only. Default `true`.
     * `:hosts` - whose EPMDs to ask: `:local` (this host), `"host"` (a host name or an IPv4
       or IPv6 address; EPMD port 4369), `{"host", epmd_port}`, or `:erlang_hosts` (every host
-      of `.hosts.erlang`, found as `:net_adm.world/0` finds it). Default `[:local]`. The
+      of `.hosts.erlang`, found as `:net_adm.world/0` finds it), or a DNS seed,
+      `{:dns, name}` or `{:dns, name, type: :a | :aaaa | :srv, nameservers: [{address,
+      port}]}`, looked up at every poll (see `Tinycluster.DnsSeed`). Default `[:local]`. The
       local EPMD port follows `-epmd_port` and `ERL_EPMD_PORT`, as OTP does. See
       `Tinycluster.Hosts` for naming modes and the forms each mode takes.
     * `:only` and `:except` - which nodes to probe and connect: name prefixes, regexes or
@@ -59,6 +63,13 @@ defmodule Tinycluster do
   `{:reply_too_large, 262_144}`, `{:too_many_names, 1024}` or `:filter_timeout`. Lines
   with a bad name or port are skipped and listed in the host's `malformed` (the first 64,
   then one entry that counts the rest), with a warning the first time.
+
+  A DNS seed has `:dns_timeout` and at most 1024 addresses; one whose lookup fails keeps
+  its last good addresses and is in `status/1`'s `dns` with `status: {:error, reason}`
+  (`:timeout`, `:nxdomain`, `:servfail`, `:refused`, `:formerr`, `:econnrefused`,
+  `:no_records`, `{:too_many_addresses, 1024}`, `{:malformed, text}`, ...), logged once when
+  it starts failing and once when it answers again; `scan/1` returns `{:error, {:dns, name,
+  reason}}` when it was the only thing to ask. See `Tinycluster.DnsSeed`.
 
   A probe has `:probe_timeout` and ends in a `Tinycluster.Candidate` state: `:unreachable`
   (reason `:timeout`, `:econnrefused` or `:closed`), `:bad_reply` (`{:frame_too_large, n}`,
@@ -90,6 +101,7 @@ defmodule Tinycluster do
                 candidates: non_neg_integer()
               },
           hosts: %{String.t() => map()},
+          dns: %{String.t() => Tinycluster.DnsSeed.seed_status()},
           candidates: %{String.t() => Candidate.t()},
           by_host: %{String.t() => Tinycluster.Hosts.host_group()}
         }
@@ -122,7 +134,9 @@ defmodule Tinycluster do
 
   @doc """
   What the poller `server` knows: the last scan's time, duration and counts, each host's
-  last EPMD answer (`hosts`), every candidate it has seen by full node name (`candidates`),
+  last EPMD answer (`hosts`), each DNS seed's last lookup by name (`dns`: its `status`,
+  the `addresses` in use, `checked_at` and `last_ok_at`), every candidate it has seen by
+  full node name (`candidates`),
   and the same candidates grouped under each host of `:hosts` with whether its EPMD answered
   (`by_host`).
 

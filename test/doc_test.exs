@@ -5,4 +5,5 @@ defmodule Tinycluster.DocTest do
   doctest Tinycluster.Filter
   doctest Tinycluster.Candidate
   doctest Tinycluster.Options
+  doctest Tinycluster.DnsSeed
 end

@@ -3,7 +3,7 @@ defmodule Tinycluster.Discovery do
   # scan. The one place that knows how node names and probe names are made.
   @moduledoc false
 
-  alias Tinycluster.{Candidate, Filter, Hosts, Native, Options}
+  alias Tinycluster.{Candidate, DnsSeed, Filter, Hosts, Native, Options}
 
   # The probe claims a fixed name per poller: distinct between pollers (so they never answer
   # for each other) and never a fresh one per probe, since the peer makes an atom of it.
@@ -33,6 +33,16 @@ defmodule Tinycluster.Discovery do
       {:error, :not_distributed}
     end
   end
+
+  @doc """
+  `request` with the hosts the DNS seeds `seeds` (`Tinycluster.DnsSeed.new/1`, updated)
+  give now, after the hosts of `:hosts` (an address listed both ways is asked once).
+  """
+  @spec with_seeds(map(), map()) :: map()
+  def with_seeds(request, seeds) when map_size(seeds) == 0, do: request
+
+  def with_seeds(request, seeds),
+    do: %{request | hosts: request.hosts ++ DnsSeed.specs(seeds, request.hosts)}
 
   @doc """
   The name the probes of poller `name` on this node claim: `tinycluster_probe_<alive>@host`,
@@ -96,8 +106,28 @@ defmodule Tinycluster.Discovery do
   @spec scan(Options.t()) :: {:ok, [Candidate.t()]} | {:error, term()}
   def scan(%Options{} = opts) do
     with {:ok, request} <- request(opts, Node.list(:connected)),
+         {:ok, request} <- look_up_seeds(opts, request),
          {:ok, id} <- Native.start_scan(request) do
       await(opts, request, id, deadline(opts))
+    end
+  end
+
+  # A scan has no last good answer to fall back on: with no host to ask and a seed that
+  # failed, the seed's error is the answer.
+  defp look_up_seeds(opts, request) do
+    seeds = DnsSeed.new(opts.hosts)
+
+    if map_size(seeds) == 0 do
+      {:ok, request}
+    else
+      answers = DnsSeed.lookup_all(opts.hosts, request.family, Options.dns_timeout(opts))
+      {seeds, _lines} = DnsSeed.update(seeds, answers)
+      request = with_seeds(request, seeds)
+
+      case Enum.sort(for {name, {:error, reason}} <- answers, do: {name, reason}) do
+        [{name, reason} | _] when request.hosts == [] -> {:error, {:dns, name, reason}}
+        _ -> {:ok, request}
+      end
     end
   end
 

@@ -17,6 +17,9 @@ defmodule Tinycluster.Hosts do
       file is read once, when the poller starts; one that is missing or malformed is an
       `ArgumentError` that names it. Entries are atoms or strings (`'b.example.com'.` or
       `"198.18.0.2".`), one per line, each ending with a dot.
+    * `{:dns, "myapp.internal"}` or `{:dns, name, type: :srv, nameservers: [{"10.0.0.2", 53}]}`
+      - a DNS seed: looked up again at every poll, each address it gives asked as a host of
+      its own. See `Tinycluster.DnsSeed`.
 
   Entries are validated, `:erlang_hosts` expanded and duplicates dropped once, at start.
 
@@ -40,10 +43,10 @@ defmodule Tinycluster.Hosts do
   so, once, when the poller starts scanning.
   """
 
-  alias Tinycluster.{Candidate, Options}
+  alias Tinycluster.{Candidate, DnsSeed, Options}
 
   @typedoc "A validated entry of `:hosts`."
-  @type entry :: :local | String.t() | {String.t(), :inet.port_number()}
+  @type entry :: :local | String.t() | {String.t(), :inet.port_number()} | DnsSeed.t()
 
   @typedoc "An entry as a user may write it, before `validate!/1`."
   @type input ::
@@ -51,6 +54,8 @@ defmodule Tinycluster.Hosts do
           | :erlang_hosts
           | :inet.ip_address()
           | {:inet.ip_address(), :inet.port_number()}
+          | {:dns, String.t()}
+          | {:dns, String.t(), keyword()}
 
   @typedoc "Erlang's naming modes: `-sname` or `-name`."
   @type naming :: :shortnames | :longnames
@@ -67,7 +72,7 @@ defmodule Tinycluster.Hosts do
         }
 
   @hosts_file ".hosts.erlang"
-  @expected ":local, :erlang_hosts, \"host\", an IP address or {host, epmd_port}"
+  @expected ":local, :erlang_hosts, \"host\", an IP address, {host, epmd_port} or {:dns, name}"
 
   @doc """
   Validates the value of the `:hosts` option and returns its entries: addresses as strings,
@@ -84,6 +89,8 @@ defmodule Tinycluster.Hosts do
       :erlang_hosts -> erlang_hosts!()
       entry -> [entry!(entry)]
     end)
+    |> Enum.uniq()
+    |> one_seed_per_name!()
     |> Enum.uniq_by(&identity/1)
     |> case do
       [] -> raise ArgumentError, "tinycluster option :hosts names no host: #{inspect(hosts)}"
@@ -97,7 +104,26 @@ defmodule Tinycluster.Hosts do
             "(expected a non-empty list of #{@expected})"
   end
 
+  # Status reports seeds by name, so one name is one seed.
+  defp one_seed_per_name!(entries) do
+    entries
+    |> DnsSeed.seeds()
+    |> Enum.group_by(fn {:dns, name, _} -> String.downcase(name) end)
+    |> Enum.find(fn {_name, seeds} -> length(seeds) > 1 end)
+    |> case do
+      nil ->
+        entries
+
+      {name, _} ->
+        raise ArgumentError,
+              "tinycluster option :hosts lists the DNS seed #{name} twice, with different " <>
+                "options; list it once"
+    end
+  end
+
   defp entry!(:local), do: :local
+  defp entry!({:dns, _name} = seed), do: DnsSeed.validate!(seed)
+  defp entry!({:dns, _name, _opts} = seed), do: DnsSeed.validate!(seed)
 
   defp entry!({host, port} = entry) when is_integer(port) and port in 1..65_535 do
     case host(host) do
@@ -143,8 +169,13 @@ defmodule Tinycluster.Hosts do
   @label "[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
   @host_name Regex.compile!("\\A(?=.{1,253}\\z)#{@label}(?:\\.#{@label})*\\z")
 
-  # Digits and dots only are an attempt at an IPv4 address, which `ip?/1` refused.
-  defp host_name?(host), do: host =~ @host_name and not (host =~ ~r/\A[0-9.]+\z/)
+  @doc """
+  Whether `host` is a host name: dot-separated labels of letters, digits, `-` and `_`, at
+  most 253 bytes. Digits and dots only are an attempt at an IPv4 address, not a name.
+  """
+  @spec host_name?(String.t()) :: boolean()
+  def host_name?(host) when is_binary(host),
+    do: host =~ @host_name and not (host =~ ~r/\A[0-9.]+\z/)
 
   @doc "Whether `host` is an IPv4 or IPv6 address written as a string."
   @spec ip?(String.t()) :: boolean()
@@ -154,6 +185,7 @@ defmodule Tinycluster.Hosts do
   end
 
   defp identity(:local), do: :local
+  defp identity({:dns, name, _opts}), do: {:dns, String.downcase(name)}
   defp identity({host, port}), do: {String.downcase(host), port}
   defp identity(host), do: identity({host, Options.default_epmd_port()})
 
@@ -274,13 +306,16 @@ defmodule Tinycluster.Hosts do
   @doc """
   The NIF's host specs for `entries`, for the local node `local_node`: each a map with
   `label`, `address`, `epmd_port` and `node_host` (the local host part for `:local`, `nil`
-  for the others, whose names the probes confirm).
+  for the others, whose names the probes confirm). DNS seeds have no spec of their own: the
+  addresses they give do (`Tinycluster.DnsSeed.specs/2`).
   """
   @spec specs([entry()], node(), family()) :: [map()]
   def specs(entries, local_node \\ node(), family \\ family()) do
     [_alive, local_host] = local_node |> Atom.to_string() |> String.split("@", parts: 2)
 
-    Enum.map(entries, fn
+    entries
+    |> Enum.reject(&DnsSeed.seed?/1)
+    |> Enum.map(fn
       :local ->
         %{
           label: "local",
@@ -310,6 +345,7 @@ defmodule Tinycluster.Hosts do
   """
   @spec label(entry(), [entry()]) :: String.t()
   def label(:local, _entries), do: "local"
+  def label({:dns, name, _opts}, _entries), do: "dns:" <> name
 
   def label(entry, entries) do
     {host, port} = host_port(entry)
@@ -318,6 +354,7 @@ defmodule Tinycluster.Hosts do
     shared? =
       Enum.count(entries, fn
         :local -> false
+        {:dns, _, _} -> false
         other -> other |> host_port() |> elem(0) |> String.downcase() == key
       end) > 1
 
@@ -341,7 +378,14 @@ defmodule Tinycluster.Hosts do
   """
   @spec warnings([entry()], naming() | nil, family()) :: [String.t()]
   def warnings(entries, naming \\ naming(), family \\ family()) do
-    for entry <- entries, entry != :local, warning = warning(entry, naming, family), do: warning
+    static =
+      for entry <- entries,
+          entry != :local,
+          not DnsSeed.seed?(entry),
+          warning = warning(entry, naming, family),
+          do: warning
+
+    static ++ DnsSeed.warnings(entries, naming, family)
   end
 
   defp warning(entry, naming, family) do
@@ -369,7 +413,8 @@ defmodule Tinycluster.Hosts do
   end
 
   @doc """
-  Groups candidates by the host that listed them, for every host of `entries`: the host's
+  Groups candidates by the host that listed them, for every host of `entries` and every
+  host reported (the addresses DNS seeds give, labelled by address): the host's
   last EPMD answer (`:pending` before the first, `{:error, reason}` when its EPMD could not
   be asked), its address and EPMD port as last asked, and its candidates sorted by name.
 
@@ -382,9 +427,10 @@ defmodule Tinycluster.Hosts do
   def group(candidates, reports, entries) do
     candidates = if is_map(candidates), do: Map.values(candidates), else: candidates
     by_host = Enum.group_by(candidates, & &1.host)
-    labels = Enum.map(entries, &label(&1, entries))
+    # A DNS seed is no host: the addresses it gives are, and the reports name them.
+    labels = for entry <- entries, not DnsSeed.seed?(entry), do: label(entry, entries)
 
-    Map.new(Enum.uniq(labels ++ Map.keys(by_host)), fn label ->
+    Map.new(Enum.uniq(labels ++ Map.keys(reports) ++ Map.keys(by_host)), fn label ->
       report = Map.get(reports, label, %{})
 
       {label,

@@ -20,6 +20,7 @@ defmodule Tinycluster.Options do
             interval: 1_000,
             probe_timeout: 300,
             epmd_timeout: 1_000,
+            dns_timeout: nil,
             connect: true,
             hosts: [:local],
             max_backoff: 60_000,
@@ -36,6 +37,7 @@ defmodule Tinycluster.Options do
           interval: pos_integer(),
           probe_timeout: pos_integer(),
           epmd_timeout: pos_integer(),
+          dns_timeout: nil | pos_integer(),
           connect: boolean(),
           hosts: [host()],
           max_backoff: pos_integer(),
@@ -85,6 +87,11 @@ defmodule Tinycluster.Options do
     end
   end
 
+  @doc "How long DNS seeds have to answer: `:dns_timeout`, else `:epmd_timeout`."
+  @spec dns_timeout(t()) :: pos_integer()
+  def dns_timeout(%__MODULE__{dns_timeout: nil, epmd_timeout: ms}), do: ms
+  def dns_timeout(%__MODULE__{dns_timeout: ms}), do: ms
+
   @doc "The EPMD port used for a host given without one."
   @spec default_epmd_port() :: :inet.port_number()
   def default_epmd_port, do: @default_epmd_port
@@ -108,7 +115,7 @@ defmodule Tinycluster.Options do
     do: ms
 
   defp validate!(key, ms)
-       when key in [:probe_timeout, :epmd_timeout] and is_integer(ms) and ms > 0 and
+       when key in [:probe_timeout, :epmd_timeout, :dns_timeout] and is_integer(ms) and ms > 0 and
               ms <= @max_timeout,
        do: ms
 
@@ -143,7 +150,7 @@ defmodule Tinycluster.Options do
   defp expected(key) when key in [:only, :except],
     do: "a pattern or a list of patterns: name prefixes, regexes or 1-arity functions"
 
-  defp expected(key) when key in [:probe_timeout, :epmd_timeout],
+  defp expected(key) when key in [:probe_timeout, :epmd_timeout, :dns_timeout],
     do: "a positive integer of milliseconds, at most #{@max_timeout}"
 
   defp expected(_), do: "a positive integer of milliseconds"

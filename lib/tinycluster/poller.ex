@@ -8,7 +8,7 @@ defmodule Tinycluster.Poller do
   use GenServer
   require Logger
 
-  alias Tinycluster.{Candidate, Discovery, Filter, Hosts, Native, Options, Telemetry}
+  alias Tinycluster.{Candidate, Discovery, DnsSeed, Filter, Hosts, Native, Options, Telemetry}
 
   # A candidate no longer listed anywhere is forgotten after this long, so that the status
   # of a node with many short-lived nodes (remote shells, scripts) stays bounded.
@@ -31,6 +31,7 @@ defmodule Tinycluster.Poller do
       scan: nil,
       candidates: %{},
       hosts: %{},
+      dns: DnsSeed.new(opts.hosts),
       connecting: %{},
       last_scan: nil,
       scans: 0,
@@ -64,6 +65,16 @@ defmodule Tinycluster.Poller do
 
   def handle_info({:scan_timeout, _id}, state), do: {:noreply, state}
 
+  def handle_info({ref, answers}, %{scan: %{dns: ref}} = state) do
+    Process.demonitor(ref, [:flush])
+    {:noreply, seeds_answered(state, answers)}
+  end
+
+  def handle_info({:DOWN, ref, :process, _, _reason}, %{scan: %{dns: ref}} = state) do
+    answers = Map.new(state.dns, fn {name, _} -> {name, {:error, :lookup_crashed}} end)
+    {:noreply, seeds_answered(state, answers)}
+  end
+
   def handle_info({ref, result}, %{connecting: connecting} = state)
       when is_map_key(connecting, ref) do
     Process.demonitor(ref, [:flush])
@@ -92,7 +103,7 @@ defmodule Tinycluster.Poller do
   defp poll(state) do
     case Discovery.request(state.opts, Node.list(:connected)) do
       {:ok, request} ->
-        state |> warn_hosts_once() |> start_scan(request)
+        state |> warn_hosts_once() |> look_up_seeds(request)
 
       {:error, :not_distributed} ->
         unless state.warned_not_distributed do
@@ -119,6 +130,24 @@ defmodule Tinycluster.Poller do
     %{state | warned_hosts: true}
   end
 
+  # DNS seeds are looked up in a task, never here, and the scan starts when they answered;
+  # `scan` holds the lookup meanwhile, so that no second poll starts.
+  defp look_up_seeds(state, request) when map_size(state.dns) == 0,
+    do: start_scan(state, request)
+
+  defp look_up_seeds(state, request) do
+    args = [state.opts.hosts, request.family, Options.dns_timeout(state.opts)]
+    task = Task.Supervisor.async_nolink(state.tasks, DnsSeed, :lookup_all, args)
+    %{state | scan: %{dns: task.ref, request: request}}
+  end
+
+  defp seeds_answered(state, answers) do
+    {dns, lines} = DnsSeed.update(state.dns, answers)
+    for {level, line, meta} <- lines, do: log(state, level, line, meta)
+    request = Discovery.with_seeds(state.scan.request, dns)
+    start_scan(%{state | dns: dns, scan: nil}, request)
+  end
+
   defp start_scan(state, request) do
     # A candidate that refused a connection is left alone, probe included, until its next
     # attempt is due: a node with an allow list logs an error for every probe it refuses.
@@ -134,7 +163,11 @@ defmodule Tinycluster.Poller do
         Telemetry.execute(
           [:tinycluster, :scan, :start],
           %{system_time: System.system_time(), monotonic_time: now},
-          %{poller: state.opts.name, hosts: Enum.map(request.hosts, & &1.label)}
+          %{
+            poller: state.opts.name,
+            hosts: Enum.map(request.hosts, & &1.label),
+            seeds: DnsSeed.counts(state.dns)
+          }
         )
 
         scan = %{id: id, started: now, request: request, held: held, kept: MapSet.new()}
@@ -188,10 +221,14 @@ defmodule Tinycluster.Poller do
   defp handle_event({:done, report}, state) do
     listed = MapSet.new(report.candidates, &{&1.host, &1.alive}) |> MapSet.union(state.scan.kept)
     answered = for %{status: :ok, label: label} <- report.hosts, into: MapSet.new(), do: label
+    # A host no longer asked is an address that left a DNS seed's answer.
+    asked = MapSet.new(state.scan.request.hosts, & &1.label)
 
     state =
       Enum.reduce(state.candidates, state, fn {{host, _} = key, entry}, acc ->
-        if MapSet.member?(answered, host) and not MapSet.member?(listed, key) do
+        gone? = MapSet.member?(answered, host) or not MapSet.member?(asked, host)
+
+        if gone? and not MapSet.member?(listed, key) do
           gone(acc, key, entry)
         else
           acc
@@ -211,12 +248,18 @@ defmodule Tinycluster.Poller do
         live: Map.get(counts, :live, 0) + Map.get(counts, :hidden, 0),
         connected: Enum.count(state.candidates, fn {_, c} -> c.state == :connected end)
       },
-      %{poller: state.opts.name, hosts: Enum.map(report.hosts, & &1.label), failed_hosts: failed}
+      %{
+        poller: state.opts.name,
+        hosts: Enum.map(report.hosts, & &1.label),
+        failed_hosts: failed,
+        seeds: DnsSeed.counts(state.dns)
+      }
     )
 
     %{
       state
       | scan: nil,
+        hosts: Map.take(state.hosts, MapSet.to_list(asked)),
         scans: state.scans + 1,
         last_scan: %{
           at: DateTime.utc_now(),
@@ -468,6 +511,7 @@ defmodule Tinycluster.Poller do
       scans: state.scans,
       last_scan: state.last_scan,
       hosts: state.hosts,
+      dns: DnsSeed.status(state.dns),
       candidates: candidates,
       by_host: Hosts.group(candidates, state.hosts, state.opts.hosts)
     }

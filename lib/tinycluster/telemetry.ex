@@ -7,12 +7,14 @@ defmodule Tinycluster.Telemetry do
 
     * `[:tinycluster, :scan, :start]` - a scan starts.
       Measurements: `:system_time` (native units), `:monotonic_time`.
-      Metadata: `:poller` (the poller's name), `:hosts` (host labels).
+      Metadata: `:poller` (the poller's name), `:hosts` (host labels, the addresses DNS
+      seeds gave included), `:seeds` (how many addresses each DNS seed gives, by name).
     * `[:tinycluster, :scan, :stop]` - a scan ended.
       Measurements: `:duration` (native units, as `:telemetry.span/3` uses), `:candidates`
       (listed, other than this node), `:live` (answered the probe, hidden nodes included),
       `:connected` (candidates connected after the scan).
-      Metadata: `:poller`, `:hosts`, `:failed_hosts` (labels whose EPMD did not answer).
+      Metadata: `:poller`, `:hosts`, `:failed_hosts` (labels whose EPMD did not answer),
+      `:seeds`.
     * `[:tinycluster, :node, :connected]` - a candidate became connected.
     * `[:tinycluster, :node, :rejected]` - a candidate answered the probe but refused the
       connection (the first refusal of a run; retries with backoff are not repeated).

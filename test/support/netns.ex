@@ -173,22 +173,29 @@ defmodule Tinycluster.Netns do
 
   ## Processes in a namespace
 
-  defp start_epmd(host) do
-    port =
-      open(
-        host,
-        ["/bin/sh", "-c", OSNode.guard_script(), "sh", System.find_executable("epmd")],
-        []
-      )
-
+  @doc """
+  Starts an `epmd` in `host` on `epmd_port` (`setup!/1` starts one on 4369 in each host)
+  and waits until it answers. It dies with the namespace, or when the test VM does.
+  """
+  @spec start_epmd(host(), :inet.port_number()) :: :ok
+  def start_epmd(host, epmd_port \\ 4369) do
+    epmd = System.find_executable("epmd")
+    args = ["/bin/sh", "-c", OSNode.guard_script(), "sh", epmd, "-port", "#{epmd_port}"]
+    port = open(host, args, [])
     {:ok, _pid} = OSNode.await_pid(port)
-    wait_until(fn -> epmd_names(host) != :error end, "epmd in #{host.ns}")
+
+    wait_until(
+      fn -> epmd_names(host, epmd_port) != :error end,
+      "epmd on port #{epmd_port} in #{host.ns}"
+    )
   end
 
   @doc "The names the `epmd` of `host` lists, or `:error` when it does not answer."
-  @spec epmd_names(host()) :: [String.t()] | :error
-  def epmd_names(host) do
-    case ip(["netns", "exec", host.ns, System.find_executable("epmd"), "-names"]) do
+  @spec epmd_names(host(), :inet.port_number()) :: [String.t()] | :error
+  def epmd_names(host, epmd_port \\ 4369) do
+    epmd = System.find_executable("epmd")
+
+    case ip(["netns", "exec", host.ns, epmd, "-port", "#{epmd_port}", "-names"]) do
       {out, 0} -> for [_, name] <- Regex.scan(~r/^name (\S+) at port/m, out), do: name
       _ -> :error
     end
@@ -197,7 +204,8 @@ defmodule Tinycluster.Netns do
   @doc """
   Starts a plain node `alive@address` in `host` (`address` defaults to its IPv4 address;
   `-name`), which halts when its stdin closes, and waits until that host's `epmd` lists it.
-  `extra` are more `erl` arguments (`-proto_dist inet6_tcp`).
+  `extra` are more `erl` arguments (`-proto_dist inet6_tcp`); `epmd_port` is the port of
+  the `epmd` to wait for (default 4369; the node's own `-epmd_port` goes in `extra`).
   """
   @spec start_node(t(), host(), String.t(), keyword()) :: map()
   def start_node(net, host, alive, opts \\ []) do
@@ -211,7 +219,13 @@ defmodule Tinycluster.Netns do
 
     port = open(host, args, [])
     {:os_pid, os_pid} = Port.info(port, :os_pid)
-    wait_until(fn -> registered?(host, alive) end, "#{name} to register in #{host.ns}")
+    epmd_port = Keyword.get(opts, :epmd_port, 4369)
+
+    wait_until(
+      fn -> registered?(host, alive, epmd_port) end,
+      "#{name} to register in #{host.ns}"
+    )
+
     %{name: String.to_atom(name), alive: alive, os_pid: os_pid, port: port, host: host}
   end
 
@@ -226,9 +240,9 @@ defmodule Tinycluster.Netns do
   end
 
   @doc "Whether the `epmd` of `host` lists `alive`."
-  @spec registered?(host(), String.t()) :: boolean()
-  def registered?(host, alive) do
-    case epmd_names(host) do
+  @spec registered?(host(), String.t(), :inet.port_number()) :: boolean()
+  def registered?(host, alive, epmd_port \\ 4369) do
+    case epmd_names(host, epmd_port) do
       :error -> false
       names -> alive in names
     end
@@ -249,6 +263,31 @@ defmodule Tinycluster.Netns do
     )
 
     :ok
+  end
+
+  @doc """
+  Takes `host` off the network (`:down`) or puts it back (`:up`): its veth's link state,
+  as a cable pulled and plugged back. Its processes and addresses stay; nothing it sends
+  leaves, nothing reaches it.
+  """
+  @spec link(host(), :up | :down) :: :ok
+  def link(host, :down), do: ip!(["-n", host.ns, "link", "set", host.veth, "down"])
+
+  def link(host, :up) do
+    ip!(["-n", host.ns, "link", "set", host.veth, "up"])
+    # Linux drops an interface's IPv6 addresses when its link goes down (unless
+    # keep_addr_on_down is set); IPv4 ones stay. Put it back as setup!/1 made it.
+    ip!(["-n", host.ns, "addr", "replace", host.ipv6 <> "/64", "dev", host.veth, "nodad"])
+  end
+
+  @doc """
+  Starts dnsmasq in `host` (see `Tinycluster.Dnsmasq.start/1` for `opts`; it listens on
+  the namespace's own loopback unless `:address` says otherwise). Stopped on test exit, and
+  by `teardown/1` with everything else in the namespace.
+  """
+  @spec start_dnsmasq(host(), keyword()) :: Tinycluster.Dnsmasq.t()
+  def start_dnsmasq(host, opts) do
+    Tinycluster.Dnsmasq.start(Keyword.put(opts, :ns, host.ns))
   end
 
   ## The agent: a node running tinycluster in a namespace, driven over its stdio
