@@ -12,7 +12,7 @@ defmodule Tinycluster.NotDistributedTest do
 
     paths =
       for app <- [:elixir, :logger, :tinycluster],
-          do: :code.lib_dir(app, :ebin) |> List.to_string()
+          do: Path.join(:code.lib_dir(app), "ebin")
 
     script = """
     {ok, _} = application:ensure_all_started(tinycluster),

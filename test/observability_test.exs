@@ -156,6 +156,9 @@ defmodule Tinycluster.ObservabilityTest do
       poller = start_poller(max_backoff: 5_000)
       wait_state(poller, plain, :connected)
       wait_state(poller, other, :rejected)
+      # States come as the scan streams them, before the scan itself is done (under load,
+      # or with other nodes on this epmd, well before).
+      TestNodes.wait_until(fn -> Tinycluster.status(poller).scans >= 1 end, "a finished scan")
 
       status = Tinycluster.status(poller)
       assert status.node == node()

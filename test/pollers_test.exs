@@ -16,7 +16,7 @@ defmodule Tinycluster.PollersTest do
   # (whose ../priv link holds the NIF).
   defp code_path do
     Enum.flat_map([:elixir, :logger, :tinycluster], fn app ->
-      ["-pa", app |> :code.lib_dir(:ebin) |> List.to_string()]
+      ["-pa", Path.join(:code.lib_dir(app), "ebin")]
     end)
   end
 

@@ -274,10 +274,12 @@ defmodule Tinycluster.Poller do
   end
 
   # What a fresh probe says wins, except that the poller's own view of a connection in
-  # progress or refused is kept until the connect attempt says otherwise.
+  # progress or refused is kept until the connect attempt says otherwise, and a connection
+  # until its nodedown: a probe sent before the connection came up may answer after it.
   defp merge(old, probed, now) do
     state =
       cond do
+        old.state == :connected and probed.state in [:live, :hidden] -> :connected
         old.state == :connecting and probed.state in [:live, :hidden, :not_allowed] -> :connecting
         old.state == :rejected and probed.state in [:live, :hidden, :not_allowed] -> :rejected
         true -> probed.state

@@ -313,7 +313,7 @@ defmodule Tinycluster.Netns do
 
     paths =
       for app <- [:elixir, :logger, :tinycluster],
-          do: ["-pa", List.to_string(:code.lib_dir(app, :ebin))]
+          do: ["-pa", Path.join(:code.lib_dir(app), "ebin")]
 
     args =
       [System.find_executable("erl")] ++
