@@ -368,15 +368,21 @@ defmodule Tinycluster.DnsSeedTest do
           )
 
           seed = Tinycluster.status(poller).dns["app.test"]
-          assert seed.status == {:error, :formerr}
+          assert seed.status == {:error, garbage_reason()}
           assert seed.addresses == [] and seed.last_ok_at == nil
         end)
 
-      assert [_] =
-               Regex.scan(
-                 ~r/cannot look up DNS seed app.test: the answer could not be decoded/,
-                 log
-               )
+      said =
+        if garbage_reason() == :formerr,
+          do: "the answer could not be decoded",
+          else: "no answer in time"
+
+      assert [_] = Regex.scan(~r/cannot look up DNS seed app.test: #{said}/, log)
     end
   end
+
+  # OTP 27's resolver drops an answer it cannot decode and waits for a better one until its
+  # timeout; OTP 25's gives up on it at once.
+  defp garbage_reason,
+    do: if(String.to_integer(System.otp_release()) >= 27, do: :timeout, else: :formerr)
 end

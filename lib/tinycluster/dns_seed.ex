@@ -227,8 +227,9 @@ defmodule Tinycluster.DnsSeed do
   # The records of `type` in the answer, CNAMEs followed by the server as usual.
   defp query(name, type, %{nameservers: servers}, timeout) do
     res_opts = if servers == [], do: [], else: [nameservers: servers]
+    started = System.monotonic_time(:millisecond)
 
-    case :inet_res.resolve(String.to_charlist(name), :in, type, res_opts, timeout) do
+    case resolve(name, type, res_opts, timeout, started) do
       {:ok, msg} ->
         case for(
                rr <- :inet_dns.msg(msg, :anlist),
@@ -248,6 +249,29 @@ defmodule Tinycluster.DnsSeed do
   catch
     # The resolver's own checks (a name too long for DNS, say) raise.
     kind, reason -> {:error, {:malformed, Exception.format_banner(kind, reason)}}
+  end
+
+  # OTP 27's resolver answers `formerr` where a truncated UDP answer should have sent it to
+  # TCP (1100 records from dnsmasq: OTP 25 and 29 ask again over TCP and get them all), so
+  # a `formerr` is asked again over TCP in the time left; the first reason stands if that
+  # fails too.
+  defp resolve(name, type, res_opts, timeout, started) do
+    charlist = String.to_charlist(name)
+
+    case :inet_res.resolve(charlist, :in, type, res_opts, timeout) do
+      {:error, reason} = formerr when reason == :formerr or elem(reason, 0) == :formerr ->
+        left = timeout - (System.monotonic_time(:millisecond) - started)
+
+        with true <- left > 0,
+             {:ok, msg} <- :inet_res.resolve(charlist, :in, type, [usevc: true] ++ res_opts, left) do
+          {:ok, msg}
+        else
+          _ -> formerr
+        end
+
+      other ->
+        other
+    end
   end
 
   defp cap(list, reason) do
