@@ -18,7 +18,8 @@ scenarios = [
   idle: Bench.Scenario.Idle,
   scale: Bench.Scenario.Scale,
   sched: Bench.Scenario.Sched,
-  memory: Bench.Scenario.Memory
+  memory: Bench.Scenario.Memory,
+  every: Bench.Scenario.Every
 ]
 
 only =
