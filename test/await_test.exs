@@ -220,6 +220,26 @@ defmodule Tinycluster.AwaitTest do
     assert elapsed_ms(started) < 2_000
   end
 
+  test "a poller that does not answer is an error after 5 s, and forgets the waiter",
+       %{prefix: prefix} do
+    poller = start_poller(prefix)
+    pid = Process.whereis(poller)
+    :ok = :sys.suspend(pid)
+    started = System.monotonic_time(:millisecond)
+    assert {:error, {:poller_unresponsive, ^pid}} = Tinycluster.await(server: poller, timeout: 0)
+    assert elapsed_ms(started) in 5_000..7_000
+    :ok = :sys.resume(pid)
+
+    TestNodes.wait_until(
+      fn -> :sys.get_state(poller).subscribers == %{} end,
+      "the poller to forget the waiter"
+    )
+
+    # Neither the late reply nor a notification reached this process.
+    Process.sleep(300)
+    assert {:messages, []} = Process.info(self(), :messages)
+  end
+
   test "bad options are an ArgumentError" do
     assert_raise ArgumentError, ~r/:timeout/, fn -> Tinycluster.await(timeout: -1) end
     assert_raise ArgumentError, ~r/:min_nodes/, fn -> Tinycluster.await(min_nodes: :two) end

@@ -54,12 +54,8 @@ defmodule Tinycluster.Await do
     try do
       GenServer.call(poller, {:tinycluster_subscribe, alias}, max(remaining(deadline), 5_000))
     catch
-      :exit, _ ->
-        receive do
-          {:DOWN, ^alias, :process, _, reason} -> {:error, {:poller_down, reason}}
-        after
-          0 -> finish(alias, poller, {:error, {:poller_unresponsive, poller}})
-        end
+      :exit, {:timeout, _} -> finish(alias, poller, {:error, {:poller_unresponsive, poller}})
+      :exit, {reason, _} -> finish(alias, poller, {:error, {:poller_down, reason}})
     else
       {:ok, status} -> check(alias, poller, min_nodes, deadline, status)
     end
