@@ -20,10 +20,12 @@
 # each node logs, by level, and keeps the warnings. The pollers say which candidates they
 # saw refuse a connection. Once meshed (tracing off), the CPU time of every node and of
 # EPMD over a window, and the polls meanwhile: CPU per poll of a polling node, net of an
-# idle node of the same mesh (the `one` variant's non-polling nodes). Then the late node:
-# time from its start to its full mesh, and what it cost (connect requests and handshakes
-# that involve it, with their outcomes; probes it got; refusals; log lines), over the time
-# to its full mesh plus two intervals, when every poller has polled at least twice.
+# idle node of the same mesh (the `one` variant's non-polling nodes). Then the late node,
+# which boots undistributed and registers with EPMD only once its tracer runs (and in
+# "every" starts its own poller a random 0..interval later, as an application's tree
+# starts a while after the VM): time from its registration to its full mesh, and what it
+# cost (connect requests and handshakes that involve it, with their outcomes; probes it
+# got; refusals; log lines), until two intervals after its full mesh.
 defmodule Bench.Scenario.Every do
   alias Bench.{Driver, Epmd, Proc, Stats, VM}
 
@@ -107,21 +109,20 @@ defmodule Bench.Scenario.Every do
 
     each(nodes, :child_trace, [true])
     each(nodes, :child_reset, [])
-    size = length(nodes)
+    # The late node boots undistributed and registers only once its tracer can watch
+    # net_kernel from the start: the pollers would otherwise connect it during its boot.
     late_alive = Driver.name(ctx, "late")
-    spawned = System.os_time(:microsecond)
-    late = Driver.start_measuring(ctx, "late", alive: late_alive, mesh: size)
-    each([late], :child_prepare, [])
-    if variant == :every, do: each([late], :child_start, [:tinycluster])
+    late = Driver.start_measuring(ctx, "late", alive: nil, mesh: length(nodes))
+    registered = VM.call(late, __MODULE__, :child_late, [late_alive, variant == :every])
 
     late_mesh =
       case VM.await_event(late, &match?({:mesh, _, _}, &1), 60_000) do
-        {:mesh, t, _} -> t - spawned
+        {:mesh, t, _} -> t - registered
         nil -> nil
       end
 
     Process.sleep(2 * @interval + 500)
-    late_stats = collect(nodes ++ [late], [Atom.to_string(late.node)])
+    late_stats = collect(nodes ++ [late], [Atom.to_string(Bench.Util.node_name(late_alive))])
 
     %{
       window_us: wall,
@@ -175,11 +176,43 @@ defmodule Bench.Scenario.Every do
   end
 
   defp trace(pid, on) do
-    :erlang.trace(Process.whereis(:net_kernel), on, [:send, :receive, {:tracer, pid}])
+    case Process.whereis(:net_kernel) do
+      nil -> 0
+      net_kernel -> :erlang.trace(net_kernel, on, [:send, :receive, {:tracer, pid}])
+    end
   end
 
   @doc false
-  def child_trace(on), do: trace(Process.whereis(:bench_every), on) && :ok
+  # The late node: the recorder, then distribution and the trace, then (for "every") its
+  # poller, a random 0..interval later, as an application starts its supervision tree a
+  # while after the VM registered: the other pollers may find it first. Returns the OS
+  # time of its registration with EPMD.
+  def child_late(alive, poll?) do
+    :ok = child_prepare()
+    {:ok, _} = Node.start(String.to_atom(alive), :shortnames)
+    registered = System.os_time(:microsecond)
+    child_trace(true)
+
+    if poll? do
+      home = self()
+
+      spawn(fn ->
+        Process.sleep(:rand.uniform(@interval) - 1)
+        send(home, {:start_poller, self()})
+      end)
+
+      # The poller is started by the agent's home process, which owns it.
+      receive do: ({:start_poller, _} -> Bench.Approach.once(:tinycluster, interval: @interval))
+    end
+
+    registered
+  end
+
+  @doc false
+  def child_trace(on) do
+    trace(Process.whereis(:bench_every), on)
+    :ok
+  end
 
   @doc false
   def child_reset, do: call(:reset)
@@ -360,7 +393,7 @@ defmodule Bench.Scenario.Every do
 
         "| #{size} | #{label(variant)} | #{Stats.spread(Enum.map(ok, & &1.mesh_us))}" <>
           "#{if incomplete > 0, do: " (#{incomplete} incomplete in 60 s)", else: ""} | " <>
-          "#{Stats.ratio(mesh, one)} | #{counts(rs, & &1.cold)} |"
+          "#{Stats.ratio(mesh, one)} | #{spread(variant, rs)} | #{counts(rs, & &1.cold)} |"
       end
 
     cpu_rows =
@@ -416,8 +449,8 @@ defmodule Bench.Scenario.Every do
     from anything else and global's `passive_cnct` / auto-connects), handshakes by how the accepting node answered, probes accepted,
     candidates a poller saw refuse a connection, log events (warning and above / info).
 
-    | nodes | approach | full mesh from cold | vs one poller | connect requests (tc / other / auto) | handshakes ok / ok_simultaneous / nok / alive | probes | refused | logs (warning+ / info) |
-    |---|---|---|---|---|---|---|---|---|
+    | nodes | approach | full mesh from cold | vs one poller | pollers' starts within | connect requests (tc / other / auto) | handshakes ok / ok_simultaneous / nok / alive | probes | refused | logs (warning+ / info) |
+    |---|---|---|---|---|---|---|---|---|---|
     #{Enum.join(mesh_rows, "\n")}
 
     Once meshed, over #{div(window, 1000)} s: CPU per poll of a polling node (net of an idle
@@ -427,11 +460,11 @@ defmodule Bench.Scenario.Every do
     |---|---|---|---|---|---|---|
     #{Enum.join(cpu_rows, "\n")}
 
-    One more node, started late (with its own poller in "every"): time from its start (the
-    VM's boot included) to its full mesh, and what involved it, summed over all nodes, from
-    its start until two intervals after its full mesh.
+    One more node, started late (with its own poller in "every"): time from its
+    registration with EPMD to its full mesh, and what involved it, summed over all nodes,
+    from its registration until two intervals after its full mesh.
 
-    | nodes | approach | late node to full mesh | connect requests (tc / other / auto) | handshakes ok / ok_simultaneous / nok / alive | probes | refused | logs (warning+ / info) |
+    | nodes | approach | late node registered to full mesh | connect requests (tc / other / auto) | handshakes ok / ok_simultaneous / nok / alive | probes | refused | logs (warning+ / info) |
     |---|---|---|---|---|---|---|---|
     #{Enum.join(late_rows, "\n")}
 
@@ -441,6 +474,9 @@ defmodule Bench.Scenario.Every do
     - Goal a late node sees at most a few connection attempts (handshakes that involve it, at #{largest} pollers): #{fmt_count(late_attempts)}
     """
   end
+
+  defp spread(:every, rs), do: Stats.spread(Enum.map(rs, & &1.start_spread_us))
+  defp spread(_, _), do: "-"
 
   defp idle_per_s(rs) do
     Stats.median(for r <- rs, cpu <- r.idle_cpu_ns, do: cpu / (r.window_us / 1.0e6)) || 0
