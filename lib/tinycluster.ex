@@ -25,9 +25,7 @@ defmodule Tinycluster do
 
     * `:name` - the poller's registered name. Default `Tinycluster`.
     * `:interval` - milliseconds from the start of one scan to the start of the next.
-      Default `1000`. The first scan runs at once; the wait after it is shifted once by a
-      random offset within ±interval/2, so that pollers started together (every node of
-      an application runs one) do not poll in step; see `Tinycluster.Phase`.
+      Default `1000`.
     * `:probe_timeout` - milliseconds a candidate has to answer the probe (at most 60000).
       Default `300`.
     * `:epmd_timeout` - milliseconds an EPMD has to answer, host name resolution included

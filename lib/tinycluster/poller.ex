@@ -244,7 +244,7 @@ defmodule Tinycluster.Poller do
           by_state: counts
         }
     }
-    |> schedule(Tinycluster.Phase.next_delay(state.opts.interval, elapsed_ms, state.scans))
+    |> schedule(state.opts.interval - elapsed_ms)
   end
 
   # What a fresh probe says wins, except that the poller's own view of a connection in
