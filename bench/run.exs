@@ -19,7 +19,8 @@ scenarios = [
   scale: Bench.Scenario.Scale,
   sched: Bench.Scenario.Sched,
   memory: Bench.Scenario.Memory,
-  dns: Bench.Scenario.Dns
+  dns: Bench.Scenario.Dns,
+  every: Bench.Scenario.Every
 ]
 
 only =

@@ -105,6 +105,15 @@ defmodule Tinycluster.Discovery do
   @doc "Runs one scan in the calling process and waits for its end."
   @spec scan(Options.t()) :: {:ok, [Candidate.t()]} | {:error, term()}
   def scan(%Options{} = opts) do
+    with {:ok, report} <- run(opts), do: result(report)
+  end
+
+  @doc """
+  Runs one scan in the calling process and returns the NIF's whole report, as it sent it:
+  every host's EPMD answer (`hosts`) and every candidate (`candidates`).
+  """
+  @spec run(Options.t()) :: {:ok, map()} | {:error, term()}
+  def run(%Options{} = opts) do
     with {:ok, request} <- request(opts, Node.list(:connected)),
          {:ok, request} <- look_up_seeds(opts, request),
          {:ok, id} <- Native.start_scan(request) do
@@ -134,7 +143,7 @@ defmodule Tinycluster.Discovery do
   defp await(opts, request, id, timeout) do
     receive do
       {:tinycluster_scan, ^id, {:done, report}} ->
-        result(report)
+        {:ok, report}
 
       {:tinycluster_scan, ^id, {:listed, listed}} ->
         admit(opts, request, id, listed)

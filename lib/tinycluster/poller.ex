@@ -8,7 +8,17 @@ defmodule Tinycluster.Poller do
   use GenServer
   require Logger
 
-  alias Tinycluster.{Candidate, Discovery, DnsSeed, Filter, Hosts, Native, Options, Telemetry}
+  alias Tinycluster.{
+    Await,
+    Candidate,
+    Discovery,
+    DnsSeed,
+    Filter,
+    Hosts,
+    Native,
+    Options,
+    Telemetry
+  }
 
   # A candidate no longer listed anywhere is forgotten after this long, so that the status
   # of a node with many short-lived nodes (remote shells, scripts) stays bounded.
@@ -36,7 +46,8 @@ defmodule Tinycluster.Poller do
       last_scan: nil,
       scans: 0,
       warned_not_distributed: false,
-      warned_hosts: false
+      warned_hosts: false,
+      subscribers: Await.subscribers()
     }
 
     {:ok, state, {:continue, :poll}}
@@ -48,11 +59,23 @@ defmodule Tinycluster.Poller do
   @impl true
   def handle_call(:status, _from, state), do: {:reply, status(state), state}
 
+  # `Tinycluster.await/1`: see `Tinycluster.Await` for who is notified when.
+  def handle_call({:tinycluster_subscribe, alias}, {pid, _}, state) do
+    subscribers = Await.subscribe(state.subscribers, pid, alias)
+    {:reply, {:ok, status(state)}, %{state | subscribers: subscribers}}
+  end
+
+  @impl true
+  def handle_cast({:tinycluster_unsubscribe, alias}, state),
+    do: {:noreply, %{state | subscribers: Await.unsubscribe(state.subscribers, alias)}}
+
   @impl true
   def handle_info(:poll, state), do: {:noreply, poll(state)}
 
   def handle_info({:tinycluster_scan, id, event}, %{scan: %{id: id}} = state) do
-    {:noreply, handle_event(event, state)}
+    state = handle_event(event, state)
+    if match?({:done, _}, event), do: notify(state)
+    {:noreply, state}
   end
 
   # A late message from a scan the watchdog already gave up on.
@@ -79,19 +102,23 @@ defmodule Tinycluster.Poller do
       when is_map_key(connecting, ref) do
     Process.demonitor(ref, [:flush])
     {key, connecting} = Map.pop(connecting, ref)
-    {:noreply, connected(%{state | connecting: connecting}, key, result)}
+    {:noreply, connected(%{state | connecting: connecting}, key, result) |> notify()}
   end
 
   def handle_info({:DOWN, ref, :process, _, reason}, %{connecting: connecting} = state)
       when is_map_key(connecting, ref) do
     {key, connecting} = Map.pop(connecting, ref)
-    {:noreply, connected(%{state | connecting: connecting}, key, {:crashed, reason})}
+    {:noreply, connected(%{state | connecting: connecting}, key, {:crashed, reason}) |> notify()}
   end
 
-  def handle_info({:nodeup, node, _info}, state), do: {:noreply, node_event(state, node, :up)}
+  def handle_info({:DOWN, ref, :process, _, _}, state) when is_map_key(state.subscribers, ref),
+    do: {:noreply, %{state | subscribers: Await.unsubscribe(state.subscribers, ref)}}
+
+  def handle_info({:nodeup, node, _info}, state),
+    do: {:noreply, node_event(state, node, :up) |> notify()}
 
   def handle_info({:nodedown, node, info}, state) do
-    {:noreply, node_event(state, node, {:down, info[:nodedown_reason]})}
+    {:noreply, node_event(state, node, {:down, info[:nodedown_reason]}) |> notify()}
   end
 
   def handle_info(_other, state), do: {:noreply, state}
@@ -488,6 +515,11 @@ defmodule Tinycluster.Poller do
         meta
       )
     end
+  end
+
+  defp notify(state) do
+    Await.notify(state.subscribers, fn -> status(state) end)
+    state
   end
 
   defp log(%{opts: %{log: false}}, _level, _message, _meta), do: :ok

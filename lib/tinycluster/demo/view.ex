@@ -1,10 +1,11 @@
 defmodule Tinycluster.Demo.View do
   # What `mix tinycluster.demo` prints: the live table of the nodes it started, the line
   # printed for each change when the output is not a terminal, and the final mesh matrix.
-  # Pure functions from data to iodata, so the task only decides when to print.
+  # Pure functions from data to iodata, so the task only decides when to print. States,
+  # latencies and reasons are said as `mix tinycluster.scan` says them (`Tinycluster.Format`).
   @moduledoc false
 
-  alias Tinycluster.Candidate
+  alias Tinycluster.Format
 
   @doc "The live table: one row per demo node with its kind, state, probe latency and join time."
   def table(rows, elapsed_ms, poller_node) do
@@ -18,8 +19,8 @@ defmodule Tinycluster.Demo.View do
         format_row([
           {row.name, name_width},
           {kind(row.kind), 14},
-          {state(row.state), 13},
-          {latency(row.latency_us), 10},
+          {Format.state(row.state), 13},
+          {Format.latency(row.latency_us), 10},
           {joined(row.joined_ms), 10},
           {expected(row), 0}
         ])
@@ -45,8 +46,8 @@ defmodule Tinycluster.Demo.View do
       {"+" <> format_s(elapsed_ms), 10},
       {row.name, name_width},
       {kind(row.kind), 14},
-      {state(row.state), 13},
-      {latency(row.latency_us), 0}
+      {Format.state(row.state), 13},
+      {Format.latency(row.latency_us), 0}
     ])
   end
 
@@ -97,12 +98,6 @@ defmodule Tinycluster.Demo.View do
   defp kind(:other_cookie), do: "other cookie"
   defp kind(:frozen), do: "frozen"
 
-  defp state(nil), do: "waiting"
-  defp state(state), do: Atom.to_string(state)
-
-  defp latency(nil), do: ""
-  defp latency(us), do: :erlang.float_to_binary(us / 1000, decimals: 1) <> " ms"
-
   defp joined(nil), do: ""
   defp joined(ms), do: "+" <> format_s(ms)
 
@@ -110,7 +105,7 @@ defmodule Tinycluster.Demo.View do
 
   defp expected(%{kind: kind, state: state} = row) do
     if state == expected_state(kind),
-      do: "ok: " <> Candidate.describe(%Candidate{state: state, reason: row.reason}),
+      do: "ok: " <> Format.describe(%{state: state, reason: row.reason}),
       else: ""
   end
 
@@ -122,7 +117,5 @@ defmodule Tinycluster.Demo.View do
 
   defp format_s(ms), do: :erlang.float_to_binary(ms / 1000, decimals: 2) <> " s"
 
-  defp format_row(cells) do
-    [Enum.map(cells, fn {text, width} -> String.pad_trailing(text, width) end), "\n"]
-  end
+  defp format_row(cells), do: Format.row(cells)
 end

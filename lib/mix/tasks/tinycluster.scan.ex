@@ -1,0 +1,315 @@
+defmodule Mix.Tasks.Tinycluster.Scan do
+  @shortdoc "Runs one discovery scan and says why each node would or would not join"
+  @moduledoc """
+  Runs one tinycluster scan from the terminal and prints what it found: one line per host
+  (what its EPMD answered, or why it could not be asked) and one per candidate (its name,
+  host, state, probe latency and the reason in words, as `Tinycluster.status/1` says it).
+  It connects nothing. For the "why did that node not join?" moment:
+
+      mix tinycluster.scan
+      mix tinycluster.scan --host app2.example.com --host 198.18.0.3:4370 --name scan@10.0.0.9
+      mix tinycluster.scan --only myapp_ --except /^remsh/ --json
+
+  It works in any project that depends on tinycluster, and in tinycluster's own. It does
+  not start any application (no poller of the project's config runs).
+
+  ## Flags
+
+    * `--host HOST[:PORT]` - a host whose EPMD to ask: a host name, an IPv4 address, an
+      IPv6 address (`[::1]:4370` with a port), or `local` (this host). Repeatable. Default:
+      this host only.
+    * `--dns NAME` - a DNS name whose addresses are all hosts to ask (tinycluster's
+      `hosts: [{:dns, name}]`). Repeatable.
+    * `--nameserver ADDRESS:PORT` - the DNS server to ask for every `--dns` name instead of
+      the system's resolver (`nameservers:`). Repeatable.
+    * `--only PATTERN`, `--except PATTERN` - which nodes to probe: a prefix of the full node
+      name, or a regex between slashes (`/^rem-/`). Repeatable.
+    * `--sname NAME`, `--name NAME` - the name this VM takes (short or long names). Default
+      `tinycluster_scan`. Either way the VM is hidden and does not listen, so EPMD does not
+      list it: it can clash with no node, and no poller sees it. (The name is fixed rather
+      than fresh per run because every probed node makes an atom of the probe name, which
+      derives from it; two scans at once cost at most a `busy` answer.) An already
+      distributed VM keeps its name.
+    * `--probe-timeout MS`, `--epmd-timeout MS` - as the options of the same names. Defaults
+      300 and 1000.
+    * `--json` - print one JSON object instead: `node`, `duration_us`, `hosts` and
+      `candidates`, with each reason both as a term (`reason`) and in words
+      (`description`).
+
+  ## Exit status
+
+  0 when at least one host's EPMD answered (whatever the nodes' states), 1 when none did or
+  the scan could not run, 2 on a usage error.
+  """
+  use Mix.Task
+
+  alias Tinycluster.{Candidate, Discovery, Format, JSON, Options}
+
+  @switches [
+    host: :keep,
+    dns: :keep,
+    nameserver: :keep,
+    only: :keep,
+    except: :keep,
+    sname: :string,
+    name: :string,
+    probe_timeout: :integer,
+    epmd_timeout: :integer,
+    json: :boolean
+  ]
+
+  @impl true
+  def run(argv) do
+    {flags, rest, invalid} = OptionParser.parse(argv, strict: @switches)
+    if invalid != [], do: usage!("unknown or invalid flags: #{inspect(invalid)}")
+    if rest != [], do: usage!("unexpected arguments: #{Enum.join(rest, " ")}")
+    json? = Keyword.get(flags, :json, false)
+    opts = options!(flags)
+
+    # Compiled and loaded, but nothing started: the project's own poller (an autostart in
+    # its config) must not connect what this task only looks at.
+    quietly(json?, fn -> Mix.Task.run("compile", []) end)
+    nif_loaded!()
+    distribute!(flags)
+
+    started = System.monotonic_time(:microsecond)
+
+    case Discovery.run(opts) do
+      {:ok, report} ->
+        duration = System.monotonic_time(:microsecond) - started
+
+        candidates =
+          report.candidates |> Enum.map(&Candidate.from_native/1) |> Enum.sort_by(& &1.name)
+
+        scan = %{hosts: report.hosts, candidates: candidates, duration_us: duration}
+        IO.write(if json?, do: [JSON.encode!(json(scan)), "\n"], else: text(scan))
+        if Enum.any?(report.hosts, &(&1.status == :ok)), do: :ok, else: exit({:shutdown, 1})
+
+      {:error, reason} ->
+        Mix.shell().error("tinycluster.scan: the scan could not run: #{inspect(reason)}")
+        exit({:shutdown, 1})
+    end
+  end
+
+  ## Flags
+
+  defp options!(flags) do
+    hosts = Enum.map(Keyword.get_values(flags, :host), &host!/1)
+    nameservers = Enum.map(Keyword.get_values(flags, :nameserver), &nameserver!/1)
+
+    dns =
+      for name <- Keyword.get_values(flags, :dns) do
+        if nameservers == [], do: {:dns, name}, else: {:dns, name, nameservers: nameservers}
+      end
+
+    opts =
+      [
+        name: Tinycluster.Scan,
+        connect: false,
+        hosts: if(hosts == [] and dns == [], do: [:local], else: hosts ++ dns),
+        only: patterns!(Keyword.get_values(flags, :only)),
+        except: patterns!(Keyword.get_values(flags, :except)) || [],
+        probe_timeout: flags[:probe_timeout],
+        epmd_timeout: flags[:epmd_timeout]
+      ]
+      |> Enum.reject(fn {_, value} -> value == nil end)
+
+    try do
+      Options.new!(opts)
+    rescue
+      e in ArgumentError -> usage!(e.message)
+    end
+  end
+
+  defp nameserver!(given) do
+    case host!(given) do
+      {address, port} -> {address, port}
+      _ -> usage!("--nameserver takes ADDRESS:PORT, got: #{given}")
+    end
+  end
+
+  defp host!("local"), do: :local
+
+  defp host!("[" <> rest = given) do
+    case String.split(rest, "]", parts: 2) do
+      [ip, ""] -> ip
+      [ip, ":" <> port] -> {ip, port!(port, given)}
+      _ -> usage!("--host #{given}: expected [ADDRESS] or [ADDRESS]:PORT")
+    end
+  end
+
+  defp host!(given) do
+    case String.split(given, ":") do
+      [host] -> host
+      [host, port] -> {host, port!(port, given)}
+      # More than one colon: an IPv6 address without a port.
+      _ -> given
+    end
+  end
+
+  defp port!(text, given) do
+    case Integer.parse(text) do
+      {port, ""} when port in 1..65_535 -> port
+      _ -> usage!("--host #{given}: #{inspect(text)} is not a port number")
+    end
+  end
+
+  defp patterns!([]), do: nil
+  defp patterns!(list), do: Enum.map(list, &pattern!/1)
+
+  defp pattern!("/" <> _ = text) when byte_size(text) > 2 do
+    if String.ends_with?(text, "/") do
+      case Regex.compile(binary_part(text, 1, byte_size(text) - 2)) do
+        {:ok, regex} -> regex
+        {:error, {why, at}} -> usage!("bad regex #{text}: #{why} at #{at}")
+      end
+    else
+      text
+    end
+  end
+
+  defp pattern!(prefix), do: prefix
+
+  defp usage!(message), do: Mix.raise("tinycluster.scan: " <> message, exit_status: 2)
+
+  ## Setting up the VM
+
+  defp quietly(false, fun), do: fun.()
+
+  # JSON on stdout must be JSON only: compile messages go nowhere, errors still to stderr.
+  defp quietly(true, fun) do
+    shell = Mix.shell()
+    Mix.shell(Mix.Shell.Quiet)
+
+    try do
+      fun.()
+    after
+      Mix.shell(shell)
+    end
+  end
+
+  defp nif_loaded! do
+    Code.ensure_loaded(Tinycluster.Native)
+
+    with {path, reason} <- Tinycluster.Native.load_error() do
+      Mix.shell().error(
+        "tinycluster.scan: the NIF did not load from #{path}.so: #{inspect(reason)}"
+      )
+
+      exit({:shutdown, 1})
+    end
+  end
+
+  defp distribute!(flags) do
+    if Node.alive?() do
+      :ok
+    else
+      {name, domain} =
+        cond do
+          flags[:name] -> {flags[:name], :longnames}
+          flags[:sname] -> {flags[:sname], :shortnames}
+          true -> {"tinycluster_scan", :shortnames}
+        end
+
+      # Hidden, and no listener: EPMD does not list this VM, so its name is unique on the
+      # host whatever it is, no poller probes it, and the probes need no listener.
+      opts = %{name_domain: domain, hidden: true, dist_listen: false}
+
+      case :net_kernel.start(String.to_atom(name), opts) do
+        {:ok, _} ->
+          :ok
+
+        {:error, reason} ->
+          Mix.shell().error(
+            "tinycluster.scan: could not make this VM the node #{name} (#{domain}): " <>
+              inspect(reason)
+          )
+
+          exit({:shutdown, 1})
+      end
+    end
+  end
+
+  ## Output
+
+  defp text(%{hosts: hosts, candidates: candidates, duration_us: us}) do
+    host_rows =
+      for h <- hosts do
+        [
+          h.label,
+          endpoint(h.address, h.epmd_port),
+          Format.latency(h.latency_us),
+          Format.host_status(h)
+        ]
+      end
+
+    candidate_rows =
+      for c <- candidates do
+        [c.name, c.host, Format.state(c.state), Format.latency(c.latency_us), Format.describe(c)]
+      end
+
+    [
+      "tinycluster scan from #{node()}: #{length(hosts)} #{plural(hosts, "host")}, " <>
+        "#{length(candidates)} #{plural(candidates, "candidate")} in #{Format.latency(us)}\n\n",
+      table(["HOST", "EPMD", "LATENCY", "ANSWER"], host_rows),
+      "\n",
+      if(candidates == [],
+        do: "No candidates.\n",
+        else: table(["NODE", "HOST", "STATE", "PROBE", "REASON"], candidate_rows)
+      )
+    ]
+  end
+
+  defp table(headers, rows) do
+    widths =
+      headers
+      |> Enum.with_index()
+      |> Enum.map(fn {header, i} -> Format.width(Enum.map(rows, &Enum.at(&1, i)), header) end)
+
+    for line <- [headers | rows], do: Format.row(Enum.zip(line, widths))
+  end
+
+  defp endpoint(address, port) do
+    if String.contains?(address, ":"), do: "[#{address}]:#{port}", else: "#{address}:#{port}"
+  end
+
+  defp plural([_], word), do: word
+  defp plural(_, word), do: word <> "s"
+
+  defp json(%{hosts: hosts, candidates: candidates, duration_us: us}) do
+    %{
+      node: Atom.to_string(node()),
+      duration_us: us,
+      hosts:
+        for h <- hosts do
+          %{
+            label: h.label,
+            address: h.address,
+            epmd_port: h.epmd_port,
+            latency_us: h.latency_us,
+            status: if(h.status == :ok, do: "ok", else: "error"),
+            reason: Format.reason(elem_or_nil(h.status)),
+            description: Format.host_status(h),
+            names: h.names,
+            malformed: Enum.map(h.malformed, &inspect/1)
+          }
+        end,
+      candidates:
+        for c <- candidates do
+          %{
+            name: c.name,
+            host: c.host,
+            address: c.address,
+            port: c.port,
+            state: c.state,
+            reason: Format.reason(c.reason),
+            description: Format.describe(c),
+            latency_us: c.latency_us
+          }
+        end
+    }
+  end
+
+  defp elem_or_nil({:error, reason}), do: reason
+  defp elem_or_nil(_), do: nil
+end

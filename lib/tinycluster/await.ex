@@ -1,0 +1,193 @@
+defmodule Tinycluster.Await do
+  @moduledoc """
+  `Tinycluster.await/1`: waiting until the cluster has formed, on the poller's own
+  notifications.
+
+  The waiter never asks the poller in a loop. It monitors the poller with an alias
+  (`:erlang.monitor/3` with `alias: :demonitor`) and registers that alias with it once; the
+  poller answers with its status, and sends its status again to every registered alias at
+  the end of each scan, when a connection attempt ends and when a node goes up or down.
+  The waiter checks its condition on each of those, and nothing else wakes it.
+
+  When the wait ends, however it ends, the waiter removes the monitor, which also
+  deactivates the alias: a notification already on its way is dropped by the runtime, so
+  the caller's mailbox (a `GenServer`'s, during `init/1`) never sees a stray message. The
+  poller monitors each waiter and forgets it when it unregisters or dies.
+
+  The poller's side is three small functions (`subscribe/3`, `unsubscribe/2`, `notify/2`)
+  over an opaque map, so that the poller keeps one job.
+  """
+
+  alias Tinycluster.Filter
+
+  @typedoc "The waiters a poller notifies: the poller's monitor of each, to its alias."
+  @opaque subscribers :: %{reference() => reference()}
+
+  @default_timeout 5_000
+
+  @doc """
+  Waits for the cluster; see `Tinycluster.await/1` for the options and the results.
+  """
+  @spec await(keyword()) ::
+          :ok
+          | {:ok, [node()]}
+          | {:error,
+             {:timeout, Tinycluster.status()}
+             | {:not_running, GenServer.server()}
+             | {:poller_down, term()}
+             | {:poller_unresponsive, pid()}}
+  def await(opts \\ []) do
+    {server, timeout, min_nodes} = options!(opts)
+    deadline = if timeout == :infinity, do: :infinity, else: now() + timeout
+
+    case GenServer.whereis(server) do
+      nil -> {:error, {:not_running, server}}
+      poller -> subscribe_and_wait(poller, min_nodes, deadline)
+    end
+  end
+
+  defp subscribe_and_wait(poller, min_nodes, deadline) do
+    alias = :erlang.monitor(:process, poller, alias: :demonitor)
+
+    # The subscription's answer is the poller's status now, so even `timeout: 0` (a
+    # readiness check) waits for it; a poller that gives none within 5 s is stuck.
+    try do
+      GenServer.call(poller, {:tinycluster_subscribe, alias}, max(remaining(deadline), 5_000))
+    catch
+      :exit, {:timeout, _} -> finish(alias, poller, {:error, {:poller_unresponsive, poller}})
+      :exit, {reason, _} -> finish(alias, poller, {:error, {:poller_down, reason}})
+    else
+      {:ok, status} -> check(alias, poller, min_nodes, deadline, status)
+    end
+  end
+
+  defp check(alias, poller, min_nodes, deadline, status) do
+    case done(status, min_nodes) do
+      false -> wait(alias, poller, min_nodes, deadline, status)
+      result -> finish(alias, poller, result)
+    end
+  end
+
+  defp wait(alias, poller, min_nodes, deadline, status) do
+    receive do
+      {:tinycluster_status, ^alias, status} ->
+        check(alias, poller, min_nodes, deadline, status)
+
+      {:DOWN, ^alias, :process, _, reason} ->
+        {:error, {:poller_down, reason}}
+    after
+      remaining(deadline) ->
+        finish(alias, poller, {:error, {:timeout, status}})
+    end
+  end
+
+  # Removing the monitor deactivates the alias too; the flush takes what arrived before.
+  defp finish(alias, poller, result) do
+    Process.demonitor(alias, [:flush])
+    GenServer.cast(poller, {:tinycluster_unsubscribe, alias})
+    flush(alias)
+    result
+  end
+
+  defp flush(alias) do
+    receive do
+      {:tinycluster_status, ^alias, _} -> flush(alias)
+    after
+      0 -> :ok
+    end
+  end
+
+  @doc """
+  The result of the wait for this `status`, or `false` while the condition is not met.
+
+  With `min_nodes`, `{:ok, nodes}` once this node is connected to that many visible nodes.
+  Without, `:ok` once a scan has finished and no candidate is left that the poller would
+  still connect: none `:connecting`, and none `:live` that it would connect.
+  """
+  @spec done(Tinycluster.status(), nil | non_neg_integer()) :: false | :ok | {:ok, [node()]}
+  def done(_status, min_nodes) when is_integer(min_nodes) do
+    nodes = Node.list(:visible)
+    length(nodes) >= min_nodes && {:ok, nodes}
+  end
+
+  def done(%{scans: scans, candidates: candidates, options: opts}, nil) do
+    scans > 0 and not Enum.any?(candidates, fn {_, c} -> pending?(c, opts) end) && :ok
+  end
+
+  defp pending?(%{state: :connecting}, _opts), do: true
+
+  defp pending?(%{state: :live, name: name}, opts),
+    do: opts.connect and Filter.allowed?(opts, name)
+
+  defp pending?(_candidate, _opts), do: false
+
+  defp options!(opts) do
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError, "Tinycluster.await/1 takes a keyword list, got: #{inspect(opts)}"
+    end
+
+    Enum.each(opts, fn
+      {:server, _} -> :ok
+      {:timeout, t} when t == :infinity or (is_integer(t) and t >= 0) -> :ok
+      {:min_nodes, n} when is_integer(n) and n >= 0 -> :ok
+      {key, value} when key in [:timeout, :min_nodes] -> invalid!(key, value)
+      {key, _} -> raise ArgumentError, "unknown Tinycluster.await/1 option #{inspect(key)}"
+    end)
+
+    {Keyword.get(opts, :server, Tinycluster), Keyword.get(opts, :timeout, @default_timeout),
+     Keyword.get(opts, :min_nodes)}
+  end
+
+  defp invalid!(key, value) do
+    expected =
+      if key == :timeout,
+        do: "a non-negative integer of milliseconds or :infinity",
+        else: "a non-negative integer"
+
+    raise ArgumentError,
+          "invalid value for Tinycluster.await/1 option #{inspect(key)}: #{inspect(value)} " <>
+            "(expected #{expected})"
+  end
+
+  defp now, do: System.monotonic_time(:millisecond)
+  defp remaining(:infinity), do: :infinity
+  defp remaining(deadline), do: max(deadline - now(), 0)
+
+  ## The poller's side
+
+  @doc false
+  @spec subscribers() :: subscribers()
+  def subscribers, do: %{}
+
+  @doc false
+  # Registers the waiter `pid`, reached at `alias`; the poller forgets it when it dies.
+  @spec subscribe(subscribers(), pid(), reference()) :: subscribers()
+  def subscribe(subscribers, pid, alias) do
+    Map.put(subscribers, Process.monitor(pid), alias)
+  end
+
+  @doc false
+  # Forgets the waiter at `alias`, or the one whose monitor `ref` fired.
+  @spec unsubscribe(subscribers(), reference()) :: subscribers()
+  def unsubscribe(subscribers, ref) do
+    case Enum.find(subscribers, fn {monitor, alias} -> ref in [monitor, alias] end) do
+      nil ->
+        subscribers
+
+      {monitor, _} ->
+        Process.demonitor(monitor, [:flush])
+        Map.delete(subscribers, monitor)
+    end
+  end
+
+  @doc false
+  # Sends the status to every waiter; `status` is a function so that no one waiting costs
+  # nothing.
+  @spec notify(subscribers(), (() -> Tinycluster.status())) :: :ok
+  def notify(subscribers, _status) when map_size(subscribers) == 0, do: :ok
+
+  def notify(subscribers, status) do
+    status = status.()
+    Enum.each(subscribers, fn {_, alias} -> send(alias, {:tinycluster_status, alias, status}) end)
+  end
+end
