@@ -8,7 +8,7 @@ defmodule Tinycluster.Poller do
   use GenServer
   require Logger
 
-  alias Tinycluster.{Candidate, Discovery, Filter, Hosts, Native, Options, Telemetry}
+  alias Tinycluster.{Candidate, Discovery, Filter, Hosts, Native, Options, Telemetry, Tls}
 
   # A candidate no longer listed anywhere is forgotten after this long, so that the status
   # of a node with many short-lived nodes (remote shells, scripts) stays bounded.
@@ -32,6 +32,7 @@ defmodule Tinycluster.Poller do
       candidates: %{},
       hosts: %{},
       connecting: %{},
+      tls: %{},
       last_scan: nil,
       scans: 0,
       warned_not_distributed: false,
@@ -90,7 +91,7 @@ defmodule Tinycluster.Poller do
   defp poll(%{scan: %{}} = state), do: state
 
   defp poll(state) do
-    case Discovery.request(state.opts, Node.list(:connected)) do
+    case Discovery.request(state.opts, Node.list(:connected), state.tls) do
       {:ok, request} ->
         state |> warn_hosts_once() |> start_scan(request)
 
@@ -180,7 +181,7 @@ defmodule Tinycluster.Poller do
         old -> merge(old, probed, now)
       end
 
-    state
+    %{state | tls: Tls.learn(state.tls, probed)}
     |> put_candidate(key, entry)
     |> maybe_connect(key)
   end
@@ -218,6 +219,7 @@ defmodule Tinycluster.Poller do
       state
       | scan: nil,
         scans: state.scans + 1,
+        tls: Map.take(state.tls, Map.keys(state.candidates)),
         last_scan: %{
           at: DateTime.utc_now(),
           duration_us: report.duration_us,
@@ -387,7 +389,7 @@ defmodule Tinycluster.Poller do
       {_, :not_allowed} when state.opts.connect ->
         :ok
 
-      {_, bad} when bad in [:not_allowed, :name_mismatch, :bad_reply] ->
+      {_, bad} when bad in [:not_allowed, :name_mismatch, :bad_reply, :tls] ->
         log(state, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
 
       {:connected, :down} ->

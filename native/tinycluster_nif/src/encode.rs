@@ -27,6 +27,9 @@ mod atoms {
         claimed,
         long_name,
         short_name,
+        tls,
+        alert,
+        server_hello,
     }
 }
 
@@ -76,6 +79,8 @@ pub fn host<'a>(env: Env<'a>, report: &HostReport) -> Term<'a> {
 }
 
 /// Encodes a candidate as `%{host, alive, name, address, port, state, reason, latency_us}`.
+/// A TLS listener is `state: :tls` (reason `:alert` or `:server_hello`: how it was told), or
+/// `state: :live, reason: :tls` for a local node that runs TLS distribution.
 pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
     let nil = atoms::nil().encode(env);
     let (state, reason, latency) = match &c.probe {
@@ -96,6 +101,13 @@ pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
                     (atoms::busy(), atoms::alive().encode(env))
                 }
                 Outcome::Busy(_) => (atoms::busy(), atoms::nok().encode(env)),
+                Outcome::Tls(crate::probe::TlsSeen::Alert) => {
+                    (atoms::tls(), atoms::alert().encode(env))
+                }
+                Outcome::Tls(crate::probe::TlsSeen::ServerHello) => {
+                    (atoms::tls(), atoms::server_hello().encode(env))
+                }
+                Outcome::TlsLive => (atoms::live(), atoms::tls().encode(env)),
                 Outcome::Unreachable(e) => (atoms::unreachable(), e.encode(env)),
                 Outcome::BadReply(e) => (atoms::bad_reply(), e.encode(env)),
             };

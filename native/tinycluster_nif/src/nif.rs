@@ -30,6 +30,8 @@ mod atoms {
         inet6,
         nil,
         unknown_scan,
+        tls,
+        all,
     }
 }
 
@@ -96,11 +98,14 @@ struct ScanOpts {
     gate: bool,
 }
 
-/// A scan request: the options every caller gives, and `family` (`:inet`, `:inet6` or nil),
-/// the local node's distribution family, which a caller may leave out.
+/// A scan request: the options every caller gives, and two a caller may leave out: `family`
+/// (`:inet`, `:inet6` or nil), the local node's distribution family, and `tls`: `:all` (the
+/// local node runs TLS distribution) or a list of `{host_label, alive, port}` to probe with
+/// the TLS ClientHello.
 struct Request {
     opts: ScanOpts,
     family: Option<Family>,
+    tls: scan::TlsProbes,
 }
 
 impl<'a> Decoder<'a> for Request {
@@ -112,12 +117,29 @@ impl<'a> Decoder<'a> for Request {
             Ok(value) if atoms::nil() == value => None,
             Ok(_) => return Err(rustler::Error::RaiseAtom("badarg")),
         };
+        let tls = match term.map_get(atoms::tls()) {
+            Err(_) => scan::TlsProbes::None,
+            Ok(value) if atoms::all() == value => scan::TlsProbes::All,
+            Ok(value) if atoms::nil() == value => scan::TlsProbes::None,
+            Ok(value) => {
+                let listed: Vec<(String, String, u16)> = value.decode()?;
+                if listed.len() > MAX_TLS_LISTED {
+                    return Err(rustler::Error::RaiseAtom("badarg"));
+                }
+                scan::TlsProbes::Listed(listed.into_iter().collect())
+            }
+        };
         Ok(Request {
             opts: term.decode()?,
             family,
+            tls,
         })
     }
 }
+
+/// The most `{host, alive, port}` a request may name for TLS probes: far more than any host
+/// lists (EPMD replies are capped at 1024 names).
+const MAX_TLS_LISTED: usize = 65_536;
 
 /// The longest a deadline may be, so that a scan always ends.
 const MAX_TIMEOUT_MS: u64 = 60_000;
@@ -152,6 +174,7 @@ fn validate(opts: ScanOpts) -> Result<scan::ScanSpec, &'static str> {
         probe_timeout: Duration::from_millis(opts.probe_timeout_ms),
         epmd_timeout: Duration::from_millis(opts.epmd_timeout_ms),
         gate: None,
+        tls: scan::TlsProbes::None,
     })
 }
 
@@ -176,7 +199,7 @@ where
 /// is probed until [`admit`] answers with the names to probe.
 #[rustler::nif]
 fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
-    let Request { opts, family } = request;
+    let Request { opts, family, tls } = request;
     let runtime = match RUNTIME.as_ref() {
         Ok(rt) => rt,
         Err(e) => return (atoms::error(), Error::Internal(e.clone())).encode(env),
@@ -186,6 +209,7 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
         Ok(spec) => spec,
         Err(why) => return (atoms::error(), (atoms::badarg(), why)).encode(env),
     };
+    spec.tls = tls;
     // The local node's own name tells its naming mode, as net_kernel reads it.
     let local = scan::Local {
         naming: Naming::of_node(&spec.local_name),

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::epmd::{self, Malformed, Names};
 use crate::error::Error;
 use crate::naming::Naming;
-use crate::probe::{self, Outcome, Probe, ProbeRequest};
+use crate::probe::{self, FirstFlight, Outcome, Probe, ProbeRequest, TlsSeen};
 use crate::resolve::{self, Family};
 
 /// The most probes in flight at once across one scan, so that one scan of many hosts stays
@@ -67,6 +67,36 @@ impl std::fmt::Debug for Gate {
     }
 }
 
+/// Which candidates a scan probes with the TLS ClientHello rather than `send_name`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TlsProbes {
+    /// None: the local node runs plain distribution and knows no TLS listener.
+    #[default]
+    None,
+    /// These `(host label, alive, port)`: listeners that answered TLS before. Per port, so a
+    /// node that restarts on a new port is asked in plain distribution again.
+    Listed(HashSet<(String, String, u16)>),
+    /// Every candidate: the local node runs TLS distribution, so a live TLS listener is a node
+    /// it can connect ([`Outcome::TlsLive`]).
+    All,
+}
+
+impl TlsProbes {
+    /// The first flight for a candidate of host `label`.
+    pub fn first_flight(&self, label: &str, alive: &str, port: u16) -> FirstFlight {
+        let tls = match self {
+            TlsProbes::None => false,
+            TlsProbes::Listed(set) => set.contains(&(label.to_owned(), alive.to_owned(), port)),
+            TlsProbes::All => true,
+        };
+        if tls {
+            FirstFlight::ClientHello
+        } else {
+            FirstFlight::SendName
+        }
+    }
+}
+
 /// Everything one pass needs.
 #[derive(Debug, Clone)]
 pub struct ScanSpec {
@@ -86,6 +116,8 @@ pub struct ScanSpec {
     pub epmd_timeout: Duration,
     /// When set, each host's names pass through it before any is probed.
     pub gate: Option<Gate>,
+    /// Which candidates get the TLS ClientHello.
+    pub tls: TlsProbes,
 }
 
 /// What one host's EPMD said.
@@ -245,8 +277,14 @@ async fn scan_host(
                 probe_name: &spec.probe_name,
                 creation: spec.creation,
                 timeout: spec.probe_timeout,
+                first_flight: spec
+                    .tls
+                    .first_flight(&host.label, &candidate.alive, candidate.port),
             };
             let mut result = probe::probe(&request).await;
+            if spec.tls == TlsProbes::All && result.outcome == Outcome::Tls(TlsSeen::ServerHello) {
+                result.outcome = Outcome::TlsLive;
+            }
             if let Outcome::Live { name, .. } = &result.outcome {
                 let name = name.clone();
                 let host_part = name.split_once('@').map_or("", |(_, h)| h);

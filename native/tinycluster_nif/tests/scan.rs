@@ -43,6 +43,7 @@ fn spec(hosts: Vec<HostSpec>) -> ScanSpec {
         probe_timeout: Duration::from_secs(10),
         epmd_timeout: Duration::from_secs(10),
         gate: None,
+        tls: scan::TlsProbes::None,
     }
 }
 
