@@ -4,9 +4,16 @@ defmodule Tinycluster.Candidate do
 
   `Tinycluster.scan/1` returns these straight from a probe; `Tinycluster.status/1` returns
   them with the poller's bookkeeping filled in: `first_seen` and `last_seen` (when EPMD
-  last listed it), `attempts` (failed connection attempts in a row), `retry_in_ms` (how long
-  until the next attempt, while backing off; `retry_at` is the same in monotonic
-  milliseconds) and `description` (the state in words, from `describe/1`).
+  last listed it), `attempts` (failed probes or connection attempts in a row, at this port),
+  `retry_in_ms` (how long until it is probed or connected again, while backing off;
+  `retry_at` is the same in monotonic milliseconds) and `description` (the state in words,
+  from `describe/1`).
+
+  A candidate that is `:rejected`, `:unreachable`, `:not_allowed`, `:tls` or `:bad_reply`
+  is left alone, probe included, until its retry: exponentially later from `:interval` up
+  to `:max_backoff` (`:unreachable` up to two intervals, since its probe stays open: see
+  the README's "What a peer sees"). A node listed at a new port (it restarted) starts over
+  and is probed at once.
 
   `name` is always the full node name as a string. `node` is the same name as an atom, but
   only once a probe has proven the name live (or the node is already connected): tinycluster

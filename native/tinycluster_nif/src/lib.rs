@@ -8,6 +8,7 @@
 //! - [`resolve`]: host name resolution off the runtime's workers, one lookup per name.
 //! - [`probe`]: one candidate: connect, `send_name` (or the ClientHello), answer, close; one
 //!   deadline.
+//! - [`park`]: the probe of a silent (frozen) node kept open rather than replaced each scan.
 //! - [`scan`]: a whole pass over many hosts and candidates, concurrently, streaming results.
 //! - [`error`]: the one error type and its Erlang encoding.
 //! - [`encode`]: reports as Erlang terms (feature `nif`).
@@ -24,6 +25,7 @@ pub mod epmd;
 pub mod error;
 pub mod handshake;
 pub mod naming;
+pub mod park;
 pub mod probe;
 pub mod resolve;
 pub mod scan;

@@ -1,6 +1,6 @@
 //! The NIF entry points and the process-wide runtime they spawn scans on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +32,7 @@ mod atoms {
         unknown_scan,
         tls,
         all,
+        hold,
     }
 }
 
@@ -106,6 +107,7 @@ struct Request {
     opts: ScanOpts,
     family: Option<Family>,
     tls: scan::TlsProbes,
+    hold: HashSet<(String, String, u16)>,
 }
 
 impl<'a> Decoder<'a> for Request {
@@ -121,25 +123,33 @@ impl<'a> Decoder<'a> for Request {
             Err(_) => scan::TlsProbes::None,
             Ok(value) if atoms::all() == value => scan::TlsProbes::All,
             Ok(value) if atoms::nil() == value => scan::TlsProbes::None,
-            Ok(value) => {
-                let listed: Vec<(String, String, u16)> = value.decode()?;
-                if listed.len() > MAX_TLS_LISTED {
-                    return Err(rustler::Error::RaiseAtom("badarg"));
-                }
-                scan::TlsProbes::Listed(listed.into_iter().collect())
-            }
+            Ok(value) => scan::TlsProbes::Listed(listed(value)?),
+        };
+        let hold = match term.map_get(atoms::hold()) {
+            Err(_) => HashSet::new(),
+            Ok(value) => listed(value)?,
         };
         Ok(Request {
             opts: term.decode()?,
             family,
             tls,
+            hold,
         })
     }
 }
 
-/// The most `{host, alive, port}` a request may name for TLS probes: far more than any host
-/// lists (EPMD replies are capped at 1024 names).
-const MAX_TLS_LISTED: usize = 65_536;
+/// The most `{host, alive, port}` a request may name in `tls` or `hold`: far more than any
+/// host lists (EPMD replies are capped at 1024 names).
+const MAX_LISTED: usize = 65_536;
+
+/// Decodes a list of `{host_label, alive, port}`, at most [`MAX_LISTED`].
+fn listed(term: Term<'_>) -> NifResult<HashSet<(String, String, u16)>> {
+    let listed: Vec<(String, String, u16)> = term.decode()?;
+    if listed.len() > MAX_LISTED {
+        return Err(rustler::Error::RaiseAtom("badarg"));
+    }
+    Ok(listed.into_iter().collect())
+}
 
 /// The longest a deadline may be, so that a scan always ends.
 const MAX_TIMEOUT_MS: u64 = 60_000;
@@ -175,6 +185,9 @@ fn validate(opts: ScanOpts) -> Result<scan::ScanSpec, &'static str> {
         epmd_timeout: Duration::from_millis(opts.epmd_timeout_ms),
         gate: None,
         tls: scan::TlsProbes::None,
+        hold: HashSet::new(),
+        // A poller's scans come back for a parked probe every interval: see park.rs.
+        park: true,
     })
 }
 
@@ -199,7 +212,12 @@ where
 /// is probed until [`admit`] answers with the names to probe.
 #[rustler::nif]
 fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
-    let Request { opts, family, tls } = request;
+    let Request {
+        opts,
+        family,
+        tls,
+        hold,
+    } = request;
     let runtime = match RUNTIME.as_ref() {
         Ok(rt) => rt,
         Err(e) => return (atoms::error(), Error::Internal(e.clone())).encode(env),
@@ -210,6 +228,7 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
         Err(why) => return (atoms::error(), (atoms::badarg(), why)).encode(env),
     };
     spec.tls = tls;
+    spec.hold = hold;
     // The local node's own name tells its naming mode, as net_kernel reads it.
     let local = scan::Local {
         naming: Naming::of_node(&spec.local_name),

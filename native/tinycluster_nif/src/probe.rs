@@ -8,6 +8,7 @@
 //! whole exchange, so a frozen node (which still accepts TCP) costs at most `timeout`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,7 +19,7 @@ use crate::handshake::{self, Status, MAX_CHALLENGE_LEN, MAX_STATUS_LEN};
 use crate::tls::{self, Answer, RECORD_HEADER_LEN};
 
 /// What a probe sends first, which decides the protocol of the whole exchange.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum FirstFlight {
     /// The plain distribution `send_name`.
     #[default]
@@ -96,22 +97,22 @@ pub struct Probe {
     pub latency: Duration,
 }
 
-/// How far the exchange got, to tell "unreachable" from "answered badly" on a timeout.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    BeforeStatus,
-    AfterStatusStarted,
-}
-
 /// Probes one candidate. Never fails: every failure is an [`Outcome`].
 pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
+    probe_watched(req, &AtomicBool::new(false)).await
+}
+
+/// Probes one candidate like [`probe`], and sets `answered` as soon as the first byte of an
+/// answer arrives: a caller that stops waiting before the deadline (see [`crate::park`])
+/// tells from it a silent peer from one that stalled in the middle of its answer.
+pub async fn probe_watched(req: &ProbeRequest<'_>, answered: &AtomicBool) -> Probe {
     let start = Instant::now();
-    let mut phase = Phase::BeforeStatus;
-    let result = tokio::time::timeout(req.timeout, exchange(req, &mut phase)).await;
+    let result = tokio::time::timeout(req.timeout, exchange(req, answered)).await;
+    let answered = answered.load(Ordering::Relaxed);
     let outcome = match result {
         Ok(Ok(outcome)) => outcome,
-        Ok(Err(e)) => unreachable_or_bad(phase, e),
-        Err(_elapsed) => unreachable_or_bad(phase, Error::Timeout),
+        Ok(Err(e)) => unreachable_or_bad(answered, e),
+        Err(_elapsed) => unreachable_or_bad(answered, Error::Timeout),
     };
     Probe {
         outcome,
@@ -119,22 +120,24 @@ pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
     }
 }
 
-fn unreachable_or_bad(phase: Phase, e: Error) -> Outcome {
-    match (phase, &e) {
-        (Phase::BeforeStatus, Error::Timeout | Error::Refused | Error::Closed | Error::Io(_)) => {
+/// Before any byte of an answer, a failure means nobody is there to talk; after it, the peer
+/// answered badly.
+fn unreachable_or_bad(answered: bool, e: Error) -> Outcome {
+    match (answered, &e) {
+        (false, Error::Timeout | Error::Refused | Error::Closed | Error::Io(_)) => {
             Outcome::Unreachable(e)
         }
         _ => Outcome::BadReply(e),
     }
 }
 
-async fn exchange(req: &ProbeRequest<'_>, phase: &mut Phase) -> Result<Outcome, Error> {
+async fn exchange(req: &ProbeRequest<'_>, answered: &AtomicBool) -> Result<Outcome, Error> {
     let stream = TcpStream::connect(req.addr).await?;
     // The frames are tiny and each waits for an answer: Nagle would only add delay.
     stream.set_nodelay(true)?;
     match req.first_flight {
-        FirstFlight::SendName => distribution(req, stream, phase).await,
-        FirstFlight::ClientHello => client_hello(stream, phase).await,
+        FirstFlight::SendName => distribution(req, stream, answered).await,
+        FirstFlight::ClientHello => client_hello(stream, answered).await,
     }
 }
 
@@ -142,7 +145,7 @@ async fn exchange(req: &ProbeRequest<'_>, phase: &mut Phase) -> Result<Outcome, 
 async fn distribution(
     req: &ProbeRequest<'_>,
     mut stream: TcpStream,
-    phase: &mut Phase,
+    answered: &AtomicBool,
 ) -> Result<Outcome, Error> {
     let send_name =
         handshake::encode_send_name(req.probe_name, handshake::PROBE_FLAGS, req.creation);
@@ -150,7 +153,7 @@ async fn distribution(
 
     let mut header = [0u8; 2];
     stream.read_exact(&mut header[..1]).await?;
-    *phase = Phase::AfterStatusStarted;
+    answered.store(true, Ordering::Relaxed);
     stream.read_exact(&mut header[1..]).await?;
     if handshake::is_tls_alert(header) {
         return Ok(Outcome::Tls(TlsSeen::Alert));
@@ -186,11 +189,11 @@ async fn distribution(
 
 /// The TLS exchange: the ClientHello, then the first record of the answer, as far as it tells
 /// a ServerHello from an alert.
-async fn client_hello(mut stream: TcpStream, phase: &mut Phase) -> Result<Outcome, Error> {
+async fn client_hello(mut stream: TcpStream, answered: &AtomicBool) -> Result<Outcome, Error> {
     stream.write_all(tls::client_hello()).await?;
     let mut answer = [0u8; RECORD_HEADER_LEN + 2];
     stream.read_exact(&mut answer[..1]).await?;
-    *phase = Phase::AfterStatusStarted;
+    answered.store(true, Ordering::Relaxed);
     stream.read_exact(&mut answer[1..RECORD_HEADER_LEN]).await?;
     let header = answer[..RECORD_HEADER_LEN].try_into().expect("5 bytes");
     let len = tls::answer_len(&header)?;

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use crate::epmd::{self, Malformed, Names};
 use crate::error::Error;
 use crate::naming::Naming;
+use crate::park;
 use crate::probe::{self, FirstFlight, Outcome, Probe, ProbeRequest, TlsSeen};
 use crate::resolve::{self, Family};
 
@@ -118,6 +119,12 @@ pub struct ScanSpec {
     pub gate: Option<Gate>,
     /// Which candidates get the TLS ClientHello.
     pub tls: TlsProbes,
+    /// Candidates not to probe now, as `(host label, alive, port)`: held back after a
+    /// failure, reported as held. Per port, so a node that restarts is probed at once.
+    pub hold: HashSet<(String, String, u16)>,
+    /// Park the probes that meet only silence ([`crate::park`]) rather than close them at
+    /// the deadline.
+    pub park: bool,
 }
 
 /// What one host's EPMD said.
@@ -148,8 +155,10 @@ pub struct CandidateReport {
     pub address: String,
     /// Its distribution port.
     pub port: u16,
-    /// The probe, or `None` for a candidate in the skip set.
+    /// The probe, or `None` for a candidate in the skip set or held back.
     pub probe: Option<Probe>,
+    /// Whether it was held back (in [`ScanSpec::hold`]) rather than probed.
+    pub held: bool,
 }
 
 /// What one scan hands to its callback, as it happens.
@@ -256,11 +265,18 @@ async fn scan_host(
             address: address.ip().to_string(),
             port: entry.port,
             probe: None,
+            held: false,
         };
         if candidate.name == spec.local_name {
             continue;
         }
-        if spec.skip.contains(&candidate.name) {
+        let key = (
+            candidate.host.clone(),
+            candidate.alive.clone(),
+            candidate.port,
+        );
+        candidate.held = spec.hold.contains(&key);
+        if candidate.held || spec.skip.contains(&candidate.name) {
             sink(Event::Candidate(candidate.clone()));
             probes.spawn(async move { Some(candidate) });
             continue;
@@ -281,7 +297,11 @@ async fn scan_host(
                     .tls
                     .first_flight(&host.label, &candidate.alive, candidate.port),
             };
-            let mut result = probe::probe(&request).await;
+            let mut result = if spec.park {
+                park::probe(&request).await
+            } else {
+                probe::probe(&request).await
+            };
             if spec.tls == TlsProbes::All && result.outcome == Outcome::Tls(TlsSeen::ServerHello) {
                 result.outcome = Outcome::TlsLive;
             }

@@ -182,6 +182,8 @@ fn spec(epmd: SocketAddr, tls: TlsProbes) -> ScanSpec {
         epmd_timeout: LONG,
         gate: None,
         tls,
+        hold: HashSet::new(),
+        park: false,
     }
 }
 
