@@ -76,8 +76,8 @@ defmodule Tinycluster.TlsNodes do
   end
 
   @doc """
-  Starts a TLS node that runs a tinycluster poller with `poller_opts` (an Erlang term in
-  text) and prints, every 200 ms, `nodes [...]` and a line `state name state reason` per
+  Starts a node that runs a tinycluster poller with `poller_opts` (an Erlang term in text):
+  a TLS node with option file `conf`, or a plain one for `conf` nil. It prints, every 200 ms, `nodes [...]` and a line `state name state reason` per
   candidate, for `lines/1` and `await_line/3` to read.
   """
   def start_poller(conf, poller_opts, opts \\ []) do
@@ -101,7 +101,8 @@ defmodule Tinycluster.TlsNodes do
     end).
     """
 
-    args = args(conf) ++ Enum.flat_map(paths, &["-pa", &1]) ++ ["-eval", eval]
+    tls = if conf, do: args(conf), else: []
+    args = tls ++ Enum.flat_map(paths, &["-pa", &1]) ++ ["-eval", eval]
     TestNodes.start(Keyword.put(opts, :args, args ++ Keyword.get(opts, :args, [])))
   end
 
