@@ -64,7 +64,7 @@ defmodule Tinycluster do
 
   A probe has `:probe_timeout` and ends in a `Tinycluster.Candidate` state: `:unreachable`
   (reason `:timeout`, `:econnrefused` or `:closed`), `:bad_reply` (`{:frame_too_large, n}`,
-  `{:malformed, text}`, `{:unknown_status, text}`, `{:tls_alert, name}`, `:closed` or
+  `{:malformed, text}`, `{:unknown_status, text}`, `{:tls_alert, name}`, `:not_tls`, `:closed` or
   `:timeout`), `:tls` (`:alert` or `:server_hello`: a TLS distribution node, for a node
   that runs plain TCP) or `:name_mismatch` (`{:claimed, name}`), none of them ever
   connected. No atom is made of a name until a probe proved it live.

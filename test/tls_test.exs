@@ -75,8 +75,9 @@ defmodule Tinycluster.TlsTest do
       a = TlsNodes.start(ctx.conf.tls13, epmd)
       b = TlsNodes.start(ctx.conf.tls12, epmd)
       other = TlsNodes.start(ctx.conf.tls12, [cookie: "another_cookie"] ++ epmd)
+      plain = TestNodes.start([args: ["-kernel", "logger_level", "all"]] ++ epmd)
       Process.sleep(1_000)
-      for node <- [a, b, other], do: TlsNodes.lines(node)
+      for node <- [a, b, other, plain], do: TlsNodes.lines(node)
 
       poller =
         TlsNodes.start_poller(
@@ -94,6 +95,8 @@ defmodule Tinycluster.TlsTest do
       # The other-cookie node refused: rejected, and (with backoff) not retried at once.
       TlsNodes.await_line(poller, &(&1 == "state #{other.name} rejected connect_failed"))
       TlsNodes.await_line(poller, &(&1 == "state #{a.name} connected nil"))
+      # A plain node closes on the TLS hello at once, and says nothing about it.
+      TlsNodes.await_line(poller, &(&1 == "state #{plain.name} bad_reply not_tls"))
       Process.sleep(2_000)
 
       # Probes from the first poll were ClientHellos: the peers logged no notice, warning or
@@ -102,6 +105,8 @@ defmodule Tinycluster.TlsTest do
         reports = TlsNodes.reports(TlsNodes.lines(node))
         assert Map.drop(reports, ["PROGRESS"]) == %{}, "#{node.alive}: #{inspect(reports)}"
       end
+
+      assert TlsNodes.reports(TlsNodes.lines(plain)) == %{}
 
       # The other-cookie node logs the one refused connection attempt, not one per poll.
       other_reports = TlsNodes.reports(TlsNodes.lines(other))

@@ -46,7 +46,8 @@ defmodule Tinycluster.Candidate do
       that runs TLS distribution itself sees such a node as `:live` with reason `:tls`, and
       connects it: see "TLS distribution" in the README for what is verified then.
     * `:bad_reply` - the port answered bytes that are not the distribution protocol (or,
-      to a TLS probe, a TLS alert: `{:tls_alert, name}`).
+      to a TLS probe, a TLS alert: `{:tls_alert, name}`; or `:not_tls`: it closed on the TLS
+      hello, as a plain TCP node does for a node that runs TLS distribution).
     * `:down` - was connected, and the connection went down.
     * `:gone` - no longer listed by its host's EPMD.
 
@@ -204,6 +205,11 @@ defmodule Tinycluster.Candidate do
     do:
       "uses TLS distribution (a live TLS listener); this node runs plain TCP distribution " <>
         "and cannot connect it"
+
+  defp describe(:bad_reply, :not_tls),
+    do:
+      "closed on the TLS hello: a plain TCP distribution node, which this node (running " <>
+        "TLS distribution) cannot connect"
 
   defp describe(:bad_reply, {:tls_alert, alert}),
     do: "its port speaks TLS but refused the probe's TLS hello (alert #{inspect(alert)})"

@@ -41,6 +41,10 @@ pub enum Error {
     /// (`{:tls_alert, name}` for the alerts RFC 8446 names, `{:tls_alert, n}` otherwise).
     #[error("TLS alert {0}")]
     TlsAlert(u8),
+    /// The port closed on the TLS ClientHello without a word, as a plain distribution node
+    /// does (`:not_tls`).
+    #[error("closed on the TLS hello: not a TLS listener")]
+    NotTls,
     /// The scan's owner did not say in time which names to probe (`:filter_timeout`).
     #[error("no answer from the filter in time")]
     FilterTimeout,
@@ -82,6 +86,7 @@ mod atoms {
         too_many_names,
         filter_timeout,
         tls_alert,
+        not_tls,
         internal,
     }
 }
@@ -107,6 +112,7 @@ impl rustler::Encoder for Error {
                     .map_or_else(|| n.encode(env), |atom| atom.encode(env));
                 (atoms::tls_alert(), what).encode(env)
             }
+            Error::NotTls => atoms::not_tls().encode(env),
             Error::FilterTimeout => atoms::filter_timeout().encode(env),
             Error::Internal(text) => (atoms::internal(), text).encode(env),
         }

@@ -192,7 +192,14 @@ async fn distribution(
 async fn client_hello(mut stream: TcpStream, answered: &AtomicBool) -> Result<Outcome, Error> {
     stream.write_all(tls::client_hello()).await?;
     let mut answer = [0u8; RECORD_HEADER_LEN + 2];
-    stream.read_exact(&mut answer[..1]).await?;
+    // A TLS server answers every ClientHello, if only with an alert; a plain distribution
+    // node closes on it at once (see `tls::CLIENT_HELLO_LEN`).
+    if let Err(e) = stream.read_exact(&mut answer[..1]).await {
+        return Err(match Error::from(e) {
+            Error::Closed => Error::NotTls,
+            other => other,
+        });
+    }
     answered.store(true, Ordering::Relaxed);
     stream.read_exact(&mut answer[1..RECORD_HEADER_LEN]).await?;
     let header = answer[..RECORD_HEADER_LEN].try_into().expect("5 bytes");

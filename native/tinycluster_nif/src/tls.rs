@@ -65,6 +65,14 @@ const X25519_SHARE: [u8; 32] = [
 /// no key from it, and a fixed hello keeps the bytes on the wire testable.
 const RANDOM: [u8; 32] = *b"tinycluster probe: live or not?!";
 
+/// The length of the whole hello, padded to it with the `padding` extension (RFC 7685): a
+/// plain distribution node reads the hello's first two bytes, `16 03`, as the length of a
+/// 5635-byte frame. A hello of exactly 2 + 5635 bytes is then one whole frame for it, whose
+/// first byte is no `send_name`, so it closes at once, silently (OTP's `dist_util` shuts
+/// the connection down as `no_node`), instead of waiting its setup timeout (7 s) for the
+/// rest with the probe's socket open.
+pub const CLIENT_HELLO_LEN: usize = 2 + 0x1603;
+
 /// What the first record of a TLS listener's answer says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
@@ -84,7 +92,8 @@ pub enum Answer {
 ///
 /// TLS 1.2 and 1.3 compatible: `supported_versions` offers 1.3 and 1.2, with an x25519 key
 /// share for 1.3 and the ECDHE groups, point format and renegotiation extensions a 1.2
-/// server expects. No server name: distribution servers do not ask for one.
+/// server expects. No server name: distribution servers do not ask for one. Padded to
+/// [`CLIENT_HELLO_LEN`] bytes, for the plain nodes that may get it.
 pub fn client_hello() -> &'static [u8] {
     static HELLO: Lazy<Vec<u8>> = Lazy::new(build_client_hello);
     &HELLO
@@ -103,6 +112,12 @@ fn build_client_hello() -> Vec<u8> {
     extension(&mut extensions, 0x0033, &list16(&share));
     // renegotiation_info, empty: a first handshake that supports secure renegotiation.
     extension(&mut extensions, 0xFF01, &[0]);
+    // padding, last, up to CLIENT_HELLO_LEN: the fixed part is 9 bytes of record and
+    // handshake headers, 67 of body before the extensions and 2 of their length, and the
+    // padding extension's own 4-byte header.
+    let fixed = 5 + 4 + 2 + 32 + 1 + 2 + 2 * CIPHER_SUITES.len() + 2 + 2 + 4;
+    let padding = vec![0; CLIENT_HELLO_LEN - fixed - extensions.len()];
+    extension(&mut extensions, 0x0015, &padding);
 
     let mut body = vec![0x03, 0x03]; // legacy_version: TLS 1.2
     body.extend_from_slice(&RANDOM);
@@ -222,8 +237,8 @@ mod tests {
     #[test]
     fn client_hello_is_byte_exact() {
         let mut expected: Vec<u8> = vec![
-            0x16, 0x03, 0x01, 0x00, 0xA9, // record: handshake, TLS 1.0, 169 bytes
-            0x01, 0x00, 0x00, 0xA5, // ClientHello, 165 bytes
+            0x16, 0x03, 0x01, 0x16, 0x00, // record: handshake, TLS 1.0, 5632 bytes
+            0x01, 0x00, 0x15, 0xFC, // ClientHello, 5628 bytes
             0x03, 0x03, // legacy_version
         ];
         expected.extend_from_slice(b"tinycluster probe: live or not?!");
@@ -234,7 +249,7 @@ mod tests {
             0xCC, 0xA9, 0xCC, 0xA8, 0xC0, 0x23, 0xC0, 0x27, 0x00, 0x9E, 0x00, 0x9F,
         ]);
         expected.extend_from_slice(&[0x01, 0x00]); // compression: null
-        expected.extend_from_slice(&[0x00, 0x62]); // 98 bytes of extensions
+        expected.extend_from_slice(&[0x15, 0xB9]); // 5561 bytes of extensions
         expected.extend_from_slice(&[0x00, 0x2B, 0x00, 0x05, 0x04, 0x03, 0x04, 0x03, 0x03]);
         expected.extend_from_slice(&[
             0x00, 0x0A, 0x00, 0x08, 0x00, 0x06, 0x00, 0x1D, 0x00, 0x17, 0x00, 0x18,
@@ -247,6 +262,9 @@ mod tests {
         expected.extend_from_slice(&[0x00, 0x33, 0x00, 0x26, 0x00, 0x24, 0x00, 0x1D, 0x00, 0x20]);
         expected.extend_from_slice(&X25519_SHARE);
         expected.extend_from_slice(&[0xFF, 0x01, 0x00, 0x01, 0x00]);
+        // padding: 5459 zero bytes, to 5637 bytes in all.
+        expected.extend_from_slice(&[0x00, 0x15, 0x15, 0x53]);
+        expected.resize(5637, 0);
         assert_eq!(client_hello(), expected.as_slice());
         // Built once: the same allocation every call.
         assert!(std::ptr::eq(client_hello(), client_hello()));

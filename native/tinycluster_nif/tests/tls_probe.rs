@@ -88,6 +88,11 @@ fn assert_client_hello(bytes: &[u8]) {
         bytes.len() - 5
     );
     assert_eq!(bytes[5], 0x01);
+    // A plain distribution node's frame: 2 bytes of length, then exactly that many bytes.
+    assert_eq!(
+        bytes.len(),
+        2 + u16::from_be_bytes([bytes[0], bytes[1]]) as usize
+    );
     let body = u32::from_be_bytes([0, bytes[6], bytes[7], bytes[8]]) as usize;
     assert_eq!(body, bytes.len() - 9);
 }
@@ -142,8 +147,8 @@ async fn a_record_cut_short_is_a_bad_reply_and_a_silent_port_unreachable() {
     assert_eq!(result.outcome, Outcome::BadReply(Error::Timeout));
     peer.await.unwrap();
 
-    // A plain distribution node reads the hello's first two bytes as a 5635-byte frame and
-    // waits for the rest: to the TLS probe it is silent until the deadline.
+    // A node that reads the hello as something else and waits for more is silent until the
+    // deadline.
     let plain = FakePeer::start(Script::Silent).await;
     let timeout = Duration::from_millis(400);
     let started = Instant::now();
@@ -153,7 +158,7 @@ async fn a_record_cut_short_is_a_bad_reply_and_a_silent_port_unreachable() {
 }
 
 #[tokio::test]
-async fn a_peer_that_closes_at_once_is_unreachable() {
+async fn a_peer_that_closes_on_the_hello_is_not_tls() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let closer = tokio::spawn(async move {
@@ -162,7 +167,7 @@ async fn a_peer_that_closes_at_once_is_unreachable() {
         stream.read_exact(&mut hello).await.unwrap();
     });
     let result = probe(&request(addr, LONG)).await;
-    assert_eq!(result.outcome, Outcome::Unreachable(Error::Closed));
+    assert_eq!(result.outcome, Outcome::BadReply(Error::NotTls));
     closer.await.unwrap();
 }
 
