@@ -29,12 +29,17 @@ defmodule Bench.Scenario.Cost do
   alias Bench.{Approach, Driver, Epmd, Proc, Stats, VM}
 
   @approaches [:none | Approach.all()]
+  # The other side of the trade-off, for the hung and thawed targets only: tinycluster with
+  # its silent probes closed at the deadline (not parked) and `:unreachable` backing off up
+  # to 8 intervals instead of 2.
+  @variants [:tinycluster_unparked]
 
   def run(ctx) do
     window = if ctx.smoke, do: 3_000, else: 60_000
 
     jobs =
       for(target <- [:hung, :cookie, :thaw], approach <- @approaches, do: {target, approach}) ++
+        for(target <- [:hung, :thaw], variant <- @variants, do: {target, variant}) ++
         for target <- peer_targets(ctx), do: {target, :tinycluster}
 
     results =
@@ -80,7 +85,7 @@ defmodule Bench.Scenario.Cost do
     m = Driver.start_measuring(ctx, "m")
     Driver.settle(ctx, [node, m])
     :ok = VM.freeze(node)
-    if approach != :none, do: VM.call(m, Approach, :start_polling, [approach, []])
+    start(m, approach)
     Process.sleep(div(window, 3))
     VM.thaw(node)
     thawed = System.monotonic_time(:millisecond)
@@ -123,7 +128,7 @@ defmodule Bench.Scenario.Cost do
     {:ok, names} = Epmd.names(ctx.epmd)
     port = names |> Map.new() |> Map.fetch!(hung.alive)
 
-    if approach != :none, do: VM.call(m, Approach, :start_polling, [approach, []])
+    start(m, approach)
     Process.sleep(window)
     tcp = Proc.tcp_port(port)
     polls = VM.call(m, __MODULE__, :child_polls, [approach])
@@ -193,6 +198,15 @@ defmodule Bench.Scenario.Cost do
     end
   end
 
+  defp start(_m, :none), do: :ok
+
+  defp start(m, :tinycluster_unparked) do
+    :ok = VM.call(m, Application, :put_env, [:tinycluster, :park_silent_probes, false])
+    VM.call(m, Approach, :start_polling, [:tinycluster, []])
+  end
+
+  defp start(m, approach), do: VM.call(m, Approach, :start_polling, [approach, []])
+
   defp snapshot(vm) do
     %{stats: VM.call(vm, :bench_node, :stats, []), cpu: Proc.cpu_ns(vm.os_pid)}
   end
@@ -200,7 +214,10 @@ defmodule Bench.Scenario.Cost do
   @doc false
   # In the measuring node: how many attempts the approach made.
   def child_polls(:none), do: 0
-  def child_polls(:tinycluster), do: Tinycluster.status(:bench_poller).scans
+
+  def child_polls(tinycluster) when tinycluster in [:tinycluster | @variants],
+    do: Tinycluster.status(:bench_poller).scans
+
   def child_polls(_baseline), do: Approach.polls()
 
   ## Report
@@ -211,7 +228,7 @@ defmodule Bench.Scenario.Cost do
     cpu = fn rs -> rs |> Enum.map(& &1.cpu_ms) |> Stats.spread(&ms_value/1) end
 
     hung_rows =
-      for approach <- @approaches do
+      for approach <- @approaches ++ @variants do
         rs = by[{:hung, approach}]
 
         "| #{label(approach)} | #{cell.(rs, :polls)} | #{cell.(rs, :queue)} | " <>
@@ -227,7 +244,7 @@ defmodule Bench.Scenario.Cost do
       end
 
     thaw_rows =
-      for approach <- @approaches do
+      for approach <- @approaches ++ @variants do
         rs = by[{:thaw, approach}]
         waits = for %{thaw_ms: ms} when ms != nil <- rs, do: ms
         missed = Enum.count(rs, &(&1.thaw_ms == nil))
@@ -306,5 +323,9 @@ defmodule Bench.Scenario.Cost do
   defp peer_label(:tls), do: "TLS distribution node, plain poller"
 
   defp label(:none), do: "none (control)"
+
+  defp label(:tinycluster_unparked),
+    do: "tinycluster, probes not parked, `:unreachable` capped at 8 intervals"
+
   defp label(approach), do: Bench.Scenario.Hung.label(approach)
 end

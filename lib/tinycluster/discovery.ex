@@ -3,7 +3,7 @@ defmodule Tinycluster.Discovery do
   # scan. The one place that knows how node names and probe names are made.
   @moduledoc false
 
-  alias Tinycluster.{Candidate, Filter, Hosts, Native, Options, Tls}
+  alias Tinycluster.{Backoff, Candidate, Filter, Hosts, Native, Options, Tls}
 
   # The probe claims a fixed name per poller: distinct between pollers (so they never answer
   # for each other) and never a fresh one per probe, since the peer makes an atom of it.
@@ -31,7 +31,8 @@ defmodule Tinycluster.Discovery do
          probe_timeout_ms: opts.probe_timeout,
          epmd_timeout_ms: opts.epmd_timeout,
          gate: Filter.active?(opts),
-         tls: Tls.probes(tls_known)
+         tls: Tls.probes(tls_known),
+         park: Backoff.park?()
        }}
     else
       {:error, :not_distributed}

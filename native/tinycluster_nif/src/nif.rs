@@ -33,6 +33,8 @@ mod atoms {
         tls,
         all,
         hold,
+        park,
+        false_ = "false",
     }
 }
 
@@ -99,15 +101,17 @@ struct ScanOpts {
     gate: bool,
 }
 
-/// A scan request: the options every caller gives, and two a caller may leave out: `family`
-/// (`:inet`, `:inet6` or nil), the local node's distribution family, and `tls`: `:all` (the
+/// A scan request: the options every caller gives, and some a caller may leave out: `family`
+/// (`:inet`, `:inet6` or nil), the local node's distribution family; `tls`: `:all` (the
 /// local node runs TLS distribution) or a list of `{host_label, alive, port}` to probe with
-/// the TLS ClientHello.
+/// the TLS ClientHello; `hold`: such a list not to probe now; `park`: `false` to close
+/// silent probes at their deadline rather than park them.
 struct Request {
     opts: ScanOpts,
     family: Option<Family>,
     tls: scan::TlsProbes,
     hold: HashSet<(String, String, u16)>,
+    park: bool,
 }
 
 impl<'a> Decoder<'a> for Request {
@@ -129,11 +133,17 @@ impl<'a> Decoder<'a> for Request {
             Err(_) => HashSet::new(),
             Ok(value) => listed(value)?,
         };
+        // `park: false` closes silent probes at their deadline (see park.rs); default true.
+        let park = match term.map_get(atoms::park()) {
+            Ok(value) => atoms::false_() != value,
+            Err(_) => true,
+        };
         Ok(Request {
             opts: term.decode()?,
             family,
             tls,
             hold,
+            park,
         })
     }
 }
@@ -217,6 +227,7 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
         family,
         tls,
         hold,
+        park,
     } = request;
     let runtime = match RUNTIME.as_ref() {
         Ok(rt) => rt,
@@ -229,6 +240,7 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
     };
     spec.tls = tls;
     spec.hold = hold;
+    spec.park = park;
     // The local node's own name tells its naming mode, as net_kernel reads it.
     let local = scan::Local {
         naming: Naming::of_node(&spec.local_name),
