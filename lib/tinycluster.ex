@@ -44,9 +44,11 @@ defmodule Tinycluster do
       1-arity functions of the full node name; see `Tinycluster.Filter`. Default: all.
     * `:include_hidden` - also connect hidden nodes. Default `false`.
     * `:log` - `false`, or the lowest level of the poller's log lines. Default `:info`.
-    * `:max_backoff` - the longest wait, in milliseconds, between connection attempts to a
-      node that refused one (another cookie, or an allow list); the node is not probed in
-      between. Attempts back off exponentially from `:interval`. Default `60000`.
+    * `:max_backoff` - the longest wait, in milliseconds, before a node that failed is
+      probed or connected again: one that refused a connection (another cookie, or an
+      allow list), answered `:not_allowed`, `:bad_reply` or `:tls`; the node is not probed
+      in between. Waits grow exponentially from `:interval`, per node name and port; an
+      `:unreachable` node waits two intervals at most. Default `60000`.
 
   Options are validated when the poller starts; a bad one raises an `ArgumentError` that
   names it.
@@ -73,9 +75,10 @@ defmodule Tinycluster do
 
   A probe has `:probe_timeout` and ends in a `Tinycluster.Candidate` state: `:unreachable`
   (reason `:timeout`, `:econnrefused` or `:closed`), `:bad_reply` (`{:frame_too_large, n}`,
-  `{:malformed, text}`, `{:unknown_status, text}`, `:tls`, `:closed` or `:timeout`) or
-  `:name_mismatch` (`{:claimed, name}`), none of them ever connected. No atom is made of
-  a name until a probe proved it live.
+  `{:malformed, text}`, `{:unknown_status, text}`, `{:tls_alert, name}`, `:not_tls`, `:closed` or
+  `:timeout`), `:tls` (`:alert` or `:server_hello`: a TLS distribution node, for a node
+  that runs plain TCP) or `:name_mismatch` (`{:claimed, name}`), none of them ever
+  connected. No atom is made of a name until a probe proved it live.
 
   ## Waiting for the cluster
 

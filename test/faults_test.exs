@@ -171,14 +171,16 @@ defmodule Tinycluster.FaultsTest do
       assert late.name in Node.list()
       refute frozen.name in Node.list(:connected)
 
-      # Each scan waits for the frozen node's probe, and no longer.
+      # No scan waits for the frozen node longer than its probe timeout; after the first, its
+      # probe is parked (or the node held back), so scans need not wait for it at all.
       for _ <- 1..3 do
         at = scans(poller)
         wait_scans(poller, at + 1)
         %{last_scan: %{duration_us: us}} = Tinycluster.status(poller)
-        assert us >= probe_timeout * 1_000 * 0.9
         assert us < (probe_timeout + 3_000) * 1_000
       end
+
+      assert candidate(poller, frozen).state == :unreachable
 
       TestNodes.thaw(frozen)
       wait_state(poller, frozen, :connected)

@@ -4,9 +4,16 @@ defmodule Tinycluster.Candidate do
 
   `Tinycluster.scan/1` returns these straight from a probe; `Tinycluster.status/1` returns
   them with the poller's bookkeeping filled in: `first_seen` and `last_seen` (when EPMD
-  last listed it), `attempts` (failed connection attempts in a row), `retry_in_ms` (how long
-  until the next attempt, while backing off; `retry_at` is the same in monotonic
-  milliseconds) and `description` (the state in words, from `describe/1`).
+  last listed it), `attempts` (failed probes or connection attempts in a row, at this port),
+  `retry_in_ms` (how long until it is probed or connected again, while backing off;
+  `retry_at` is the same in monotonic milliseconds) and `description` (the state in words,
+  from `describe/1`).
+
+  A candidate that is `:rejected`, `:unreachable`, `:not_allowed`, `:tls` or `:bad_reply`
+  is left alone, probe included, until its retry: exponentially later from `:interval` up
+  to `:max_backoff` (`:unreachable` up to two intervals, since its probe stays open: see
+  the README's "What a peer sees"). A node listed at a new port (it restarted) starts over
+  and is probed at once.
 
   `name` is always the full node name as a string. `node` is the same name as an atom, but
   only once a probe has proven the name live (or the node is already connected): tinycluster
@@ -31,7 +38,16 @@ defmodule Tinycluster.Candidate do
       (`{:claimed, name}`), or the node runs with the other naming mode (`{:long_name, name}`
       or `{:short_name, name}`), which Erlang cannot connect.
     * `:busy` - the node answered `nok` or `alive` (a handshake with us already in flight).
-    * `:bad_reply` - the port answered bytes that are not the distribution protocol.
+    * `:tls` - a node using TLS distribution (`-proto_dist inet_tls`), while this node runs
+      plain TCP distribution, so the two cannot connect. `reason` says how it was told:
+      `:alert` (it answered the plain probe with a TLS alert, which its `ssl` logs as a
+      notice) or `:server_hello` (it answered a TLS ClientHello, silently). After the first,
+      the node is probed only with the ClientHello, for as long as it keeps its port. A node
+      that runs TLS distribution itself sees such a node as `:live` with reason `:tls`, and
+      connects it: see "TLS distribution" in the README for what is verified then.
+    * `:bad_reply` - the port answered bytes that are not the distribution protocol (or,
+      to a TLS probe, a TLS alert: `{:tls_alert, name}`; or `:not_tls`: it closed on the TLS
+      hello, as a plain TCP node does for a node that runs TLS distribution).
     * `:down` - was connected, and the connection went down.
     * `:gone` - no longer listed by its host's EPMD.
 
@@ -71,6 +87,7 @@ defmodule Tinycluster.Candidate do
           | :name_mismatch
           | :busy
           | :bad_reply
+          | :tls
           | :down
           | :gone
 
@@ -136,6 +153,12 @@ defmodule Tinycluster.Candidate do
   def describe(%__MODULE__{state: state, reason: reason}), do: describe(state, reason)
 
   defp describe(:connected, _), do: "connected"
+
+  defp describe(:live, :tls),
+    do:
+      "a live TLS distribution listener under the name EPMD lists (TLS confirms no name); " <>
+        "not connected"
+
   defp describe(:live, _), do: "answered the probe; not connected"
   defp describe(:connecting, _), do: "answered the probe; connecting"
   defp describe(:hidden, _), do: "a hidden node: answered the probe, not connected"
@@ -173,8 +196,23 @@ defmodule Tinycluster.Candidate do
   defp describe(:name_mismatch, _), do: "the node at this port calls itself by another name"
   defp describe(:busy, _), do: "busy with a handshake with this node; asked again next poll"
 
-  defp describe(:bad_reply, :tls),
-    do: "its port speaks TLS: a node using TLS distribution, which tinycluster cannot probe"
+  defp describe(:tls, :alert),
+    do:
+      "uses TLS distribution (it answered the plain probe with a TLS alert); this node runs " <>
+        "plain TCP distribution and cannot connect it; probed with a TLS hello from now on"
+
+  defp describe(:tls, _),
+    do:
+      "uses TLS distribution (a live TLS listener); this node runs plain TCP distribution " <>
+        "and cannot connect it"
+
+  defp describe(:bad_reply, :not_tls),
+    do:
+      "closed on the TLS hello: a plain TCP distribution node, which this node (running " <>
+        "TLS distribution) cannot connect"
+
+  defp describe(:bad_reply, {:tls_alert, alert}),
+    do: "its port speaks TLS but refused the probe's TLS hello (alert #{inspect(alert)})"
 
   defp describe(:bad_reply, reason),
     do: "its port does not speak the distribution protocol: #{inspect(reason)}"

@@ -3,15 +3,18 @@ defmodule Tinycluster.Discovery do
   # scan. The one place that knows how node names and probe names are made.
   @moduledoc false
 
-  alias Tinycluster.{Candidate, DnsSeed, Filter, Hosts, Native, Options}
+  alias Tinycluster.{Backoff, Candidate, DnsSeed, Filter, Hosts, Native, Options, Tls}
 
   # The probe claims a fixed name per poller: distinct between pollers (so they never answer
   # for each other) and never a fresh one per probe, since the peer makes an atom of it.
   @probe_prefix "tinycluster_probe_"
 
-  @doc "The NIF request for one scan, or `{:error, :not_distributed}`."
-  @spec request(Options.t(), [node()]) :: {:ok, map()} | {:error, :not_distributed}
-  def request(%Options{} = opts, skip) do
+  @doc """
+  The NIF request for one scan, or `{:error, :not_distributed}`. `tls_known` are the TLS
+  listeners seen so far (see `Tinycluster.Tls`), which get the TLS probe.
+  """
+  @spec request(Options.t(), [node()], Tls.known()) :: {:ok, map()} | {:error, :not_distributed}
+  def request(%Options{} = opts, skip, tls_known \\ %{}) do
     if Node.alive?() do
       [alive, host] = node() |> Atom.to_string() |> String.split("@", parts: 2)
       probe_name = probe_name(alive, host, opts.name)
@@ -27,7 +30,9 @@ defmodule Tinycluster.Discovery do
          skip: Enum.map(skip, &Atom.to_string/1),
          probe_timeout_ms: opts.probe_timeout,
          epmd_timeout_ms: opts.epmd_timeout,
-         gate: Filter.active?(opts)
+         gate: Filter.active?(opts),
+         tls: Tls.probes(tls_known),
+         park: Backoff.park?()
        }}
     else
       {:error, :not_distributed}

@@ -10,6 +10,7 @@ defmodule Tinycluster.Poller do
 
   alias Tinycluster.{
     Await,
+    Backoff,
     Candidate,
     Discovery,
     DnsSeed,
@@ -17,7 +18,8 @@ defmodule Tinycluster.Poller do
     Hosts,
     Native,
     Options,
-    Telemetry
+    Telemetry,
+    Tls
   }
 
   # A candidate no longer listed anywhere is forgotten after this long, so that the status
@@ -43,6 +45,7 @@ defmodule Tinycluster.Poller do
       hosts: %{},
       dns: DnsSeed.new(opts.hosts),
       connecting: %{},
+      tls: %{},
       last_scan: nil,
       scans: 0,
       warned_not_distributed: false,
@@ -128,7 +131,7 @@ defmodule Tinycluster.Poller do
   defp poll(%{scan: %{}} = state), do: state
 
   defp poll(state) do
-    case Discovery.request(state.opts, Node.list(:connected)) do
+    case Discovery.request(state.opts, Node.list(:connected), state.tls) do
       {:ok, request} ->
         state |> warn_hosts_once() |> look_up_seeds(request)
 
@@ -176,11 +179,10 @@ defmodule Tinycluster.Poller do
   end
 
   defp start_scan(state, request) do
-    # A candidate that refused a connection is left alone, probe included, until its next
-    # attempt is due: a node with an allow list logs an error for every probe it refuses.
-    # The gate keeps its name from being probed; the scan still tells if it is listed.
-    held = held_back(state)
-    request = if MapSet.size(held) > 0, do: %{request | gate: true}, else: request
+    # A candidate that failed is left alone, probe included, until it is due (see Backoff);
+    # the scan still reports it as listed, and probes it at once at a new port.
+    now_ms = System.monotonic_time(:millisecond)
+    request = Map.put(request, :hold, Backoff.holds(state.candidates, now_ms))
 
     case Native.start_scan(request) do
       {:ok, id} ->
@@ -197,7 +199,7 @@ defmodule Tinycluster.Poller do
           }
         )
 
-        scan = %{id: id, started: now, request: request, held: held, kept: MapSet.new()}
+        scan = %{id: id, started: now, request: request}
         %{state | scan: scan, warned_not_distributed: false}
 
       {:error, reason} ->
@@ -214,11 +216,9 @@ defmodule Tinycluster.Poller do
 
   ## Scan events
 
-  defp handle_event({:listed, {index, label, names}}, state) do
-    {kept, names} = Enum.split_with(names, &MapSet.member?(state.scan.held, {label, &1}))
-    Discovery.admit(state.opts, state.scan.request, state.scan.id, {index, label, names})
-    kept = MapSet.union(state.scan.kept, MapSet.new(kept, &{label, &1}))
-    %{state | scan: %{state.scan | kept: kept}}
+  defp handle_event({:listed, listed}, state) do
+    Discovery.admit(state.opts, state.scan.request, state.scan.id, listed)
+    state
   end
 
   defp handle_event({:host, host}, state) do
@@ -229,6 +229,9 @@ defmodule Tinycluster.Poller do
     %{state | hosts: Map.put(state.hosts, host.label, host)}
   end
 
+  # Held back: still listed (the scan's report says so), nothing new to learn.
+  defp handle_event({:candidate, %{state: :held}}, state), do: state
+
   defp handle_event({:candidate, map}, state) do
     probed = Candidate.from_native(map)
     key = {probed.host, probed.alive}
@@ -237,16 +240,17 @@ defmodule Tinycluster.Poller do
     entry =
       case Map.get(state.candidates, key) do
         nil -> %Candidate{probed | first_seen: now, last_seen: now}
-        old -> merge(old, probed, now)
+        old -> merge(Backoff.restarted(old, probed), probed, now)
       end
+      |> Backoff.after_probe(state.opts, System.monotonic_time(:millisecond))
 
-    state
+    %{state | tls: Tls.learn(state.tls, probed)}
     |> put_candidate(key, entry)
     |> maybe_connect(key)
   end
 
   defp handle_event({:done, report}, state) do
-    listed = MapSet.new(report.candidates, &{&1.host, &1.alive}) |> MapSet.union(state.scan.kept)
+    listed = MapSet.new(report.candidates, &{&1.host, &1.alive})
     answered = for %{status: :ok, label: label} <- report.hosts, into: MapSet.new(), do: label
     # A host no longer asked is an address that left a DNS seed's answer.
     asked = MapSet.new(state.scan.request.hosts, & &1.label)
@@ -288,6 +292,7 @@ defmodule Tinycluster.Poller do
       | scan: nil,
         hosts: Map.take(state.hosts, MapSet.to_list(asked)),
         scans: state.scans + 1,
+        tls: Map.take(state.tls, Map.keys(state.candidates)),
         last_scan: %{
           at: DateTime.utc_now(),
           duration_us: report.duration_us,
@@ -372,13 +377,6 @@ defmodule Tinycluster.Poller do
          (entry.node != nil and entry.state == :hidden and opts.include_hidden))
   end
 
-  defp held_back(state) do
-    for {key, %Candidate{state: :rejected} = entry} <- state.candidates,
-        not due?(entry),
-        into: MapSet.new(),
-        do: key
-  end
-
   defp due?(%Candidate{state: :rejected, retry_at: retry_at}),
     do: retry_at != nil and System.monotonic_time(:millisecond) >= retry_at
 
@@ -398,10 +396,6 @@ defmodule Tinycluster.Poller do
   defp after_connect(entry, :ignored, _opts), do: %{entry | state: :live}
 
   defp after_connect(entry, failure, opts) do
-    attempts = entry.attempts + 1
-    backoff = min(opts.interval * Integer.pow(2, min(attempts - 1, 20)), opts.max_backoff)
-    retry_at = System.monotonic_time(:millisecond) + backoff
-
     reason =
       cond do
         failure == false and entry.reason == :not_allowed -> :not_allowed
@@ -409,7 +403,7 @@ defmodule Tinycluster.Poller do
         true -> failure
       end
 
-    %{entry | state: :rejected, reason: reason, attempts: attempts, retry_at: retry_at}
+    Backoff.after_connect(entry, reason, opts, System.monotonic_time(:millisecond))
   end
 
   defp node_event(state, node, event) do
@@ -459,7 +453,7 @@ defmodule Tinycluster.Poller do
       {_, :not_allowed} when state.opts.connect ->
         :ok
 
-      {_, bad} when bad in [:not_allowed, :name_mismatch, :bad_reply] ->
+      {_, bad} when bad in [:not_allowed, :name_mismatch, :bad_reply, :tls] ->
         log(state, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
 
       {:connected, :down} ->

@@ -15,6 +15,7 @@ mod atoms {
         ok,
         error,
         skipped,
+        held,
         live,
         hidden,
         name_mismatch,
@@ -27,6 +28,9 @@ mod atoms {
         claimed,
         long_name,
         short_name,
+        tls,
+        alert,
+        server_hello,
     }
 }
 
@@ -76,9 +80,13 @@ pub fn host<'a>(env: Env<'a>, report: &HostReport) -> Term<'a> {
 }
 
 /// Encodes a candidate as `%{host, alive, name, address, port, state, reason, latency_us}`.
+/// A held-back candidate is `state: :held`, one in the skip set `:skipped`.
+/// A TLS listener is `state: :tls` (reason `:alert` or `:server_hello`: how it was told), or
+/// `state: :live, reason: :tls` for a local node that runs TLS distribution.
 pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
     let nil = atoms::nil().encode(env);
     let (state, reason, latency) = match &c.probe {
+        None if c.held => (atoms::held(), nil, nil),
         None => (atoms::skipped(), nil, nil),
         Some(p) => {
             let (state, reason) = match &p.outcome {
@@ -96,6 +104,13 @@ pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
                     (atoms::busy(), atoms::alive().encode(env))
                 }
                 Outcome::Busy(_) => (atoms::busy(), atoms::nok().encode(env)),
+                Outcome::Tls(crate::probe::TlsSeen::Alert) => {
+                    (atoms::tls(), atoms::alert().encode(env))
+                }
+                Outcome::Tls(crate::probe::TlsSeen::ServerHello) => {
+                    (atoms::tls(), atoms::server_hello().encode(env))
+                }
+                Outcome::TlsLive => (atoms::live(), atoms::tls().encode(env)),
                 Outcome::Unreachable(e) => (atoms::unreachable(), e.encode(env)),
                 Outcome::BadReply(e) => (atoms::bad_reply(), e.encode(env)),
             };

@@ -37,9 +37,14 @@ pub enum Error {
     /// An EPMD listing more names than the per-host cap (`{:too_many_names, n}`).
     #[error("EPMD lists more than {0} names")]
     TooManyNames(usize),
-    /// The port answered with a TLS alert: a node using TLS distribution (`:tls`).
-    #[error("the port speaks TLS, not the plain distribution protocol")]
-    TlsListener,
+    /// A TLS listener answered the ClientHello with an alert, by its description number
+    /// (`{:tls_alert, name}` for the alerts RFC 8446 names, `{:tls_alert, n}` otherwise).
+    #[error("TLS alert {0}")]
+    TlsAlert(u8),
+    /// The port closed on the TLS ClientHello without a word, as a plain distribution node
+    /// does (`:not_tls`).
+    #[error("closed on the TLS hello: not a TLS listener")]
+    NotTls,
     /// The scan's owner did not say in time which names to probe (`:filter_timeout`).
     #[error("no answer from the filter in time")]
     FilterTimeout,
@@ -80,7 +85,8 @@ mod atoms {
         reply_too_large,
         too_many_names,
         filter_timeout,
-        tls,
+        tls_alert,
+        not_tls,
         internal,
     }
 }
@@ -99,7 +105,14 @@ impl rustler::Encoder for Error {
             Error::UnknownStatus(text) => (atoms::unknown_status(), text).encode(env),
             Error::ReplyTooLarge(n) => (atoms::reply_too_large(), *n).encode(env),
             Error::TooManyNames(n) => (atoms::too_many_names(), *n).encode(env),
-            Error::TlsListener => atoms::tls().encode(env),
+            Error::TlsAlert(n) => {
+                // Atoms only from the fixed table of alert names, never from the wire.
+                let what = crate::tls::alert_name(*n)
+                    .and_then(|name| rustler::Atom::from_str(env, name).ok())
+                    .map_or_else(|| n.encode(env), |atom| atom.encode(env));
+                (atoms::tls_alert(), what).encode(env)
+            }
+            Error::NotTls => atoms::not_tls().encode(env),
             Error::FilterTimeout => atoms::filter_timeout().encode(env),
             Error::Internal(text) => (atoms::internal(), text).encode(env),
         }

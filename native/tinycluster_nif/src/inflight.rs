@@ -7,6 +7,7 @@
 //! turns per `(probe name, address)` here instead of relying on their callers.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -21,10 +22,16 @@ type Turn = Arc<tokio::sync::Mutex<()>>;
 /// the last probe that holds it, so the map stays as small as the probes in flight.
 static TURNS: Lazy<Mutex<HashMap<Key, Turn>>> = Lazy::new(|| Mutex::new(HashMap::new()));
 
-/// Probes like [`probe::probe`], after any probe in flight under the same name to the same
-/// address has ended. The wait is bounded by the request's timeout; a probe that still has
-/// no turn then is probed anyway, since a probe's own deadline ends the one it waits for.
+/// Probes like [`probe::probe`], in turn; see [`in_turn`].
 pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
+    in_turn(req, probe::probe(req)).await
+}
+
+/// Runs `probing` (a probe of `req`, made but not yet polled) after any probe in flight
+/// under the same name to the same address has ended. The wait is bounded by the request's
+/// timeout; a probe that still has no turn then runs anyway, since a probe's own deadline
+/// ends the one it waits for.
+pub async fn in_turn(req: &ProbeRequest<'_>, probing: impl Future<Output = Probe>) -> Probe {
     let key = (req.probe_name.to_owned(), req.addr);
     let turn = TURNS
         .lock()
@@ -33,10 +40,10 @@ pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
     // A poisoned map only means a panic elsewhere; probing unordered is still correct for
     // every caller that does not overlap.
     let Some(turn) = turn else {
-        return probe::probe(req).await;
+        return probing.await;
     };
     let held = tokio::time::timeout(req.timeout, turn.lock()).await.ok();
-    let result = probe::probe(req).await;
+    let result = probing.await;
     drop(held);
     if let Ok(mut turns) = TURNS.lock() {
         // Two references: the map's and this probe's. Anyone else still waits for a turn.

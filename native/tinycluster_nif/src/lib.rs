@@ -3,9 +3,12 @@
 //! Modules, from the wire up:
 //! - [`epmd`]: the `NAMES_REQ` request and the parser of its reply (bytes only).
 //! - [`handshake`]: the distribution handshake frames a probe sends and reads (bytes only).
+//! - [`tls`]: the TLS ClientHello a probe of a TLS listener sends, and its answer (bytes only).
 //! - [`naming`]: Erlang's short and long node names, and which names a node can connect to.
 //! - [`resolve`]: host name resolution off the runtime's workers, one lookup per name.
-//! - [`probe`]: one candidate: connect, `send_name`, status, challenge, close; one deadline.
+//! - [`probe`]: one candidate: connect, `send_name` (or the ClientHello), answer, close; one
+//!   deadline.
+//! - [`park`]: the probe of a silent (frozen) node kept open rather than replaced each scan.
 //! - [`inflight`]: one probe at a time per probe name and listener, across all scans.
 //! - [`scan`]: a whole pass over many hosts and candidates, concurrently, streaming results.
 //! - [`error`]: the one error type and its Erlang encoding.
@@ -24,9 +27,11 @@ pub mod error;
 pub mod handshake;
 pub mod inflight;
 pub mod naming;
+pub mod park;
 pub mod probe;
 pub mod resolve;
 pub mod scan;
+pub mod tls;
 
 #[cfg(feature = "nif")]
 mod nif;

@@ -1,6 +1,6 @@
 //! The NIF entry points and the process-wide runtime they spawn scans on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +30,11 @@ mod atoms {
         inet6,
         nil,
         unknown_scan,
+        tls,
+        all,
+        hold,
+        park,
+        false_ = "false",
     }
 }
 
@@ -96,11 +101,17 @@ struct ScanOpts {
     gate: bool,
 }
 
-/// A scan request: the options every caller gives, and `family` (`:inet`, `:inet6` or nil),
-/// the local node's distribution family, which a caller may leave out.
+/// A scan request: the options every caller gives, and some a caller may leave out: `family`
+/// (`:inet`, `:inet6` or nil), the local node's distribution family; `tls`: `:all` (the
+/// local node runs TLS distribution) or a list of `{host_label, alive, port}` to probe with
+/// the TLS ClientHello; `hold`: such a list not to probe now; `park`: `false` to close
+/// silent probes at their deadline rather than park them.
 struct Request {
     opts: ScanOpts,
     family: Option<Family>,
+    tls: scan::TlsProbes,
+    hold: HashSet<(String, String, u16)>,
+    park: bool,
 }
 
 impl<'a> Decoder<'a> for Request {
@@ -112,11 +123,42 @@ impl<'a> Decoder<'a> for Request {
             Ok(value) if atoms::nil() == value => None,
             Ok(_) => return Err(rustler::Error::RaiseAtom("badarg")),
         };
+        let tls = match term.map_get(atoms::tls()) {
+            Err(_) => scan::TlsProbes::None,
+            Ok(value) if atoms::all() == value => scan::TlsProbes::All,
+            Ok(value) if atoms::nil() == value => scan::TlsProbes::None,
+            Ok(value) => scan::TlsProbes::Listed(listed(value)?),
+        };
+        let hold = match term.map_get(atoms::hold()) {
+            Err(_) => HashSet::new(),
+            Ok(value) => listed(value)?,
+        };
+        // `park: false` closes silent probes at their deadline (see park.rs); default true.
+        let park = match term.map_get(atoms::park()) {
+            Ok(value) => atoms::false_() != value,
+            Err(_) => true,
+        };
         Ok(Request {
             opts: term.decode()?,
             family,
+            tls,
+            hold,
+            park,
         })
     }
+}
+
+/// The most `{host, alive, port}` a request may name in `tls` or `hold`: far more than any
+/// host lists (EPMD replies are capped at 1024 names).
+const MAX_LISTED: usize = 65_536;
+
+/// Decodes a list of `{host_label, alive, port}`, at most [`MAX_LISTED`].
+fn listed(term: Term<'_>) -> NifResult<HashSet<(String, String, u16)>> {
+    let listed: Vec<(String, String, u16)> = term.decode()?;
+    if listed.len() > MAX_LISTED {
+        return Err(rustler::Error::RaiseAtom("badarg"));
+    }
+    Ok(listed.into_iter().collect())
 }
 
 /// The longest a deadline may be, so that a scan always ends.
@@ -152,6 +194,10 @@ fn validate(opts: ScanOpts) -> Result<scan::ScanSpec, &'static str> {
         probe_timeout: Duration::from_millis(opts.probe_timeout_ms),
         epmd_timeout: Duration::from_millis(opts.epmd_timeout_ms),
         gate: None,
+        tls: scan::TlsProbes::None,
+        hold: HashSet::new(),
+        // A poller's scans come back for a parked probe every interval: see park.rs.
+        park: true,
     })
 }
 
@@ -176,7 +222,13 @@ where
 /// is probed until [`admit`] answers with the names to probe.
 #[rustler::nif]
 fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
-    let Request { opts, family } = request;
+    let Request {
+        opts,
+        family,
+        tls,
+        hold,
+        park,
+    } = request;
     let runtime = match RUNTIME.as_ref() {
         Ok(rt) => rt,
         Err(e) => return (atoms::error(), Error::Internal(e.clone())).encode(env),
@@ -186,6 +238,9 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
         Ok(spec) => spec,
         Err(why) => return (atoms::error(), (atoms::badarg(), why)).encode(env),
     };
+    spec.tls = tls;
+    spec.hold = hold;
+    spec.park = park;
     // The local node's own name tells its naming mode, as net_kernel reads it.
     let local = scan::Local {
         naming: Naming::of_node(&spec.local_name),

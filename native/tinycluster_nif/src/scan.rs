@@ -18,7 +18,8 @@ use crate::epmd::{self, Malformed, Names};
 use crate::error::Error;
 use crate::inflight;
 use crate::naming::Naming;
-use crate::probe::{Outcome, Probe, ProbeRequest};
+use crate::park;
+use crate::probe::{self, FirstFlight, Outcome, Probe, ProbeRequest, TlsSeen};
 use crate::resolve::{self, Family};
 
 /// The most probes in flight at once across one scan, so that one scan of many hosts stays
@@ -68,6 +69,36 @@ impl std::fmt::Debug for Gate {
     }
 }
 
+/// Which candidates a scan probes with the TLS ClientHello rather than `send_name`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TlsProbes {
+    /// None: the local node runs plain distribution and knows no TLS listener.
+    #[default]
+    None,
+    /// These `(host label, alive, port)`: listeners that answered TLS before. Per port, so a
+    /// node that restarts on a new port is asked in plain distribution again.
+    Listed(HashSet<(String, String, u16)>),
+    /// Every candidate: the local node runs TLS distribution, so a live TLS listener is a node
+    /// it can connect ([`Outcome::TlsLive`]).
+    All,
+}
+
+impl TlsProbes {
+    /// The first flight for a candidate of host `label`.
+    pub fn first_flight(&self, label: &str, alive: &str, port: u16) -> FirstFlight {
+        let tls = match self {
+            TlsProbes::None => false,
+            TlsProbes::Listed(set) => set.contains(&(label.to_owned(), alive.to_owned(), port)),
+            TlsProbes::All => true,
+        };
+        if tls {
+            FirstFlight::ClientHello
+        } else {
+            FirstFlight::SendName
+        }
+    }
+}
+
 /// Everything one pass needs.
 #[derive(Debug, Clone)]
 pub struct ScanSpec {
@@ -87,6 +118,14 @@ pub struct ScanSpec {
     pub epmd_timeout: Duration,
     /// When set, each host's names pass through it before any is probed.
     pub gate: Option<Gate>,
+    /// Which candidates get the TLS ClientHello.
+    pub tls: TlsProbes,
+    /// Candidates not to probe now, as `(host label, alive, port)`: held back after a
+    /// failure, reported as held. Per port, so a node that restarts is probed at once.
+    pub hold: HashSet<(String, String, u16)>,
+    /// Park the probes that meet only silence ([`crate::park`]) rather than close them at
+    /// the deadline.
+    pub park: bool,
 }
 
 /// What one host's EPMD said.
@@ -117,8 +156,10 @@ pub struct CandidateReport {
     pub address: String,
     /// Its distribution port.
     pub port: u16,
-    /// The probe, or `None` for a candidate in the skip set.
+    /// The probe, or `None` for a candidate in the skip set or held back.
     pub probe: Option<Probe>,
+    /// Whether it was held back (in [`ScanSpec::hold`]) rather than probed.
+    pub held: bool,
 }
 
 /// What one scan hands to its callback, as it happens.
@@ -225,11 +266,18 @@ async fn scan_host(
             address: address.ip().to_string(),
             port: entry.port,
             probe: None,
+            held: false,
         };
         if candidate.name == spec.local_name {
             continue;
         }
-        if spec.skip.contains(&candidate.name) {
+        let key = (
+            candidate.host.clone(),
+            candidate.alive.clone(),
+            candidate.port,
+        );
+        candidate.held = spec.hold.contains(&key);
+        if candidate.held || spec.skip.contains(&candidate.name) {
             sink(Event::Candidate(candidate.clone()));
             probes.spawn(async move { Some(candidate) });
             continue;
@@ -246,8 +294,23 @@ async fn scan_host(
                 probe_name: &spec.probe_name,
                 creation: spec.creation,
                 timeout: spec.probe_timeout,
+                first_flight: spec
+                    .tls
+                    .first_flight(&host.label, &candidate.alive, candidate.port),
             };
-            let mut result = inflight::probe(&request).await;
+            // Parked or not, the probe waits for its turn: never two handshakes under one
+            // name to one listener at once.
+            let probing = async {
+                if spec.park {
+                    park::probe(&request).await
+                } else {
+                    probe::probe(&request).await
+                }
+            };
+            let mut result = inflight::in_turn(&request, probing).await;
+            if spec.tls == TlsProbes::All && result.outcome == Outcome::Tls(TlsSeen::ServerHello) {
+                result.outcome = Outcome::TlsLive;
+            }
             if let Outcome::Live { name, .. } = &result.outcome {
                 let name = name.clone();
                 let host_part = name.split_once('@').map_or("", |(_, h)| h);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::ok_and_challenge;
 use tinycluster_nif::inflight;
-use tinycluster_nif::probe::{Outcome, ProbeRequest};
+use tinycluster_nif::probe::{FirstFlight, Outcome, ProbeRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -61,6 +61,7 @@ async fn three_probes(addr: SocketAddr, names: [&str; 3]) -> Vec<Outcome> {
             probe_name,
             creation: 1,
             timeout: Duration::from_secs(5),
+            first_flight: FirstFlight::SendName,
         };
         inflight::probe(&req).await.outcome
     });

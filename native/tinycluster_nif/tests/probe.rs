@@ -11,7 +11,7 @@ use common::{
 };
 use tinycluster_nif::error::Error;
 use tinycluster_nif::handshake::{Status, PROBE_FLAGS};
-use tinycluster_nif::probe::{probe, Outcome, Probe, ProbeRequest};
+use tinycluster_nif::probe::{probe, FirstFlight, Outcome, Probe, ProbeRequest, TlsSeen};
 
 const PROBE_NAME: &str = "tinycluster_probe_1@127.0.0.1";
 const CREATION: u32 = 0x0102_0304;
@@ -31,6 +31,7 @@ fn request<'a>(
         probe_name: PROBE_NAME,
         creation: CREATION,
         timeout: LONG,
+        first_flight: FirstFlight::SendName,
     }
 }
 
@@ -190,7 +191,7 @@ async fn a_tls_alert_is_told_apart_from_an_oversized_frame() {
     let peer = FakePeer::start(Script::AnswerAndClose(alert)).await;
     let started = Instant::now();
     let result = probe(&request(peer.addr, "app", None)).await;
-    assert_eq!(result.outcome, Outcome::BadReply(Error::TlsListener));
+    assert_eq!(result.outcome, Outcome::Tls(TlsSeen::Alert));
     assert!(started.elapsed() < LONG / 4, "took {:?}", started.elapsed());
     assert_send_name(&peer.seen().await.send_name);
 }

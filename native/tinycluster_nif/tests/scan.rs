@@ -43,6 +43,9 @@ fn spec(hosts: Vec<HostSpec>) -> ScanSpec {
         probe_timeout: Duration::from_secs(10),
         epmd_timeout: Duration::from_secs(10),
         gate: None,
+        tls: scan::TlsProbes::None,
+        hold: HashSet::new(),
+        park: false,
     }
 }
 
@@ -546,5 +549,31 @@ async fn a_silent_epmd_does_not_delay_another_host() {
     assert_eq!(labels, ["silent", "good"]);
     silent.seen().await;
     good.seen().await;
+    live.seen().await;
+}
+
+#[tokio::test]
+async fn held_candidates_are_reported_held_and_never_connected() {
+    let held = untouched_listener().await;
+    let live = FakePeer::start(Script::Answer(ok_and_challenge("b@vm", false))).await;
+    let held_port = held.local_addr().unwrap().port();
+    let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&format!(
+        "name a at port {held_port}\nname b at port {}\n",
+        live.addr.port()
+    ))))
+    .await;
+    let mut spec = spec(vec![host("h", epmd.addr, Some("vm"))]);
+    // `b` is held at another port: the node restarted, so it is probed.
+    spec.hold = [("h", "a", held_port), ("h", "b", 1)]
+        .into_iter()
+        .map(|(h, a, p)| (h.to_owned(), a.to_owned(), p))
+        .collect();
+    let recorder = Recorder::new();
+    scan::run(spec, recorder.sink()).await;
+    let (_, _, a) = recorder.candidate("a");
+    assert!(a.held && a.probe.is_none(), "{a:?}");
+    let (_, _, b) = recorder.candidate("b");
+    assert!(!b.held && matches!(outcome(&b), Outcome::Live { .. }));
+    assert_untouched(&held, "the held candidate").await;
     live.seen().await;
 }

@@ -1,0 +1,98 @@
+defmodule Tinycluster.Backoff do
+  # When a candidate that failed is probed (or connected) again: the numbers and the reasons
+  # in one place.
+  #
+  # Every probe that fails costs the peer something, and some peers log it each time: a node
+  # with an allow list logs "disallowed node" (`:not_allowed`), a TLS node answers a hello
+  # (`:tls`), a broken listener is woken (`:bad_reply`), a refused connection is an error
+  # line (`:rejected`). So a candidate in one of these states is held back: not probed until
+  # its `retry_at`, exponentially later from `interval` up to `:max_backoff`, counted in
+  # `attempts` per (name, port) as EPMD lists it. A new port is a restarted node, so the
+  # count starts over and the node is probed at once.
+  #
+  # `:unreachable` (silent within the probe timeout: frozen, or gone) is capped far lower,
+  # at 2 intervals (`@unreachable_cap`): the probe of a silent node is parked in the NIF (its
+  # socket kept open, see park.rs), so asking again opens no new connection on a frozen
+  # node, and a node that thaws answers the parked probe, which the next scan that asks
+  # reads. The cap is what a thawed node waits at most, beyond the scan itself.
+  #
+  # `config :tinycluster, park_silent_probes: false` (for the benchmark that measures the
+  # trade-off, bench/scenarios/cost.ex) closes silent probes at their deadline instead, and
+  # then caps `:unreachable` at 8 intervals, to keep a frozen node's queue shorter.
+  @moduledoc false
+
+  alias Tinycluster.{Candidate, Options}
+
+  # Probe outcomes that back off; `:rejected` backs off its connection attempts.
+  @probe_failures [:unreachable, :bad_reply, :not_allowed, :tls]
+  @held [:rejected | @probe_failures]
+
+  # In intervals, parked or not: measured in bench/run --only cost (see the README).
+  @unreachable_cap 2
+  @unreachable_cap_unparked 8
+
+  @doc "The wait after the `attempts`-th failure in a row of a candidate in `state`, in ms."
+  @spec delay(pos_integer(), Candidate.state(), Options.t()) :: pos_integer()
+  def delay(attempts, state, %Options{interval: interval, max_backoff: max}) do
+    exponential = interval * Integer.pow(2, min(attempts - 1, 20))
+    cap = if state == :unreachable, do: min(unreachable_cap() * interval, max), else: max
+    min(exponential, cap)
+  end
+
+  @doc "Whether silent probes are parked (the default) rather than closed at the deadline."
+  @spec park?() :: boolean()
+  def park?, do: Application.get_env(:tinycluster, :park_silent_probes, true) != false
+
+  defp unreachable_cap, do: if(park?(), do: @unreachable_cap, else: @unreachable_cap_unparked)
+
+  @doc """
+  The entry `old` with the count started over if `probed` is listed at another port (the
+  node restarted), and with the probe's own state then, so that nothing of the old node's
+  (a refusal, say) is held against the new one.
+  """
+  @spec restarted(Candidate.t(), Candidate.t()) :: Candidate.t()
+  def restarted(%Candidate{port: port} = old, %Candidate{port: port}), do: old
+
+  def restarted(old, probed),
+    do: %{old | attempts: 0, retry_at: nil, state: probed.state, reason: probed.reason}
+
+  @doc """
+  Counts a probe's outcome on the merged entry: a failure is one more attempt and a later
+  `retry_at`; a success clears both. A refusal or a connection under way keeps the count of
+  its connection attempts, which `after_connect/3` keeps. A node that answers
+  `:not_allowed` to a poller that connects is counted by its connection attempt instead.
+  """
+  @spec after_probe(Candidate.t(), Options.t(), integer()) :: Candidate.t()
+  def after_probe(%Candidate{state: state} = entry, %Options{} = opts, now_ms) do
+    cond do
+      state in [:rejected, :connecting] -> entry
+      state == :not_allowed and opts.connect -> entry
+      state in @probe_failures -> failed(entry, opts, now_ms)
+      true -> %{entry | attempts: 0, retry_at: nil}
+    end
+  end
+
+  @doc "Counts a failed connection attempt: the entry becomes `:rejected` with `reason`."
+  @spec after_connect(Candidate.t(), term(), Options.t(), integer()) :: Candidate.t()
+  def after_connect(entry, reason, opts, now_ms),
+    do: failed(%{entry | state: :rejected, reason: reason}, opts, now_ms)
+
+  defp failed(entry, opts, now_ms) do
+    attempts = entry.attempts + 1
+
+    %{entry | attempts: attempts, retry_at: now_ms + delay(attempts, entry.state, opts)}
+  end
+
+  @doc """
+  The candidates held back at `now_ms`, as the scan request's `hold` field wants them:
+  `{host label, alive, port}`. The NIF does not probe these; a node listed at another port
+  is probed.
+  """
+  @spec holds(%{{String.t(), String.t()} => Candidate.t()}, integer()) ::
+          [{String.t(), String.t(), :inet.port_number()}]
+  def holds(candidates, now_ms) do
+    for {{host, alive}, %Candidate{state: state, retry_at: at, port: port}} <- candidates,
+        state in @held and at != nil and now_ms < at,
+        do: {host, alive, port}
+  end
+end

@@ -1,0 +1,62 @@
+defmodule Tinycluster.Tls do
+  # TLS distribution, as far as probes go: whether this node runs it, and which candidates a
+  # plain node probes with the TLS ClientHello instead of the plain `send_name`.
+  #
+  # A TLS node answers the plain `send_name` with an alert, and its `ssl` logs a notice for
+  # it; it answers the ClientHello with a ServerHello, and logs nothing when the probe then
+  # closes. So a node that runs TLS distribution probes everything with the ClientHello, and
+  # a plain node probes a candidate with it once that candidate has answered TLS at the port
+  # EPMD lists: one notice per (name, port) at most, ever. A new port is a restarted node,
+  # which may run plain TCP now, so it gets the plain probe again.
+  @moduledoc false
+
+  alias Tinycluster.Candidate
+
+  @typedoc "The TLS listeners seen: `{host label, alive}` to the port that answered TLS."
+  @type known :: %{{String.t(), String.t()} => :inet.port_number()}
+
+  @doc "Whether this node runs TLS distribution (`-proto_dist inet_tls` or `inet6_tls`)."
+  @spec local?() :: boolean()
+  def local? do
+    case :init.get_argument(:proto_dist) do
+      {:ok, [[proto | _] | _]} -> proto in [~c"inet_tls", ~c"inet6_tls"]
+      _ -> false
+    end
+  end
+
+  @doc """
+  The scan request's `tls` field: `:all` when this node runs TLS distribution, else the
+  `{host label, alive, port}` of the TLS listeners in `known`.
+  """
+  @spec probes(known()) :: :all | [{String.t(), String.t(), :inet.port_number()}]
+  def probes(known) do
+    if local?(),
+      do: :all,
+      else: for({{host, alive}, port} <- known, do: {host, alive, port})
+  end
+
+  @doc """
+  Updates `known` with what a probe found: a TLS listener is remembered at its port; a
+  plain answer (at another port, since a remembered port gets the TLS probe) forgets it.
+  Other outcomes (unreachable, say) leave it as it was.
+  """
+  @spec learn(known(), Candidate.t()) :: known()
+  def learn(known, %Candidate{host: host, alive: alive, port: port} = candidate) do
+    case candidate do
+      %{state: :tls} ->
+        Map.put(known, {host, alive}, port)
+
+      %{state: :bad_reply, reason: {:tls_alert, _}} ->
+        Map.put(known, {host, alive}, port)
+
+      %{state: :live, reason: :tls} ->
+        known
+
+      %{state: state} when state in [:live, :hidden, :not_allowed, :busy, :name_mismatch] ->
+        Map.delete(known, {host, alive})
+
+      _ ->
+        known
+    end
+  end
+end

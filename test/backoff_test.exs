@@ -1,0 +1,58 @@
+defmodule Tinycluster.BackoffTest do
+  # The backoff rules on their own, with the numbers the README states; the poller tests and
+  # test/peers_test.exs show them against real nodes.
+  use ExUnit.Case, async: true
+
+  alias Tinycluster.{Backoff, Candidate, Options}
+
+  @opts Options.new!(interval: 100, max_backoff: 1_000)
+
+  defp entry(state, fields \\ []),
+    do: struct!(%Candidate{host: "h", alive: "a", port: 4000, state: state}, fields)
+
+  test "waits double from the interval up to max_backoff; unreachable up to two intervals" do
+    assert Enum.map(1..6, &Backoff.delay(&1, :bad_reply, @opts)) ==
+             [100, 200, 400, 800, 1_000, 1_000]
+
+    assert Enum.map(1..4, &Backoff.delay(&1, :unreachable, @opts)) == [100, 200, 200, 200]
+    assert Backoff.delay(1_000, :rejected, @opts) == 1_000
+  end
+
+  test "every failing probe counts; a success clears the count" do
+    for state <- [:unreachable, :bad_reply, :tls] do
+      once = Backoff.after_probe(entry(state), @opts, 0)
+      twice = Backoff.after_probe(once, @opts, 50)
+      assert {once.attempts, once.retry_at} == {1, 100}
+      assert {twice.attempts, twice.retry_at} == {2, 250}
+      assert Backoff.after_probe(%{twice | state: :live}, @opts, 60).attempts == 0
+    end
+
+    # An allow list is counted by the connection attempt when the poller connects.
+    assert Backoff.after_probe(entry(:not_allowed), @opts, 0).attempts == 0
+    no_connect = %{@opts | connect: false}
+    assert Backoff.after_probe(entry(:not_allowed), no_connect, 0).retry_at == 100
+    # A refusal keeps the count of its connection attempts.
+    rejected = entry(:rejected, attempts: 3, retry_at: 777)
+    assert Backoff.after_probe(rejected, @opts, 0) == rejected
+    assert Backoff.after_connect(rejected, :connect_failed, @opts, 0).retry_at == 800
+  end
+
+  test "a new port starts over with the new node's state" do
+    old = entry(:rejected, attempts: 5, retry_at: 10_000, reason: :connect_failed)
+    assert Backoff.restarted(old, entry(:live)) == old
+    new = Backoff.restarted(old, entry(:live, port: 4001))
+    assert {new.state, new.attempts, new.retry_at} == {:live, 0, nil}
+  end
+
+  test "holds the candidates backing off, by host, name and port, until they are due" do
+    candidates = %{
+      {"h", "a"} => entry(:unreachable, retry_at: 100),
+      {"h", "b"} => entry(:live, alive: "b", retry_at: 100),
+      {"h", "c"} => entry(:rejected, alive: "c", retry_at: 50)
+    }
+
+    assert Enum.sort(Backoff.holds(candidates, 0)) == [{"h", "a", 4000}, {"h", "c", 4000}]
+    assert Backoff.holds(candidates, 60) == [{"h", "a", 4000}]
+    assert Backoff.holds(candidates, 100) == []
+  end
+end

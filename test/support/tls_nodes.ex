@@ -1,0 +1,150 @@
+defmodule Tinycluster.TlsNodes do
+  @moduledoc """
+  Real TLS distribution nodes for the tests: a throwaway self-signed certificate made with
+  `openssl`, the `-ssl_dist_optfile` that uses it, and `erl -proto_dist inet_tls` nodes
+  started with `Tinycluster.TestNodes` (so they are stopped by pid like the others), among
+  them a node that runs a tinycluster poller itself.
+  """
+
+  alias Tinycluster.TestNodes
+
+  @doc "Whether `openssl` is here to make a certificate; the TLS tests skip without it."
+  def available?, do: System.find_executable("openssl") != nil
+
+  @doc """
+  Writes a throwaway CA, a node key and certificate it signed, and two distribution option
+  files to `dir`: `:tls12` (OTP's server defaults, TLS 1.2 on OTP 25) and `:tls13` (TLS 1.3
+  only, with client certificates required and verified, as a production cluster runs).
+  Both connect out with their certificate, TLS 1.3 or 1.2. Returns `%{tls12: path, tls13:
+  path}`.
+  """
+  def configs(dir) do
+    [ca_key, ca, key, csr, cert] =
+      Enum.map(~w(ca.key ca.pem key.pem node.csr cert.pem), &Path.join(dir, &1))
+
+    openssl!(
+      ~w(req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=tinycluster-ca) ++
+        ["-keyout", ca_key, "-out", ca]
+    )
+
+    openssl!(
+      ~w(req -newkey rsa:2048 -nodes -subj /CN=tinycluster) ++
+        ["-keyout", key, "-out", csr]
+    )
+
+    openssl!(
+      ~w(x509 -req -days 1 -CAcreateserial) ++
+        ["-in", csr, "-CA", ca, "-CAkey", ca_key, "-out", cert]
+    )
+
+    client = """
+    {client, [{certfile, "#{cert}"}, {keyfile, "#{key}"}, {cacertfile, "#{ca}"},
+              {versions, ['tlsv1.3', 'tlsv1.2']}, {verify, verify_none}]}
+    """
+
+    tls12 = Path.join(dir, "tls12.conf")
+    tls13 = Path.join(dir, "tls13.conf")
+
+    File.write!(
+      tls12,
+      ~s([{server, [{certfile, "#{cert}"}, {keyfile, "#{key}"}]},\n#{client}].\n)
+    )
+
+    File.write!(tls13, """
+    [{server, [{certfile, "#{cert}"}, {keyfile, "#{key}"}, {versions, ['tlsv1.3']},
+               {verify, verify_peer}, {fail_if_no_peer_cert, true}, {cacertfile, "#{ca}"}]},
+     #{client}].
+    """)
+
+    %{tls12: tls12, tls13: tls13}
+  end
+
+  defp openssl!(args) do
+    {_, 0} = System.cmd(System.find_executable("openssl"), args, stderr_to_stdout: true)
+  end
+
+  @doc "The `erl` arguments of a TLS distribution node with option file `conf`."
+  def args(conf), do: ["-proto_dist", "inet_tls", "-ssl_dist_optfile", conf]
+
+  @doc """
+  Starts a TLS node that logs everything (`-kernel logger_level all`) to its stdout, which
+  `lines/1` reads. Options as `TestNodes.start/1`; `:args` are added.
+  """
+  def start(conf, opts \\ []) do
+    args = args(conf) ++ ["-kernel", "logger_level", "all"] ++ Keyword.get(opts, :args, [])
+    TestNodes.start(Keyword.put(opts, :args, args))
+  end
+
+  @doc """
+  Starts a node that runs a tinycluster poller with `poller_opts` (an Erlang term in text):
+  a TLS node with option file `conf`, or a plain one for `conf` nil. It prints, every 200 ms, `nodes [...]` and a line `state name state reason` per
+  candidate, for `lines/1` and `await_line/3` to read.
+  """
+  def start_poller(conf, poller_opts, opts \\ []) do
+    paths =
+      for app <- [:elixir, :logger, :tinycluster],
+          do: app |> Application.app_dir("ebin") |> to_string()
+
+    eval = """
+    spawn(fun() ->
+      {ok, _} = application:ensure_all_started(tinycluster),
+      {ok, _} = 'Elixir.Tinycluster':start_link(#{poller_opts}),
+      Loop = fun L() ->
+        S = 'Elixir.Tinycluster':status('Elixir.Tinycluster'),
+        io:format("nodes ~w~n", [lists:sort(nodes())]),
+        [io:format("state ~s ~s ~w~n", [K, maps:get(state, V), maps:get(reason, V)])
+         || {K, V} <- maps:to_list(maps:get(candidates, S))],
+        timer:sleep(200),
+        L()
+      end,
+      Loop()
+    end).
+    """
+
+    tls = if conf, do: args(conf), else: []
+    args = tls ++ Enum.flat_map(paths, &["-pa", &1]) ++ ["-eval", eval]
+    TestNodes.start(Keyword.put(opts, :args, args ++ Keyword.get(opts, :args, [])))
+  end
+
+  @doc "Every line `node` printed so far (its port's messages in this process's mailbox)."
+  def lines(node, acc \\ []) do
+    receive do
+      {port, {:data, {:eol, line}}} when port == node.port -> lines(node, [line | acc])
+      {port, {:data, {:noeol, line}}} when port == node.port -> lines(node, [line | acc])
+    after
+      0 -> Enum.reverse(acc)
+    end
+  end
+
+  @doc "The log events in `lines` by kind: `%{\"NOTICE\" => 1, \"PROGRESS\" => 4, ...}`."
+  def reports(lines) do
+    lines
+    |> Enum.flat_map(&Regex.scan(~r/^=([A-Z]+) REPORT====/, &1, capture: :all_but_first))
+    |> Enum.frequencies_by(fn [kind] -> kind end)
+  end
+
+  @doc """
+  Waits until `node` prints a line for which `fun` is truthy, and returns that line; flunks
+  after `timeout` ms with the last lines it printed.
+  """
+  def await_line(node, fun, timeout \\ 30_000) do
+    await_line(node, fun, System.monotonic_time(:millisecond) + timeout, [])
+  end
+
+  defp await_line(node, fun, deadline, last) do
+    wait = max(deadline - System.monotonic_time(:millisecond), 0)
+
+    receive do
+      {port, {:data, {:eol, line}}} when port == node.port ->
+        if fun.(line),
+          do: line,
+          else: await_line(node, fun, deadline, Enum.take([line | last], 10))
+    after
+      wait ->
+        ExUnit.Assertions.flunk(
+          "#{node.alive} printed no such line in time; last:\n" <>
+            Enum.join(Enum.reverse(last), "\n")
+        )
+    end
+  end
+end
