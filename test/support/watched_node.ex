@@ -41,8 +41,8 @@ defmodule Tinycluster.WatchedNode do
         Keyword.get(opts, :args, [])
 
     node = opts |> Keyword.delete(:await) |> Keyword.put(:args, args) |> TestNodes.start()
-    await_line(node, "watching")
-    if opts[:await], do: await_line(node, opts[:await])
+    # The watcher prints from a process of its own, so another -eval's line may come first.
+    await_lines(node, ["watching" | List.wrap(opts[:await])])
     # Newer releases' loggers print the boot's progress reports after the -eval has run:
     # what the node prints before it holds still is its own boot, not a probe's doing.
     settled_atoms(node)
@@ -65,6 +65,15 @@ defmodule Tinycluster.WatchedNode do
   def await_line(node, text) do
     line = next_line(node)
     if line =~ text, do: :ok, else: await_line(node, text)
+  end
+
+  @doc "Reads the node's output up to the point where each of `texts` has matched a line."
+  @spec await_lines(Tinycluster.OSNode.t(), [String.t() | Regex.t()]) :: :ok
+  def await_lines(_node, []), do: :ok
+
+  def await_lines(node, texts) do
+    line = next_line(node)
+    await_lines(node, Enum.reject(texts, &(line =~ &1)))
   end
 
   @doc "The node's atom count once it has held still for half a second."
