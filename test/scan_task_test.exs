@@ -183,13 +183,18 @@ defmodule Tinycluster.ScanTaskTest do
     end
     """)
 
-    opts = [cd: dir, env: [{"MIX_ENV", "dev"}], stderr_to_stdout: true]
+    # Its own _build, whatever build root and environment this run uses (.ci/otp/test sets
+    # both): a dependency compiled into this run's build would replace the test build.
+    env = [{"MIX_ENV", "dev"}, {"MIX_BUILD_ROOT", nil}, {"MIX_BUILD_PATH", nil}]
+    opts = [cd: dir, env: env, stderr_to_stdout: true]
     {out, 0} = System.cmd("mix", ["compile"], opts)
     assert out =~ "tinycluster"
     kinds = start_kinds(prefix)
 
     # stdout only, so that it is nothing but JSON.
-    {out, status} = System.cmd("mix", ["tinycluster.scan", "--json", "--only", prefix], cd: dir)
+    {out, status} =
+      System.cmd("mix", ["tinycluster.scan", "--json", "--only", prefix], cd: dir, env: env)
+
     assert status == 0, out
     json = JSONDecode.decode!(out)
 

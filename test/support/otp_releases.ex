@@ -1,8 +1,10 @@
 defmodule Tinycluster.OTPReleases do
   @moduledoc """
-  The OTP releases the tests start peers of: the `erl` on the PATH, and each release that
-  `.ci/otp/install` unpacked into its cache (`TINYCLUSTER_OTP_CACHE`, default
-  `/var/cache/tinycluster-otp`, one `otp-<release>/bin/erl` each).
+  The OTP releases the tests start peers of: the `erl` on the PATH, the system's `erl`
+  when another release's is first on the PATH (`.ci/otp/with` names it in
+  `TINYCLUSTER_SYSTEM_ERL`), and each release that `.ci/otp/install` unpacked into its
+  cache (`TINYCLUSTER_OTP_CACHE`, default `/var/cache/tinycluster-otp`, one
+  `otp-<release>/bin/erl` each).
 
   A release is listed only once its `erl` has started and told its release, so a broken
   unpack shows up as a missing release in the printed list rather than as failing peers.
@@ -11,9 +13,9 @@ defmodule Tinycluster.OTPReleases do
   @default_cache "/var/cache/tinycluster-otp"
 
   @typedoc "A release as the tests use it: its number (\"25\") and its `erl`."
-  @type release :: %{release: String.t(), erl: String.t(), system: boolean()}
+  @type release :: %{release: String.t(), erl: String.t()}
 
-  @doc "Every release found, the system's first, then by release number; each at most once."
+  @doc "Every release found, by release number; each at most once."
   @spec all() :: [release()]
   def all do
     case :persistent_term.get({__MODULE__, :all}, nil) do
@@ -32,20 +34,18 @@ defmodule Tinycluster.OTPReleases do
   def cache, do: System.get_env("TINYCLUSTER_OTP_CACHE") || @default_cache
 
   defp find do
-    system = System.find_executable("erl")
+    cached = Path.wildcard(Path.join(cache(), "otp-*/bin/erl"))
 
-    cached =
-      Path.wildcard(Path.join(cache(), "otp-*/bin/erl"))
-      |> Enum.sort()
-
-    [{system, true} | Enum.map(cached, &{&1, false})]
-    |> Enum.flat_map(fn {erl, system?} ->
-      case erl && release_of(erl) do
-        {:ok, release} -> [%{release: release, erl: erl, system: system?}]
+    [System.find_executable("erl"), System.get_env("TINYCLUSTER_SYSTEM_ERL") | cached]
+    |> Enum.reject(&(&1 in [nil, ""]))
+    |> Enum.flat_map(fn erl ->
+      case release_of(erl) do
+        {:ok, release} -> [%{release: release, erl: erl}]
         _ -> []
       end
     end)
     |> Enum.uniq_by(& &1.release)
+    |> Enum.sort_by(&String.to_integer(&1.release))
   end
 
   defp release_of(erl) do
