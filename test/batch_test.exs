@@ -1,6 +1,7 @@
 defmodule Tinycluster.BatchTest do
   # Candidates whose probes finished together are connected as one batch (issue 13): what
-  # `Tinycluster.Batch` takes from a mailbox, and a real poller whose candidates queued up.
+  # `Tinycluster.Batch` takes from a mailbox, and a real poller whose candidates queued up
+  # (the NIF's own batching is tested in native/tinycluster_nif/tests/batch.rs).
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureLog
@@ -11,49 +12,46 @@ defmodule Tinycluster.BatchTest do
     test "takes the queued candidates of its scan, in order, and leaves every other message" do
       others = [
         {:tinycluster_scan, 7, {:host, %{label: "a"}}},
-        {:tinycluster_scan, 8, {:candidate, %{alive: "of another scan"}}},
+        {:tinycluster_scan, 8, {:candidates, [%{alive: "of another scan"}]}},
         :unrelated,
         {:tinycluster_scan, 7, {:done, %{}}}
       ]
 
       [host, other_scan, unrelated, done] = others
       send(self(), host)
-      send(self(), {:tinycluster_scan, 7, {:candidate, %{alive: "b"}}})
+      send(self(), {:tinycluster_scan, 7, {:candidates, [%{alive: "b"}, %{alive: "c"}]}})
       send(self(), other_scan)
       send(self(), unrelated)
-      send(self(), {:tinycluster_scan, 7, {:candidate, %{alive: "c"}}})
+      send(self(), {:tinycluster_scan, 7, {:candidates, [%{alive: "d"}]}})
       send(self(), done)
 
-      first = {:candidate, %{alive: "a"}}
-
-      assert Batch.take_queued(7, [first]) ==
-               [first, {:candidate, %{alive: "b"}}, {:candidate, %{alive: "c"}}]
+      assert Batch.take_queued(7, [%{alive: "a"}]) ==
+               [%{alive: "a"}, %{alive: "b"}, %{alive: "c"}, %{alive: "d"}]
 
       assert Process.info(self(), :messages) == {:messages, others}
     end
 
     test "never waits for a candidate that is not there yet" do
-      first = {:candidate, %{alive: "a"}}
       parent = self()
 
       spawn(fn ->
         Process.sleep(200)
-        send(parent, {:tinycluster_scan, 1, {:candidate, %{alive: "late"}}})
+        send(parent, {:tinycluster_scan, 1, {:candidates, [%{alive: "late"}]}})
       end)
 
-      {us, batch} = :timer.tc(fn -> Batch.take_queued(1, [first]) end)
-      assert batch == [first]
+      {us, batch} = :timer.tc(fn -> Batch.take_queued(1, [%{alive: "a"}]) end)
+      assert batch == [%{alive: "a"}]
       assert us < 100_000
-      assert_receive {:tinycluster_scan, 1, {:candidate, %{alive: "late"}}}, 5_000
+      assert_receive {:tinycluster_scan, 1, {:candidates, [%{alive: "late"}]}}, 5_000
     end
 
     test "a batch is bounded; the rest stays queued for the next" do
-      for i <- 1..300, do: send(self(), {:tinycluster_scan, 3, {:candidate, %{i: i}}})
+      for i <- 1..100, do: send(self(), {:tinycluster_scan, 3, {:candidates, [%{i: i}]}})
       batch = Batch.take_queued(3, [])
-      assert length(batch) == 256
-      assert List.last(batch) == {:candidate, %{i: 256}}
-      assert {:message_queue_len, 44} = Process.info(self(), :message_queue_len)
-      assert length(Batch.take_queued(3, [])) == 44
+      assert length(batch) == 63
+      assert List.last(batch) == %{i: 63}
+      assert {:message_queue_len, 37} = Process.info(self(), :message_queue_len)
+      assert length(Batch.take_queued(3, [])) == 37
     end
   end
 
@@ -97,7 +95,7 @@ defmodule Tinycluster.BatchTest do
           fn -> MapSet.subset?(names, queued_names(pid)) end,
           "the candidates to queue up",
           5_000
-        )
+        ) == :ok
       rescue
         ExUnit.AssertionError -> false
       end
@@ -124,7 +122,8 @@ defmodule Tinycluster.BatchTest do
   defp queued_names(pid) do
     {:messages, messages} = Process.info(pid, :messages)
 
-    for {:tinycluster_scan, _, {:candidate, %{name: name}}} <- messages,
+    for {:tinycluster_scan, _, {:candidates, list}} <- messages,
+        %{name: name} <- list,
         into: MapSet.new(),
         do: name
   end
@@ -132,7 +131,7 @@ defmodule Tinycluster.BatchTest do
   defp traced_batches(acc) do
     receive do
       {:trace, _, :return_from, {Batch, :take_queued, 2}, batch} ->
-        names = for {:candidate, %{name: name}} <- batch, into: MapSet.new(), do: name
+        names = for %{name: name} <- batch, into: MapSet.new(), do: name
         traced_batches([names | acc])
 
       {:trace, _, :call, _} ->

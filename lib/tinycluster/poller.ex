@@ -77,8 +77,8 @@ defmodule Tinycluster.Poller do
   def handle_info(:poll, state), do: {:noreply, poll(state)}
 
   # With the others of the same scan already queued: see `Tinycluster.Batch`.
-  def handle_info({:tinycluster_scan, id, {:candidate, _} = event}, %{scan: %{id: id}} = state),
-    do: {:noreply, candidates(Batch.take_queued(id, [event]), state)}
+  def handle_info({:tinycluster_scan, id, {:candidates, list}}, %{scan: %{id: id}} = state),
+    do: {:noreply, candidates(Batch.take_queued(id, list), state)}
 
   def handle_info({:tinycluster_scan, id, event}, %{scan: %{id: id}} = state) do
     state = handle_event(event, state)
@@ -300,12 +300,12 @@ defmodule Tinycluster.Poller do
 
   # Every connect of the batch starts first; logs, telemetry and the rest come after.
   # Held back candidates are still listed (the scan's report says so): nothing new to learn.
-  defp candidates(events, state) do
+  defp candidates(maps, state) do
     now = DateTime.utc_now()
     now_ms = System.monotonic_time(:millisecond)
 
     {changes, state} =
-      for {:candidate, %{state: probed_state} = map} <- events, probed_state != :held do
+      for %{state: probed_state} = map <- maps, probed_state != :held do
         Candidate.from_native(map)
       end
       |> Enum.map_reduce(state, fn probed, state ->

@@ -10,6 +10,7 @@ use rustler::{Atom, Decoder, Encoder, Env, LocalPid, NifMap, NifResult, OwnedEnv
 use tokio::runtime::{Builder, Runtime};
 use tokio::sync::oneshot;
 
+use crate::batch::{Batcher, Delivery};
 use crate::error::Error;
 use crate::naming::Naming;
 use crate::resolve::Family;
@@ -21,7 +22,7 @@ mod atoms {
         error,
         tinycluster_scan,
         host,
-        candidate,
+        candidates,
         done,
         listed,
         badarg,
@@ -216,7 +217,8 @@ where
 
 /// Starts one scan and returns `{:ok, scan_id}` at once, or `{:error, reason}` for bad
 /// options. The caller then receives `{:tinycluster_scan, scan_id, {:host, map}}` per host,
-/// `{:tinycluster_scan, scan_id, {:candidate, map}}` per candidate as each probe ends, and
+/// `{:tinycluster_scan, scan_id, {:candidates, [map]}}` as probes end (those that end
+/// together in one message, see [`crate::batch`]), and
 /// last `{:tinycluster_scan, scan_id, {:done, map}}`. With `gate: true`, each host's names
 /// first come as `{:tinycluster_scan, scan_id, {:listed, {index, label, names}}}`, and none
 /// is probed until [`admit`] answers with the names to probe.
@@ -261,13 +263,17 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
         })));
     }
     runtime.spawn(async move {
-        let sink: Arc<dyn Fn(scan::Event) + Send + Sync> = Arc::new(move |event| match event {
-            scan::Event::Host(h) => send(&pid, id, atoms::host(), |env| encode::host(env, &h)),
-            scan::Event::Candidate(c) => send(&pid, id, atoms::candidate(), |env| {
-                encode::candidate(env, &c)
+        let batcher = Batcher::spawn(move |delivery| match delivery {
+            Delivery::Host(h) => send(&pid, id, atoms::host(), |env| encode::host(env, &h)),
+            Delivery::Candidates(cs) => send(&pid, id, atoms::candidates(), |env| {
+                cs.iter()
+                    .map(|c| encode::candidate(env, c))
+                    .collect::<Vec<_>>()
+                    .encode(env)
             }),
         });
-        let report = scan::run_as(spec, local, sink).await;
+        let report = scan::run_as(spec, local, batcher.sink()).await;
+        batcher.finish().await;
         if let Ok(mut gates) = GATES.lock() {
             gates.retain(|(scan, _), _| *scan != id);
         }
