@@ -91,7 +91,9 @@ defmodule Tinycluster.Poller do
 
   def handle_info({:scan_timeout, id}, %{scan: %{id: id}} = state) do
     log(state, :warning, "tinycluster: a scan did not finish in time; starting over", [])
-    {:noreply, state |> Map.put(:scan, nil) |> schedule(0)}
+    # Its candidates' events may be lost: the next scan reports every candidate again.
+    hosts = Map.new(state.hosts, fn {label, host} -> {label, Map.put(host, :listing, nil)} end)
+    {:noreply, %{state | scan: nil, hosts: hosts} |> schedule(0)}
   end
 
   def handle_info({:scan_timeout, _id}, state), do: {:noreply, state}
@@ -196,6 +198,13 @@ defmodule Tinycluster.Poller do
     # the scan still reports it as listed, and probes it at once at a new port.
     now_ms = System.monotonic_time(:millisecond)
     request = Map.put(request, :hold, Backoff.holds(state.candidates, now_ms))
+    # A host whose answer lists what it did last time, all connected or held, sends no
+    # candidate events (native/tinycluster_nif/src/unchanged.rs).
+    listings =
+      for {label, %{listing: digest}} when is_integer(digest) <- state.hosts,
+          do: {label, digest}
+
+    request = Map.put(request, :last_listings, listings)
 
     case Native.start_scan(request) do
       {:ok, id} ->

@@ -12,6 +12,7 @@
 //! - [`inflight`]: one probe at a time per probe name and listener, across all scans.
 //! - [`scan`]: a whole pass over many hosts and candidates, concurrently, streaming results.
 //! - [`batch`]: a pass's candidates whose probes finish together, handed over together.
+//! - [`unchanged`]: a host whose answer changes nothing, told without per-candidate events.
 //! - [`error`]: the one error type and its Erlang encoding.
 //! - [`encode`]: reports as Erlang terms (feature `nif`).
 //! - `nif`: the NIF entry points and the tokio runtime (feature `nif`).
@@ -34,6 +35,7 @@ pub mod probe;
 pub mod resolve;
 pub mod scan;
 pub mod tls;
+pub mod unchanged;
 
 #[cfg(feature = "nif")]
 mod nif;

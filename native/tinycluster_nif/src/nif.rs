@@ -35,6 +35,7 @@ mod atoms {
         all,
         hold,
         park,
+        last_listings,
         false_ = "false",
     }
 }
@@ -106,13 +107,15 @@ struct ScanOpts {
 /// (`:inet`, `:inet6` or nil), the local node's distribution family; `tls`: `:all` (the
 /// local node runs TLS distribution) or a list of `{host_label, alive, port}` to probe with
 /// the TLS ClientHello; `hold`: such a list not to probe now; `park`: `false` to close
-/// silent probes at their deadline rather than park them.
+/// silent probes at their deadline rather than park them; `last_listings`: a list of
+/// `{host_label, digest}` (see [`crate::unchanged`]).
 struct Request {
     opts: ScanOpts,
     family: Option<Family>,
     tls: scan::TlsProbes,
     hold: HashSet<(String, String, u16)>,
     park: bool,
+    last_listings: HashMap<String, u64>,
 }
 
 impl<'a> Decoder<'a> for Request {
@@ -139,12 +142,24 @@ impl<'a> Decoder<'a> for Request {
             Ok(value) => atoms::false_() != value,
             Err(_) => true,
         };
+        // `last_listings`: `[{host_label, digest}]`, the hosts' last listings (unchanged.rs).
+        let last_listings = match term.map_get(atoms::last_listings()) {
+            Err(_) => HashMap::new(),
+            Ok(value) => {
+                let pairs: Vec<(String, u64)> = value.decode()?;
+                if pairs.len() > MAX_LISTED {
+                    return Err(rustler::Error::RaiseAtom("badarg"));
+                }
+                pairs.into_iter().collect()
+            }
+        };
         Ok(Request {
             opts: term.decode()?,
             family,
             tls,
             hold,
             park,
+            last_listings,
         })
     }
 }
@@ -199,6 +214,7 @@ fn validate(opts: ScanOpts) -> Result<scan::ScanSpec, &'static str> {
         hold: HashSet::new(),
         // A poller's scans come back for a parked probe every interval: see park.rs.
         park: true,
+        last_listings: HashMap::new(),
     })
 }
 
@@ -230,6 +246,7 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
         tls,
         hold,
         park,
+        last_listings,
     } = request;
     let runtime = match RUNTIME.as_ref() {
         Ok(rt) => rt,
@@ -243,6 +260,7 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
     spec.tls = tls;
     spec.hold = hold;
     spec.park = park;
+    spec.last_listings = last_listings;
     // The local node's own name tells its naming mode, as net_kernel reads it.
     let local = scan::Local {
         naming: Naming::of_node(&spec.local_name),

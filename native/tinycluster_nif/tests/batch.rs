@@ -30,6 +30,8 @@ fn host(label: &str) -> HostReport {
         epmd_port: 4369,
         result: Ok((0, Vec::new())),
         latency: Duration::ZERO,
+        listing: None,
+        unchanged: false,
     }
 }
 
