@@ -11,6 +11,7 @@ defmodule Tinycluster.Poller do
   alias Tinycluster.{
     Await,
     Backoff,
+    Batch,
     Candidate,
     Discovery,
     DnsSeed,
@@ -75,6 +76,10 @@ defmodule Tinycluster.Poller do
   @impl true
   def handle_info(:poll, state), do: {:noreply, poll(state)}
 
+  # With the others of the same scan already queued: see `Tinycluster.Batch`.
+  def handle_info({:tinycluster_scan, id, {:candidates, list}}, %{scan: %{id: id}} = state),
+    do: {:noreply, candidates(Batch.take_queued(id, list), state)}
+
   def handle_info({:tinycluster_scan, id, event}, %{scan: %{id: id}} = state) do
     state = handle_event(event, state)
     if match?({:done, _}, event), do: notify(state)
@@ -86,7 +91,9 @@ defmodule Tinycluster.Poller do
 
   def handle_info({:scan_timeout, id}, %{scan: %{id: id}} = state) do
     log(state, :warning, "tinycluster: a scan did not finish in time; starting over", [])
-    {:noreply, state |> Map.put(:scan, nil) |> schedule(0)}
+    # Its candidates' events may be lost: the next scan reports every candidate again.
+    hosts = Map.new(state.hosts, fn {label, host} -> {label, Map.put(host, :listing, nil)} end)
+    {:noreply, %{state | scan: nil, hosts: hosts} |> schedule(0)}
   end
 
   def handle_info({:scan_timeout, _id}, state), do: {:noreply, state}
@@ -112,6 +119,14 @@ defmodule Tinycluster.Poller do
       when is_map_key(connecting, ref) do
     {key, connecting} = Map.pop(connecting, ref)
     {:noreply, connected(%{state | connecting: connecting}, key, {:crashed, reason}) |> notify()}
+  end
+
+  # Said after the work already queued (other candidates' connects), not before it.
+  def handle_info({:tinycluster_connected, entry}, state) do
+    meta = [tinycluster_node: entry.name, tinycluster_state: :connected]
+    log(state, :info, "tinycluster: connected to #{entry.name}", meta)
+    node_telemetry(state, :connected, entry)
+    {:noreply, state}
   end
 
   def handle_info({:DOWN, ref, :process, _, _}, state) when is_map_key(state.subscribers, ref),
@@ -183,6 +198,13 @@ defmodule Tinycluster.Poller do
     # the scan still reports it as listed, and probes it at once at a new port.
     now_ms = System.monotonic_time(:millisecond)
     request = Map.put(request, :hold, Backoff.holds(state.candidates, now_ms))
+    # A host whose answer lists what it did last time, all connected or held, sends no
+    # candidate events (native/tinycluster_nif/src/unchanged.rs).
+    listings =
+      for {label, %{listing: digest}} when is_integer(digest) <- state.hosts,
+          do: {label, digest}
+
+    request = Map.put(request, :last_listings, listings)
 
     case Native.start_scan(request) do
       {:ok, id} ->
@@ -227,26 +249,6 @@ defmodule Tinycluster.Poller do
     last_ok = if host.status == :ok, do: DateTime.utc_now(), else: previous[:last_ok_at]
     host = Map.put(host, :last_ok_at, last_ok)
     %{state | hosts: Map.put(state.hosts, host.label, host)}
-  end
-
-  # Held back: still listed (the scan's report says so), nothing new to learn.
-  defp handle_event({:candidate, %{state: :held}}, state), do: state
-
-  defp handle_event({:candidate, map}, state) do
-    probed = Candidate.from_native(map)
-    key = {probed.host, probed.alive}
-    now = DateTime.utc_now()
-
-    entry =
-      case Map.get(state.candidates, key) do
-        nil -> %Candidate{probed | first_seen: now, last_seen: now}
-        old -> merge(Backoff.restarted(old, probed), probed, now)
-      end
-      |> Backoff.after_probe(state.opts, System.monotonic_time(:millisecond))
-
-    %{state | tls: Tls.learn(state.tls, probed)}
-    |> put_candidate(key, entry)
-    |> maybe_connect(key)
   end
 
   defp handle_event({:done, report}, state) do
@@ -305,6 +307,37 @@ defmodule Tinycluster.Poller do
     |> schedule(state.opts.interval - elapsed_ms)
   end
 
+  # Every connect of the batch starts first; logs, telemetry and the rest come after.
+  # Held back candidates are still listed (the scan's report says so): nothing new to learn.
+  defp candidates(maps, state) do
+    now = DateTime.utc_now()
+    now_ms = System.monotonic_time(:millisecond)
+
+    {changes, state} =
+      for %{state: probed_state} = map <- maps, probed_state != :held do
+        Candidate.from_native(map)
+      end
+      |> Enum.map_reduce(state, fn probed, state ->
+        key = {probed.host, probed.alive}
+        old = Map.get(state.candidates, key)
+
+        entry =
+          case old do
+            nil -> %Candidate{probed | first_seen: now, last_seen: now}
+            old -> merge(Backoff.restarted(old, probed), probed, now)
+          end
+          |> Backoff.after_probe(state.opts, now_ms)
+
+        {state, entry} = maybe_connect(state, key, entry)
+        {{old, entry, probed}, %{state | candidates: Map.put(state.candidates, key, entry)}}
+      end)
+
+    Enum.reduce(changes, state, fn {old, entry, probed}, state ->
+      report_if_changed(state, old, entry)
+      %{state | tls: Tls.learn(state.tls, probed)}
+    end)
+  end
+
   # What a fresh probe says wins, except that the poller's own view of a connection in
   # progress or refused is kept until the connect attempt says otherwise, and a connection
   # until its nodedown: a probe sent before the connection came up may answer after it.
@@ -348,11 +381,9 @@ defmodule Tinycluster.Poller do
 
   ## Connecting
 
-  defp maybe_connect(%{opts: %{connect: false}} = state, _key), do: state
+  defp maybe_connect(%{opts: %{connect: false}} = state, _key, entry), do: {state, entry}
 
-  defp maybe_connect(state, key) do
-    entry = Map.fetch!(state.candidates, key)
-
+  defp maybe_connect(state, key, entry) do
     if connectable?(entry, state.opts) and due?(entry) do
       # A node that answered `not_allowed` named no one: its name is the one its host's EPMD
       # listed, which the answer proved to be a live distribution listener.
@@ -360,9 +391,9 @@ defmodule Tinycluster.Poller do
       task = Task.Supervisor.async_nolink(state.tasks, Node, :connect, [node])
       state = %{state | connecting: Map.put(state.connecting, task.ref, key)}
       reason = if entry.state == :not_allowed, do: :not_allowed, else: entry.reason
-      put_candidate(state, key, %{entry | state: :connecting, node: node, reason: reason})
+      {state, %{entry | state: :connecting, node: node, reason: reason}}
     else
-      state
+      {state, entry}
     end
   end
 
@@ -424,18 +455,21 @@ defmodule Tinycluster.Poller do
   ## Bookkeeping, logs and events
 
   defp put_candidate(state, key, entry) do
-    old = Map.get(state.candidates, key)
-    if old == nil or old.state != entry.state, do: report_change(state, old, entry)
+    report_if_changed(state, Map.get(state.candidates, key), entry)
     %{state | candidates: Map.put(state.candidates, key, entry)}
+  end
+
+  defp report_if_changed(state, old, entry) do
+    if old == nil or old.state != entry.state, do: report_change(state, old, entry)
   end
 
   defp report_change(state, old, %Candidate{} = entry) do
     meta = [tinycluster_node: entry.name, tinycluster_state: entry.state]
 
     case {old && old.state, entry.state} do
+      # Off the path of the connects and probes already waiting in the mailbox.
       {_, :connected} ->
-        log(state, :info, "tinycluster: connected to #{entry.name}", meta)
-        node_telemetry(state, :connected, entry)
+        send(self(), {:tinycluster_connected, entry})
 
       # A refusal is retried with backoff; only the first of a run is worth a line.
       {_, :rejected} when entry.attempts > 1 ->

@@ -43,8 +43,10 @@ fn map<'a>(env: Env<'a>, pairs: &[(&str, Term<'a>)]) -> Term<'a> {
     Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
 }
 
-/// Encodes a host as `%{label, address, epmd_port, status, names, malformed, latency_us}`;
-/// `status` is `:ok` or `{:error, reason}`, `malformed` a list of `{sample, reason}`.
+/// Encodes a host as `%{label, address, epmd_port, status, names, malformed, latency_us,
+/// listing, unchanged}`; `status` is `:ok` or `{:error, reason}`, `malformed` a list of
+/// `{sample, reason}`, `listing` the digest of what it listed or nil, `unchanged` whether
+/// that changed nothing (no candidate events followed).
 pub fn host<'a>(env: Env<'a>, report: &HostReport) -> Term<'a> {
     let (status, names, malformed) = match &report.result {
         Ok((names, malformed)) => (
@@ -75,6 +77,8 @@ pub fn host<'a>(env: Env<'a>, report: &HostReport) -> Term<'a> {
                 "latency_us",
                 (report.latency.as_micros() as u64).encode(env),
             ),
+            ("listing", report.listing.encode(env)),
+            ("unchanged", report.unchanged.encode(env)),
         ],
     )
 }

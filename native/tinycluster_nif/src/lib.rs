@@ -11,6 +11,8 @@
 //! - [`park`]: the probe of a silent (frozen) node kept open rather than replaced each scan.
 //! - [`inflight`]: one probe at a time per probe name and listener, across all scans.
 //! - [`scan`]: a whole pass over many hosts and candidates, concurrently, streaming results.
+//! - [`batch`]: a pass's candidates whose probes finish together, handed over together.
+//! - [`unchanged`]: a host whose answer changes nothing, told without per-candidate events.
 //! - [`error`]: the one error type and its Erlang encoding.
 //! - [`encode`]: reports as Erlang terms (feature `nif`).
 //! - `nif`: the NIF entry points and the tokio runtime (feature `nif`).
@@ -20,6 +22,7 @@
 //! waits on the network. Results reach the calling process as messages
 //! `{:tinycluster_scan, scan_id, event}`, sent from the runtime's threads.
 
+pub mod batch;
 #[cfg(feature = "nif")]
 pub mod encode;
 pub mod epmd;
@@ -32,6 +35,7 @@ pub mod probe;
 pub mod resolve;
 pub mod scan;
 pub mod tls;
+pub mod unchanged;
 
 #[cfg(feature = "nif")]
 mod nif;

@@ -10,6 +10,7 @@ use rustler::{Atom, Decoder, Encoder, Env, LocalPid, NifMap, NifResult, OwnedEnv
 use tokio::runtime::{Builder, Runtime};
 use tokio::sync::oneshot;
 
+use crate::batch::{Batcher, Delivery};
 use crate::error::Error;
 use crate::naming::Naming;
 use crate::resolve::Family;
@@ -21,7 +22,7 @@ mod atoms {
         error,
         tinycluster_scan,
         host,
-        candidate,
+        candidates,
         done,
         listed,
         badarg,
@@ -34,6 +35,7 @@ mod atoms {
         all,
         hold,
         park,
+        last_listings,
         false_ = "false",
     }
 }
@@ -105,13 +107,15 @@ struct ScanOpts {
 /// (`:inet`, `:inet6` or nil), the local node's distribution family; `tls`: `:all` (the
 /// local node runs TLS distribution) or a list of `{host_label, alive, port}` to probe with
 /// the TLS ClientHello; `hold`: such a list not to probe now; `park`: `false` to close
-/// silent probes at their deadline rather than park them.
+/// silent probes at their deadline rather than park them; `last_listings`: a list of
+/// `{host_label, digest}` (see [`crate::unchanged`]).
 struct Request {
     opts: ScanOpts,
     family: Option<Family>,
     tls: scan::TlsProbes,
     hold: HashSet<(String, String, u16)>,
     park: bool,
+    last_listings: HashMap<String, u64>,
 }
 
 impl<'a> Decoder<'a> for Request {
@@ -138,12 +142,24 @@ impl<'a> Decoder<'a> for Request {
             Ok(value) => atoms::false_() != value,
             Err(_) => true,
         };
+        // `last_listings`: `[{host_label, digest}]`, the hosts' last listings (unchanged.rs).
+        let last_listings = match term.map_get(atoms::last_listings()) {
+            Err(_) => HashMap::new(),
+            Ok(value) => {
+                let pairs: Vec<(String, u64)> = value.decode()?;
+                if pairs.len() > MAX_LISTED {
+                    return Err(rustler::Error::RaiseAtom("badarg"));
+                }
+                pairs.into_iter().collect()
+            }
+        };
         Ok(Request {
             opts: term.decode()?,
             family,
             tls,
             hold,
             park,
+            last_listings,
         })
     }
 }
@@ -198,6 +214,7 @@ fn validate(opts: ScanOpts) -> Result<scan::ScanSpec, &'static str> {
         hold: HashSet::new(),
         // A poller's scans come back for a parked probe every interval: see park.rs.
         park: true,
+        last_listings: HashMap::new(),
     })
 }
 
@@ -216,7 +233,8 @@ where
 
 /// Starts one scan and returns `{:ok, scan_id}` at once, or `{:error, reason}` for bad
 /// options. The caller then receives `{:tinycluster_scan, scan_id, {:host, map}}` per host,
-/// `{:tinycluster_scan, scan_id, {:candidate, map}}` per candidate as each probe ends, and
+/// `{:tinycluster_scan, scan_id, {:candidates, [map]}}` as probes end (those that end
+/// together in one message, see [`crate::batch`]), and
 /// last `{:tinycluster_scan, scan_id, {:done, map}}`. With `gate: true`, each host's names
 /// first come as `{:tinycluster_scan, scan_id, {:listed, {index, label, names}}}`, and none
 /// is probed until [`admit`] answers with the names to probe.
@@ -228,6 +246,7 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
         tls,
         hold,
         park,
+        last_listings,
     } = request;
     let runtime = match RUNTIME.as_ref() {
         Ok(rt) => rt,
@@ -241,6 +260,7 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
     spec.tls = tls;
     spec.hold = hold;
     spec.park = park;
+    spec.last_listings = last_listings;
     // The local node's own name tells its naming mode, as net_kernel reads it.
     let local = scan::Local {
         naming: Naming::of_node(&spec.local_name),
@@ -261,13 +281,17 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
         })));
     }
     runtime.spawn(async move {
-        let sink: Arc<dyn Fn(scan::Event) + Send + Sync> = Arc::new(move |event| match event {
-            scan::Event::Host(h) => send(&pid, id, atoms::host(), |env| encode::host(env, &h)),
-            scan::Event::Candidate(c) => send(&pid, id, atoms::candidate(), |env| {
-                encode::candidate(env, &c)
+        let batcher = Batcher::spawn(move |delivery| match delivery {
+            Delivery::Host(h) => send(&pid, id, atoms::host(), |env| encode::host(env, &h)),
+            Delivery::Candidates(cs) => send(&pid, id, atoms::candidates(), |env| {
+                cs.iter()
+                    .map(|c| encode::candidate(env, c))
+                    .collect::<Vec<_>>()
+                    .encode(env)
             }),
         });
-        let report = scan::run_as(spec, local, sink).await;
+        let report = scan::run_as(spec, local, batcher.sink()).await;
+        batcher.finish().await;
         if let Ok(mut gates) = GATES.lock() {
             gates.retain(|(scan, _), _| *scan != id);
         }

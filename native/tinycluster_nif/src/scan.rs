@@ -4,7 +4,7 @@
 //! candidate as soon as its probe finished), so that a slow host or a frozen node never
 //! delays the report of the others. The pass ends with a [`ScanReport`] of everything.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use crate::naming::Naming;
 use crate::park;
 use crate::probe::{self, FirstFlight, Outcome, Probe, ProbeRequest, TlsSeen};
 use crate::resolve::{self, Family};
+use crate::unchanged;
 
 /// The most probes in flight at once across one scan, so that one scan of many hosts stays
 /// well under the process's file descriptor limit.
@@ -126,6 +127,9 @@ pub struct ScanSpec {
     /// Park the probes that meet only silence ([`crate::park`]) rather than close them at
     /// the deadline.
     pub park: bool,
+    /// Per host label, the [`unchanged::digest`] of its last listing: a host that lists the
+    /// same and has nothing to probe sends no candidate events.
+    pub last_listings: HashMap<String, u64>,
 }
 
 /// What one host's EPMD said.
@@ -141,6 +145,11 @@ pub struct HostReport {
     pub result: Result<(usize, Vec<Malformed>), Error>,
     /// How long the EPMD query took.
     pub latency: Duration,
+    /// The [`unchanged::digest`] of what it listed (the names admitted), when it answered.
+    pub listing: Option<u64>,
+    /// Whether the listing changed nothing ([`unchanged::unchanged`]): then no event came for
+    /// its candidates.
+    pub unchanged: bool,
 }
 
 /// One candidate and what its probe found; `probe` is `None` when it was skipped.
@@ -236,6 +245,21 @@ async fn scan_host(
         Ok(Err(e)) => (None, Err(e)),
         Err(_) => (None, Err(Error::Timeout)),
     };
+    // Nothing changed: the same listing as the last scan, and no name in it to probe.
+    let listing = names.as_ref().ok().map(|n| unchanged::digest(&n.entries));
+    let quiet = match (&names, listing) {
+        (Ok(n), Some(digest)) => {
+            let at = host.node_host.as_deref();
+            let at = at.unwrap_or_else(|| local.naming.name_host(&host.label));
+            let last = spec.last_listings.get(&host.label).copied();
+            unchanged::unchanged(last, digest, &n.entries, |e| {
+                let name = format!("{}@{}", e.alive, at);
+                let key = (host.label.clone(), e.alive.clone(), e.port);
+                name == spec.local_name || spec.skip.contains(&name) || spec.hold.contains(&key)
+            })
+        }
+        _ => false,
+    };
     let report = HostReport {
         label: host.label.clone(),
         address: address.map_or_else(|| host.address.clone(), |a| a.ip().to_string()),
@@ -245,6 +269,8 @@ async fn scan_host(
             .map(|n| (n.entries.len(), n.malformed.clone()))
             .map_err(Clone::clone),
         latency: start.elapsed(),
+        listing,
+        unchanged: quiet,
     };
     sink(Event::Host(report.clone()));
     let (Some(address), Ok(names)) = (address, names) else {
@@ -278,7 +304,9 @@ async fn scan_host(
         );
         candidate.held = spec.hold.contains(&key);
         if candidate.held || spec.skip.contains(&candidate.name) {
-            sink(Event::Candidate(candidate.clone()));
+            if !quiet {
+                sink(Event::Candidate(candidate.clone()));
+            }
             probes.spawn(async move { Some(candidate) });
             continue;
         }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,6 +46,7 @@ fn spec(hosts: Vec<HostSpec>) -> ScanSpec {
         tls: scan::TlsProbes::None,
         hold: HashSet::new(),
         park: false,
+        last_listings: Default::default(),
     }
 }
 
@@ -576,4 +577,91 @@ async fn held_candidates_are_reported_held_and_never_connected() {
     assert!(!b.held && matches!(outcome(&b), Outcome::Live { .. }));
     assert_untouched(&held, "the held candidate").await;
     live.seen().await;
+}
+
+/// A listing of `names`, each at the port of an untouched listener (a probe would fail it).
+async fn listing_of(names: &[&str]) -> (Vec<TcpListener>, String) {
+    let mut listeners = Vec::new();
+    let mut reply = String::new();
+    for name in names {
+        let l = untouched_listener().await;
+        reply.push_str(&format!(
+            "name {name} at port {}\n",
+            l.local_addr().unwrap().port()
+        ));
+        listeners.push(l);
+    }
+    (listeners, reply)
+}
+
+async fn scan_with(reply: &str, last: Option<u64>, skip: &[&str]) -> (Recorder, scan::ScanReport) {
+    let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(reply))).await;
+    let recorder = Recorder::new();
+    let mut spec = spec(vec![host("local", epmd.addr, Some("h"))]);
+    spec.skip = skip.iter().map(|s| s.to_string()).collect();
+    spec.hold = HashSet::from([("local".into(), "held".into(), 1)]);
+    if let Some(digest) = last {
+        spec.last_listings = HashMap::from([("local".to_string(), digest)]);
+    }
+    let report = scan::run(spec, recorder.sink()).await;
+    (recorder, report)
+}
+
+#[tokio::test]
+async fn the_same_listing_all_connected_sends_no_candidate_events() {
+    let (listeners, reply) = listing_of(&["a", "b"]).await;
+    let skip = ["a@h", "b@h"];
+    let (first, _) = scan_with(&reply, None, &skip).await;
+    let (_, _, host1) = first.host("local");
+    let digest = host1.listing.expect("a listing digest");
+    assert!(!host1.unchanged, "nothing to compare with yet");
+    assert_eq!(first.candidates().len(), 2);
+
+    let (second, report) = scan_with(&reply, Some(digest), &skip).await;
+    let (_, _, host2) = second.host("local");
+    assert_eq!((host2.listing, host2.unchanged), (Some(digest), true));
+    assert!(second.candidates().is_empty(), "no per-candidate events");
+    let mut reported: Vec<_> = report.candidates.iter().map(|c| c.alive.clone()).collect();
+    reported.sort();
+    assert_eq!(reported, ["a", "b"], "the report still lists them");
+    assert!(report.hosts[0].unchanged);
+    for l in &listeners {
+        assert_untouched(l, "a connected node").await;
+    }
+}
+
+#[tokio::test]
+async fn a_new_port_a_new_name_or_a_name_to_probe_is_told_candidate_by_candidate() {
+    let (_listeners, reply) = listing_of(&["a", "b"]).await;
+    let (first, _) = scan_with(&reply, None, &["a@h", "b@h"]).await;
+    let digest = first.host("local").2.listing.unwrap();
+
+    // b restarted: same name, another port.
+    let (_moved, moved) = listing_of(&["a", "b"]).await;
+    let (seen, _) = scan_with(&moved, Some(digest), &["a@h", "b@h"]).await;
+    assert!(!seen.host("local").2.unchanged);
+    assert_eq!(seen.candidates().len(), 2);
+
+    // A new name.
+    let (_more, more) = listing_of(&["c"]).await;
+    let grown = format!("{reply}{more}");
+    let (seen, _) = scan_with(&grown, Some(digest), &["a@h", "b@h", "c@h"]).await;
+    assert!(!seen.host("local").2.unchanged);
+    assert_eq!(seen.candidates().len(), 3);
+
+    // Same listing, but b is no longer connected: it is probed and reported.
+    let (seen, _) = scan_with(&reply, Some(digest), &["a@h"]).await;
+    assert!(!seen.host("local").2.unchanged);
+    seen.candidate("a");
+    seen.candidate("b");
+}
+
+#[tokio::test]
+async fn held_back_candidates_count_as_nothing_to_probe() {
+    let reply = "name a at port 1\nname held at port 1\n".to_string();
+    let (first, _) = scan_with(&reply, None, &["a@h"]).await;
+    let (_, _, host1) = first.host("local");
+    let (second, _) = scan_with(&reply, host1.listing, &["a@h"]).await;
+    assert!(second.host("local").2.unchanged);
+    assert!(second.candidates().is_empty());
 }

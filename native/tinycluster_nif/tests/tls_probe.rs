@@ -189,6 +189,7 @@ fn spec(epmd: SocketAddr, tls: TlsProbes) -> ScanSpec {
         tls,
         hold: HashSet::new(),
         park: false,
+        last_listings: Default::default(),
     }
 }
 

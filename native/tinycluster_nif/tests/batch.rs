@@ -1,0 +1,162 @@
+//! `batch::Batcher`: candidates whose probes finish together are delivered together, in order
+//! with the hosts, and nothing waits for a candidate that has not finished.
+//!
+//! Timing assertions are orderings and generous upper bounds: the tests share a small, busy
+//! machine.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tinycluster_nif::batch::{Batcher, Delivery};
+use tinycluster_nif::scan::{CandidateReport, Event, HostReport};
+use tokio::sync::Notify;
+
+fn candidate(alive: &str) -> CandidateReport {
+    CandidateReport {
+        host: "local".into(),
+        alive: alive.into(),
+        name: format!("{alive}@127.0.0.1"),
+        address: "127.0.0.1".into(),
+        port: 4370,
+        probe: None,
+        held: false,
+    }
+}
+
+fn host(label: &str) -> HostReport {
+    HostReport {
+        label: label.into(),
+        address: "127.0.0.1".into(),
+        epmd_port: 4369,
+        result: Ok((0, Vec::new())),
+        latency: Duration::ZERO,
+        listing: None,
+        unchanged: false,
+    }
+}
+
+/// What was delivered, as `("host", [label])` or `("candidates", [alive...])`, with when.
+type Seen = Arc<Mutex<Vec<(Instant, &'static str, Vec<String>)>>>;
+
+fn recording() -> (Batcher, Seen) {
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let batcher = Batcher::spawn(move |delivery| {
+        let entry = match delivery {
+            Delivery::Host(h) => ("host", vec![h.label]),
+            Delivery::Candidates(cs) => ("candidates", cs.into_iter().map(|c| c.alive).collect()),
+        };
+        log.lock().unwrap().push((Instant::now(), entry.0, entry.1));
+    });
+    (batcher, seen)
+}
+
+fn shapes(seen: &Seen) -> Vec<(&'static str, Vec<String>)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|(_, kind, names)| (*kind, names.clone()))
+        .collect()
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+// As in the NIF: a multi-thread runtime with one worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn probes_woken_together_are_one_delivery() {
+    let (batcher, seen) = recording();
+    let answer = Arc::new(Notify::new());
+    let mut probes = Vec::new();
+    for alive in ["a", "b", "c", "d"] {
+        let (sink, answer) = (batcher.sink(), answer.clone());
+        let notified = answer.notified_owned();
+        probes.push(tokio::spawn(async move {
+            notified.await;
+            sink(Event::Candidate(candidate(alive)));
+        }));
+    }
+    // Every "probe" waits on the same answer; give them the time to start waiting.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Woken from the runtime's worker, as the I/O driver wakes probes whose answers came in
+    // one poll of the sockets.
+    tokio::spawn(async move { answer.notify_waiters() })
+        .await
+        .unwrap();
+    for p in probes {
+        p.await.unwrap();
+    }
+    batcher.finish().await;
+    // One delivery, in the order the probes ran.
+    let mut delivered = shapes(&seen);
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    delivered[0].1.sort();
+    assert_eq!(
+        delivered,
+        vec![("candidates", names(&["a", "b", "c", "d"]))]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_later_candidate_holds_no_earlier_one_back() {
+    let (batcher, seen) = recording();
+    let sink = batcher.sink();
+    let start = Instant::now();
+    sink(Event::Candidate(candidate("fast")));
+    // A frozen node's probe: it finishes (at its deadline) long after.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sink(Event::Candidate(candidate("slow")));
+    batcher.finish().await;
+    let seen_now = seen.lock().unwrap().clone();
+    assert_eq!(
+        shapes(&seen),
+        vec![
+            ("candidates", names(&["fast"])),
+            ("candidates", names(&["slow"]))
+        ]
+    );
+    assert!(seen_now[0].0 - start < Duration::from_millis(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn hosts_keep_their_place_between_candidates() {
+    let (batcher, seen) = recording();
+    let sink = batcher.sink();
+    sink(Event::Candidate(candidate("a")));
+    sink(Event::Host(host("other")));
+    sink(Event::Candidate(candidate("b")));
+    sink(Event::Candidate(candidate("c")));
+    batcher.finish().await;
+    assert_eq!(
+        shapes(&seen),
+        vec![
+            ("candidates", names(&["a"])),
+            ("host", names(&["other"])),
+            ("candidates", names(&["b", "c"]))
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn finish_delivers_everything_sent_before_it_then_ends() {
+    let (batcher, seen) = recording();
+    let sink = batcher.sink();
+    for alive in ["a", "b"] {
+        sink(Event::Candidate(candidate(alive)));
+    }
+    batcher.finish().await;
+    let delivered = shapes(&seen);
+    // Whatever is sent once the forwarder ended is dropped, not delivered after the report.
+    sink(Event::Candidate(candidate("late")));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(delivered, vec![("candidates", names(&["a", "b"]))]);
+    assert_eq!(shapes(&seen), delivered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn nothing_sent_nothing_delivered() {
+    let (batcher, seen) = recording();
+    batcher.finish().await;
+    assert!(shapes(&seen).is_empty());
+}

@@ -1,0 +1,70 @@
+defmodule Tinycluster.UnchangedTest do
+  # A host whose EPMD lists what it did last time, every node connected or held back, costs
+  # no per-candidate messages (issue 13; native/tinycluster_nif/src/unchanged.rs), and a
+  # change on it is still seen at once. A private EPMD keeps other test runs' nodes, which
+  # come and go on the system one, out of the listing.
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureLog
+
+  alias Tinycluster.{TestEpmd, TestNodes}
+
+  test "an unchanged host sends no candidate events; a new node on it is reported" do
+    epmd = TestEpmd.start()
+    _nodes = TestNodes.start_many(2, epmd_port: epmd.port)
+    name = TestNodes.poller_name()
+
+    capture_log(fn ->
+      # This VM's own EPMD does not know these nodes, so every connect fails and the
+      # candidates are held back (backoff) rather than probed: nothing to probe.
+      start_supervised!(
+        {Tinycluster, name: name, hosts: [{"127.0.0.1", epmd.port}], interval: 100}
+      )
+
+      TestNodes.wait_until(
+        fn ->
+          candidates = Map.values(Tinycluster.status(name).candidates)
+
+          length(candidates) == 2 and
+            Enum.all?(candidates, &(&1.state == :rejected and &1.retry_in_ms > 1_500))
+        end,
+        "both nodes to be held back for a while",
+        30_000
+      )
+
+      pid = Process.whereis(name)
+      :erlang.trace(pid, true, [:receive])
+      scans = Tinycluster.status(name).scans
+      Process.sleep(800)
+      status = Tinycluster.status(name)
+      assert status.scans >= scans + 3
+      assert status.hosts["127.0.0.1"].unchanged
+      assert Enum.all?(Map.values(status.candidates), &(&1.state == :rejected))
+      assert candidate_messages() == []
+
+      late = TestNodes.start(epmd_port: epmd.port)
+
+      TestNodes.wait_until(
+        fn -> Map.has_key?(Tinycluster.status(name).candidates, to_string(late.name)) end,
+        "the new node to be seen"
+      )
+
+      :erlang.trace(pid, false, [:receive])
+      assert to_string(late.name) in List.flatten(candidate_messages())
+      refute Tinycluster.status(name).hosts["127.0.0.1"].unchanged
+    end)
+  end
+
+  # The alive names of every candidates message the traced poller received so far.
+  defp candidate_messages(acc \\ []) do
+    receive do
+      {:trace, _, :receive, {:tinycluster_scan, _, {:candidates, list}}} ->
+        candidate_messages([Enum.map(list, & &1.name) | acc])
+
+      {:trace, _, :receive, _} ->
+        candidate_messages(acc)
+    after
+      0 -> Enum.reverse(acc)
+    end
+  end
+end
