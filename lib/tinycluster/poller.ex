@@ -1,12 +1,14 @@
 defmodule Tinycluster.Poller do
   # The GenServer behind `Tinycluster`: polls on a timer, runs one scan at a time, connects
   # the live candidates in supervised tasks, and keeps the state `Tinycluster.status/1` shows.
-  # Every change of a candidate's state goes through `put_candidate/3`, the one place that
-  # logs and emits telemetry, so that each change is reported once and nothing per poll.
+  # Every change of a candidate's state goes through `put_candidate/3`, which hands it to
+  # `Tinycluster.Poller.Report` (the words of every log line and node event), so that each
+  # change is reported once and nothing per poll.
   @moduledoc false
 
   use GenServer
-  require Logger
+
+  alias Tinycluster.Poller.Report
 
   alias Tinycluster.{
     Await,
@@ -90,7 +92,13 @@ defmodule Tinycluster.Poller do
   def handle_info({:tinycluster_scan, _id, _event}, state), do: {:noreply, state}
 
   def handle_info({:scan_timeout, id}, %{scan: %{id: id}} = state) do
-    log(state, :warning, "tinycluster: a scan did not finish in time; starting over", [])
+    Report.log(
+      state.opts,
+      :warning,
+      "tinycluster: a scan did not finish in time; starting over",
+      []
+    )
+
     # Its candidates' events may be lost: the next scan reports every candidate again.
     hosts = Map.new(state.hosts, fn {label, host} -> {label, Map.put(host, :listing, nil)} end)
     {:noreply, %{state | scan: nil, hosts: hosts} |> schedule(0)}
@@ -124,8 +132,8 @@ defmodule Tinycluster.Poller do
   # Said after the work already queued (other candidates' connects), not before it.
   def handle_info({:tinycluster_connected, entry}, state) do
     meta = [tinycluster_node: entry.name, tinycluster_state: :connected]
-    log(state, :info, "tinycluster: connected to #{entry.name}", meta)
-    node_telemetry(state, :connected, entry)
+    Report.log(state.opts, :info, "tinycluster: connected to #{entry.name}", meta)
+    Report.node(state.opts, :connected, entry)
     {:noreply, state}
   end
 
@@ -152,8 +160,8 @@ defmodule Tinycluster.Poller do
 
       {:error, :not_distributed} ->
         unless state.warned_not_distributed do
-          log(
-            state,
+          Report.log(
+            state.opts,
             :warning,
             "tinycluster: this node is not distributed (#{node()}), so it cannot connect to " <>
               "other nodes; start it with --sname or --name, or call Node.start/2. " <>
@@ -171,7 +179,7 @@ defmodule Tinycluster.Poller do
   defp warn_hosts_once(%{warned_hosts: true} = state), do: state
 
   defp warn_hosts_once(state) do
-    for line <- Hosts.warnings(state.opts.hosts), do: log(state, :warning, line, [])
+    for line <- Hosts.warnings(state.opts.hosts), do: Report.log(state.opts, :warning, line, [])
     %{state | warned_hosts: true}
   end
 
@@ -188,7 +196,7 @@ defmodule Tinycluster.Poller do
 
   defp seeds_answered(state, answers) do
     {dns, lines} = DnsSeed.update(state.dns, answers)
-    for {level, line, meta} <- lines, do: log(state, level, line, meta)
+    for {level, line, meta} <- lines, do: Report.log(state.opts, level, line, meta)
     request = Discovery.with_seeds(state.scan.request, dns)
     start_scan(%{state | dns: dns, scan: nil}, request)
   end
@@ -225,7 +233,13 @@ defmodule Tinycluster.Poller do
         %{state | scan: scan, warned_not_distributed: false}
 
       {:error, reason} ->
-        log(state, :error, "tinycluster: could not start a scan: #{inspect(reason)}", [])
+        Report.log(
+          state.opts,
+          :error,
+          "tinycluster: could not start a scan: #{inspect(reason)}",
+          []
+        )
+
         schedule(state, state.opts.interval)
     end
   end
@@ -245,7 +259,7 @@ defmodule Tinycluster.Poller do
 
   defp handle_event({:host, host}, state) do
     previous = Map.get(state.hosts, host.label)
-    log_host(state, previous, host)
+    Report.host(state.opts, previous, host)
     last_ok = if host.status == :ok, do: DateTime.utc_now(), else: previous[:last_ok_at]
     host = Map.put(host, :last_ok_at, last_ok)
     %{state | hosts: Map.put(state.hosts, host.label, host)}
@@ -460,101 +474,12 @@ defmodule Tinycluster.Poller do
   end
 
   defp report_if_changed(state, old, entry) do
-    if old == nil or old.state != entry.state, do: report_change(state, old, entry)
-  end
-
-  defp report_change(state, old, %Candidate{} = entry) do
-    meta = [tinycluster_node: entry.name, tinycluster_state: entry.state]
-
-    case {old && old.state, entry.state} do
-      # Off the path of the connects and probes already waiting in the mailbox.
-      {_, :connected} ->
-        send(self(), {:tinycluster_connected, entry})
-
-      # A refusal is retried with backoff; only the first of a run is worth a line.
-      {_, :rejected} when entry.attempts > 1 ->
-        :ok
-
-      {_, :rejected} ->
-        log(state, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
-        node_telemetry(state, :rejected, entry)
-
-      {_, :unreachable} ->
-        log(state, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
-        node_telemetry(state, :unreachable, entry)
-
-      # With `connect: true` a connection attempt follows at once, and says more.
-      {_, :not_allowed} when state.opts.connect ->
-        :ok
-
-      {_, bad} when bad in [:not_allowed, :name_mismatch, :bad_reply, :tls] ->
-        log(state, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
-
-      {:connected, :down} ->
-        log(state, :info, "tinycluster: lost the connection to #{entry.name}", meta)
-        node_telemetry(state, :lost, entry)
-
-      _ ->
-        :ok
-    end
-  end
-
-  defp node_telemetry(state, event, entry) do
-    measurements =
-      if entry.latency_us,
-        do: %{system_time: System.system_time(), latency_us: entry.latency_us},
-        else: %{system_time: System.system_time()}
-
-    Telemetry.execute([:tinycluster, :node, event], measurements, %{
-      poller: state.opts.name,
-      node: entry.name,
-      host: entry.host,
-      state: entry.state,
-      reason: entry.reason
-    })
-  end
-
-  defp log_host(state, previous, host) do
-    meta = [tinycluster_host: host.label]
-
-    case {previous && previous.status, host.status} do
-      {{:error, _}, :ok} ->
-        log(state, :info, "tinycluster: EPMD on #{host.label} answers again", meta)
-
-      {prev, {:error, reason}} when prev == nil or prev == :ok ->
-        log(
-          state,
-          :warning,
-          "tinycluster: cannot list the nodes of #{host.label} " <>
-            "(EPMD at #{host.address}:#{host.epmd_port}): #{inspect(reason)}",
-          meta
-        )
-
-      _ ->
-        :ok
-    end
-
-    if host.malformed != [] and (previous == nil or previous.malformed == []) do
-      log(
-        state,
-        :warning,
-        "tinycluster: EPMD on #{host.label} listed #{length(host.malformed)} malformed " <>
-          "entries, skipped: #{inspect(Enum.take(host.malformed, 3))}",
-        meta
-      )
-    end
+    if old == nil or old.state != entry.state, do: Report.change(state.opts, old, entry)
   end
 
   defp notify(state) do
     Await.notify(state.subscribers, fn -> status(state) end)
     state
-  end
-
-  defp log(%{opts: %{log: false}}, _level, _message, _meta), do: :ok
-
-  defp log(%{opts: %{log: threshold}}, level, message, meta) do
-    if Logger.compare_levels(level, threshold) != :lt, do: Logger.log(level, message, meta)
-    :ok
   end
 
   defp status(state) do
