@@ -1,6 +1,6 @@
 defmodule Tinycluster.UnchangedTest do
   # A host whose EPMD lists what it did last time, every node connected or held back, costs
-  # no per-candidate messages (issue 13; native/tinycluster_nif/src/unchanged.rs), and a
+  # one message per scan, the report, and no per-candidate messages (issue 13; native/tinycluster_nif/src/unchanged.rs), and a
   # change on it is still seen at once. A private EPMD keeps other test runs' nodes, which
   # come and go on the system one, out of the listing.
   use ExUnit.Case, async: false
@@ -9,7 +9,7 @@ defmodule Tinycluster.UnchangedTest do
 
   alias Tinycluster.{TestEpmd, TestNodes}
 
-  test "an unchanged host sends no candidate events; a new node on it is reported" do
+  test "an unchanged host costs one message per scan; a new node on it is reported" do
     epmd = TestEpmd.start()
     _nodes = TestNodes.start_many(2, epmd_port: epmd.port)
     name = TestNodes.poller_name()
@@ -34,13 +34,19 @@ defmodule Tinycluster.UnchangedTest do
 
       pid = Process.whereis(name)
       :erlang.trace(pid, true, [:receive])
-      scans = Tinycluster.status(name).scans
+      before = Tinycluster.status(name)
       Process.sleep(800)
       status = Tinycluster.status(name)
-      assert status.scans >= scans + 3
+      assert status.scans >= before.scans + 3
       assert status.hosts["127.0.0.1"].unchanged
+      # The host's status still follows each answer, from the report.
+      last_ok = before.hosts["127.0.0.1"].last_ok_at
+      assert DateTime.compare(status.hosts["127.0.0.1"].last_ok_at, last_ok) == :gt
       assert Enum.all?(Map.values(status.candidates), &(&1.state == :rejected))
-      assert candidate_messages() == []
+      # One message per quiet scan, its report: no host event either.
+      tags = scan_messages()
+      assert length(tags) >= 3
+      assert Enum.uniq(tags) == [:done], inspect(tags)
 
       late = TestNodes.start(epmd_port: epmd.port)
 
@@ -53,6 +59,16 @@ defmodule Tinycluster.UnchangedTest do
       assert to_string(late.name) in List.flatten(candidate_messages())
       refute Tinycluster.status(name).hosts["127.0.0.1"].unchanged
     end)
+  end
+
+  # The tag of every scan message the traced poller received so far.
+  defp scan_messages(acc \\ []) do
+    receive do
+      {:trace, _, :receive, {:tinycluster_scan, _, {tag, _}}} -> scan_messages([tag | acc])
+      {:trace, _, :receive, _} -> scan_messages(acc)
+    after
+      0 -> Enum.reverse(acc)
+    end
   end
 
   # The alive names of every candidates message the traced poller received so far.

@@ -216,7 +216,9 @@ defmodule Tinycluster.Poller do
 
     case Native.start_scan(request) do
       {:ok, id} ->
-        Process.send_after(self(), {:scan_timeout, id}, Discovery.deadline(state.opts))
+        # Cancelled when the scan ends: a stale timeout would wake the scheduler once more
+        # per poll for nothing.
+        watchdog = Process.send_after(self(), {:scan_timeout, id}, Discovery.deadline(state.opts))
         now = System.monotonic_time()
 
         Telemetry.execute(
@@ -229,7 +231,7 @@ defmodule Tinycluster.Poller do
           }
         )
 
-        scan = %{id: id, started: now, request: request}
+        scan = %{id: id, started: now, request: request, watchdog: watchdog}
         %{state | scan: scan, warned_not_distributed: false}
 
       {:error, reason} ->
@@ -257,7 +259,20 @@ defmodule Tinycluster.Poller do
     state
   end
 
-  defp handle_event({:host, host}, state) do
+  defp handle_event({:host, host}, state), do: host_answered(state, host)
+
+  defp handle_event({:done, report}, state) do
+    :erlang.cancel_timer(state.scan.watchdog, async: true, info: false)
+    # An unchanged host sent no event of its own (native/tinycluster_nif/src/unchanged.rs).
+    state =
+      for %{unchanged: true} = host <- report.hosts,
+          reduce: state,
+          do: (acc -> host_answered(acc, host))
+
+    scan_done(state, report)
+  end
+
+  defp host_answered(state, host) do
     previous = Map.get(state.hosts, host.label)
     Report.host(state.opts, previous, host)
     last_ok = if host.status == :ok, do: DateTime.utc_now(), else: previous[:last_ok_at]
@@ -265,7 +280,7 @@ defmodule Tinycluster.Poller do
     %{state | hosts: Map.put(state.hosts, host.label, host)}
   end
 
-  defp handle_event({:done, report}, state) do
+  defp scan_done(state, report) do
     listed = MapSet.new(report.candidates, &{&1.host, &1.alive})
     answered = for %{status: :ok, label: label} <- report.hosts, into: MapSet.new(), do: label
     # A host no longer asked is an address that left a DNS seed's answer.

@@ -272,7 +272,11 @@ async fn scan_host(
         listing,
         unchanged: quiet,
     };
-    sink(Event::Host(report.clone()));
+    // An unchanged host sends no event at all: the pass's report carries it, so that an idle
+    // poll is one message to its owner (one wake-up of a scheduler) rather than two.
+    if !quiet {
+        sink(Event::Host(report.clone()));
+    }
     let (Some(address), Ok(names)) = (address, names) else {
         return (report, Vec::new());
     };

@@ -3,8 +3,9 @@
 //! A poller whose nodes are all connected asks EPMD every interval and learns nothing new.
 //! It passes, per host, the [`digest`] of the listing the host's last answer had; when the
 //! new answer lists exactly the same names and ports and none of them is to be probed (all
-//! connected or held back), the scan reports the host as `unchanged` and sends no event for
-//! its candidates (the scan's report still lists them, for gone detection). Anything else,
+//! connected or held back), the scan reports the host as `unchanged` in its report only: no
+//! event for the host, none for its candidates (the report still lists them, for gone
+//! detection), so an idle poll costs its owner one message. Anything else,
 //! a new name, a new port, a name no longer connected, is reported candidate by candidate.
 
 use std::collections::hash_map::DefaultHasher;

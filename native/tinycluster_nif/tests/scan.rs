@@ -608,7 +608,7 @@ async fn scan_with(reply: &str, last: Option<u64>, skip: &[&str]) -> (Recorder, 
 }
 
 #[tokio::test]
-async fn the_same_listing_all_connected_sends_no_candidate_events() {
+async fn the_same_listing_all_connected_sends_no_event_at_all() {
     let (listeners, reply) = listing_of(&["a", "b"]).await;
     let skip = ["a@h", "b@h"];
     let (first, _) = scan_with(&reply, None, &skip).await;
@@ -618,13 +618,17 @@ async fn the_same_listing_all_connected_sends_no_candidate_events() {
     assert_eq!(first.candidates().len(), 2);
 
     let (second, report) = scan_with(&reply, Some(digest), &skip).await;
-    let (_, _, host2) = second.host("local");
+    assert!(
+        second.events().is_empty(),
+        "no event at all: {:?}",
+        second.events()
+    );
+    let host2 = &report.hosts[0];
     assert_eq!((host2.listing, host2.unchanged), (Some(digest), true));
-    assert!(second.candidates().is_empty(), "no per-candidate events");
+    assert_eq!(host2.result.as_ref().map(|r| r.0).ok(), Some(2));
     let mut reported: Vec<_> = report.candidates.iter().map(|c| c.alive.clone()).collect();
     reported.sort();
     assert_eq!(reported, ["a", "b"], "the report still lists them");
-    assert!(report.hosts[0].unchanged);
     for l in &listeners {
         assert_untouched(l, "a connected node").await;
     }
@@ -661,7 +665,7 @@ async fn held_back_candidates_count_as_nothing_to_probe() {
     let reply = "name a at port 1\nname held at port 1\n".to_string();
     let (first, _) = scan_with(&reply, None, &["a@h"]).await;
     let (_, _, host1) = first.host("local");
-    let (second, _) = scan_with(&reply, host1.listing, &["a@h"]).await;
-    assert!(second.host("local").2.unchanged);
-    assert!(second.candidates().is_empty());
+    let (second, report) = scan_with(&reply, host1.listing, &["a@h"]).await;
+    assert!(report.hosts[0].unchanged);
+    assert!(second.events().is_empty(), "{:?}", second.events());
 }
