@@ -1,5 +1,5 @@
-//! `batch::Batcher`: candidates whose probes finish together are delivered together, in order
-//! with the hosts, and nothing waits for a candidate that has not finished.
+//! `batch::Batcher`: candidates whose probes finish within a window are delivered together,
+//! hosts at once, and nothing waits for a candidate that has not finished beyond the window.
 //!
 //! Timing assertions are orderings and generous upper bounds: the tests share a small, busy
 //! machine.
@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tinycluster_nif::batch::{Batcher, Delivery};
+use tinycluster_nif::batch::{self, Batcher, Delivery};
 use tinycluster_nif::scan::{CandidateReport, Event, HostReport};
 use tokio::sync::Notify;
 
@@ -38,10 +38,11 @@ fn host(label: &str) -> HostReport {
 /// What was delivered, as `("host", [label])` or `("candidates", [alive...])`, with when.
 type Seen = Arc<Mutex<Vec<(Instant, &'static str, Vec<String>)>>>;
 
-fn recording() -> (Batcher, Seen) {
+/// A batcher with `window` that records its deliveries.
+fn recording(window: Duration) -> (Batcher, Seen) {
     let seen: Seen = Arc::default();
     let log = seen.clone();
-    let batcher = Batcher::spawn(move |delivery| {
+    let batcher = Batcher::with_window(window, move |delivery| {
         let entry = match delivery {
             Delivery::Host(h) => ("host", vec![h.label]),
             Delivery::Candidates(cs) => ("candidates", cs.into_iter().map(|c| c.alive).collect()),
@@ -65,8 +66,8 @@ fn names(list: &[&str]) -> Vec<String> {
 
 // As in the NIF: a multi-thread runtime with one worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn probes_woken_together_are_one_delivery() {
-    let (batcher, seen) = recording();
+async fn probes_that_end_in_one_window_are_one_delivery() {
+    let (batcher, seen) = recording(Duration::from_secs(60));
     let answer = Arc::new(Notify::new());
     let mut probes = Vec::new();
     for alive in ["a", "b", "c", "d"] {
@@ -100,7 +101,7 @@ async fn probes_woken_together_are_one_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_later_candidate_holds_no_earlier_one_back() {
-    let (batcher, seen) = recording();
+    let (batcher, seen) = recording(batch::WINDOW);
     let sink = batcher.sink();
     let start = Instant::now();
     sink(Event::Candidate(candidate("fast")));
@@ -120,27 +121,63 @@ async fn a_later_candidate_holds_no_earlier_one_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn hosts_keep_their_place_between_candidates() {
-    let (batcher, seen) = recording();
+async fn candidates_apart_within_the_window_are_one_delivery() {
+    let (batcher, seen) = recording(Duration::from_millis(500));
     let sink = batcher.sink();
+    let start = Instant::now();
+    for alive in ["a", "b", "c"] {
+        sink(Event::Candidate(candidate(alive)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Well past the window, and the scan still running (a frozen node's probe, say).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let delivered = seen.lock().unwrap().clone();
+    assert_eq!(shapes(&seen), vec![("candidates", names(&["a", "b", "c"]))]);
+    // The window closed it, not the end of the scan.
+    let at = delivered[0].0 - start;
+    assert!(at >= Duration::from_millis(450), "closed early: {at:?}");
+    batcher.finish().await;
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_end_of_the_scan_closes_an_open_window_at_once() {
+    let (batcher, seen) = recording(Duration::from_secs(60));
+    let sink = batcher.sink();
+    let start = Instant::now();
+    sink(Event::Candidate(candidate("a")));
+    batcher.finish().await;
+    assert_eq!(shapes(&seen), vec![("candidates", names(&["a"]))]);
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn hosts_never_wait_and_split_no_batch() {
+    let (batcher, seen) = recording(Duration::from_secs(60));
+    let sink = batcher.sink();
+    let start = Instant::now();
     sink(Event::Candidate(candidate("a")));
     sink(Event::Host(host("other")));
     sink(Event::Candidate(candidate("b")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The host is out while the batch is still open.
+    let early = shapes(&seen);
     sink(Event::Candidate(candidate("c")));
     batcher.finish().await;
+    assert_eq!(early, vec![("host", names(&["other"]))]);
     assert_eq!(
         shapes(&seen),
         vec![
-            ("candidates", names(&["a"])),
             ("host", names(&["other"])),
-            ("candidates", names(&["b", "c"]))
+            ("candidates", names(&["a", "b", "c"]))
         ]
     );
+    assert!(start.elapsed() < Duration::from_secs(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn finish_delivers_everything_sent_before_it_then_ends() {
-    let (batcher, seen) = recording();
+    let (batcher, seen) = recording(batch::WINDOW);
     let sink = batcher.sink();
     for alive in ["a", "b"] {
         sink(Event::Candidate(candidate(alive)));
@@ -156,7 +193,7 @@ async fn finish_delivers_everything_sent_before_it_then_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn nothing_sent_nothing_delivered() {
-    let (batcher, seen) = recording();
+    let (batcher, seen) = recording(batch::WINDOW);
     batcher.finish().await;
     assert!(shapes(&seen).is_empty());
 }
