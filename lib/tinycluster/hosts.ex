@@ -198,7 +198,7 @@ defmodule Tinycluster.Hosts do
   @spec search_path() :: [Path.t()]
   def search_path do
     home =
-      case :init.get_argument(:home) do
+      case Tinycluster.VmArgs.get(:home) do
         {:ok, [[home | _] | _]} -> [List.to_string(home)]
         _ -> List.wrap(System.user_home())
       end
@@ -295,7 +295,7 @@ defmodule Tinycluster.Hosts do
   @doc "The address family of this node's distribution: `:inet6` under `-proto_dist inet6_*`."
   @spec family() :: family()
   def family do
-    case :init.get_argument(:proto_dist) do
+    case Tinycluster.VmArgs.get(:proto_dist) do
       {:ok, [[~c"inet6" ++ _ | _] | _]} -> :inet6
       _ -> :inet
     end

@@ -81,7 +81,7 @@ defmodule Tinycluster.Options do
   """
   @spec local_epmd_port() :: :inet.port_number()
   def local_epmd_port do
-    with :error <- port_from(:init.get_argument(:epmd_port)),
+    with :error <- port_from(Tinycluster.VmArgs.get(:epmd_port)),
          :error <- port_from(System.get_env("ERL_EPMD_PORT")) do
       @default_epmd_port
     end

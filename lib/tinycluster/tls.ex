@@ -18,7 +18,7 @@ defmodule Tinycluster.Tls do
   @doc "Whether this node runs TLS distribution (`-proto_dist inet_tls` or `inet6_tls`)."
   @spec local?() :: boolean()
   def local? do
-    case :init.get_argument(:proto_dist) do
+    case Tinycluster.VmArgs.get(:proto_dist) do
       {:ok, [[proto | _] | _]} -> proto in [~c"inet_tls", ~c"inet6_tls"]
       _ -> false
     end
