@@ -4,6 +4,14 @@ defmodule Tinycluster.Poller do
   # Every change of a candidate's state goes through `put_candidate/3`, which hands it to
   # `Tinycluster.Poller.Report` (the words of every log line and node event), so that each
   # change is reported once and nothing per poll.
+  #
+  # When a scan ends, the next one is asked for at once, to start an interval after the last
+  # started (`delay_ms`, native/tinycluster_nif/src/pending.rs): an idle poll then wakes this
+  # process once, for the report, instead of twice (timer, then report), and each wake-up of
+  # a scheduler costs more than the poll's own work (bench idle). What the request depends
+  # on may change meanwhile (a node connects or goes down, a connect fails); then the
+  # waiting scan is called off and asked for again with the same start (`refresh/1`). With
+  # DNS seeds, which are looked up just before each scan, a timer starts every poll.
   @moduledoc false
 
   use GenServer
@@ -53,6 +61,7 @@ defmodule Tinycluster.Poller do
       scans: 0,
       warned_not_distributed: false,
       warned_hosts: false,
+      refreshing: false,
       subscribers: Await.subscribers()
     }
 
@@ -77,6 +86,8 @@ defmodule Tinycluster.Poller do
 
   @impl true
   def handle_info(:poll, state), do: {:noreply, poll(state)}
+
+  def handle_info(:refresh_scan, state), do: {:noreply, refresh(%{state | refreshing: false})}
 
   # With the others of the same scan already queued: see `Tinycluster.Batch`.
   def handle_info({:tinycluster_scan, id, {:candidates, list}}, %{scan: %{id: id}} = state),
@@ -120,13 +131,15 @@ defmodule Tinycluster.Poller do
       when is_map_key(connecting, ref) do
     Process.demonitor(ref, [:flush])
     {key, connecting} = Map.pop(connecting, ref)
-    {:noreply, connected(%{state | connecting: connecting}, key, result) |> notify()}
+    state = connected(%{state | connecting: connecting}, key, result)
+    {:noreply, state |> request_changed() |> notify()}
   end
 
   def handle_info({:DOWN, ref, :process, _, reason}, %{connecting: connecting} = state)
       when is_map_key(connecting, ref) do
     {key, connecting} = Map.pop(connecting, ref)
-    {:noreply, connected(%{state | connecting: connecting}, key, {:crashed, reason}) |> notify()}
+    state = connected(%{state | connecting: connecting}, key, {:crashed, reason})
+    {:noreply, state |> request_changed() |> notify()}
   end
 
   # Said after the work already queued (other candidates' connects), not before it.
@@ -141,22 +154,25 @@ defmodule Tinycluster.Poller do
     do: {:noreply, %{state | subscribers: Await.unsubscribe(state.subscribers, ref)}}
 
   def handle_info({:nodeup, node, _info}, state),
-    do: {:noreply, node_event(state, node, :up) |> notify()}
+    do: {:noreply, node_event(state, node, :up) |> request_changed() |> notify()}
 
   def handle_info({:nodedown, node, info}, state) do
-    {:noreply, node_event(state, node, {:down, info[:nodedown_reason]}) |> notify()}
+    state = node_event(state, node, {:down, info[:nodedown_reason]})
+    {:noreply, state |> request_changed() |> notify()}
   end
 
   def handle_info(_other, state), do: {:noreply, state}
 
   ## Polling
 
-  defp poll(%{scan: %{}} = state), do: state
+  defp poll(state, delay_ms \\ 0)
 
-  defp poll(state) do
+  defp poll(%{scan: %{}} = state, _delay_ms), do: state
+
+  defp poll(state, delay_ms) do
     case Discovery.request(state.opts, Node.list(:connected), state.tls) do
       {:ok, request} ->
-        state |> warn_hosts_once() |> look_up_seeds(request)
+        state |> warn_hosts_once() |> look_up_seeds(request, delay_ms)
 
       {:error, :not_distributed} ->
         unless state.warned_not_distributed do
@@ -185,10 +201,10 @@ defmodule Tinycluster.Poller do
 
   # DNS seeds are looked up in a task, never here, and the scan starts when they answered;
   # `scan` holds the lookup meanwhile, so that no second poll starts.
-  defp look_up_seeds(state, request) when map_size(state.dns) == 0,
-    do: start_scan(state, request)
+  defp look_up_seeds(state, request, delay_ms) when map_size(state.dns) == 0,
+    do: start_scan(state, request, delay_ms)
 
-  defp look_up_seeds(state, request) do
+  defp look_up_seeds(state, request, _delay_ms) do
     args = [state.opts.hosts, request.family, Options.dns_timeout(state.opts)]
     task = Task.Supervisor.async_nolink(state.tasks, DnsSeed, :lookup_all, args)
     %{state | scan: %{dns: task.ref, request: request}}
@@ -198,14 +214,15 @@ defmodule Tinycluster.Poller do
     {dns, lines} = DnsSeed.update(state.dns, answers)
     for {level, line, meta} <- lines, do: Report.log(state.opts, level, line, meta)
     request = Discovery.with_seeds(state.scan.request, dns)
-    start_scan(%{state | dns: dns, scan: nil}, request)
+    start_scan(%{state | dns: dns, scan: nil}, request, 0)
   end
 
-  defp start_scan(state, request) do
-    # A candidate that failed is left alone, probe included, until it is due (see Backoff);
-    # the scan still reports it as listed, and probes it at once at a new port.
+  defp start_scan(state, request, delay_ms) do
+    # A candidate that failed is left alone, probe included, until it is due (see Backoff)
+    # when the scan starts; the scan still reports it as listed, and probes it at once at a
+    # new port.
     now_ms = System.monotonic_time(:millisecond)
-    request = Map.put(request, :hold, Backoff.holds(state.candidates, now_ms))
+    request = Map.put(request, :hold, Backoff.holds(state.candidates, now_ms + delay_ms))
     # A host whose answer lists what it did last time, all connected or held, sends no
     # candidate events (native/tinycluster_nif/src/unchanged.rs).
     listings =
@@ -214,25 +231,14 @@ defmodule Tinycluster.Poller do
 
     request = Map.put(request, :last_listings, listings)
 
+    request = if delay_ms > 0, do: Map.put(request, :delay_ms, delay_ms), else: request
+
     case Native.start_scan(request) do
       {:ok, id} ->
-        # Cancelled when the scan ends: a stale timeout would wake the scheduler once more
-        # per poll for nothing.
-        watchdog = Process.send_after(self(), {:scan_timeout, id}, Discovery.deadline(state.opts))
-        now = System.monotonic_time()
+        started(state, id, request, nil, delay_ms)
 
-        Telemetry.execute(
-          [:tinycluster, :scan, :start],
-          %{system_time: System.system_time(), monotonic_time: now},
-          %{
-            poller: state.opts.name,
-            hosts: Enum.map(request.hosts, & &1.label),
-            seeds: DnsSeed.counts(state.dns)
-          }
-        )
-
-        scan = %{id: id, started: now, request: request, watchdog: watchdog}
-        %{state | scan: scan, warned_not_distributed: false}
+      {:ok, id, pending} ->
+        started(state, id, request, pending, delay_ms)
 
       {:error, reason} ->
         Report.log(
@@ -245,6 +251,71 @@ defmodule Tinycluster.Poller do
         schedule(state, state.opts.interval)
     end
   end
+
+  defp started(state, id, request, pending, delay_ms) do
+    # Cancelled when the scan ends: a stale timeout would wake the scheduler once more per
+    # poll for nothing.
+    deadline = Discovery.deadline(state.opts) + delay_ms
+    watchdog = Process.send_after(self(), {:scan_timeout, id}, deadline)
+    delay = System.convert_time_unit(delay_ms, :millisecond, :native)
+
+    start = %{
+      measurements: %{
+        system_time: System.system_time() + delay,
+        monotonic_time: System.monotonic_time() + delay
+      },
+      metadata: %{
+        poller: state.opts.name,
+        hosts: Enum.map(request.hosts, & &1.label),
+        seeds: DnsSeed.counts(state.dns)
+      }
+    }
+
+    # A scan that waits for its start tells of it with its report: nothing wakes this
+    # process when it starts.
+    if pending == nil, do: scan_event(:start, start)
+
+    scan = %{
+      id: id,
+      started: start.measurements.monotonic_time,
+      start_event: start,
+      request: request,
+      pending: pending,
+      watchdog: watchdog
+    }
+
+    %{state | scan: scan, warned_not_distributed: false}
+  end
+
+  defp scan_event(:start, %{measurements: measurements, metadata: metadata}),
+    do: Telemetry.execute([:tinycluster, :scan, :start], measurements, metadata)
+
+  # The scan that waits for its start no longer fits what changed: called off and asked for
+  # again, to start when it would have. Changes come in bursts (a batch of connects), so
+  # they are gathered into one `:refresh_scan` message.
+  defp request_changed(%{scan: %{pending: pending}, refreshing: false} = state)
+       when pending != nil do
+    send(self(), :refresh_scan)
+    %{state | refreshing: true}
+  end
+
+  defp request_changed(state), do: state
+
+  defp refresh(%{scan: %{pending: pending} = scan} = state) when pending != nil do
+    case Native.call_off(pending) do
+      :ok ->
+        :erlang.cancel_timer(scan.watchdog, async: true, info: false)
+        now = System.monotonic_time()
+        wait = System.convert_time_unit(scan.started - now, :native, :millisecond)
+        poll(%{state | scan: nil}, max(wait, 0))
+
+      # It started on what it was given; the next one will fit.
+      {:error, :started} ->
+        state
+    end
+  end
+
+  defp refresh(state), do: state
 
   # The next poll comes `interval` after the start of the last, or at once if it overran.
   defp schedule(state, delay) do
@@ -263,6 +334,7 @@ defmodule Tinycluster.Poller do
 
   defp handle_event({:done, report}, state) do
     :erlang.cancel_timer(state.scan.watchdog, async: true, info: false)
+    if state.scan.pending != nil, do: scan_event(:start, state.scan.start_event)
     # An unchanged host sent no event of its own (native/tinycluster_nif/src/unchanged.rs).
     state =
       for %{unchanged: true} = host <- report.hosts,
@@ -333,8 +405,13 @@ defmodule Tinycluster.Poller do
           by_state: counts
         }
     }
-    |> schedule(state.opts.interval - elapsed_ms)
+    |> next_scan(state.opts.interval - elapsed_ms)
   end
+
+  defp next_scan(state, delay_ms) when delay_ms > 0 and map_size(state.dns) == 0,
+    do: poll(state, delay_ms)
+
+  defp next_scan(state, delay_ms), do: schedule(state, delay_ms)
 
   # Every connect of the batch starts first; logs, telemetry and the rest come after.
   # Held back candidates are still listed (the scan's report says so): nothing new to learn.
@@ -497,6 +574,14 @@ defmodule Tinycluster.Poller do
     state
   end
 
+  # A scan that waits for its start is not under way yet.
+  defp scanning?(nil), do: false
+
+  defp scanning?(%{pending: pending, started: at}) when pending != nil,
+    do: System.monotonic_time() >= at
+
+  defp scanning?(_scan), do: true
+
   defp status(state) do
     now = System.monotonic_time(:millisecond)
 
@@ -509,7 +594,7 @@ defmodule Tinycluster.Poller do
     %{
       node: node(),
       options: state.opts,
-      scanning: state.scan != nil,
+      scanning: scanning?(state.scan),
       scans: state.scans,
       last_scan: state.last_scan,
       hosts: state.hosts,

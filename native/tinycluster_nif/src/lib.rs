@@ -9,13 +9,15 @@
 //! - [`probe`]: one candidate: connect, `send_name` (or the ClientHello), answer, close; one
 //!   deadline.
 //! - [`park`]: the probe of a silent (frozen) node kept open rather than replaced each scan.
+//! - [`pending`]: a scan that waits for its start, and can be called off until then.
 //! - [`inflight`]: one probe at a time per probe name and listener, across all scans.
 //! - [`scan`]: a whole pass over many hosts and candidates, concurrently, streaming results.
 //! - [`batch`]: a pass's candidates whose probes finish together, handed over together.
 //! - [`unchanged`]: a host whose answer changes nothing, told without per-candidate events.
+//! - [`runtime`]: the process-wide tokio runtime's configuration.
 //! - [`error`]: the one error type and its Erlang encoding.
 //! - [`encode`]: reports as Erlang terms (feature `nif`).
-//! - `nif`: the NIF entry points and the tokio runtime (feature `nif`).
+//! - `nif`: the NIF entry points (feature `nif`).
 //!
 //! The NIF entry point, `start_scan/1`, only validates its argument and spawns the pass on a
 //! process-wide tokio runtime, then returns `{:ok, scan_id}` at once: no scheduler ever
@@ -31,8 +33,10 @@ pub mod handshake;
 pub mod inflight;
 pub mod naming;
 pub mod park;
+pub mod pending;
 pub mod probe;
 pub mod resolve;
+pub mod runtime;
 pub mod scan;
 pub mod tls;
 pub mod unchanged;

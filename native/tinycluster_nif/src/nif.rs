@@ -6,15 +6,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use once_cell::sync::Lazy;
-use rustler::{Atom, Decoder, Encoder, Env, LocalPid, NifMap, NifResult, OwnedEnv, Term};
-use tokio::runtime::{Builder, Runtime};
+use rustler::{
+    Atom, Decoder, Encoder, Env, LocalPid, NifMap, NifResult, OwnedEnv, ResourceArc, Term,
+};
+use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
 use crate::batch::{Batcher, Delivery};
 use crate::error::Error;
 use crate::naming::Naming;
+use crate::pending::Pending;
 use crate::resolve::Family;
-use crate::{encode, handshake, scan};
+use crate::{encode, handshake, runtime, scan};
 
 mod atoms {
     rustler::atoms! {
@@ -36,43 +39,15 @@ mod atoms {
         hold,
         park,
         last_listings,
+        delay_ms,
+        started,
         false_ = "false",
     }
 }
 
-/// One worker thread is plenty: a scan is all waiting on sockets. The blocking pool only
-/// serves host name resolution (`getaddrinfo`), so it stays small too.
-static RUNTIME: Lazy<Result<Runtime, String>> = Lazy::new(|| {
-    Builder::new_multi_thread()
-        .worker_threads(1)
-        .max_blocking_threads(4)
-        .thread_name("tinycluster")
-        .on_thread_start(never_preempt_the_waker)
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(|e| e.to_string())
-});
-
-/// Makes the calling runtime thread `SCHED_BATCH` (Linux only; elsewhere a no-op).
-///
-/// `start_scan` wakes the runtime's worker from a BEAM scheduler thread. On a busy host the
-/// kernel may switch to the woken thread at once, on the waker's CPU, and the scheduler then
-/// waits for its CPU back: the NIF call, microseconds of work, held the scheduler for
-/// milliseconds (`erlang:system_monitor/2` reports it as a long schedule). A `SCHED_BATCH`
-/// thread never preempts the thread that woke it, and keeps the normal share of the CPU, so
-/// probes are not slowed down.
-fn never_preempt_the_waker() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: pid 0 is the calling thread, and `param` outlives the call. A failure only
-        // leaves the thread's policy as it was.
-        unsafe {
-            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
-        }
-    }
-}
+/// The runtime every scan runs on, built at the first scan (see [`crate::runtime`]).
+static RUNTIME: Lazy<Result<Runtime, String>> =
+    Lazy::new(|| runtime::build().map_err(|e| e.to_string()));
 
 static NEXT_SCAN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -108,7 +83,8 @@ struct ScanOpts {
 /// local node runs TLS distribution) or a list of `{host_label, alive, port}` to probe with
 /// the TLS ClientHello; `hold`: such a list not to probe now; `park`: `false` to close
 /// silent probes at their deadline rather than park them; `last_listings`: a list of
-/// `{host_label, digest}` (see [`crate::unchanged`]).
+/// `{host_label, digest}` (see [`crate::unchanged`]); `delay_ms`: how long the scan waits
+/// for its start (see [`crate::pending`]).
 struct Request {
     opts: ScanOpts,
     family: Option<Family>,
@@ -116,6 +92,7 @@ struct Request {
     hold: HashSet<(String, String, u16)>,
     park: bool,
     last_listings: HashMap<String, u64>,
+    delay_ms: u64,
 }
 
 impl<'a> Decoder<'a> for Request {
@@ -153,7 +130,16 @@ impl<'a> Decoder<'a> for Request {
                 pairs.into_iter().collect()
             }
         };
+        // `delay_ms`: start the scan that much later (see pending.rs); default 0, at once.
+        let delay_ms = match term.map_get(atoms::delay_ms()) {
+            Err(_) => 0,
+            Ok(value) => value.decode()?,
+        };
+        if delay_ms > MAX_DELAY_MS {
+            return Err(rustler::Error::RaiseAtom("badarg"));
+        }
         Ok(Request {
+            delay_ms,
             opts: term.decode()?,
             family,
             tls,
@@ -176,6 +162,9 @@ fn listed(term: Term<'_>) -> NifResult<HashSet<(String, String, u16)>> {
     }
     Ok(listed.into_iter().collect())
 }
+
+/// The longest a scan may wait for its start: a day, far more than any poll interval.
+const MAX_DELAY_MS: u64 = 86_400_000;
 
 /// The longest a deadline may be, so that a scan always ends.
 const MAX_TIMEOUT_MS: u64 = 60_000;
@@ -235,7 +224,9 @@ where
 /// options. The caller then receives `{:tinycluster_scan, scan_id, {:host, map}}` per host,
 /// `{:tinycluster_scan, scan_id, {:candidates, [map]}}` as probes end (those that end
 /// together in one message, see [`crate::batch`]), and
-/// last `{:tinycluster_scan, scan_id, {:done, map}}`. With `gate: true`, each host's names
+/// last `{:tinycluster_scan, scan_id, {:done, map}}`. With `delay_ms` above 0 the scan
+/// starts that much later and the answer is `{:ok, scan_id, pending}`, a handle for
+/// [`call_off`]. With `gate: true`, each host's names
 /// first come as `{:tinycluster_scan, scan_id, {:listed, {index, label, names}}}`, and none
 /// is probed until [`admit`] answers with the names to probe.
 #[rustler::nif]
@@ -247,6 +238,7 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
         hold,
         park,
         last_listings,
+        delay_ms,
     } = request;
     let runtime = match RUNTIME.as_ref() {
         Ok(rt) => rt,
@@ -280,7 +272,14 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
             rx
         })));
     }
+    let pending = (delay_ms > 0).then(|| Arc::new(Pending::new()));
+    let waiting = pending.clone();
     runtime.spawn(async move {
+        if let Some(pending) = waiting {
+            if !pending.wait(Duration::from_millis(delay_ms)).await {
+                return;
+            }
+        }
         let batcher = Batcher::spawn(move |delivery| match delivery {
             Delivery::Host(h) => send(&pid, id, atoms::host(), |env| encode::host(env, &h)),
             Delivery::Candidates(cs) => send(&pid, id, atoms::candidates(), |env| {
@@ -297,7 +296,35 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
         }
         send(&pid, id, atoms::done(), |env| encode::report(env, &report));
     });
-    (atoms::ok(), id).encode(env)
+    match pending {
+        None => (atoms::ok(), id).encode(env),
+        Some(pending) => (atoms::ok(), id, ResourceArc::new(PendingScan(pending))).encode(env),
+    }
+}
+
+/// The handle of a scan that waits for its start (`delay_ms`). Calling it off, with
+/// [`call_off`] or by dropping the handle (its owner died and the handle was collected),
+/// keeps the scan from ever starting: no scan runs for a poller that is gone.
+struct PendingScan(Arc<Pending>);
+
+#[rustler::resource_impl]
+impl rustler::Resource for PendingScan {}
+
+impl Drop for PendingScan {
+    fn drop(&mut self) {
+        self.0.call_off();
+    }
+}
+
+/// Calls off a scan that waits for its start: `:ok` if it never starts (no message of it
+/// ever comes), `{:error, :started}` if it has (it runs to its report as usual).
+#[rustler::nif]
+fn call_off(env: Env<'_>, pending: ResourceArc<PendingScan>) -> Term<'_> {
+    if pending.0.call_off() {
+        atoms::ok().encode(env)
+    } else {
+        (atoms::error(), atoms::started()).encode(env)
+    }
 }
 
 /// Answers a scan's `{:listed, index, label, names}` message with the alive names to probe
