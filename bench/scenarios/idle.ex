@@ -10,6 +10,11 @@
 # and the rest; `stat`'s tick counts are kept as a cross-check. The cost of a poll is the
 # poller's CPU time minus the control's, divided by the polls in the window. EPMD's own
 # CPU time per NAMES request is measured too: it is part of what a poll costs the host.
+#
+# The floor of the NIF runtime's share: `examples/epmd_floor.rs` (native/tinycluster_nif)
+# makes the same NAMES request to the same EPMD, with the same listing, blocking from a plain
+# thread and on a runtime built as the NIF's, outside any BEAM; what the runtime's threads
+# spend in a measuring node beyond that is the cost of telling the BEAM (encode, send, wake).
 defmodule Bench.Scenario.Idle do
   alias Bench.{Approach, Driver, Proc, Stats, VM}
 
@@ -28,10 +33,12 @@ defmodule Bench.Scenario.Idle do
     window = if ctx.smoke, do: 2_000, else: 61_000
     variants = if ctx.smoke, do: Enum.take(@variants, 1), else: @variants
 
+    floor_bin = build_floor()
+
     sections =
       for {label, args} <- variants do
-        {results, epmd_ns, total} = measure(ctx, args, window)
-        report(label, results, epmd_ns, total, window)
+        {results, epmd_ns, total, floor} = measure(ctx, args, window, floor_bin)
+        report(label, results, epmd_ns, total, window, floor)
       end
 
     """
@@ -41,7 +48,27 @@ defmodule Bench.Scenario.Idle do
     """
   end
 
-  defp measure(ctx, args, window) do
+  @crate Path.expand("../../native/tinycluster_nif", __DIR__)
+
+  # The floor's program, built once per run (release, without the NIF layer).
+  defp build_floor do
+    args = ~w(build --release --quiet --no-default-features --example epmd_floor)
+    {out, status} = System.cmd("cargo", args, cd: @crate, stderr_to_stdout: true)
+    if status != 0, do: raise("cargo build of examples/epmd_floor failed: #{out}")
+    Path.join([@crate, "target", "release", "examples", "epmd_floor"])
+  end
+
+  # `%{blocking_us, runtime_us, runtime_switches}` per request, against this cluster's EPMD.
+  defp floor(bin, ctx, requests) do
+    {out, 0} = System.cmd(bin, [to_string(ctx.epmd.port), to_string(requests)])
+
+    for pair <- String.split(String.trim(out)), into: %{} do
+      [key, value] = String.split(pair, "=")
+      {String.to_atom(key), String.to_float(value)}
+    end
+  end
+
+  defp measure(ctx, args, window, floor_bin) do
     rounds = ctx.runs
 
     Driver.with_epmd(ctx, fn ctx ->
@@ -75,7 +102,10 @@ defmodule Bench.Scenario.Idle do
         )
         |> Enum.map(fn {:ok, result} -> result end)
 
-      {results, Proc.cpu_ns(ctx.epmd.os_pid) - epmd0, total}
+      epmd_ns = Proc.cpu_ns(ctx.epmd.os_pid) - epmd0
+      # After the window, so that it disturbs nothing measured there.
+      floor = floor(floor_bin, ctx, if(ctx.smoke, do: 20, else: 200))
+      {results, epmd_ns, total, floor}
     end)
   end
 
@@ -117,7 +147,7 @@ defmodule Bench.Scenario.Idle do
 
   ## Report
 
-  defp report(variant, results, epmd_ns, total, window) do
+  defp report(variant, results, epmd_ns, total, window, floor) do
     by = Enum.group_by(results, &elem(&1, 0), &elem(&1, 1))
     total_ns = fn r -> r.cpu |> Map.values() |> Enum.sum() end
     # The control's CPU per second of window, to subtract from the pollers'.
@@ -139,6 +169,12 @@ defmodule Bench.Scenario.Idle do
     end
 
     tc_net = Stats.median(Enum.map(by.tinycluster, net_per_poll))
+    base_net = Stats.median(Enum.map(by.parallel, net_per_poll))
+    ratio = tc_net && base_net && base_net > 0 && tc_net / base_net
+
+    threads =
+      Stats.median(for r <- by.tinycluster, do: r.cpu.tinycluster / max(r.polls, 1) / 1000)
+
     polls = Enum.sum(for {kind, r} <- results, kind != :control, do: r.polls)
     ticks = Stats.median(for r <- by.tinycluster, do: r.ticks_ns / max(r.polls, 1) / 1000)
     scan = hd(by.tinycluster).scan
@@ -169,9 +205,16 @@ defmodule Bench.Scenario.Idle do
 
     - EPMD's CPU per NAMES request: #{Stats.us(epmd_ns / max(polls, 1) / 1000)} (#{polls} requests from all pollers).
     - Cross-check from `/proc/self/task/*/stat` (10 ms ticks, so coarse): #{Stats.us(ticks)} per tinycluster poll, before subtracting the control.
+    - The NIF runtime's threads per poll: #{Stats.us(threads)}. The same request outside the BEAM (same EPMD and listing, 20 ms apart): blocking from a plain thread #{Stats.us(floor.blocking_us)}, on a runtime built as the NIF's #{Stats.us(floor.runtime_us)} (#{floor.runtime_switches} wake-ups of its threads per request). Threads per poll / the blocking floor: #{ratio_text(threads, floor.blocking_us)}.
     - Goal tinycluster under 0.05% of a core at 1 s (500 µs per poll), #{variant}: #{share(tc_net)}, #{if tc_net && tc_net < 500, do: "met", else: "**missed**"}
+    - Goal tinycluster / baseline loop <= 1.0x (net of control), #{variant}: #{ratio_text(tc_net, base_net)}, #{if ratio && ratio <= 1.0, do: "met", else: "**missed**"}
     """
   end
+
+  defp ratio_text(a, b) when is_number(a) and is_number(b) and b > 0,
+    do: "#{:erlang.float_to_binary(a / b, decimals: 2)}x"
+
+  defp ratio_text(_a, _b), do: "-"
 
   defp share(nil), do: "-"
   defp share(us), do: "#{:erlang.float_to_binary(us / 1.0e6 * 100, decimals: 4)}%"
