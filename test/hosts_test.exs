@@ -215,9 +215,11 @@ defmodule Tinycluster.HostsTest do
     test "the local EPMD port follows -epmd_port and ERL_EPMD_PORT, not -erl_epmd_port",
          %{tmp_dir: dir} do
       elixir = System.find_executable("elixir")
-      # A copy of the module, so that a concurrent `mix compile` cannot pull it away.
-      {module, beam, _} = :code.get_object_code(Options)
-      File.write!(Path.join(dir, "#{module}.beam"), beam)
+      # A copy of the modules, so that a concurrent `mix compile` cannot pull them away.
+      for mod <- [Options, Tinycluster.VmArgs] do
+        {module, beam, _} = :code.get_object_code(mod)
+        File.write!(Path.join(dir, "#{module}.beam"), beam)
+      end
 
       port_of = fn erl_flags, env ->
         args =
