@@ -1,9 +1,11 @@
 //! What one idle poll costs the runtime's threads, against the floor: the same EPMD request
 //! made blocking from a plain thread, which is what the kernel's loopback TCP costs.
 //!
-//! `cargo run --release --no-default-features --example epmd_floor -- PORT [REQUESTS]`
-//! asks the EPMD at 127.0.0.1:PORT, REQUESTS times each way (default 200), 20 ms apart so
-//! that the runtime parks between requests as it does between polls, and prints one line:
+//! `cargo run --release --no-default-features --example epmd_floor -- PORT [REQUESTS [MS]]`
+//! asks the EPMD at 127.0.0.1:PORT, REQUESTS times each way (default 200), MS ms apart
+//! (default 20; at a poll's 1000 the caches are as cold as a poller finds them, and every
+//! request costs more), so that the runtime parks between requests as it does between
+//! polls, and prints one line:
 //! `blocking_us=… runtime_us=… runtime_switches=…`, CPU time per request from
 //! `/proc/self/task/*/schedstat`. Every name listed counts as connected, so no probe is
 //! made: the runtime's figure is one unchanged host, an idle poll. bench `idle` runs it.
@@ -81,9 +83,9 @@ fn main() {
     let port: u16 = args
         .next()
         .and_then(|p| p.parse().ok())
-        .expect("usage: PORT [REQUESTS]");
+        .expect("usage: PORT [REQUESTS [MS]]");
     let requests: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(200);
-    let pause = Duration::from_millis(20);
+    let pause = Duration::from_millis(args.next().and_then(|n| n.parse().ok()).unwrap_or(20));
 
     let names = epmd::parse_names(&blocking_request(port)).expect("a NAMES reply");
     let skip: HashSet<String> = names

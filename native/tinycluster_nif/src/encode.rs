@@ -31,14 +31,30 @@ mod atoms {
         tls,
         alert,
         server_hello,
+        // Map keys, made once at load rather than looked up in the atom table per key per
+        // report (an idle poll's report holds a map per candidate).
+        label,
+        address,
+        epmd_port,
+        status,
+        names,
+        malformed,
+        latency_us,
+        listing,
+        unchanged,
+        host,
+        name,
+        port,
+        state,
+        reason,
+        duration_us,
+        hosts,
+        candidates,
     }
 }
 
-fn map<'a>(env: Env<'a>, pairs: &[(&str, Term<'a>)]) -> Term<'a> {
-    let keys: Vec<Term<'a>> = pairs
-        .iter()
-        .map(|(k, _)| Atom::from_str(env, k).expect("static key").encode(env))
-        .collect();
+fn map<'a>(env: Env<'a>, pairs: &[(Atom, Term<'a>)]) -> Term<'a> {
+    let keys: Vec<Term<'a>> = pairs.iter().map(|(k, _)| k.encode(env)).collect();
     let values: Vec<Term<'a>> = pairs.iter().map(|(_, v)| *v).collect();
     Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
 }
@@ -67,18 +83,18 @@ pub fn host<'a>(env: Env<'a>, report: &HostReport) -> Term<'a> {
     map(
         env,
         &[
-            ("label", report.label.encode(env)),
-            ("address", report.address.encode(env)),
-            ("epmd_port", report.epmd_port.encode(env)),
-            ("status", status),
-            ("names", names.encode(env)),
-            ("malformed", malformed),
+            (atoms::label(), report.label.encode(env)),
+            (atoms::address(), report.address.encode(env)),
+            (atoms::epmd_port(), report.epmd_port.encode(env)),
+            (atoms::status(), status),
+            (atoms::names(), names.encode(env)),
+            (atoms::malformed(), malformed),
             (
-                "latency_us",
+                atoms::latency_us(),
                 (report.latency.as_micros() as u64).encode(env),
             ),
-            ("listing", report.listing.encode(env)),
-            ("unchanged", report.unchanged.encode(env)),
+            (atoms::listing(), report.listing.encode(env)),
+            (atoms::unchanged(), report.unchanged.encode(env)),
         ],
     )
 }
@@ -124,14 +140,14 @@ pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
     map(
         env,
         &[
-            ("host", c.host.encode(env)),
-            ("alive", c.alive.encode(env)),
-            ("name", c.name.encode(env)),
-            ("address", c.address.encode(env)),
-            ("port", c.port.encode(env)),
-            ("state", state.encode(env)),
-            ("reason", reason),
-            ("latency_us", latency),
+            (atoms::host(), c.host.encode(env)),
+            (atoms::alive(), c.alive.encode(env)),
+            (atoms::name(), c.name.encode(env)),
+            (atoms::address(), c.address.encode(env)),
+            (atoms::port(), c.port.encode(env)),
+            (atoms::state(), state.encode(env)),
+            (atoms::reason(), reason),
+            (atoms::latency_us(), latency),
         ],
     )
 }
@@ -155,9 +171,12 @@ pub fn report<'a>(env: Env<'a>, r: &ScanReport) -> Term<'a> {
     map(
         env,
         &[
-            ("duration_us", (r.duration.as_micros() as u64).encode(env)),
-            ("hosts", hosts.encode(env)),
-            ("candidates", candidates.encode(env)),
+            (
+                atoms::duration_us(),
+                (r.duration.as_micros() as u64).encode(env),
+            ),
+            (atoms::hosts(), hosts.encode(env)),
+            (atoms::candidates(), candidates.encode(env)),
         ],
     )
 }
