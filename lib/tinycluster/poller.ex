@@ -224,7 +224,7 @@ defmodule Tinycluster.Poller do
     now_ms = System.monotonic_time(:millisecond)
     request = Map.put(request, :hold, Backoff.holds(state.candidates, now_ms + delay_ms))
     # A host whose answer lists what it did last time, all connected or held, sends no
-    # candidate events (native/tinycluster_nif/src/unchanged.rs).
+    # event of its own; the report carries it (native/tinycluster_nif/src/unchanged.rs).
     listings =
       for {label, %{listing: digest}} when is_integer(digest) <- state.hosts,
           do: {label, digest}
@@ -273,7 +273,7 @@ defmodule Tinycluster.Poller do
 
     # A scan that waits for its start tells of it with its report: nothing wakes this
     # process when it starts.
-    if pending == nil, do: scan_event(:start, start)
+    if pending == nil, do: emit_start(start)
 
     scan = %{
       id: id,
@@ -287,7 +287,7 @@ defmodule Tinycluster.Poller do
     %{state | scan: scan, warned_not_distributed: false}
   end
 
-  defp scan_event(:start, %{measurements: measurements, metadata: metadata}),
+  defp emit_start(%{measurements: measurements, metadata: metadata}),
     do: Telemetry.execute([:tinycluster, :scan, :start], measurements, metadata)
 
   # The scan that waits for its start no longer fits what changed: called off and asked for
@@ -334,7 +334,7 @@ defmodule Tinycluster.Poller do
 
   defp handle_event({:done, report}, state) do
     :erlang.cancel_timer(state.scan.watchdog, async: true, info: false)
-    if state.scan.pending != nil, do: scan_event(:start, state.scan.start_event)
+    if state.scan.pending != nil, do: emit_start(state.scan.start_event)
     # An unchanged host sent no event of its own (native/tinycluster_nif/src/unchanged.rs).
     state =
       for %{unchanged: true} = host <- report.hosts,
