@@ -218,6 +218,81 @@ defmodule Tinycluster.RobustnessTest do
     end
   end
 
+  describe "a name no atom can hold" do
+    # 250 letters and `@127.0.0.1` make 260 bytes, past the 255 an atom holds: EPMD accepts
+    # such an alive part, and `String.to_atom/1` of the name raises `SystemLimitError`.
+    # Before the fix this crashed `scan/1`, the scan task and the poller, over and over,
+    # until the application (and, in a release, the VM) stopped.
+    setup do
+      long_alive = "l#{System.unique_integer([:positive])}" |> String.pad_trailing(250, "x")
+      long_name = long_alive <> "@127.0.0.1"
+      claimer = "c#{System.unique_integer([:positive])}"
+
+      peers = %{
+        # Listed under the over-long alive part, answering as a node of that name.
+        long_alive => FakeServer.start(Peer.respond(Peer.answer(long_name))),
+        # Listed under a short alive part, claiming the over-long name in its challenge.
+        claimer => FakeServer.start(Peer.respond(Peer.answer("#{claimer}x" <> long_name))),
+        # Listed under the over-long alive part and refusing the probe (`not_allowed`),
+        # which names nobody: the poller would connect it under the name EPMD implies.
+        ("n" <> long_alive) => FakeServer.start(Peer.respond(Peer.status("not_allowed"), :close))
+      }
+
+      entries = for {alive, server} <- peers, do: {alive, server.port}
+      epmd = fake_epmd(Epmd.reply(Epmd.names_reply(entries)))
+      %{epmd: epmd, peers: peers, long_alive: long_alive, claimer: claimer}
+    end
+
+    test "is a :bad_reply {:name_too_long, bytes} in scan/1, and no atom", ctx do
+      assert {:ok, candidates} = scan(ctx.epmd)
+      assert length(candidates) == 3
+
+      for candidate <- candidates do
+        assert candidate.state == :bad_reply, inspect(candidate)
+        assert {:name_too_long, bytes} = candidate.reason
+        assert bytes > 255
+        assert candidate.node == nil
+        assert Tinycluster.Candidate.describe(candidate) =~ "more than the 255"
+        refute atom_exists?(candidate.name)
+      end
+
+      # Listed under a name no node can have: never probed at all.
+      assert FakeServer.connections(ctx.peers[ctx.long_alive]) == 0
+      assert FakeServer.connections(ctx.peers["n" <> ctx.long_alive]) == 0
+      # Probed, and its challenge's name refused.
+      assert FakeServer.connections(ctx.peers[ctx.claimer]) >= 1
+    end
+
+    test "leaves the poller running, the same process, and connects nothing", ctx do
+      poller = start_poller(hosts: [{"127.0.0.1", ctx.epmd.port}])
+      pid = Process.whereis(poller)
+      wait_scans(poller, 5)
+      assert Process.whereis(poller) == pid
+      status = Tinycluster.status(poller)
+      assert map_size(status.candidates) == 3
+
+      for {_, candidate} <- status.candidates do
+        assert candidate.state == :bad_reply, inspect(candidate)
+        assert {:name_too_long, _} = candidate.reason
+        refute atom_exists?(candidate.name)
+      end
+
+      assert Node.list(:connected) |> Enum.all?(&(byte_size(Atom.to_string(&1)) <= 255))
+    end
+
+    test "makes mix tinycluster.scan print it and return normally", ctx do
+      Mix.Task.reenable("tinycluster.scan")
+
+      output =
+        ExUnit.CaptureIO.capture_io(fn ->
+          Mix.Tasks.Tinycluster.Scan.run(["--host", "127.0.0.1:#{ctx.epmd.port}"])
+        end)
+
+      assert output =~ "answered: 3 names"
+      assert output |> String.split("more than the 255") |> length() == 4, output
+    end
+  end
+
   describe "a hostile or broken peer" do
     # Each peer is listed by a fake EPMD under its own fresh name, so that the probe's
     # results can be told apart, and atoms of them looked for.

@@ -58,6 +58,8 @@ defmodule Tinycluster.Candidate do
       #=> [{"a@myhost", :live}, {"b@myhost", :hidden}]
   """
 
+  alias Tinycluster.NodeName
+
   defstruct [
     :name,
     :node,
@@ -113,15 +115,25 @@ defmodule Tinycluster.Candidate do
   Builds a candidate from the map the NIF sends.
 
   A skipped candidate (already connected) becomes `:connected`. Only `:live` and `:hidden`
-  candidates, whose names the probe confirmed, get an atom in `node`.
+  candidates, whose names the probe confirmed, get an atom in `node`, through
+  `Tinycluster.NodeName`: a name no atom can hold makes the candidate `:bad_reply`
+  (`{:name_too_long, bytes}`).
   """
   @spec from_native(map()) :: t()
   def from_native(%{state: state} = map) do
-    {state, node} =
+    {state, node, reason} =
       case state do
-        :skipped -> {:connected, existing_atom(map.name)}
-        proven when proven in [:live, :hidden] -> {proven, String.to_atom(map.name)}
-        other -> {other, nil}
+        :skipped ->
+          {:connected, NodeName.existing(map.name), map.reason}
+
+        proven when proven in [:live, :hidden] ->
+          case NodeName.to_atom(map.name) do
+            {:ok, node} -> {proven, node, map.reason}
+            {:error, reason} -> {:bad_reply, nil, reason}
+          end
+
+        other ->
+          {other, nil, map.reason}
       end
 
     %__MODULE__{
@@ -132,15 +144,9 @@ defmodule Tinycluster.Candidate do
       address: map.address,
       port: map.port,
       state: state,
-      reason: map.reason,
+      reason: reason,
       latency_us: map.latency_us
     }
-  end
-
-  defp existing_atom(name) do
-    String.to_existing_atom(name)
-  rescue
-    ArgumentError -> nil
   end
 
   @doc """
@@ -213,6 +219,11 @@ defmodule Tinycluster.Candidate do
 
   defp describe(:bad_reply, {:tls_alert, alert}),
     do: "its port speaks TLS but refused the probe's TLS hello (alert #{inspect(alert)})"
+
+  defp describe(:bad_reply, {:name_too_long, bytes}),
+    do:
+      "names itself with #{bytes} bytes, more than the 255 a node name can have: " <>
+        "not an Erlang node, left alone"
 
   defp describe(:bad_reply, reason),
     do: "its port does not speak the distribution protocol: #{inspect(reason)}"

@@ -28,6 +28,7 @@ defmodule Tinycluster.Poller do
     Filter,
     Hosts,
     Native,
+    NodeName,
     Options,
     Telemetry,
     Tls
@@ -493,15 +494,23 @@ defmodule Tinycluster.Poller do
     if connectable?(entry, state.opts) and due?(entry) do
       # A node that answered `not_allowed` named no one: its name is the one its host's EPMD
       # listed, which the answer proved to be a live distribution listener.
-      node = entry.node || String.to_atom(entry.name)
-      task = Task.Supervisor.async_nolink(state.tasks, Node, :connect, [node])
-      state = %{state | connecting: Map.put(state.connecting, task.ref, key)}
-      reason = if entry.state == :not_allowed, do: :not_allowed, else: entry.reason
-      {state, %{entry | state: :connecting, node: node, reason: reason}}
+      case node_of(entry) do
+        {:ok, node} ->
+          task = Task.Supervisor.async_nolink(state.tasks, Node, :connect, [node])
+          state = %{state | connecting: Map.put(state.connecting, task.ref, key)}
+          reason = if entry.state == :not_allowed, do: :not_allowed, else: entry.reason
+          {state, %{entry | state: :connecting, node: node, reason: reason}}
+
+        {:error, reason} ->
+          {state, %{entry | state: :bad_reply, reason: reason}}
+      end
     else
       {state, entry}
     end
   end
+
+  defp node_of(%Candidate{node: nil, name: name}), do: NodeName.to_atom(name)
+  defp node_of(%Candidate{node: node}), do: {:ok, node}
 
   # The probe confirmed the name, and for another host that name may differ from the one
   # EPMD implied: the filters see the confirmed one too. A node with an allow list answers

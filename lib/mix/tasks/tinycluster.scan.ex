@@ -215,10 +215,10 @@ defmodule Mix.Tasks.Tinycluster.Scan do
       # host whatever it is, no poller probes it, and the probes need no listener.
       opts = %{name_domain: domain, hidden: true, dist_listen: false}
 
-      case :net_kernel.start(String.to_atom(name), opts) do
-        {:ok, _} ->
-          :ok
-
+      with {:ok, node} <- Tinycluster.NodeName.to_atom(name),
+           {:ok, _} <- :net_kernel.start(node, opts) do
+        :ok
+      else
         {:error, reason} ->
           Mix.shell().error(
             "tinycluster.scan: could not make this VM the node #{name} (#{domain}): " <>

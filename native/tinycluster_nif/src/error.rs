@@ -28,6 +28,10 @@ pub enum Error {
     /// Bytes that are not what the protocol says (`{:malformed, what}`).
     #[error("malformed reply: {0}")]
     Malformed(&'static str),
+    /// A node name longer than an atom may be, by its length in bytes (`{:name_too_long, n}`):
+    /// Erlang could never connect it, and making an atom of it would raise.
+    #[error("node name of {0} bytes is longer than {max}", max = crate::naming::MAX_NAME_BYTES)]
+    NameTooLong(usize),
     /// A status frame with a text the protocol does not define (`{:unknown_status, text}`).
     #[error("unknown handshake status {0:?}")]
     UnknownStatus(String),
@@ -81,6 +85,7 @@ mod atoms {
         resolve,
         frame_too_large,
         malformed,
+        name_too_long,
         unknown_status,
         reply_too_large,
         too_many_names,
@@ -102,6 +107,7 @@ impl rustler::Encoder for Error {
             Error::Resolve(text) => (atoms::resolve(), text).encode(env),
             Error::FrameTooLarge(n) => (atoms::frame_too_large(), *n).encode(env),
             Error::Malformed(what) => (atoms::malformed(), *what).encode(env),
+            Error::NameTooLong(n) => (atoms::name_too_long(), *n).encode(env),
             Error::UnknownStatus(text) => (atoms::unknown_status(), text).encode(env),
             Error::ReplyTooLarge(n) => (atoms::reply_too_large(), *n).encode(env),
             Error::TooManyNames(n) => (atoms::too_many_names(), *n).encode(env),

@@ -177,6 +177,9 @@ pub fn decode_challenge(payload: &[u8]) -> Result<Challenge, Error> {
     let name = rest[18..]
         .get(..nlen)
         .ok_or(Error::Malformed("challenge name longer than the frame"))?;
+    if name.len() > crate::naming::MAX_NAME_BYTES {
+        return Err(Error::NameTooLong(name.len()));
+    }
     if !valid_node_name(name) {
         return Err(Error::Malformed("challenge name is not a node name"));
     }
@@ -276,6 +279,23 @@ mod tests {
         for cut in 0..full.len() {
             assert!(decode_challenge(&full[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_challenge_name_longer_than_an_atom_is_name_too_long() {
+        let fits = format!("{}@127.0.0.1", "a".repeat(245));
+        assert_eq!(fits.len(), 255);
+        assert_eq!(
+            decode_challenge(&challenge(0, fits.as_bytes()))
+                .unwrap()
+                .name,
+            fits
+        );
+        let over = format!("{}@127.0.0.1", "a".repeat(246));
+        assert_eq!(
+            decode_challenge(&challenge(0, over.as_bytes())),
+            Err(Error::NameTooLong(256))
+        );
     }
 
     #[test]

@@ -8,6 +8,24 @@
 
 use std::net::IpAddr;
 
+use crate::error::Error;
+
+/// The longest node name, in bytes, that a scan reports as a node: an atom holds at most 255
+/// characters, and the names that pass [`crate::epmd::valid_alive`] and
+/// [`crate::epmd::valid_host`] are ASCII, so no node Erlang can connect has a longer name,
+/// and the owner's atom of a longer one would raise `system_limit`.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Checks that a full node name fits [`MAX_NAME_BYTES`]: every name a scan reports, as EPMD
+/// implies it or as a challenge confirms it, passes here first.
+pub fn check_length(name: &str) -> Result<(), Error> {
+    if name.len() > MAX_NAME_BYTES {
+        Err(Error::NameTooLong(name.len()))
+    } else {
+        Ok(())
+    }
+}
+
 /// The naming mode whose rule a scan applies to the names the nodes of a remote host confirm.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Naming {

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::epmd::{self, Malformed, Names};
 use crate::error::Error;
 use crate::inflight;
-use crate::naming::Naming;
+use crate::naming::{self, Naming};
 use crate::park;
 use crate::probe::{self, FirstFlight, Outcome, Probe, ProbeRequest, TlsSeen};
 use crate::resolve::{self, Family};
@@ -311,6 +311,18 @@ async fn scan_host(
             if !quiet {
                 sink(Event::Candidate(candidate.clone()));
             }
+            probes.spawn(async move { Some(candidate) });
+            continue;
+        }
+        // A name no node can have (the owner could not even make an atom of it) is reported
+        // as a bad reply at once, and never probed: the probe of a `not_allowed` node would
+        // confirm nothing else, and its owner would connect it under this name.
+        if let Err(e) = naming::check_length(&candidate.name) {
+            candidate.probe = Some(Probe {
+                outcome: Outcome::BadReply(e),
+                latency: Duration::ZERO,
+            });
+            sink(Event::Candidate(candidate.clone()));
             probes.spawn(async move { Some(candidate) });
             continue;
         }

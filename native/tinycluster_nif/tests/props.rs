@@ -8,6 +8,7 @@ use tinycluster_nif::error::Error;
 use tinycluster_nif::handshake::{
     check_frame_len, decode_challenge, decode_status, encode_send_name, DFLAG_PUBLISHED,
 };
+use tinycluster_nif::naming::MAX_NAME_BYTES;
 
 /// An alive part EPMD may list: 1 to 255 of the letters Erlang accepts. Mostly short, as real
 /// ones are, and now and then at the length limit.
@@ -191,6 +192,11 @@ proptest! {
         payload.extend_from_slice(name.as_bytes());
         // Whatever follows the name is accepted and ignored, as the protocol asks.
         payload.extend_from_slice(&trailing);
+        // A name no atom can hold is refused by its length, whatever its parts.
+        if name.len() > MAX_NAME_BYTES {
+            prop_assert_eq!(decode_challenge(&payload), Err(Error::NameTooLong(name.len())));
+            return Ok(());
+        }
         let c = decode_challenge(&payload).expect("a well-formed challenge");
         prop_assert_eq!(c.flags, flags);
         prop_assert_eq!(c.challenge, challenge);

@@ -669,3 +669,44 @@ async fn held_back_candidates_count_as_nothing_to_probe() {
     assert!(report.hosts[0].unchanged);
     assert!(second.events().is_empty(), "{:?}", second.events());
 }
+
+#[tokio::test]
+async fn a_name_longer_than_an_atom_is_a_bad_reply_and_never_probed() {
+    // 250 letters and `@127.0.0.1` make 260 bytes: EPMD accepts such an alive part, but no
+    // node can have the name, and an atom of it raises in the owner.
+    let alive = "a".repeat(250);
+    let (listeners, reply) = listing_of(&[&alive]).await;
+    let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&reply))).await;
+    let recorder = Recorder::new();
+    scan::run(
+        spec(vec![host("127.0.0.1", epmd.addr, None)]),
+        recorder.sink(),
+    )
+    .await;
+    let (_, _, c) = recorder.candidate(&alive);
+    assert_eq!(c.name.len(), 260);
+    assert_eq!(outcome(&c), &Outcome::BadReply(Error::NameTooLong(260)));
+    assert_untouched(&listeners[0], "the over-long name").await;
+}
+
+#[tokio::test]
+async fn a_challenge_naming_more_than_an_atom_holds_is_a_bad_reply() {
+    // EPMD lists a short alive part; the listener's challenge names a 260-byte node.
+    let claimed = format!("{}@127.0.0.1", "b".repeat(250));
+    let peer = FakePeer::start(Script::Answer(ok_and_challenge(&claimed, false))).await;
+    let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&format!(
+        "name b at port {}\n",
+        peer.addr.port()
+    ))))
+    .await;
+    let recorder = Recorder::new();
+    scan::run(
+        spec(vec![host("127.0.0.1", epmd.addr, None)]),
+        recorder.sink(),
+    )
+    .await;
+    let (_, _, c) = recorder.candidate("b");
+    assert_eq!(outcome(&c), &Outcome::BadReply(Error::NameTooLong(260)));
+    assert!(c.name.len() <= 255, "{}", c.name);
+    peer.seen().await;
+}
