@@ -9,7 +9,8 @@ defmodule Tinycluster.PeersTest do
   # TLS peer on a second EPMD (a TLS poller and plain peers do not mix: nothing to connect).
   use ExUnit.Case, async: false
 
-  alias Tinycluster.{OSNode, TestEpmd, TestNodes, TlsNodes}
+  alias Tinycluster.{TestEpmd, TestNodes, TlsNodes}
+  alias Tinycluster.Demo.OSNode
 
   @moduletag :tmp_dir
   @moduletag timeout: 240_000

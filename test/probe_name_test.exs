@@ -3,7 +3,8 @@ defmodule Tinycluster.ProbeNameTest do
   # most: a longer name makes every probed node log an error report on every probe.
   use ExUnit.Case, async: false
 
-  alias Tinycluster.{Discovery, OSNode, TestEpmd, TestNodes, WatchedNode}
+  alias Tinycluster.{Discovery, TestEpmd, TestNodes, WatchedNode}
+  alias Tinycluster.Demo.OSNode
 
   @valid ~r/\A[A-Za-z0-9_-]+@[A-Za-z0-9._-]+\z/
 

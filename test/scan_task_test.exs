@@ -203,7 +203,7 @@ defmodule Tinycluster.ScanTaskTest do
     json = JSONDecode.decode!(out)
 
     # It ran as the hidden, listen-less node `tinycluster_scan`, which EPMD does not list.
-    assert json["node"] == "tinycluster_scan@#{Tinycluster.OSNode.host()}"
+    assert json["node"] == "tinycluster_scan@#{Tinycluster.Demo.OSNode.host()}"
     refute TestNodes.registered?("tinycluster_scan")
 
     states = Map.new(json["candidates"], &{&1["name"], &1["state"]})

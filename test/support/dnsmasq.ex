@@ -4,7 +4,7 @@ defmodule Tinycluster.Dnsmasq do
   only from a hosts file the test writes (`--no-resolv --no-hosts`, nothing forwarded) and
   from `--srv-host` records, on one address and port, in the foreground.
 
-  It runs under the same guard as `Tinycluster.OSNode`'s nodes, so it dies when its port
+  It runs under the same guard as `Tinycluster.Demo.OSNode`'s nodes, so it dies when its port
   closes or the test VM dies, and `stop/1` kills it by its own pid, which the guard reports
   (under `ip netns exec` the command started is `sh`, not dnsmasq). `set_hosts/2` rewrites
   the hosts file and sends SIGHUP to that pid, then waits until dnsmasq says it read the
@@ -14,7 +14,7 @@ defmodule Tinycluster.Dnsmasq do
 
   import ExUnit.Callbacks, only: [on_exit: 1]
 
-  alias Tinycluster.OSNode
+  alias Tinycluster.Demo.OSNode
 
   defstruct [:dir, :hosts_file, :address, :port, :os_pid, :guard, :ns]
 

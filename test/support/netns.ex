@@ -32,7 +32,7 @@ defmodule Tinycluster.Netns do
           cookie: String.t()
         }
 
-  alias Tinycluster.OSNode
+  alias Tinycluster.Demo.OSNode
 
   @prefix "tcmh"
 

@@ -1,7 +1,7 @@
 defmodule Tinycluster.TestEpmd do
   @moduledoc """
   A private `epmd -port P` for the tests that kill, restart or isolate an EPMD: it runs in
-  the foreground under the same kind of guard as `Tinycluster.OSNode`'s nodes, so it dies
+  the foreground under the same kind of guard as `Tinycluster.Demo.OSNode`'s nodes, so it dies
   when its port closes or the test VM dies, and `stop/1` kills it by pid. The system EPMD
   on port 4369, which other test runs share, is never touched.
 
@@ -12,7 +12,7 @@ defmodule Tinycluster.TestEpmd do
 
   import ExUnit.Callbacks, only: [on_exit: 1]
 
-  alias Tinycluster.OSNode
+  alias Tinycluster.Demo.OSNode
 
   defstruct [:port, :os_pid, :guard]
 

@@ -1,13 +1,13 @@
 defmodule Tinycluster.TestNodes do
   @moduledoc """
   Real BEAM nodes for the tests: plain `erl` processes started as OS processes, on this
-  host's real `epmd`, with `Tinycluster.OSNode`. A node never outlives the test VM; `kill/1`
+  host's real `epmd`, with `Tinycluster.Demo.OSNode`. A node never outlives the test VM; `kill/1`
   stops it by pid, which works on a frozen node too.
   """
 
   import ExUnit.Callbacks, only: [on_exit: 1]
 
-  alias Tinycluster.OSNode
+  alias Tinycluster.Demo.OSNode
 
   @doc """
   The cookie the test VM and the default test nodes share: one per test run, so that two
@@ -20,7 +20,7 @@ defmodule Tinycluster.TestNodes do
   `:hidden`, `:args` (extra `erl` arguments), `:name` (alive part), `:epmd_port` (register
   with the EPMD on that port instead of the system one), `:erl` (another OTP release's
   `erl`, see `Tinycluster.OTPReleases`). Stopped on test exit,
-  and by its guard if the test VM dies first (see `Tinycluster.OSNode`).
+  and by its guard if the test VM dies first (see `Tinycluster.Demo.OSNode`).
   """
   def start(opts \\ []) do
     alive = Keyword.get_lazy(opts, :name, &unique_alive/0)

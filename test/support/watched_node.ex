@@ -34,7 +34,7 @@ defmodule Tinycluster.WatchedNode do
   watcher's) and waits until it watches, has printed the line `:await` when given (what an
   `-eval` of `:args` prints when done), and holds still.
   """
-  @spec start(keyword()) :: Tinycluster.OSNode.t()
+  @spec start(keyword()) :: Tinycluster.Demo.OSNode.t()
   def start(opts \\ []) do
     args =
       ["-mode", "embedded", "-kernel", "logger_level", "all", "-eval", @watcher] ++
@@ -51,7 +51,7 @@ defmodule Tinycluster.WatchedNode do
   end
 
   @doc "The node's next line of output."
-  @spec next_line(Tinycluster.OSNode.t(), timeout()) :: String.t()
+  @spec next_line(Tinycluster.Demo.OSNode.t(), timeout()) :: String.t()
   def next_line(node, timeout \\ 15_000) do
     receive do
       {port, {:data, {:eol, line}}} when port == node.port -> line
@@ -61,14 +61,14 @@ defmodule Tinycluster.WatchedNode do
   end
 
   @doc "Reads the node's output up to a line that matches `text`."
-  @spec await_line(Tinycluster.OSNode.t(), String.t() | Regex.t()) :: :ok
+  @spec await_line(Tinycluster.Demo.OSNode.t(), String.t() | Regex.t()) :: :ok
   def await_line(node, text) do
     line = next_line(node)
     if line =~ text, do: :ok, else: await_line(node, text)
   end
 
   @doc "Reads the node's output up to the point where each of `texts` has matched a line."
-  @spec await_lines(Tinycluster.OSNode.t(), [String.t() | Regex.t()]) :: :ok
+  @spec await_lines(Tinycluster.Demo.OSNode.t(), [String.t() | Regex.t()]) :: :ok
   def await_lines(_node, []), do: :ok
 
   def await_lines(node, texts) do
@@ -77,7 +77,7 @@ defmodule Tinycluster.WatchedNode do
   end
 
   @doc "The node's atom count once it has held still for half a second."
-  @spec settled_atoms(Tinycluster.OSNode.t()) :: non_neg_integer()
+  @spec settled_atoms(Tinycluster.Demo.OSNode.t()) :: non_neg_integer()
   def settled_atoms(node), do: settled_atoms(node, nil, 0)
 
   defp settled_atoms(node, last, same) do
@@ -102,7 +102,7 @@ defmodule Tinycluster.WatchedNode do
   Everything the node printed since it was last read, less its atom counts: what a probe
   made it log or receive. Empty for a silent probe.
   """
-  @spec noise(Tinycluster.OSNode.t()) :: [String.t()]
+  @spec noise(Tinycluster.Demo.OSNode.t()) :: [String.t()]
   def noise(node) do
     stash(node, lines(node, []))
     stashed = Process.delete(key(node)) || []

@@ -27,7 +27,7 @@ defmodule Mix.Tasks.Tinycluster.Demo do
   use Mix.Task
 
   alias Tinycluster.Demo.View
-  alias Tinycluster.OSNode
+  alias Tinycluster.Demo.OSNode
 
   @switches [
     nodes: :integer,

@@ -1,4 +1,4 @@
-defmodule Tinycluster.OSNode do
+defmodule Tinycluster.Demo.OSNode do
   # Starts plain `erl` nodes as OS processes for the demo, the tests and the benchmarks, so
   # that each is a real node on the host's real epmd and nothing else.
   #
