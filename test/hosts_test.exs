@@ -2,7 +2,8 @@ defmodule Tinycluster.HostsTest do
   # Changes the VM's current directory in the .hosts.erlang tests: not async.
   use ExUnit.Case, async: false
 
-  alias Tinycluster.{Candidate, Hosts, Options}
+  alias Tinycluster.{Hosts, Options}
+  alias Tinycluster.Hosts.ErlangHosts
 
   doctest Tinycluster.Hosts
 
@@ -92,16 +93,17 @@ defmodule Tinycluster.HostsTest do
       'b.example.com'.
       """)
 
-      assert Hosts.read_hosts_file(path) == {:ok, ["b.example.com", "198.18.0.2", "2001:2::3"]}
+      assert ErlangHosts.read_hosts_file(path) ==
+               {:ok, ["b.example.com", "198.18.0.2", "2001:2::3"]}
 
-      assert Hosts.erlang_hosts([dir]) ==
+      assert ErlangHosts.erlang_hosts([dir]) ==
                {:ok, path, ["b.example.com", "198.18.0.2", "2001:2::3"]}
     end
 
     test "an empty file lists no hosts", %{tmp_dir: dir} do
       path = Path.join(dir, ".hosts.erlang")
       File.write!(path, "")
-      assert Hosts.read_hosts_file(path) == {:ok, []}
+      assert ErlangHosts.read_hosts_file(path) == {:ok, []}
     end
 
     test "the first directory that has one wins, as in net_adm", %{tmp_dir: dir} do
@@ -110,15 +112,15 @@ defmodule Tinycluster.HostsTest do
       File.write!(Path.join(second, ".hosts.erlang"), "'from-home'.\n")
       File.write!(Path.join(third, ".hosts.erlang"), "'from-root'.\n")
 
-      assert {:ok, path, ["from-home"]} = Hosts.erlang_hosts([first, second, third])
+      assert {:ok, path, ["from-home"]} = ErlangHosts.erlang_hosts([first, second, third])
       assert path == Path.join(second, ".hosts.erlang")
 
       File.write!(Path.join(first, ".hosts.erlang"), "'from-cwd'.\n")
-      assert {:ok, _, ["from-cwd"]} = Hosts.erlang_hosts([first, second, third])
+      assert {:ok, _, ["from-cwd"]} = ErlangHosts.erlang_hosts([first, second, third])
     end
 
     test "the search path is the current directory, then home, then the OTP root" do
-      [cwd | rest] = Hosts.search_path()
+      [cwd | rest] = ErlangHosts.search_path()
       assert cwd == File.cwd!()
       assert List.last(rest) == List.to_string(:code.root_dir())
     end
@@ -126,14 +128,14 @@ defmodule Tinycluster.HostsTest do
     test "a missing file is an error that names where it was looked for", %{tmp_dir: dir} do
       empty = Path.join(dir, "empty")
       File.mkdir_p!(empty)
-      assert {:error, message} = Hosts.erlang_hosts([empty, dir])
+      assert {:error, message} = ErlangHosts.erlang_hosts([empty, dir])
       assert message =~ "no .hosts.erlang in #{empty}, #{dir}"
     end
 
     test "a malformed file is an error that names it and the line", %{tmp_dir: dir} do
       path = Path.join(dir, ".hosts.erlang")
       File.write!(path, "'b.example'.\n'c.example'\n'd.example'.\n")
-      assert {:error, message} = Hosts.read_hosts_file(path)
+      assert {:error, message} = ErlangHosts.read_hosts_file(path)
       assert message =~ path
       assert message =~ "3:"
       assert message =~ "syntax error"
@@ -150,7 +152,7 @@ defmodule Tinycluster.HostsTest do
             {"[].\n", "[]"}
           ] do
         File.write!(path, text)
-        assert {:error, message} = Hosts.read_hosts_file(path)
+        assert {:error, message} = ErlangHosts.read_hosts_file(path)
         assert message =~ path
         assert message =~ shown
         assert message =~ "is not a host name or address"
@@ -182,7 +184,7 @@ defmodule Tinycluster.HostsTest do
         File.rm!(".hosts.erlang")
         # Missing everywhere, unless this machine has one at home or in the OTP root.
         elsewhere =
-          Enum.any?(tl(Hosts.search_path()), &File.exists?(Path.join(&1, ".hosts.erlang")))
+          Enum.any?(tl(ErlangHosts.search_path()), &File.exists?(Path.join(&1, ".hosts.erlang")))
 
         unless elsewhere do
           assert_raise ArgumentError,
@@ -289,41 +291,6 @@ defmodule Tinycluster.HostsTest do
 
       assert Hosts.warnings(["b", "b.example", "198.18.0.2", "2001:2::2"], :longnames, :inet6) ==
                []
-    end
-  end
-
-  describe "group/3" do
-    test "groups candidates by host, with each host's EPMD status; pending before any" do
-      entries = [:local, "198.18.0.2", "198.18.0.99"]
-
-      candidates = %{
-        "b2@198.18.0.2" => %Candidate{name: "b2@198.18.0.2", host: "198.18.0.2"},
-        "a@vm" => %Candidate{name: "a@vm", host: "local"},
-        "b1@198.18.0.2" => %Candidate{name: "b1@198.18.0.2", host: "198.18.0.2"}
-      }
-
-      reports = %{
-        "local" => %{status: :ok, address: "127.0.0.1", epmd_port: 4369},
-        "198.18.0.2" => %{status: {:error, :timeout}, address: "198.18.0.2", epmd_port: 4369}
-      }
-
-      groups = Hosts.group(candidates, reports, entries)
-      assert Map.keys(groups) == ["198.18.0.2", "198.18.0.99", "local"]
-      assert %{epmd: :ok, address: "127.0.0.1", candidates: [%{name: "a@vm"}]} = groups["local"]
-
-      assert %{
-               epmd: {:error, :timeout},
-               candidates: [%{name: "b1@198.18.0.2"}, %{name: "b2@" <> _}]
-             } = groups["198.18.0.2"]
-
-      assert groups["198.18.0.99"] == %{
-               epmd: :pending,
-               address: nil,
-               epmd_port: nil,
-               candidates: []
-             }
-
-      assert Hosts.group(Map.values(candidates), reports, entries) == groups
     end
   end
 end

@@ -28,18 +28,16 @@
 defmodule Bench.Scenario.Cost do
   alias Bench.{Approach, Driver, Epmd, Proc, Stats, VM}
 
+  # The other side of the frozen-node trade-off (silent probes closed at the deadline, not
+  # parked, and `:unreachable` backing off up to 8 intervals instead of 2) was measured here
+  # until the design was chosen; its figures stay in bench/RESULTS.md, its switch left lib/.
   @approaches [:none | Approach.all()]
-  # The other side of the trade-off, for the hung and thawed targets only: tinycluster with
-  # its silent probes closed at the deadline (not parked) and `:unreachable` backing off up
-  # to 8 intervals instead of 2.
-  @variants [:tinycluster_unparked]
 
   def run(ctx) do
     window = if ctx.smoke, do: 3_000, else: 60_000
 
     jobs =
       for(target <- [:hung, :cookie, :thaw], approach <- @approaches, do: {target, approach}) ++
-        for(target <- [:hung, :thaw], variant <- @variants, do: {target, variant}) ++
         for target <- peer_targets(ctx), do: {target, :tinycluster}
 
     results =
@@ -200,11 +198,6 @@ defmodule Bench.Scenario.Cost do
 
   defp start(_m, :none), do: :ok
 
-  defp start(m, :tinycluster_unparked) do
-    :ok = VM.call(m, Application, :put_env, [:tinycluster, :park_silent_probes, false])
-    VM.call(m, Approach, :start_polling, [:tinycluster, []])
-  end
-
   defp start(m, approach), do: VM.call(m, Approach, :start_polling, [approach, []])
 
   defp snapshot(vm) do
@@ -215,8 +208,7 @@ defmodule Bench.Scenario.Cost do
   # In the measuring node: how many attempts the approach made.
   def child_polls(:none), do: 0
 
-  def child_polls(tinycluster) when tinycluster in [:tinycluster | @variants],
-    do: Tinycluster.status(:bench_poller).scans
+  def child_polls(:tinycluster), do: Tinycluster.status(:bench_poller).scans
 
   def child_polls(_baseline), do: Approach.polls()
 
@@ -228,7 +220,7 @@ defmodule Bench.Scenario.Cost do
     cpu = fn rs -> rs |> Enum.map(& &1.cpu_ms) |> Stats.spread(&ms_value/1) end
 
     hung_rows =
-      for approach <- @approaches ++ @variants do
+      for approach <- @approaches do
         rs = by[{:hung, approach}]
 
         "| #{label(approach)} | #{cell.(rs, :polls)} | #{cell.(rs, :queue)} | " <>
@@ -244,7 +236,7 @@ defmodule Bench.Scenario.Cost do
       end
 
     thaw_rows =
-      for approach <- @approaches ++ @variants do
+      for approach <- @approaches do
         rs = by[{:thaw, approach}]
         waits = for %{thaw_ms: ms} when ms != nil <- rs, do: ms
         missed = Enum.count(rs, &(&1.thaw_ms == nil))
@@ -323,9 +315,6 @@ defmodule Bench.Scenario.Cost do
   defp peer_label(:tls), do: "TLS distribution node, plain poller"
 
   defp label(:none), do: "none (control)"
-
-  defp label(:tinycluster_unparked),
-    do: "tinycluster, probes not parked, `:unreachable` capped at 8 intervals"
 
   defp label(approach), do: Bench.Scenario.Hung.label(approach)
 end

@@ -43,7 +43,8 @@ defmodule Tinycluster.Hosts do
   so, once, when the poller starts scanning.
   """
 
-  alias Tinycluster.{Candidate, DnsSeed, Options}
+  alias Tinycluster.{DnsSeed, Options}
+  alias Tinycluster.Hosts.ErlangHosts
 
   @typedoc "A validated entry of `:hosts`."
   @type entry :: :local | String.t() | {String.t(), :inet.port_number()} | DnsSeed.t()
@@ -63,15 +64,6 @@ defmodule Tinycluster.Hosts do
   @typedoc "The address family of a node's distribution."
   @type family :: :inet | :inet6
 
-  @typedoc "One host's part of `group/3`."
-  @type host_group :: %{
-          epmd: :pending | :ok | {:error, term()},
-          address: String.t() | nil,
-          epmd_port: :inet.port_number() | nil,
-          candidates: [Candidate.t()]
-        }
-
-  @hosts_file ".hosts.erlang"
   @expected ":local, :erlang_hosts, \"host\", an IP address, {host, epmd_port} or {:dns, name}"
 
   @doc """
@@ -86,7 +78,7 @@ defmodule Tinycluster.Hosts do
   def validate!([_ | _] = hosts) do
     hosts
     |> Enum.flat_map(fn
-      :erlang_hosts -> erlang_hosts!()
+      :erlang_hosts -> ErlangHosts.hosts!()
       entry -> [entry!(entry)]
     end)
     |> Enum.uniq()
@@ -145,26 +137,30 @@ defmodule Tinycluster.Hosts do
             "(expected #{@expected}, with epmd_port in 1..65535)"
   end
 
-  # A host name, or an IP address as a string (brackets allowed) or a tuple, as a string.
-  defp host(ip) when is_tuple(ip) do
+  @doc """
+  A host as `:hosts` takes it (a host name, or an IP address as a string, brackets allowed,
+  or as a tuple) as the string tinycluster uses, or `:error`.
+  """
+  @spec host(term()) :: {:ok, String.t()} | :error
+  def host(ip) when is_tuple(ip) do
     case :inet.ntoa(ip) do
       {:error, _} -> :error
       chars -> {:ok, List.to_string(chars)}
     end
   end
 
-  defp host("[" <> rest) do
+  def host("[" <> rest) do
     case String.split(rest, "]") do
       [ip, ""] -> if ip?(ip) and String.contains?(ip, ":"), do: {:ok, ip}, else: :error
       _ -> :error
     end
   end
 
-  defp host(host) when is_binary(host) do
+  def host(host) when is_binary(host) do
     if ip?(host) or host_name?(host), do: {:ok, host}, else: :error
   end
 
-  defp host(_), do: :error
+  def host(_), do: :error
 
   @label "[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
   @host_name Regex.compile!("\\A(?=.{1,253}\\z)#{@label}(?:\\.#{@label})*\\z")
@@ -188,94 +184,6 @@ defmodule Tinycluster.Hosts do
   defp identity({:dns, name, _opts}), do: {:dns, String.downcase(name)}
   defp identity({host, port}), do: {String.downcase(host), port}
   defp identity(host), do: identity({host, Options.default_epmd_port()})
-
-  ## .hosts.erlang
-
-  @doc """
-  The directories searched for `.hosts.erlang`, in order: the current directory, the home
-  directory (`-home`, as `:net_adm` reads it, else `$HOME`) and `:code.root_dir/0`.
-  """
-  @spec search_path() :: [Path.t()]
-  def search_path do
-    home =
-      case Tinycluster.VmArgs.get(:home) do
-        {:ok, [[home | _] | _]} -> [List.to_string(home)]
-        _ -> List.wrap(System.user_home())
-      end
-
-    Enum.uniq([File.cwd!()] ++ home ++ [List.to_string(:code.root_dir())])
-  end
-
-  @doc """
-  Finds `.hosts.erlang` in `dirs` (default `search_path/0`) and reads it: the first file
-  found is the one read, as `:net_adm` does.
-  """
-  @spec erlang_hosts([Path.t()]) :: {:ok, Path.t(), [String.t()]} | {:error, String.t()}
-  def erlang_hosts(dirs \\ search_path()) do
-    case Enum.find(dirs, &File.exists?(Path.join(&1, @hosts_file))) do
-      nil ->
-        {:error, "no #{@hosts_file} in #{Enum.join(dirs, ", ")}"}
-
-      dir ->
-        path = Path.join(dir, @hosts_file)
-
-        with {:ok, hosts} <- read_hosts_file(path), do: {:ok, path, hosts}
-    end
-  end
-
-  @doc """
-  Reads a `.hosts.erlang` file: Erlang terms, each a host name or address as an atom or a
-  string. Returns the hosts as strings, or an error that names the file and what is wrong.
-
-      # .hosts.erlang
-      'b.example.com'.
-      "198.18.0.2".
-  """
-  @spec read_hosts_file(Path.t()) :: {:ok, [String.t()]} | {:error, String.t()}
-  def read_hosts_file(path) do
-    case :file.consult(path) do
-      {:ok, terms} ->
-        Enum.reduce_while(terms, {:ok, []}, fn term, {:ok, acc} ->
-          case hosts_file_entry(term) do
-            {:ok, host} ->
-              {:cont, {:ok, [host | acc]}}
-
-            :error ->
-              {:halt,
-               {:error,
-                "#{path}: #{inspect(term)} is not a host name or address " <>
-                  "(expected an atom or a string, as in 'b.example.com'. or \"198.18.0.2\".)"}}
-          end
-        end)
-        |> case do
-          {:ok, hosts} -> {:ok, hosts |> Enum.reverse() |> Enum.uniq()}
-          error -> error
-        end
-
-      {:error, reason} ->
-        {:error, "#{path}: #{:file.format_error(reason)}"}
-    end
-  end
-
-  defp hosts_file_entry(atom) when is_atom(atom), do: host(Atom.to_string(atom))
-
-  defp hosts_file_entry(chars) when is_list(chars) do
-    if List.ascii_printable?(chars), do: host(List.to_string(chars)), else: :error
-  end
-
-  defp hosts_file_entry(_), do: :error
-
-  defp erlang_hosts! do
-    case erlang_hosts() do
-      {:ok, _path, hosts} ->
-        hosts
-
-      {:error, why} ->
-        raise ArgumentError,
-              "tinycluster option :hosts has :erlang_hosts, but the hosts file cannot be " <>
-                "used: #{why}"
-    end
-  end
 
   ## The local node
 
@@ -410,36 +318,5 @@ defmodule Tinycluster.Hosts do
       true ->
         nil
     end
-  end
-
-  @doc """
-  Groups candidates by the host that listed them, for every host of `entries` and every
-  host reported (the addresses DNS seeds give, labelled by address): the host's
-  last EPMD answer (`:pending` before the first, `{:error, reason}` when its EPMD could not
-  be asked), its address and EPMD port as last asked, and its candidates sorted by name.
-
-  `candidates` are `Tinycluster.status/1`'s (a map by name) or a list; `reports` are the
-  NIF's host reports by label, as in `Tinycluster.status/1`'s `hosts`.
-  """
-  @spec group(%{String.t() => Candidate.t()} | [Candidate.t()], %{String.t() => map()}, [
-          entry()
-        ]) :: %{String.t() => host_group()}
-  def group(candidates, reports, entries) do
-    candidates = if is_map(candidates), do: Map.values(candidates), else: candidates
-    by_host = Enum.group_by(candidates, & &1.host)
-    # A DNS seed is no host: the addresses it gives are, and the reports name them.
-    labels = for entry <- entries, not DnsSeed.seed?(entry), do: label(entry, entries)
-
-    Map.new(Enum.uniq(labels ++ Map.keys(reports) ++ Map.keys(by_host)), fn label ->
-      report = Map.get(reports, label, %{})
-
-      {label,
-       %{
-         epmd: Map.get(report, :status, :pending),
-         address: Map.get(report, :address),
-         epmd_port: Map.get(report, :epmd_port),
-         candidates: by_host |> Map.get(label, []) |> Enum.sort_by(& &1.name)
-       }}
-    end)
   end
 end
