@@ -142,25 +142,8 @@ defmodule Tinycluster do
 
   alias Tinycluster.{Candidate, Discovery, Options, Poller}
 
-  @typedoc "What `status/1` returns."
-  @type status :: %{
-          node: node(),
-          options: Options.t(),
-          scanning: boolean(),
-          scans: non_neg_integer(),
-          last_scan:
-            nil
-            | %{
-                at: DateTime.t(),
-                duration_us: non_neg_integer(),
-                hosts: non_neg_integer(),
-                candidates: non_neg_integer()
-              },
-          hosts: %{String.t() => map()},
-          dns: %{String.t() => Tinycluster.DnsSeed.seed_status()},
-          candidates: %{String.t() => Candidate.t()},
-          by_host: %{String.t() => Tinycluster.Hosts.host_group()}
-        }
+  @typedoc "What `status/1` returns: see `Tinycluster.Status`."
+  @type status :: Tinycluster.Status.t()
 
   @doc """
   A child specification for a poller; `opts` are the options above.
@@ -190,11 +173,9 @@ defmodule Tinycluster do
 
   @doc """
   What the poller `server` knows: the last scan's time, duration and counts, each host's
-  last EPMD answer (`hosts`), each DNS seed's last lookup by name (`dns`: its `status`,
-  the `addresses` in use, `checked_at` and `last_ok_at`), every candidate it has seen by
-  full node name (`candidates`),
-  and the same candidates grouped under each host of `:hosts` with whether its EPMD answered
-  (`by_host`).
+  last EPMD answer with its candidates' names (`hosts`), each DNS seed's last lookup by name
+  (`dns`), and every candidate it has seen by full node name (`candidates`). See
+  `Tinycluster.Status` for every field.
 
       Tinycluster.status().candidates["b@myhost"].state
       #=> :connected

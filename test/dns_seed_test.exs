@@ -45,8 +45,10 @@ defmodule Tinycluster.DnsSeedTest do
                 }}
              ]
 
-      assert Options.dns_timeout(opts) == 500
-      assert Options.dns_timeout(Options.new!(epmd_timeout: 700)) == 700
+      assert opts.dns_timeout == 500
+      # Its documented default is :epmd_timeout, in whichever order they come.
+      assert Options.new!(epmd_timeout: 700).dns_timeout == 700
+      assert Options.new!(dns_timeout: 200, epmd_timeout: 700).dns_timeout == 200
       # The same seed twice is one.
       assert length(Options.new!(hosts: [{:dns, "a.test"}, {:dns, "a.test", []}]).hosts) == 1
     end
@@ -259,10 +261,7 @@ defmodule Tinycluster.DnsSeedTest do
                status.dns["_epmd._tcp.app.test"]
 
       assert status.hosts[label].status == :ok
-      assert status.by_host[label].epmd == :ok
-
-      assert Enum.map(status.by_host[label].candidates, & &1.name) ==
-               Enum.sort(["#{a.name}", "#{b.name}"])
+      assert status.hosts[label].nodes == Enum.sort(["#{a.name}", "#{b.name}"])
 
       assert_receive {:event, [:tinycluster, :scan, :stop], _, meta}, 10_000
       assert meta.seeds == %{"_epmd._tcp.app.test" => 1}

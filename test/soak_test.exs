@@ -83,11 +83,14 @@ defmodule Tinycluster.SoakTest do
     after
       0 ->
         :erlang.yield()
-        {us, {:ok, id}} = :timer.tc(Tinycluster.Native, :start_scan, [request])
+        {us, {:ok, id, handle}} = :timer.tc(Tinycluster.Native, :start_scan, [request])
 
         receive do
           {:tinycluster_scan, ^id, {:done, _}} -> :ok
         end
+
+        # Held until the scan is done: a handle collected earlier would cancel it.
+        :ok = Tinycluster.Native.cancel(handle)
 
         :atomics.add(counter, index, 1)
         nif_loop(request, counter, index, [us | took])

@@ -27,7 +27,7 @@ defmodule TinyclusterTest do
   end
 
   test "the NIF is loaded: a scan starts and answers" do
-    assert {:ok, id} =
+    assert {:ok, id, _handle} =
              Tinycluster.Native.start_scan(%{
                hosts: [],
                probe_name: "tinycluster_probe_x@vm",
@@ -86,7 +86,7 @@ defmodule TinyclusterTest do
     refute other.name in Node.list(:connected)
     entry = Tinycluster.status(poller).candidates[Atom.to_string(other.name)]
     assert entry.attempts >= 1
-    assert entry.retry_at != nil
+    assert entry.retry_in_ms != nil
   end
 
   test "a frozen node is unreachable and the live ones connect anyway" do

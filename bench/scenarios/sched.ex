@@ -195,9 +195,12 @@ defmodule Bench.Scenario.Sched do
   # One scan: the NIF call's own duration, and how many candidates the scan reported.
   defp timed_scan(request) do
     t0 = System.monotonic_time(:nanosecond)
-    {:ok, id} = Tinycluster.Native.start_scan(request)
+    {:ok, id, handle} = Tinycluster.Native.start_scan(request)
     t1 = System.monotonic_time(:nanosecond)
-    {t1 - t0, await(id)}
+    candidates = await(id)
+    # Held until the scan is done: a handle collected earlier would cancel it.
+    :ok = Tinycluster.Native.cancel(handle)
+    {t1 - t0, candidates}
   end
 
   defp await(id) do

@@ -14,11 +14,9 @@ defmodule Tinycluster.Backoff do
   # at 2 intervals (`@unreachable_cap`): the probe of a silent node is parked in the NIF (its
   # socket kept open, see park.rs), so asking again opens no new connection on a frozen
   # node, and a node that thaws answers the parked probe, which the next scan that asks
-  # reads. The cap is what a thawed node waits at most, beyond the scan itself.
-  #
-  # `config :tinycluster, park_silent_probes: false` (for the benchmark that measures the
-  # trade-off, bench/scenarios/cost.ex) closes silent probes at their deadline instead, and
-  # then caps `:unreachable` at 8 intervals, to keep a frozen node's queue shorter.
+  # reads. The cap is what a thawed node waits at most, beyond the scan itself. (Closing
+  # silent probes instead, with a cap of 8 intervals, was measured against it: see
+  # bench/RESULTS.md, "frozen-node trade-off".)
   @moduledoc false
 
   alias Tinycluster.{Candidate, Options}
@@ -27,23 +25,16 @@ defmodule Tinycluster.Backoff do
   @probe_failures [:unreachable, :bad_reply, :not_allowed, :tls]
   @held [:rejected | @probe_failures]
 
-  # In intervals, parked or not: measured in bench/run --only cost (see the README).
+  # In intervals: measured in bench/run --only cost (see the README).
   @unreachable_cap 2
-  @unreachable_cap_unparked 8
 
   @doc "The wait after the `attempts`-th failure in a row of a candidate in `state`, in ms."
   @spec delay(pos_integer(), Candidate.state(), Options.t()) :: pos_integer()
   def delay(attempts, state, %Options{interval: interval, max_backoff: max}) do
     exponential = interval * Integer.pow(2, min(attempts - 1, 20))
-    cap = if state == :unreachable, do: min(unreachable_cap() * interval, max), else: max
+    cap = if state == :unreachable, do: min(@unreachable_cap * interval, max), else: max
     min(exponential, cap)
   end
-
-  @doc "Whether silent probes are parked (the default) rather than closed at the deadline."
-  @spec park?() :: boolean()
-  def park?, do: Application.get_env(:tinycluster, :park_silent_probes, true) != false
-
-  defp unreachable_cap, do: if(park?(), do: @unreachable_cap, else: @unreachable_cap_unparked)
 
   @doc """
   The entry `old` with the count started over if `probed` is listed at another port (the

@@ -1,39 +1,46 @@
 defmodule Tinycluster.Discovery do
-  # Builds the NIF's scan request from options and the local node, and runs a synchronous
-  # scan. The one place that knows how node names and probe names are made.
+  # One scan's protocol with the NIF, written once for the poller, `Tinycluster.scan/1` and
+  # `mix tinycluster.scan`: build the request from options and the local node, start it,
+  # answer its gate with the filters, cancel it, and run one synchronously. The one place
+  # that knows how probe names are made; candidates are named by the NIF, before their
+  # probes too, and the filters see those names (native/tinycluster_nif/src/scan.rs).
   @moduledoc false
 
-  alias Tinycluster.{Backoff, Candidate, DnsSeed, Filter, Hosts, Native, Options, Tls}
+  alias Tinycluster.{Candidate, DnsSeed, Filter, Hosts, Native, Options, Tls}
 
   # The probe claims a fixed name per poller: distinct between pollers (so they never answer
   # for each other) and never a fresh one per probe, since the peer makes an atom of it.
   @probe_prefix "tinycluster_probe_"
 
+  @typedoc "A scan under way: its id (in its messages) and the handle that cancels it."
+  @type scan :: %{id: non_neg_integer(), handle: reference()}
+
   @doc """
-  The NIF request for one scan, or `{:error, :not_distributed}`. `tls_known` are the TLS
-  listeners seen so far (see `Tinycluster.Tls`), which get the TLS probe.
+  The NIF request for one scan, or `{:error, :not_distributed}`. `skip` are the nodes
+  connected now (not probed); `extra` may set the request's `hold`, `tls` and
+  `last_listings` (see native/tinycluster_nif/src/request.rs).
   """
-  @spec request(Options.t(), [node()], Tls.known()) :: {:ok, map()} | {:error, :not_distributed}
-  def request(%Options{} = opts, skip, tls_known \\ %{}) do
+  @spec request(Options.t(), [node()], map()) :: {:ok, map()} | {:error, :not_distributed}
+  def request(%Options{} = opts, skip, extra \\ %{}) do
     if Node.alive?() do
       [alive, host] = node() |> Atom.to_string() |> String.split("@", parts: 2)
       probe_name = probe_name(alive, host, opts.name)
       family = Hosts.family()
 
-      {:ok,
-       %{
-         hosts: Hosts.specs(opts.hosts, node(), family),
-         family: family,
-         probe_name: probe_name,
-         creation: :erlang.phash2(probe_name, 0xFFFF_FFFE) + 1,
-         local_name: Atom.to_string(node()),
-         skip: Enum.map(skip, &Atom.to_string/1),
-         probe_timeout_ms: opts.probe_timeout,
-         epmd_timeout_ms: opts.epmd_timeout,
-         gate: Filter.active?(opts),
-         tls: Tls.probes(tls_known),
-         park: Backoff.park?()
-       }}
+      request = %{
+        hosts: Hosts.specs(opts.hosts, node(), family),
+        family: family,
+        probe_name: probe_name,
+        creation: :erlang.phash2(probe_name, 0xFFFF_FFFE) + 1,
+        local_name: Atom.to_string(node()),
+        skip: Enum.map(skip, &Atom.to_string/1),
+        probe_timeout_ms: opts.probe_timeout,
+        epmd_timeout_ms: opts.epmd_timeout,
+        gate: Filter.active?(opts),
+        tls: Tls.probes(%{})
+      }
+
+      {:ok, Map.merge(request, extra)}
     else
       {:error, :not_distributed}
     end
@@ -90,21 +97,30 @@ defmodule Tinycluster.Discovery do
   def deadline(%Options{} = opts), do: opts.epmd_timeout + 40 * opts.probe_timeout + 5_000
 
   @doc """
-  Answers a scan's `{:listed, {index, label, names}}` event: lets through the names the
-  options' `:only`/`:except` admit, so that the others are never probed.
+  Starts the scan `request` asks for: `{:ok, scan}`, or `{:error, reason}` when the NIF
+  refuses the request. Its events then come to the calling process.
   """
-  @spec admit(
-          Options.t(),
-          map(),
-          non_neg_integer(),
-          {non_neg_integer(), String.t(), [String.t()]}
-        ) ::
+  @spec start(map()) :: {:ok, scan()} | {:error, term()}
+  def start(request) do
+    case Native.start_scan(request) do
+      {:ok, id, handle} -> {:ok, %{id: id, handle: handle}}
+      {:error, reason} -> {:error, reason}
+    end
+  end
+
+  @doc "Cancels a scan: its probes' sockets close, and no `:done` of it comes."
+  @spec cancel(scan()) :: :ok
+  def cancel(%{handle: handle}), do: Native.cancel(handle)
+
+  @doc """
+  Answers a scan's `{:listed, {index, label, names}}` event: lets through the names (full
+  node names, as the NIF names the candidates) that the options' `:only`/`:except` admit,
+  so that the others are never probed.
+  """
+  @spec admit(Options.t(), scan(), {non_neg_integer(), String.t(), [String.t()]}) ::
           :ok | {:error, :unknown_scan}
-  def admit(%Options{} = opts, request, id, {index, label, names}) do
-    host = Enum.at(request.hosts, index)
-    node_host = (host && host.node_host) || label
-    admitted = Enum.filter(names, &Filter.allowed?(opts, &1 <> "@" <> node_host))
-    Native.admit(id, index, admitted)
+  def admit(%Options{} = opts, %{id: id}, {index, _label, names}) do
+    Native.admit(id, index, Enum.filter(names, &Filter.allowed?(opts, &1)))
   end
 
   @doc "Runs one scan in the calling process and waits for its end."
@@ -121,8 +137,8 @@ defmodule Tinycluster.Discovery do
   def run(%Options{} = opts) do
     with {:ok, request} <- request(opts, Node.list(:connected)),
          {:ok, request} <- look_up_seeds(opts, request),
-         {:ok, id} <- Native.start_scan(request) do
-      await(opts, request, id, deadline(opts))
+         {:ok, scan} <- start(request) do
+      await(opts, scan, deadline(opts))
     end
   end
 
@@ -134,7 +150,7 @@ defmodule Tinycluster.Discovery do
     if map_size(seeds) == 0 do
       {:ok, request}
     else
-      answers = DnsSeed.lookup_all(opts.hosts, request.family, Options.dns_timeout(opts))
+      answers = DnsSeed.lookup_all(opts.hosts, request.family, opts.dns_timeout)
       {seeds, _lines} = DnsSeed.update(seeds, answers)
       request = with_seeds(request, seeds)
 
@@ -145,21 +161,28 @@ defmodule Tinycluster.Discovery do
     end
   end
 
-  defp await(opts, request, id, timeout) do
+  defp await(opts, %{id: id} = scan, timeout) do
     receive do
       {:tinycluster_scan, ^id, {:done, report}} ->
         {:ok, report}
 
       {:tinycluster_scan, ^id, {:listed, listed}} ->
-        admit(opts, request, id, listed)
-        await(opts, request, id, timeout)
+        admit(opts, scan, listed)
+        await(opts, scan, timeout)
 
       {:tinycluster_scan, ^id, _event} ->
-        await(opts, request, id, timeout)
+        await(opts, scan, timeout)
     after
-      timeout -> {:error, :timeout}
+      timeout ->
+        cancel(scan)
+        {:error, :timeout}
     end
   end
+
+  @doc "The candidates of a scan's report, as `Tinycluster.Candidate`s sorted by name."
+  @spec candidates(map()) :: [Candidate.t()]
+  def candidates(%{candidates: candidates}),
+    do: candidates |> Enum.map(&Candidate.from_native/1) |> Enum.sort_by(& &1.name)
 
   defp result(%{hosts: hosts, candidates: candidates}) do
     case Enum.reject(hosts, &(&1.status == :ok)) do
@@ -168,7 +191,7 @@ defmodule Tinycluster.Discovery do
         {:error, {:epmd, label, reason}}
 
       _ ->
-        {:ok, candidates |> Enum.map(&Candidate.from_native/1) |> Enum.sort_by(& &1.name)}
+        {:ok, candidates(%{candidates: candidates})}
     end
   end
 end

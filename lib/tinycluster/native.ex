@@ -30,7 +30,7 @@ defmodule Tinycluster.Native do
   def start_scan(_opts), do: :erlang.nif_error(:nif_not_loaded)
 
   @doc false
-  def call_off(_pending), do: :erlang.nif_error(:nif_not_loaded)
+  def cancel(_handle), do: :erlang.nif_error(:nif_not_loaded)
 
   @doc false
   def admit(_scan_id, _index, _names), do: :erlang.nif_error(:nif_not_loaded)

@@ -37,7 +37,7 @@ defmodule Tinycluster.Options do
           interval: pos_integer(),
           probe_timeout: pos_integer(),
           epmd_timeout: pos_integer(),
-          dns_timeout: nil | pos_integer(),
+          dns_timeout: pos_integer(),
           connect: boolean(),
           hosts: [host()],
           max_backoff: pos_integer(),
@@ -66,11 +66,18 @@ defmodule Tinycluster.Options do
 
       Map.put(acc, key, validate!(key, value))
     end)
+    |> default_dns_timeout()
   end
 
   def new!(other) do
     raise ArgumentError, "tinycluster options must be a keyword list, got: #{inspect(other)}"
   end
+
+  # `:dns_timeout` defaults to `:epmd_timeout`, whichever order they come in.
+  defp default_dns_timeout(%__MODULE__{dns_timeout: nil, epmd_timeout: ms} = opts),
+    do: %{opts | dns_timeout: ms}
+
+  defp default_dns_timeout(opts), do: opts
 
   @doc """
   The EPMD port of the local host, as OTP's own EPMD client finds it: the `-epmd_port` flag
@@ -86,11 +93,6 @@ defmodule Tinycluster.Options do
       @default_epmd_port
     end
   end
-
-  @doc "How long DNS seeds have to answer: `:dns_timeout`, else `:epmd_timeout`."
-  @spec dns_timeout(t()) :: pos_integer()
-  def dns_timeout(%__MODULE__{dns_timeout: nil, epmd_timeout: ms}), do: ms
-  def dns_timeout(%__MODULE__{dns_timeout: ms}), do: ms
 
   @doc "The EPMD port used for a host given without one."
   @spec default_epmd_port() :: :inet.port_number()

@@ -5,10 +5,8 @@ defmodule Tinycluster.Telemetry do
 
   ## Events
 
-    * `[:tinycluster, :scan, :start]` - a scan starts. The poller asks for its next scan
-      when the last ends, to start an interval later, and nothing wakes it when that scan
-      starts: then this event comes with the scan's report, just before `:stop`, with the
-      time the scan was due to start.
+    * `[:tinycluster, :scan, :start]` - a scan starts; emitted as it starts, as
+      `:telemetry.span/3` emits its start.
       Measurements: `:system_time` (native units), `:monotonic_time`.
       Metadata: `:poller` (the poller's name), `:hosts` (host labels, the addresses DNS
       seeds gave included), `:seeds` (how many addresses each DNS seed gives, by name).

@@ -52,16 +52,23 @@ defmodule Tinycluster.NetnsAgent do
 
   @doc """
   One moment of a poller: the nodes connected, its status, and its candidates grouped by
-  host (`Tinycluster.Hosts.group/3`).
+  host: each host's EPMD status (`epmd`) and its candidates, sorted by name, from
+  `status.hosts`.
   """
   def snapshot(poller) do
     status = Tinycluster.status(poller)
 
-    %{
-      nodes: Node.list(),
-      status: status,
-      groups: Hosts.group(status.candidates, status.hosts, status.options.hosts)
-    }
+    groups =
+      Map.new(status.hosts, fn {label, host} ->
+        {label,
+         %{
+           epmd: host.status,
+           address: host.address,
+           candidates: Enum.map(host.nodes, &status.candidates[&1])
+         }}
+      end)
+
+    %{nodes: Node.list(), status: status, groups: groups}
   end
 
   @doc "The nodes each of `nodes` is connected to, asked over distribution."

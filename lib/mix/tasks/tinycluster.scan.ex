@@ -43,7 +43,7 @@ defmodule Mix.Tasks.Tinycluster.Scan do
   """
   use Mix.Task
 
-  alias Tinycluster.{Candidate, Discovery, Format, JSON, Options}
+  alias Tinycluster.{Discovery, Format, JSON, Options}
 
   @switches [
     host: :keep,
@@ -78,8 +78,7 @@ defmodule Mix.Tasks.Tinycluster.Scan do
       {:ok, report} ->
         duration = System.monotonic_time(:microsecond) - started
 
-        candidates =
-          report.candidates |> Enum.map(&Candidate.from_native/1) |> Enum.sort_by(& &1.name)
+        candidates = Discovery.candidates(report)
 
         scan = %{hosts: report.hosts, candidates: candidates, duration_us: duration}
         IO.write(if json?, do: [JSON.encode!(json(scan)), "\n"], else: text(scan))

@@ -53,11 +53,3 @@ pub async fn in_turn(req: &ProbeRequest<'_>, probing: impl Future<Output = Probe
     }
     result
 }
-
-/// Whether a probe under `probe_name` to `addr` is in flight or waiting; false once the last
-/// has ended, so that the map never keeps what no probe needs.
-pub fn is_held(probe_name: &str, addr: SocketAddr) -> bool {
-    TURNS
-        .lock()
-        .is_ok_and(|turns| turns.contains_key(&(probe_name.to_owned(), addr)))
-}

@@ -9,18 +9,20 @@
 //! - [`probe`]: one candidate: connect, `send_name` (or the ClientHello), answer, close; one
 //!   deadline.
 //! - [`park`]: the probe of a silent (frozen) node kept open rather than replaced each scan.
-//! - [`pending`]: a scan that waits for its start, and can be called off until then.
 //! - [`inflight`]: one probe at a time per probe name and listener, across all scans.
 //! - [`scan`]: a whole pass over many hosts and candidates, concurrently, streaming results.
 //! - [`batch`]: a pass's candidates whose probes finish together, handed over together.
 //! - [`unchanged`]: a host whose answer changes nothing, told without per-candidate events.
 //! - [`runtime`]: the process-wide tokio runtime's configuration.
 //! - [`error`]: the one error type and its Erlang encoding.
+//! - [`gate`]: the gates where a scan waits for its owner to say which names to probe.
 //! - [`encode`]: reports as Erlang terms (feature `nif`).
-//! - `nif`: the NIF entry points (feature `nif`).
+//! - [`request`]: a scan request from Erlang terms: decoding, bounds, validation (feature
+//!   `nif`).
+//! - `nif`: the NIF entry points: start a scan, cancel it, answer its gate (feature `nif`).
 //!
 //! The NIF entry point, `start_scan/1`, only validates its argument and spawns the pass on a
-//! process-wide tokio runtime, then returns `{:ok, scan_id}` at once: no scheduler ever
+//! process-wide tokio runtime, then returns `{:ok, scan_id, handle}` at once: no scheduler ever
 //! waits on the network. Results reach the calling process as messages
 //! `{:tinycluster_scan, scan_id, event}`, sent from the runtime's threads.
 
@@ -29,12 +31,14 @@ pub mod batch;
 pub mod encode;
 pub mod epmd;
 pub mod error;
+pub mod gate;
 pub mod handshake;
 pub mod inflight;
 pub mod naming;
 pub mod park;
-pub mod pending;
 pub mod probe;
+#[cfg(feature = "nif")]
+pub mod request;
 pub mod resolve;
 pub mod runtime;
 pub mod scan;

@@ -56,12 +56,13 @@ pub struct Local {
 }
 
 /// Asks the scan's owner which of a host's listed names to probe, so that names the owner
-/// filters out are never even probed. Called with the host's index, its label and the alive
-/// names EPMD listed; the receiver yields the names to probe.
+/// filters out are never even probed. Called with the host's index, its label and the full
+/// names of the nodes EPMD listed, as the candidates will be named before their probes; the
+/// receiver yields the names to probe.
 #[derive(Clone)]
 pub struct Gate(pub Arc<GateFn>);
 
-/// The gate's function: `(host index, host label, listed names) -> names to probe`.
+/// The gate's function: `(host index, host label, listed full names) -> names to probe`.
 pub type GateFn = dyn Fn(usize, &str, Vec<String>) -> oneshot::Receiver<Vec<String>> + Send + Sync;
 
 impl std::fmt::Debug for Gate {
@@ -240,8 +241,16 @@ async fn scan_host(
 ) -> (HostReport, Vec<CandidateReport>) {
     let start = Instant::now();
     let queried = tokio::time::timeout(spec.epmd_timeout, query_epmd(&host, local.family)).await;
+    let name_host = match &host.node_host {
+        Some(node_host) => node_host.clone(),
+        None => local.naming.name_host(&host.label).to_owned(),
+    };
+    let name_host = name_host.as_str();
     let (address, names) = match queried {
-        Ok(Ok((addr, names))) => (Some(addr), admit(index, &host, &spec, names).await),
+        Ok(Ok((addr, names))) => (
+            Some(addr),
+            admit(index, &host.label, name_host, &spec, names).await,
+        ),
         Ok(Err(e)) => (None, Err(e)),
         Err(_) => (None, Err(Error::Timeout)),
     };
@@ -249,11 +258,9 @@ async fn scan_host(
     let listing = names.as_ref().ok().map(|n| unchanged::digest(&n.entries));
     let quiet = match (&names, listing) {
         (Ok(n), Some(digest)) => {
-            let at = host.node_host.as_deref();
-            let at = at.unwrap_or_else(|| local.naming.name_host(&host.label));
             let last = spec.last_listings.get(&host.label).copied();
             unchanged::unchanged(last, digest, &n.entries, |e| {
-                let name = format!("{}@{}", e.alive, at);
+                let name = node_name(&e.alive, name_host);
                 let key = (host.label.clone(), e.alive.clone(), e.port);
                 name == spec.local_name || spec.skip.contains(&name) || spec.hold.contains(&key)
             })
@@ -284,15 +291,10 @@ async fn scan_host(
     let host = Arc::new(host);
     let mut probes = JoinSet::new();
     for entry in names.entries {
-        let name_host = match &host.node_host {
-            Some(node_host) => node_host.as_str(),
-            None => local.naming.name_host(&host.label),
-        };
-        let expected = format!("{}@{}", entry.alive, name_host);
         let mut candidate = CandidateReport {
             host: host.label.clone(),
+            name: node_name(&entry.alive, name_host),
             alive: entry.alive,
-            name: expected,
             address: address.ip().to_string(),
             port: entry.port,
             probe: None,
@@ -387,23 +389,38 @@ async fn scan_host(
     (report, found)
 }
 
-/// Passes a host's names through the gate, if there is one. Without an answer in time the
-/// host is an error: probing names the owner may have filtered out would be worse.
+/// The name a node listed as `alive` on a host whose nodes' names end in `@name_host` has
+/// until its probe tells otherwise: the one place a candidate is named before its probe,
+/// so that the owner's filters, the skip list and the report all see the same name.
+fn node_name(alive: &str, name_host: &str) -> String {
+    format!("{alive}@{name_host}")
+}
+
+/// Passes a host's names through the gate, if there is one, as the full names its
+/// candidates will have ([`node_name`]). Without an answer in time the host is an error:
+/// probing names the owner may have filtered out would be worse.
 async fn admit(
     index: usize,
-    host: &HostSpec,
+    label: &str,
+    name_host: &str,
     spec: &ScanSpec,
     mut names: Names,
 ) -> Result<Names, Error> {
     let Some(Gate(gate)) = &spec.gate else {
         return Ok(names);
     };
-    let listed = names.entries.iter().map(|e| e.alive.clone()).collect();
-    let answer = gate(index, &host.label, listed);
+    let listed = names
+        .entries
+        .iter()
+        .map(|e| node_name(&e.alive, name_host))
+        .collect();
+    let answer = gate(index, label, listed);
     match tokio::time::timeout(spec.epmd_timeout, answer).await {
         Ok(Ok(admitted)) => {
             let admitted: HashSet<String> = admitted.into_iter().collect();
-            names.entries.retain(|e| admitted.contains(&e.alive));
+            names
+                .entries
+                .retain(|e| admitted.contains(&node_name(&e.alive, name_host)));
             Ok(names)
         }
         _ => Err(Error::FilterTimeout),

@@ -1,0 +1,305 @@
+defmodule Tinycluster.Candidates do
+  # The poller's table of candidates and every rule about them, as pure functions: plain
+  # data in, plain data out, the time passed in. What a probe's answer makes of a candidate
+  # (`probed/4`), which ones to connect now, what a connection attempt's end, a nodeup or a
+  # nodedown makes of one, when one is gone and when forgotten, and which are held back.
+  # Each function returns the table and the changes of state it made (`{old, new}`, `old`
+  # nil for a new candidate), which `Tinycluster.Report` words; the poller only applies them.
+  #
+  # The states and their transitions are the README's states table; the backoff numbers are
+  # `Tinycluster.Backoff`'s; what a TLS listener's probe is, `Tinycluster.Tls`'s.
+  @moduledoc false
+
+  alias Tinycluster.{Backoff, Candidate, Filter, NodeName, Options, Tls}
+
+  # A candidate no longer listed anywhere is forgotten after this long, so that the status
+  # of a node that sees many short-lived nodes (remote shells, scripts) stays bounded...
+  @forget_gone_after_ms 3_600_000
+  # ... and at most this many are kept meanwhile, the oldest forgotten first: a host that
+  # keeps listing fresh names would otherwise grow the table for an hour.
+  @max_gone 4_096
+
+  defstruct entries: %{}, tls: %{}
+
+  @typedoc "A candidate's key: its host's label and its alive part, as EPMD listed it."
+  @type key :: {String.t(), String.t()}
+
+  @typedoc "The table: candidates by key, and the TLS listeners seen (`Tinycluster.Tls`)."
+  @type t :: %__MODULE__{entries: %{key() => Candidate.t()}, tls: Tls.known()}
+
+  @typedoc "The time now: monotonic milliseconds (for retries) and the wall clock (shown)."
+  @type now :: %{ms: integer(), at: DateTime.t()}
+
+  @typedoc "A change of state: the entry before (nil if new) and after."
+  @type change :: {Candidate.t() | nil, Candidate.t()}
+
+  @typedoc "What the scan's end tells of the hosts: who was listed, who answered, who asked."
+  @type listing :: %{
+          listed: MapSet.t(key()),
+          answered: MapSet.t(String.t()),
+          asked: MapSet.t(String.t())
+        }
+
+  @doc "An empty table."
+  @spec new() :: t()
+  def new, do: %__MODULE__{}
+
+  @doc "The time now, as the other functions take it."
+  @spec now() :: now()
+  def now, do: %{ms: System.monotonic_time(:millisecond), at: DateTime.utc_now()}
+
+  @doc "The forget-after and the cap of `:gone` candidates, for tests and docs."
+  @spec limits() :: %{forget_gone_after_ms: pos_integer(), max_gone: pos_integer()}
+  def limits, do: %{forget_gone_after_ms: @forget_gone_after_ms, max_gone: @max_gone}
+
+  @doc """
+  Merges the NIF's candidate maps of one batch. Held-back candidates (state `:held`) teach
+  nothing and are passed over. Returns the table, the connections to start now as
+  `{key, node}` (those candidates are `:connecting` in the table already), and the changes.
+  """
+  @spec probed(t(), [map()], Options.t(), now()) :: {t(), [{key(), node()}], [change()]}
+  def probed(%__MODULE__{} = table, maps, %Options{} = opts, now) do
+    {table, connects, changes} =
+      for %{state: state} = map <- maps, state != :held, reduce: {table, [], []} do
+        {table, connects, changes} ->
+          probed = Candidate.from_native(map)
+          key = {probed.host, probed.alive}
+          old = Map.get(table.entries, key)
+
+          entry =
+            case old do
+              nil -> %Candidate{probed | first_seen: now.at, last_seen: now.at}
+              old -> merge(Backoff.restarted(old, probed), probed, now.at)
+            end
+            |> Backoff.after_probe(opts, now.ms)
+
+          {entry, connect} = connect_now(key, entry, opts, now.ms)
+          table = %{table | entries: Map.put(table.entries, key, entry)}
+          table = %{table | tls: Tls.learn(table.tls, probed)}
+          {table, connect ++ connects, change(old, entry) ++ changes}
+      end
+
+    {table, Enum.reverse(connects), Enum.reverse(changes)}
+  end
+
+  # What a fresh probe says wins, except that the poller's own view of a connection in
+  # progress or refused is kept until the connect attempt says otherwise, and a connection
+  # until its nodedown: a probe sent before the connection came up may answer after it.
+  defp merge(old, probed, at) do
+    state =
+      cond do
+        old.state == :connected and probed.state in [:live, :hidden] -> :connected
+        old.state == :connecting and probed.state in [:live, :hidden, :not_allowed] -> :connecting
+        old.state == :rejected and probed.state in [:live, :hidden, :not_allowed] -> :rejected
+        true -> probed.state
+      end
+
+    reason =
+      cond do
+        state == probed.state -> probed.reason
+        probed.state == :not_allowed -> :not_allowed
+        true -> old.reason
+      end
+
+    %Candidate{
+      probed
+      | state: state,
+        reason: reason,
+        node: probed.node || old.node,
+        latency_us: probed.latency_us || old.latency_us,
+        first_seen: old.first_seen,
+        last_seen: at,
+        attempts: old.attempts,
+        retry_at: old.retry_at
+    }
+  end
+
+  defp connect_now(_key, entry, %Options{connect: false}, _now_ms), do: {entry, []}
+
+  defp connect_now(key, entry, opts, now_ms) do
+    if connectable?(entry, opts) and due?(entry, now_ms) do
+      # A node that answered `not_allowed` named no one: its name is the one its host's EPMD
+      # listed, which the answer proved to be a live distribution listener.
+      case node_of(entry) do
+        {:ok, node} ->
+          reason = if entry.state == :not_allowed, do: :not_allowed, else: entry.reason
+          {%{entry | state: :connecting, node: node, reason: reason}, [{key, node}]}
+
+        {:error, reason} ->
+          {%{entry | state: :bad_reply, reason: reason}, []}
+      end
+    else
+      {entry, []}
+    end
+  end
+
+  # The probe confirmed the name, and for another host that name may differ from the one
+  # EPMD implied: the filters see the confirmed one too. A node with an allow list answers
+  # every probe `not_allowed`, since no list names the probe; only a real attempt can tell
+  # whether it lets this node in.
+  defp connectable?(entry, opts) do
+    Filter.allowed?(opts, entry.name) and
+      ((entry.node != nil and entry.state in [:live, :rejected]) or
+         entry.state == :not_allowed or
+         (entry.node != nil and entry.state == :hidden and opts.include_hidden))
+  end
+
+  defp due?(%Candidate{state: :rejected, retry_at: retry_at}, now_ms),
+    do: retry_at != nil and now_ms >= retry_at
+
+  defp due?(_entry, _now_ms), do: true
+
+  defp node_of(%Candidate{node: nil, name: name}), do: NodeName.to_atom(name)
+  defp node_of(%Candidate{node: node}), do: {:ok, node}
+
+  @doc """
+  What a scan's end tells: a candidate whose host answered (or is no longer asked: an
+  address that left a DNS seed's answer) without listing it is `:gone`; one gone for an
+  hour is forgotten, and so are the oldest past #{@max_gone}. TLS listeners are remembered
+  only for candidates still listed.
+  """
+  @spec scan_ended(t(), listing(), now()) :: {t(), [change()]}
+  def scan_ended(%__MODULE__{} = table, listing, now) do
+    {entries, changes} =
+      Enum.reduce(table.entries, {table.entries, []}, fn {{host, _} = key, entry}, acc ->
+        gone? = MapSet.member?(listing.answered, host) or not MapSet.member?(listing.asked, host)
+
+        if gone? and not MapSet.member?(listing.listed, key),
+          do: gone(acc, key, entry, now),
+          else: acc
+      end)
+
+    entries = cap_gone(entries)
+    tls = Map.filter(table.tls, fn {key, _port} -> listed?(entries, key) end)
+    {%{table | entries: entries, tls: tls}, Enum.reverse(changes)}
+  end
+
+  defp gone({entries, changes}, key, %Candidate{state: :gone, last_seen: last}, now) do
+    if DateTime.diff(now.at, last, :millisecond) > @forget_gone_after_ms,
+      do: {Map.delete(entries, key), changes},
+      else: {entries, changes}
+  end
+
+  defp gone({entries, changes}, key, entry, _now) do
+    new = %{entry | state: :gone, reason: nil}
+    {Map.put(entries, key, new), change(entry, new) ++ changes}
+  end
+
+  defp cap_gone(entries) do
+    gone = for {key, %Candidate{state: :gone} = entry} <- entries, do: {key, entry.last_seen}
+
+    if length(gone) > @max_gone do
+      oldest =
+        gone
+        |> Enum.sort_by(fn {_key, last} -> last end, DateTime)
+        |> Enum.take(length(gone) - @max_gone)
+        |> Enum.map(fn {key, _} -> key end)
+
+      Map.drop(entries, oldest)
+    else
+      entries
+    end
+  end
+
+  defp listed?(entries, key) do
+    case Map.get(entries, key) do
+      nil -> false
+      %Candidate{state: :gone} -> false
+      _ -> true
+    end
+  end
+
+  @doc """
+  A connection attempt to the candidate at `key` ended with `result` (what `Node.connect/1`
+  returned, or `{:crashed, reason}`).
+  """
+  @spec connect_ended(t(), key(), boolean() | :ignored | term(), Options.t(), now()) ::
+          {t(), [change()]}
+  def connect_ended(%__MODULE__{} = table, key, result, %Options{} = opts, now) do
+    case Map.get(table.entries, key) do
+      nil -> {table, []}
+      entry -> put(table, key, entry, after_connect(entry, result, opts, now.ms))
+    end
+  end
+
+  defp after_connect(entry, true, _opts, _now_ms),
+    do: %{entry | state: :connected, reason: nil, attempts: 0, retry_at: nil}
+
+  # The local node stopped being distributed meanwhile; the next scan will tell.
+  defp after_connect(entry, :ignored, _opts, _now_ms), do: %{entry | state: :live}
+
+  defp after_connect(entry, failure, opts, now_ms) do
+    reason =
+      cond do
+        failure == false and entry.reason == :not_allowed -> :not_allowed
+        failure == false -> :connect_failed
+        true -> failure
+      end
+
+    Backoff.after_connect(entry, reason, opts, now_ms)
+  end
+
+  @doc "A `nodeup` of `node`: its candidate, if any, is `:connected`."
+  @spec node_up(t(), node()) :: {t(), [change()]}
+  def node_up(%__MODULE__{} = table, node) do
+    update_named(table, node, &%{&1 | state: :connected, node: node, reason: nil})
+  end
+
+  @doc "A `nodedown` of `node` for `reason`: its candidate, if any, is `:down`."
+  @spec node_down(t(), node(), term()) :: {t(), [change()]}
+  def node_down(%__MODULE__{} = table, node, reason) do
+    update_named(table, node, &%{&1 | state: :down, reason: reason})
+  end
+
+  defp update_named(table, node, fun) do
+    name = Atom.to_string(node)
+
+    case Enum.find(table.entries, fn {_key, entry} -> entry.name == name end) do
+      nil -> {table, []}
+      {key, entry} -> put(table, key, entry, fun.(entry))
+    end
+  end
+
+  defp put(table, key, old, new),
+    do: {%{table | entries: Map.put(table.entries, key, new)}, change(old, new)}
+
+  defp change(nil, new), do: [{nil, new}]
+  defp change(%Candidate{state: state}, %Candidate{state: state}), do: []
+  defp change(old, new), do: [{old, new}]
+
+  @doc """
+  The candidates held back at `now_ms`, as the scan request's `hold` wants them (see
+  `Tinycluster.Backoff.holds/2`).
+  """
+  @spec holds(t(), integer()) :: [{String.t(), String.t(), :inet.port_number()}]
+  def holds(%__MODULE__{entries: entries}, now_ms), do: Backoff.holds(entries, now_ms)
+
+  @doc "The scan request's `tls` field (see `Tinycluster.Tls.probes/1`)."
+  @spec tls_probes(t()) :: :all | [{String.t(), String.t(), :inet.port_number()}]
+  def tls_probes(%__MODULE__{tls: tls}), do: Tls.probes(tls)
+
+  @doc "How many candidates are in `state`."
+  @spec count(t(), Candidate.state()) :: non_neg_integer()
+  def count(%__MODULE__{entries: entries}, state),
+    do: Enum.count(entries, fn {_key, entry} -> entry.state == state end)
+
+  @doc "How many candidates are in each state."
+  @spec by_state(t()) :: %{Candidate.state() => pos_integer()}
+  def by_state(%__MODULE__{entries: entries}),
+    do: Enum.frequencies_by(entries, fn {_key, entry} -> entry.state end)
+
+  @doc """
+  The candidates as `Tinycluster.status/1` shows them, by full name: each with its state in
+  words (`description`) and, while it is held back, the milliseconds until its retry
+  (`retry_in_ms`), as of `now_ms`.
+  """
+  @spec view(t(), integer()) :: %{String.t() => Candidate.t()}
+  def view(%__MODULE__{entries: entries}, now_ms) do
+    Map.new(entries, fn {_key, entry} ->
+      retry_in = entry.retry_at && max(entry.retry_at - now_ms, 0)
+
+      {entry.name,
+       %{entry | description: Candidate.describe(entry), retry_in_ms: retry_in, retry_at: nil}}
+    end)
+  end
+end

@@ -1,0 +1,99 @@
+defmodule Tinycluster.HostTable do
+  # The poller's table of hosts: each host's last EPMD answer, as pure functions with the
+  # time passed in. It keeps what the NIF reported of each host (`status`, `names`,
+  # `malformed`, `latency_us`, and `listing`, the digest the next scan compares with to tell
+  # an unchanged host, native/tinycluster_nif/src/unchanged.rs), with when it was last asked
+  # and last answered. `view/3` is what `Tinycluster.status/1` shows of it.
+  @moduledoc false
+
+  alias Tinycluster.{DnsSeed, Hosts}
+
+  defstruct hosts: %{}
+
+  @typedoc "The table: each asked host's last report, by label."
+  @type t :: %__MODULE__{hosts: %{String.t() => map()}}
+
+  @typedoc "A host as `Tinycluster.status/1` shows it."
+  @type host_view :: %{
+          status: :pending | :ok | {:error, term()},
+          address: String.t() | nil,
+          epmd_port: :inet.port_number() | nil,
+          names: non_neg_integer() | nil,
+          malformed: [{String.t(), String.t()}],
+          latency_us: non_neg_integer() | nil,
+          unchanged: boolean(),
+          checked_at: DateTime.t() | nil,
+          last_ok_at: DateTime.t() | nil,
+          nodes: [String.t()]
+        }
+
+  @doc "An empty table."
+  @spec new() :: t()
+  def new, do: %__MODULE__{}
+
+  @doc """
+  Records a host's report (a map the NIF sent) as of `at`; returns the table and the host's
+  previous report (nil for the first), for `Tinycluster.Report.host/3`.
+  """
+  @spec answered(t(), map(), DateTime.t()) :: {t(), map() | nil}
+  def answered(%__MODULE__{hosts: hosts} = table, report, at) do
+    previous = Map.get(hosts, report.label)
+    last_ok = if report.status == :ok, do: at, else: previous[:last_ok_at]
+    host = Map.merge(report, %{checked_at: at, last_ok_at: last_ok})
+    {%{table | hosts: Map.put(hosts, report.label, host)}, previous}
+  end
+
+  @doc "Keeps only the hosts labelled in `labels`: the others are no longer asked."
+  @spec keep(t(), Enumerable.t()) :: t()
+  def keep(%__MODULE__{hosts: hosts} = table, labels),
+    do: %{table | hosts: Map.take(hosts, Enum.to_list(labels))}
+
+  @doc """
+  The scan request's `last_listings`: each host's last listing digest. A host whose EPMD
+  lists the same again, with nothing to probe, then sends no event of its own.
+  """
+  @spec listings(t()) :: [{String.t(), non_neg_integer()}]
+  def listings(%__MODULE__{hosts: hosts}),
+    do: for({label, %{listing: digest}} when is_integer(digest) <- hosts, do: {label, digest})
+
+  @doc """
+  Forgets every host's listing, so that the next scan reports every candidate again: after
+  a scan that did not finish, whose candidates' events may be lost.
+  """
+  @spec forget_listings(t()) :: t()
+  def forget_listings(%__MODULE__{hosts: hosts} = table),
+    do: %{table | hosts: Map.new(hosts, fn {label, host} -> {label, %{host | listing: nil}} end)}
+
+  @doc """
+  The hosts as `Tinycluster.status/1` shows them, by label: every host of `entries` (the
+  `:hosts` option; `:pending` before its first answer) and every host asked (the addresses
+  DNS seeds give, by address; one that left its seed's answer is no longer shown, while its
+  candidates are, `:gone`), each with its candidates' names (`nodes`, sorted), from
+  `candidates` (status's candidates by name).
+  """
+  @spec view(t(), [Hosts.entry()], %{String.t() => Tinycluster.Candidate.t()}) ::
+          %{String.t() => host_view()}
+  def view(%__MODULE__{hosts: hosts}, entries, candidates) do
+    nodes = Enum.group_by(Map.values(candidates), & &1.host, & &1.name)
+    # A DNS seed is no host: the addresses it gives are, and the reports name them.
+    labels = for entry <- entries, not DnsSeed.seed?(entry), do: Hosts.label(entry, entries)
+
+    Map.new(Enum.uniq(labels ++ Map.keys(hosts)), fn label ->
+      host = Map.get(hosts, label, %{})
+
+      {label,
+       %{
+         status: Map.get(host, :status, :pending),
+         address: host[:address],
+         epmd_port: host[:epmd_port],
+         names: host[:names],
+         malformed: Map.get(host, :malformed, []),
+         latency_us: host[:latency_us],
+         unchanged: Map.get(host, :unchanged, false),
+         checked_at: host[:checked_at],
+         last_ok_at: host[:last_ok_at],
+         nodes: nodes |> Map.get(label, []) |> Enum.sort()
+       }}
+    end)
+  end
+end

@@ -1,0 +1,203 @@
+defmodule Tinycluster.Report do
+  # Everything a poller says: its log lines and its telemetry events, in the order things
+  # happen (a scan's `:start` when it starts, its `:stop` after it). Each change is worded
+  # once, here; nothing is said per poll. Its functions log or emit and return; they never
+  # send anything to the poller.
+  @moduledoc false
+
+  require Logger
+
+  alias Tinycluster.{Candidate, Options, Telemetry}
+
+  ## Candidates
+
+  @doc "Reports each change of `Tinycluster.Candidates` (`{old, new}`), in order."
+  @spec changes(Options.t(), [Tinycluster.Candidates.change()]) :: :ok
+  def changes(opts, changes) do
+    Enum.each(changes, fn {old, new} -> change(opts, old, new) end)
+  end
+
+  @doc """
+  Reports a candidate's change of state, once: a log line and a telemetry event where the
+  change is worth one.
+  """
+  @spec change(Options.t(), Candidate.t() | nil, Candidate.t()) :: :ok
+  def change(opts, old, %Candidate{} = entry) do
+    meta = [tinycluster_node: entry.name, tinycluster_state: entry.state]
+
+    case {old && old.state, entry.state} do
+      {_, :connected} ->
+        log(opts, :info, "tinycluster: connected to #{entry.name}", meta)
+        node(opts, :connected, entry)
+
+      # A refusal is retried with backoff; only the first of a run is worth a line.
+      {_, :rejected} when entry.attempts > 1 ->
+        :ok
+
+      {_, :rejected} ->
+        log(opts, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
+        node(opts, :rejected, entry)
+
+      {_, :unreachable} ->
+        log(opts, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
+        node(opts, :unreachable, entry)
+
+      # With `connect: true` a connection attempt follows at once, and says more.
+      {_, :not_allowed} when opts.connect ->
+        :ok
+
+      {_, bad} when bad in [:not_allowed, :name_mismatch, :bad_reply, :tls] ->
+        log(opts, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
+
+      {:connected, :down} ->
+        log(opts, :info, "tinycluster: lost the connection to #{entry.name}", meta)
+        node(opts, :lost, entry)
+
+      _ ->
+        :ok
+    end
+  end
+
+  @doc "Emits `[:tinycluster, :node, event]` for `entry`."
+  @spec node(Options.t(), atom(), Candidate.t()) :: :ok
+  def node(opts, event, entry) do
+    measurements =
+      if entry.latency_us,
+        do: %{system_time: System.system_time(), latency_us: entry.latency_us},
+        else: %{system_time: System.system_time()}
+
+    Telemetry.execute([:tinycluster, :node, event], measurements, %{
+      poller: opts.name,
+      node: entry.name,
+      host: entry.host,
+      state: entry.state,
+      reason: entry.reason
+    })
+  end
+
+  ## Hosts and seeds
+
+  @doc "Logs a host's EPMD answer when it changed: failing, answering again, malformed."
+  @spec host(Options.t(), map() | nil, map()) :: :ok
+  def host(opts, previous, host) do
+    meta = [tinycluster_host: host.label]
+
+    case {previous && previous.status, host.status} do
+      {{:error, _}, :ok} ->
+        log(opts, :info, "tinycluster: EPMD on #{host.label} answers again", meta)
+
+      {prev, {:error, reason}} when prev == nil or prev == :ok ->
+        log(
+          opts,
+          :warning,
+          "tinycluster: cannot list the nodes of #{host.label} " <>
+            "(EPMD at #{host.address}:#{host.epmd_port}): #{inspect(reason)}",
+          meta
+        )
+
+      _ ->
+        :ok
+    end
+
+    if host.malformed != [] and (previous == nil or previous.malformed == []) do
+      log(
+        opts,
+        :warning,
+        "tinycluster: EPMD on #{host.label} listed #{length(host.malformed)} malformed " <>
+          "entries, skipped: #{inspect(Enum.take(host.malformed, 3))}",
+        meta
+      )
+    end
+
+    :ok
+  end
+
+  @doc "Logs the lines a DNS seeds' update gave (`{level, line, metadata}`)."
+  @spec lines(Options.t(), [{Logger.level(), String.t(), keyword()}]) :: :ok
+  def lines(opts, lines) do
+    Enum.each(lines, fn {level, line, meta} -> log(opts, level, line, meta) end)
+  end
+
+  ## The poller itself
+
+  @doc "Warns that this node is not distributed, so nothing can be clustered yet."
+  @spec not_distributed(Options.t()) :: :ok
+  def not_distributed(opts) do
+    log(
+      opts,
+      :warning,
+      "tinycluster: this node is not distributed (#{node()}), so it cannot connect to " <>
+        "other nodes; start it with --sname or --name, or call Node.start/2. " <>
+        "tinycluster starts clustering as soon as it is.",
+      []
+    )
+  end
+
+  @doc "Logs that a scan could not start, and why."
+  @spec scan_not_started(Options.t(), term()) :: :ok
+  def scan_not_started(opts, reason),
+    do: log(opts, :error, "tinycluster: could not start a scan: #{inspect(reason)}", [])
+
+  @doc "Warns that a scan did not finish within its deadline, and was cancelled."
+  @spec scan_timed_out(Options.t()) :: :ok
+  def scan_timed_out(opts),
+    do: log(opts, :warning, "tinycluster: a scan did not finish in time; starting over", [])
+
+  ## Scans
+
+  @doc """
+  Emits `[:tinycluster, :scan, :start]` for a scan that started at `started` (monotonic,
+  native units, taken just before the NIF was asked), and returns `started`, which
+  `scan_stop/5` measures the duration from.
+  """
+  @spec scan_start(Options.t(), [String.t()], map(), integer()) :: integer()
+  def scan_start(opts, host_labels, seeds, started) do
+    Telemetry.execute(
+      [:tinycluster, :scan, :start],
+      %{system_time: System.system_time(), monotonic_time: started},
+      %{poller: opts.name, hosts: host_labels, seeds: seeds}
+    )
+
+    started
+  end
+
+  @doc """
+  Emits `[:tinycluster, :scan, :stop]` for a scan that started at `started` (from
+  `scan_start/3`), with the NIF's `report`, the candidates connected after it and the seeds'
+  counts.
+  """
+  @spec scan_stop(Options.t(), integer(), map(), non_neg_integer(), map()) :: :ok
+  def scan_stop(opts, started, report, connected, seeds) do
+    counts = Enum.frequencies_by(report.candidates, & &1.state)
+
+    Telemetry.execute(
+      [:tinycluster, :scan, :stop],
+      %{
+        duration: System.monotonic_time() - started,
+        candidates: length(report.candidates),
+        live: Map.get(counts, :live, 0) + Map.get(counts, :hidden, 0),
+        connected: connected
+      },
+      %{
+        poller: opts.name,
+        hosts: Enum.map(report.hosts, & &1.label),
+        failed_hosts: failed_hosts(report),
+        seeds: seeds
+      }
+    )
+  end
+
+  @doc "The labels of the hosts whose EPMD did not answer in `report`."
+  @spec failed_hosts(map()) :: [String.t()]
+  def failed_hosts(report),
+    do: for(%{status: {:error, _}, label: label} <- report.hosts, do: label)
+
+  @doc "Logs `message` if the poller's `:log` option lets `level` through."
+  @spec log(Options.t(), Logger.level(), String.t(), keyword()) :: :ok
+  def log(%{log: false}, _level, _message, _meta), do: :ok
+
+  def log(%{log: threshold}, level, message, meta) do
+    if Logger.compare_levels(level, threshold) != :lt, do: Logger.log(level, message, meta)
+    :ok
+  end
+end

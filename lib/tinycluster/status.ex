@@ -1,0 +1,93 @@
+defmodule Tinycluster.Status do
+  @moduledoc """
+  What `Tinycluster.status/1` returns: a view of what a poller knows, in the user's terms.
+
+    * `node` - this node.
+    * `options` - the poller's options, defaults filled in (`Tinycluster.Options`).
+    * `scanning` - whether a scan is under way.
+    * `scans` - how many scans have finished.
+    * `last_scan` - the last finished scan: when it ended (`at`), how long it took
+      (`duration_us`), how many hosts it asked and which of them failed, how many
+      candidates their EPMDs listed, and how many of the poller's candidates are in each
+      state after it (`by_state`). `nil` before the first.
+    * `hosts` - every host, by label: each host of `:hosts` and each address a DNS seed
+      gives. Its EPMD's last answer (`status`: `:pending` before the first, `:ok`, or
+      `{:error, reason}`), the address and port asked, how many names it listed (`names`),
+      the lines it skipped (`malformed`), the round trip (`latency_us`), whether the answer
+      changed nothing (`unchanged`: the same names and ports, all connected or held back),
+      when it was last asked (`checked_at`) and last answered (`last_ok_at`), and the names
+      of its candidates (`nodes`).
+    * `dns` - each DNS seed's last lookup, by name (see `Tinycluster.DnsSeed`).
+    * `candidates` - every node the poller has seen, by full name
+      (`Tinycluster.Candidate`), with its state in words (`description`) and, while it is
+      held back, the milliseconds until it is tried again (`retry_in_ms`).
+  """
+
+  alias Tinycluster.{Candidate, Candidates, DnsSeed, HostTable, Options}
+
+  @typedoc "The last finished scan, as `status/1` shows it."
+  @type last_scan :: %{
+          at: DateTime.t(),
+          duration_us: non_neg_integer(),
+          hosts: non_neg_integer(),
+          failed_hosts: [String.t()],
+          candidates: non_neg_integer(),
+          by_state: %{Candidate.state() => pos_integer()}
+        }
+
+  @typedoc "What `Tinycluster.status/1` returns."
+  @type t :: %{
+          node: node(),
+          options: Options.t(),
+          scanning: boolean(),
+          scans: non_neg_integer(),
+          last_scan: last_scan() | nil,
+          hosts: %{String.t() => HostTable.host_view()},
+          dns: %{String.t() => DnsSeed.seed_status()},
+          candidates: %{String.t() => Candidate.t()}
+        }
+
+  @doc false
+  # Builds the view from the poller's parts, as of `now_ms` (monotonic milliseconds).
+  @spec build(
+          %{
+            opts: Options.t(),
+            scanning: boolean(),
+            scans: non_neg_integer(),
+            last_scan: last_scan() | nil,
+            hosts: HostTable.t(),
+            dns: map(),
+            candidates: Candidates.t()
+          },
+          integer()
+        ) :: t()
+  def build(parts, now_ms) do
+    candidates = Candidates.view(parts.candidates, now_ms)
+
+    %{
+      node: node(),
+      options: parts.opts,
+      scanning: parts.scanning,
+      scans: parts.scans,
+      last_scan: parts.last_scan,
+      hosts: HostTable.view(parts.hosts, parts.opts.hosts, candidates),
+      dns: DnsSeed.status(parts.dns),
+      candidates: candidates
+    }
+  end
+
+  @doc false
+  # The `last_scan` of a scan that ended at `at` with the NIF's `report`, and the
+  # candidates' table after it.
+  @spec last_scan(map(), Candidates.t(), DateTime.t()) :: last_scan()
+  def last_scan(report, candidates, at) do
+    %{
+      at: at,
+      duration_us: report.duration_us,
+      hosts: length(report.hosts),
+      failed_hosts: Tinycluster.Report.failed_hosts(report),
+      candidates: length(report.candidates),
+      by_state: Candidates.by_state(candidates)
+    }
+  end
+end

@@ -1,0 +1,174 @@
+//! A scan request as the Elixir side sends it: decoding, bounds and validation, before
+//! anything is spawned. A request that passes becomes a [`scan::ScanSpec`] and a
+//! [`scan::Local`]; one that does not is `{:error, {:badarg, why}}` or raises `badarg`, and
+//! no scan starts.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use rustler::{Decoder, NifMap, NifResult, Term};
+
+use crate::handshake;
+use crate::naming::Naming;
+use crate::resolve::Family;
+use crate::scan;
+
+mod atoms {
+    rustler::atoms! {
+        family,
+        inet,
+        inet6,
+        nil,
+        tls,
+        all,
+        hold,
+        last_listings,
+    }
+}
+
+/// The most `{host, alive, port}` a request may name in `tls` or `hold`, and the most
+/// `last_listings`: far more than any host lists (EPMD replies are capped at 1024 names).
+/// The Elixir side keeps its lists within it (it keeps only what the last listings hold).
+pub const MAX_LISTED: usize = 65_536;
+
+/// The longest a deadline may be, so that a scan always ends. `Tinycluster.Options` refuses
+/// the same bound with a clear error first; this one guards the NIF's own input (a test
+/// checks that the two agree).
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+
+/// A host as the Elixir side describes it.
+#[derive(NifMap)]
+struct HostOpts {
+    label: String,
+    address: String,
+    epmd_port: u16,
+    node_host: Option<String>,
+}
+
+/// The options every request carries.
+#[derive(NifMap)]
+struct ScanOpts {
+    hosts: Vec<HostOpts>,
+    probe_name: String,
+    creation: u32,
+    local_name: String,
+    skip: Vec<String>,
+    probe_timeout_ms: u64,
+    epmd_timeout_ms: u64,
+    gate: bool,
+}
+
+/// A decoded request: the options every caller gives, and some a caller may leave out:
+/// `family` (`:inet`, `:inet6` or nil), the local node's distribution family; `tls`: `:all`
+/// (the local node runs TLS distribution) or a list of `{host_label, alive, port}` to probe
+/// with the TLS ClientHello; `hold`: such a list not to probe now; `last_listings`: a list of
+/// `{host_label, digest}` (see [`crate::unchanged`]).
+pub struct Request {
+    opts: ScanOpts,
+    family: Option<Family>,
+    tls: scan::TlsProbes,
+    hold: HashSet<(String, String, u16)>,
+    last_listings: HashMap<String, u64>,
+}
+
+impl<'a> Decoder<'a> for Request {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        let family = match term.map_get(atoms::family()) {
+            Err(_) => None,
+            Ok(value) if atoms::inet() == value => Some(Family::Inet),
+            Ok(value) if atoms::inet6() == value => Some(Family::Inet6),
+            Ok(value) if atoms::nil() == value => None,
+            Ok(_) => return Err(rustler::Error::RaiseAtom("badarg")),
+        };
+        let tls = match term.map_get(atoms::tls()) {
+            Err(_) => scan::TlsProbes::None,
+            Ok(value) if atoms::all() == value => scan::TlsProbes::All,
+            Ok(value) if atoms::nil() == value => scan::TlsProbes::None,
+            Ok(value) => scan::TlsProbes::Listed(listed(value)?),
+        };
+        let hold = match term.map_get(atoms::hold()) {
+            Err(_) => HashSet::new(),
+            Ok(value) => listed(value)?,
+        };
+        let last_listings = match term.map_get(atoms::last_listings()) {
+            Err(_) => HashMap::new(),
+            Ok(value) => {
+                let pairs: Vec<(String, u64)> = value.decode()?;
+                if pairs.len() > MAX_LISTED {
+                    return Err(rustler::Error::RaiseAtom("badarg"));
+                }
+                pairs.into_iter().collect()
+            }
+        };
+        Ok(Request {
+            opts: term.decode()?,
+            family,
+            tls,
+            hold,
+            last_listings,
+        })
+    }
+}
+
+/// Decodes a list of `{host_label, alive, port}`, at most [`MAX_LISTED`].
+fn listed(term: Term<'_>) -> NifResult<HashSet<(String, String, u16)>> {
+    let listed: Vec<(String, String, u16)> = term.decode()?;
+    if listed.len() > MAX_LISTED {
+        return Err(rustler::Error::RaiseAtom("badarg"));
+    }
+    Ok(listed.into_iter().collect())
+}
+
+impl Request {
+    /// Whether the owner asked to answer each host's names before they are probed.
+    pub fn gated(&self) -> bool {
+        self.opts.gate
+    }
+
+    /// Checks the request and makes the pass's spec (without a gate) and the local node's
+    /// view, or says what is wrong.
+    pub fn into_spec(self) -> Result<(scan::ScanSpec, scan::Local), &'static str> {
+        let opts = self.opts;
+        if !handshake::valid_node_name(opts.probe_name.as_bytes()) {
+            return Err("probe_name is not a node name");
+        }
+        if opts.creation == 0 {
+            return Err("creation must be nonzero");
+        }
+        for t in [opts.probe_timeout_ms, opts.epmd_timeout_ms] {
+            if t == 0 || t > MAX_TIMEOUT_MS {
+                return Err("timeouts must be between 1 and 60000 ms");
+            }
+        }
+        // The local node's own name tells its naming mode, as net_kernel reads it.
+        let local = scan::Local {
+            naming: Naming::of_node(&opts.local_name),
+            family: self.family,
+        };
+        let spec = scan::ScanSpec {
+            hosts: opts
+                .hosts
+                .into_iter()
+                .map(|h| scan::HostSpec {
+                    label: h.label,
+                    address: h.address,
+                    epmd_port: h.epmd_port,
+                    node_host: h.node_host,
+                })
+                .collect(),
+            probe_name: opts.probe_name,
+            creation: opts.creation,
+            local_name: opts.local_name,
+            skip: opts.skip.into_iter().collect(),
+            probe_timeout: Duration::from_millis(opts.probe_timeout_ms),
+            epmd_timeout: Duration::from_millis(opts.epmd_timeout_ms),
+            gate: None,
+            tls: self.tls,
+            hold: self.hold,
+            // A poller's scans come back for a parked probe every interval: see park.rs.
+            park: true,
+            last_listings: self.last_listings,
+        };
+        Ok((spec, local))
+    }
+}

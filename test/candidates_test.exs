@@ -1,0 +1,320 @@
+defmodule Tinycluster.CandidatesTest do
+  # The candidates' table on its own: every transition of the README's states table, with
+  # the time passed in and no node started. The end-to-end tests show the same rules against
+  # real nodes.
+  use ExUnit.Case, async: true
+
+  alias Tinycluster.{Candidate, Candidates, Options}
+
+  @opts Options.new!(interval: 100, max_backoff: 1_000)
+  @at ~U[2026-01-01 00:00:00Z]
+
+  defp now(ms), do: %{ms: ms, at: DateTime.add(@at, ms, :millisecond)}
+
+  # A candidate map as the NIF sends it.
+  defp probe(alive, state, fields \\ []) do
+    Map.merge(
+      %{
+        host: "h",
+        alive: alive,
+        name: "#{alive}@vm",
+        address: "127.0.0.1",
+        port: 4000,
+        state: state,
+        reason: nil,
+        latency_us: 50
+      },
+      Map.new(fields)
+    )
+  end
+
+  defp probed(table, maps, opts \\ @opts, ms \\ 0),
+    do: Candidates.probed(table, List.wrap(maps), opts, now(ms))
+
+  defp entry(table, alive), do: table.entries[{"h", alive}]
+
+  defp states(changes), do: Enum.map(changes, fn {old, new} -> {old && old.state, new.state} end)
+
+  defp listing(listed, answered \\ ["h"], asked \\ ["h"]) do
+    %{
+      listed: MapSet.new(listed, &{"h", &1}),
+      answered: MapSet.new(answered),
+      asked: MapSet.new(asked)
+    }
+  end
+
+  describe "a probe's answer" do
+    test "each state the NIF reports is the candidate's, and a new one is a change" do
+      for {state, reason} <- [
+            live: nil,
+            hidden: nil,
+            unreachable: :timeout,
+            name_mismatch: {:claimed, "x@vm"},
+            busy: :nok,
+            bad_reply: {:malformed, "what"},
+            tls: :alert,
+            not_allowed: nil
+          ] do
+        {table, connects, changes} =
+          probed(Candidates.new(), probe("a", state, reason: reason), %{@opts | connect: false})
+
+        assert entry(table, "a").state == state
+        assert entry(table, "a").reason == reason
+        assert connects == []
+        assert states(changes) == [{nil, state}]
+        assert entry(table, "a").first_seen == @at
+      end
+    end
+
+    test "a live node is connected at once: :connecting, with its atom, and one connect" do
+      {table, connects, changes} = probed(Candidates.new(), probe("a", :live))
+      assert %Candidate{state: :connecting, node: :a@vm} = entry(table, "a")
+      assert connects == [{{"h", "a"}, :a@vm}]
+      assert states(changes) == [{nil, :connecting}]
+    end
+
+    test "connects all of a batch, and nothing filtered out, hidden, or with connect: false" do
+      maps = [probe("a", :live), probe("b", :live), probe("c", :hidden), probe("skipme", :live)]
+      opts = %{@opts | except: ["skipme@"]}
+      {table, connects, _} = probed(Candidates.new(), maps, opts)
+      assert Enum.map(connects, &elem(&1, 1)) == [:a@vm, :b@vm]
+      assert entry(table, "c").state == :hidden
+      assert entry(table, "skipme").state == :live
+
+      {_, connects, _} = probed(Candidates.new(), maps, %{@opts | connect: false})
+      assert connects == []
+
+      {table, connects, _} = probed(Candidates.new(), maps, %{@opts | include_hidden: true})
+      assert {{"h", "c"}, :c@vm} in connects
+      assert entry(table, "c").state == :connecting
+    end
+
+    test "held back candidates teach nothing" do
+      {table, connects, changes} = probed(Candidates.new(), probe("a", :held))
+      assert {table.entries, connects, changes} == {%{}, [], []}
+    end
+
+    test "one already connected (skipped by the scan) is :connected" do
+      {table, [], _} = probed(Candidates.new(), probe("a", :skipped))
+      assert entry(table, "a").state == :connected
+    end
+
+    test "a connected node stays :connected when a late probe says :live, and no change" do
+      {table, _, _} = probed(Candidates.new(), probe("a", :live))
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, true, @opts, now(10))
+      {table, connects, changes} = probed(table, probe("a", :live), @opts, 20)
+      assert entry(table, "a").state == :connected
+      assert {connects, changes} == {[], []}
+    end
+
+    test "a node allowing nobody (:not_allowed) is connected under EPMD's name" do
+      {table, connects, _} = probed(Candidates.new(), probe("a", :not_allowed))
+      assert [{{"h", "a"}, :a@vm}] = connects
+      assert %{state: :connecting, reason: :not_allowed} = entry(table, "a")
+      # Its refusal is :rejected, :not_allowed.
+      {table, changes} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(5))
+      assert %{state: :rejected, reason: :not_allowed, attempts: 1} = entry(table, "a")
+      assert states(changes) == [{:connecting, :rejected}]
+    end
+
+    test "a name no atom can hold is :bad_reply, and nothing is connected" do
+      long = String.duplicate("l", 253)
+      {table, connects, _} = probed(Candidates.new(), probe(long, :not_allowed))
+      assert connects == []
+      assert %{state: :bad_reply, reason: {:name_too_long, 256}, node: nil} = entry(table, long)
+    end
+  end
+
+  describe "connecting" do
+    setup do
+      {table, _, _} = probed(Candidates.new(), probe("a", :live))
+      %{table: table}
+    end
+
+    test "a connect that succeeds is :connected, with no attempts", %{table: table} do
+      {table, changes} = Candidates.connect_ended(table, {"h", "a"}, true, @opts, now(5))
+      assert %{state: :connected, attempts: 0, retry_at: nil} = entry(table, "a")
+      assert states(changes) == [{:connecting, :connected}]
+    end
+
+    test "a refused one is :rejected, retried from :interval, doubling up to :max_backoff",
+         %{table: table} do
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(0))
+
+      assert %{state: :rejected, reason: :connect_failed, attempts: 1, retry_at: 100} =
+               entry(table, "a")
+
+      # Not due: held, probed or not, and not connected.
+      {table, connects, []} = probed(table, probe("a", :live), @opts, 50)
+      assert connects == []
+      assert entry(table, "a").state == :rejected
+
+      # Due: connected again; refused again, it waits twice as long.
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 100)
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(100))
+      assert %{attempts: 2, retry_at: 300} = entry(table, "a")
+    end
+
+    test "a crashed connect is :rejected with the crash as reason", %{table: table} do
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, {:crashed, :boom}, @opts, now(0))
+      assert %{state: :rejected, reason: {:crashed, :boom}} = entry(table, "a")
+    end
+
+    test "a node no longer distributed meanwhile is :live again", %{table: table} do
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, :ignored, @opts, now(0))
+      assert entry(table, "a").state == :live
+    end
+
+    test "a node listed at a new port (it restarted) starts over", %{table: table} do
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(0))
+      {table, connects, _} = probed(table, probe("a", :live, port: 4001), @opts, 10)
+      assert [_] = connects
+      assert %{state: :connecting, attempts: 0, port: 4001} = entry(table, "a")
+    end
+
+    test "the end of a connect for a forgotten candidate changes nothing", %{table: table} do
+      assert {^table, []} = Candidates.connect_ended(table, {"h", "zz"}, true, @opts, now(0))
+    end
+  end
+
+  describe "failed probes back off" do
+    test ":unreachable is asked again after one interval, then two at most" do
+      table =
+        Enum.reduce([0, 100, 300, 500], Candidates.new(), fn ms, table ->
+          assert Candidates.holds(table, ms) == []
+          {table, [], _} = probed(table, probe("a", :unreachable, reason: :timeout), @opts, ms)
+          table
+        end)
+
+      assert %{attempts: 4, retry_at: 700} = entry(table, "a")
+      assert Candidates.holds(table, 699) == [{"h", "a", 4000}]
+      assert Candidates.holds(table, 700) == []
+    end
+
+    test ":bad_reply, :tls and :not_allowed (connect: false) double up to :max_backoff" do
+      for state <- [:bad_reply, :tls, :not_allowed] do
+        opts = %{@opts | connect: false}
+
+        {table, _} =
+          Enum.reduce(1..6, {Candidates.new(), 0}, fn _, {table, ms} ->
+            {table, [], _} = probed(table, probe("a", state), opts, ms)
+            {table, entry(table, "a").retry_at}
+          end)
+
+        assert %{attempts: 6} = entry(table, "a")
+        # 100 + 200 + 400 + 800 + 1000 = 2500 before the sixth, then 1000 more.
+        assert entry(table, "a").retry_at == 3_500, "#{state}"
+      end
+    end
+
+    test "an answer clears the count" do
+      {table, _, _} = probed(Candidates.new(), probe("a", :unreachable, reason: :timeout))
+      {table, _, changes} = probed(table, probe("a", :live), %{@opts | connect: false}, 200)
+      assert %{state: :live, attempts: 0, retry_at: nil} = entry(table, "a")
+      assert states(changes) == [{:unreachable, :live}]
+    end
+  end
+
+  describe "TLS listeners" do
+    test "are probed with the TLS hello at the port they answered on, while listed" do
+      {table, _, _} = probed(Candidates.new(), probe("t", :tls, reason: :alert))
+      assert Candidates.tls_probes(table) == [{"h", "t", 4000}]
+      {table, _} = Candidates.scan_ended(table, listing(["t"]), now(10))
+      assert Candidates.tls_probes(table) == [{"h", "t", 4000}]
+      # No longer listed: forgotten, with its TLS port.
+      {table, _} = Candidates.scan_ended(table, listing([]), now(20))
+      assert entry(table, "t").state == :gone
+      assert Candidates.tls_probes(table) == []
+    end
+  end
+
+  describe "node events" do
+    setup do
+      {table, _, _} = probed(Candidates.new(), probe("a", :live))
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, true, @opts, now(5))
+      %{table: table}
+    end
+
+    test "a nodedown is :down with its reason, a nodeup :connected", %{table: table} do
+      {table, changes} = Candidates.node_down(table, :a@vm, :connection_closed)
+      assert %{state: :down, reason: :connection_closed} = entry(table, "a")
+      assert states(changes) == [{:connected, :down}]
+      {table, changes} = Candidates.node_up(table, :a@vm)
+      assert %{state: :connected, reason: nil} = entry(table, "a")
+      assert states(changes) == [{:down, :connected}]
+    end
+
+    test "a down node is probed again, and connected when it answers", %{table: table} do
+      {table, _} = Candidates.node_down(table, :a@vm, :net_tick_timeout)
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 50)
+      assert entry(table, "a").state == :connecting
+    end
+
+    test "a node no candidate names changes nothing", %{table: table} do
+      assert {^table, []} = Candidates.node_up(table, :other@vm)
+      assert {^table, []} = Candidates.node_down(table, :other@vm, :x)
+    end
+  end
+
+  describe "the end of a scan" do
+    setup do
+      {table, _, _} = probed(Candidates.new(), [probe("a", :live), probe("b", :live)])
+      %{table: table}
+    end
+
+    test "a candidate its host no longer lists is :gone", %{table: table} do
+      {table, changes} = Candidates.scan_ended(table, listing(["a"]), now(10))
+      assert entry(table, "b").state == :gone
+      assert entry(table, "a").state == :connecting
+      assert states(changes) == [{:connecting, :gone}]
+    end
+
+    test "a host that did not answer keeps its candidates", %{table: table} do
+      {table, []} = Candidates.scan_ended(table, listing([], []), now(10))
+      assert entry(table, "b").state == :connecting
+    end
+
+    test "a host no longer asked (it left a DNS answer) has its candidates :gone", %{table: t} do
+      {table, _} = Candidates.scan_ended(t, listing([], [], []), now(10))
+      assert entry(table, "a").state == :gone
+    end
+
+    test "a gone candidate is forgotten an hour after it was last listed", %{table: table} do
+      {table, _} = Candidates.scan_ended(table, listing(["a"]), now(10))
+      hour = Candidates.limits().forget_gone_after_ms
+      {table, []} = Candidates.scan_ended(table, listing(["a"]), now(hour))
+      assert entry(table, "b").state == :gone
+      {table, []} = Candidates.scan_ended(table, listing(["a"]), now(hour + 1))
+      assert entry(table, "b") == nil
+      assert entry(table, "a").state == :connecting
+    end
+
+    test "at most #{Candidates.limits().max_gone} gone candidates are kept, oldest first out" do
+      max = Candidates.limits().max_gone
+      maps = for i <- 1..(max + 10), do: probe("n#{i}", :live, name: "n#{i}@vm")
+
+      table =
+        maps
+        |> Enum.with_index()
+        |> Enum.reduce(Candidates.new(), fn {map, i}, table ->
+          elem(probed(table, map, %{@opts | connect: false}, i), 0)
+        end)
+
+      {table, _} = Candidates.scan_ended(table, listing([]), now(100_000))
+      assert map_size(table.entries) == max
+      # The first ten seen (and last listed) are the ones forgotten.
+      assert entry(table, "n1") == nil and entry(table, "n10") == nil
+      assert entry(table, "n11").state == :gone
+    end
+  end
+
+  describe "the view" do
+    test "is by full name, with the state in words and the wait in ms, no monotonic time" do
+      {table, _, _} = probed(Candidates.new(), probe("a", :bad_reply, reason: :closed))
+      view = Candidates.view(table, 30)
+      assert %Candidate{retry_in_ms: 70, retry_at: nil, description: text} = view["a@vm"]
+      assert text == Candidate.describe(entry(table, "a"))
+      assert Candidates.view(table, 1_000)["a@vm"].retry_in_ms == 0
+    end
+  end
+end
