@@ -161,6 +161,33 @@ defmodule TinyclusterTest do
     assert %{status: {:error, :econnrefused}} = Tinycluster.status(poller).hosts["127.0.0.1"]
   end
 
+  test "filters see a candidate under the name the NIF gives it, before its probe too" do
+    # The same host twice, at two EPMD ports: each is labelled "127.0.0.1:<port>", and a
+    # filter once saw its nodes before their probes as "alive@127.0.0.1:<port>" (built from
+    # the label), a name no node has and no pattern on node names matches. The NIF names
+    # them "alive@127.0.0.1", and the filter now sees that name.
+    epmds = for _ <- 1..2, do: Tinycluster.TestEpmd.start()
+    on_exit(fn -> Enum.each(epmds, &Tinycluster.TestEpmd.stop/1) end)
+    [first, second] = epmds
+    node = TestNodes.start(epmd_port: first.port)
+    [alive, _] = node.name |> Atom.to_string() |> String.split("@")
+    hosts = [{"127.0.0.1", first.port}, {"127.0.0.1", second.port}]
+
+    poller = start_poller(hosts: hosts, only: [~r/\A#{alive}@127\.0\.0\.1\z/], connect: false)
+
+    # Probed (so let through before its probe), and then reported under its own name.
+    TestNodes.wait_until(
+      fn ->
+        Enum.any?(Tinycluster.status(poller).candidates, fn {_, c} -> c.alive == alive end)
+      end,
+      "#{alive} to be probed"
+    )
+
+    assert [candidate] = for({_, c} <- Tinycluster.status(poller).candidates, do: c)
+    assert candidate.host == "127.0.0.1:#{first.port}"
+    assert candidate.state == :live
+  end
+
   describe "options" do
     test "are validated with a clear ArgumentError" do
       for {opts, message} <- [

@@ -241,9 +241,10 @@ async fn scan_host(
 ) -> (HostReport, Vec<CandidateReport>) {
     let start = Instant::now();
     let queried = tokio::time::timeout(spec.epmd_timeout, query_epmd(&host, local.family)).await;
+    // Named after the host as given, not its label: a label may carry an EPMD port.
     let name_host = match &host.node_host {
         Some(node_host) => node_host.clone(),
-        None => local.naming.name_host(&host.label).to_owned(),
+        None => local.naming.name_host(&host.address).to_owned(),
     };
     let name_host = name_host.as_str();
     let (address, names) = match queried {

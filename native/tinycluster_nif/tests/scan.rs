@@ -219,7 +219,7 @@ async fn a_good_reply_leads_to_probes_of_its_nodes_and_only_those() {
 }
 
 #[tokio::test]
-async fn without_a_node_host_names_use_the_label_and_any_host_is_accepted() {
+async fn without_a_node_host_names_use_the_host_as_given_and_any_host_is_accepted() {
     let live = FakePeer::start(Script::Answer(ok_and_challenge("a@far.example", false))).await;
     let local = untouched_listener().await;
     let skipped = untouched_listener().await;
@@ -231,9 +231,11 @@ async fn without_a_node_host_names_use_the_label_and_any_host_is_accepted() {
     ));
     let epmd = FakeEpmd::start(EpmdScript::Reply(reply)).await;
     let recorder = Recorder::new();
-    let mut spec = spec(vec![host("far", epmd.addr, None)]);
-    spec.local_name = "me@far".into();
-    spec.skip = HashSet::from(["sk@far".to_string(), "a@h".to_string()]);
+    // The label carries the EPMD port (the same host listed twice); names never do.
+    let label = format!("127.0.0.1:{}", epmd.addr.port());
+    let mut spec = spec(vec![host(&label, epmd.addr, None)]);
+    spec.local_name = "me@127.0.0.1".into();
+    spec.skip = HashSet::from(["sk@127.0.0.1".to_string(), "a@h".to_string()]);
 
     scan::run(spec, recorder.sink()).await;
 
@@ -251,7 +253,12 @@ async fn without_a_node_host_names_use_the_label_and_any_host_is_accepted() {
     );
     let (_, _, sk) = recorder.candidate("sk");
     assert!(sk.probe.is_none());
-    assert_eq!(recorder.candidates().len(), 2, "me@far is the local node");
+    assert_eq!(sk.name, "sk@127.0.0.1");
+    assert_eq!(
+        recorder.candidates().len(),
+        2,
+        "me@127.0.0.1 is the local node"
+    );
     assert_untouched(&local, "the local node").await;
     assert_untouched(&skipped, "a skipped node").await;
     live.seen().await;
@@ -709,4 +716,40 @@ async fn a_challenge_naming_more_than_an_atom_holds_is_a_bad_reply() {
     assert_eq!(outcome(&c), &Outcome::BadReply(Error::NameTooLong(260)));
     assert!(c.name.len() <= 255, "{}", c.name);
     peer.seen().await;
+}
+
+#[tokio::test]
+async fn the_gate_sees_the_full_names_the_candidates_will_have_and_admits_by_them() {
+    let (listeners, reply) = listing_of(&["a", "b"]).await;
+    let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&reply))).await;
+    let label = format!("127.0.0.1:{}", epmd.addr.port());
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let mut spec = spec(vec![host(&label, epmd.addr, None)]);
+    spec.gate = Some(scan::Gate(Arc::new(move |index, label, names| {
+        seen.lock().unwrap().push((index, label.to_owned(), names));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Only `b`, by its full name.
+        let _ = tx.send(vec!["b@127.0.0.1".to_owned()]);
+        rx
+    })));
+    spec.probe_timeout = Duration::from_millis(200);
+    let recorder = Recorder::new();
+    let local = scan::Local {
+        naming: tinycluster_nif::naming::Naming::Short,
+        family: None,
+    };
+    scan::run_as(spec, local, recorder.sink()).await;
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(
+        asked,
+        vec![(
+            0,
+            label,
+            vec!["a@127.0.0.1".to_owned(), "b@127.0.0.1".to_owned()]
+        )]
+    );
+    let names: Vec<String> = recorder.candidates().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, vec!["b@127.0.0.1".to_owned()]);
+    assert_untouched(&listeners[0], "the node the gate kept out").await;
 }
