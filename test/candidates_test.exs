@@ -137,8 +137,7 @@ defmodule Tinycluster.CandidatesTest do
       assert states(changes) == [{:connecting, :connected}]
     end
 
-    test "a refused one is :rejected, retried from :interval, doubling up to :max_backoff",
-         %{table: table} do
+    test "a refused one is :rejected, and retried after :interval", %{table: table} do
       {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(0))
 
       assert %{state: :rejected, reason: :connect_failed, attempts: 1, retry_at: 100} =
@@ -149,10 +148,9 @@ defmodule Tinycluster.CandidatesTest do
       assert connects == []
       assert entry(table, "a").state == :rejected
 
-      # Due: connected again; refused again, it waits twice as long.
+      # Due: connected again.
       {table, [_], _} = probed(table, probe("a", :live), @opts, 100)
-      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(100))
-      assert %{attempts: 2, retry_at: 300} = entry(table, "a")
+      assert entry(table, "a").state == :connecting
     end
 
     test "a crashed connect is :rejected with the crash as reason", %{table: table} do
@@ -174,6 +172,91 @@ defmodule Tinycluster.CandidatesTest do
 
     test "the end of a connect for a forgotten candidate changes nothing", %{table: table} do
       assert {^table, []} = Candidates.connect_ended(table, {"h", "zz"}, true, @opts, now(0))
+    end
+  end
+
+  describe "refusals" do
+    test "after #{Tinycluster.Backoff.max_refusals()} refused connections a node is left alone" do
+      {table, _, _} = probed(Candidates.new(), probe("a", :live))
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(0))
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 100)
+      {table, changes} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(100))
+      assert %{state: :rejected, attempts: 2, retry_at: :never} = entry(table, "a")
+      assert states(changes) == [{:connecting, :rejected}]
+      # Held for good, probe included, however long it waits.
+      assert Candidates.holds(table, 10_000_000) == [{"h", "a", 4000}]
+      {table, [], []} = probed(table, probe("a", :live), @opts, 10_000_000)
+      assert Candidates.view(table, 0)["a@vm"].description =~ "left alone until it restarts"
+      assert Candidates.view(table, 0)["a@vm"].retry_at == :never
+
+      # A new port is a restarted node: tried again at once.
+      {restarted, [_], _} = probed(table, probe("a", :live, port: 4001), @opts, 10_000_001)
+      assert entry(restarted, "a").state == :connecting
+    end
+
+    test "a node whose allow list names nobody gets the same bound" do
+      {table, [_], _} = probed(Candidates.new(), probe("a", :not_allowed))
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(0))
+      {table, [_], _} = probed(table, probe("a", :not_allowed), @opts, 100)
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(100))
+      assert %{state: :rejected, reason: :not_allowed, retry_at: :never} = entry(table, "a")
+    end
+
+    test "a crash of the connect is no refusal: it backs off as before" do
+      {table, _, _} = probed(Candidates.new(), probe("a", :live))
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, {:crashed, :x}, @opts, now(0))
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 100)
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, {:crashed, :x}, @opts, now(100))
+      assert is_integer(entry(table, "a").retry_at)
+    end
+
+    test "a change of this node's cookie for it starts it over" do
+      {table, _, _} = probed(Candidates.new(), probe("a", :live))
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(0))
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 100)
+      old = Candidates.cookie_digest(:old)
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(100), old)
+      # The cookie it refused changes nothing.
+      table = Candidates.cookies(table, fn :a@vm -> :old end)
+      assert entry(table, "a").retry_at == :never
+      table = Candidates.cookies(table, fn :a@vm -> :new end)
+      assert %{attempts: 0, retry_at: nil} = entry(table, "a")
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 200)
+      assert entry(table, "a").state == :connecting
+    end
+  end
+
+  describe "the atom budget" do
+    test "a host's new names make at most the budget's atoms a minute; one notice says so" do
+      budget = Tinycluster.AtomBudget.per_window()
+      prefix = "fresh#{System.unique_integer([:positive])}_"
+      names = for i <- 1..(budget + 5), do: "#{prefix}#{i}"
+      maps = for alive <- names, do: probe(alive, :live)
+      {table, connects, changes} = probed(Candidates.new(), maps, @opts, 0)
+      assert length(connects) == budget
+      # An atom for each name connected, and none for the others.
+      made = for name <- names, Tinycluster.NodeName.existing("#{name}@vm"), do: name
+      assert length(made) == budget
+      assert Enum.count(changes, &match?({:atom_budget, "h"}, &1)) == 1
+      held = for {_, %{reason: :atom_budget} = c} <- table.entries, do: c
+      assert length(held) == 5
+      assert Enum.all?(held, &(&1.state == :live and &1.node == nil))
+
+      # The same minute: still held, and said no more.
+      late = for c <- held, do: probe(c.alive, :live)
+      {table, [], changes} = probed(table, late, @opts, 30_000)
+      refute Enum.any?(changes, &match?({:atom_budget, _}, &1))
+
+      # The next minute: connected.
+      {_table, connects, _} = probed(table, late, @opts, 60_000)
+      assert length(connects) == 5
+    end
+
+    test "a name that is an atom already costs nothing, and another host has its own" do
+      maps = for i <- 1..100, do: probe("known#{i}", :live, name: "a@vm")
+      {_, connects, changes} = probed(Candidates.new(), maps, @opts, 0)
+      assert length(connects) == 100
+      assert changes |> Enum.filter(&match?({:atom_budget, _}, &1)) == []
     end
   end
 

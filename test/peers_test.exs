@@ -26,9 +26,11 @@ defmodule Tinycluster.PeersTest do
   @bounds %{
     plain: {0, 1},
     hidden: {0, 0},
-    other_cookie: {8, 0},
+    # Two refused connections, then left alone (Tinycluster.Backoff's max_refusals).
+    other_cookie: {2, 0},
     frozen_thawed: {0, 1},
-    allow_list: {16, 0},
+    # Two probes and two connections refused, each logged, then left alone.
+    allow_list: {4, 0},
     tls_plain_poller: {1, 0},
     tls_tls_poller: {0, 1}
   }

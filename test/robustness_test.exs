@@ -293,6 +293,49 @@ defmodule Tinycluster.RobustnessTest do
     end
   end
 
+  describe "a host that keeps inventing live names" do
+    # Each EPMD query lists 20 names never seen before, each at a listener whose challenge
+    # confirms it: every one is "validated and proven live". Without a budget, each became
+    # an atom, for as long as the host kept inventing, until the atom table was full.
+    test "makes at most the atom budget's atoms; the rest wait, said once" do
+      generation = :atomics.new(1, [])
+      prefix = fresh("inv") <> "g"
+      name = fn g, i -> "#{prefix}#{g}_#{i}" end
+
+      listeners =
+        for i <- 1..20 do
+          FakeServer.start(fn socket ->
+            g = :atomics.get(generation, 1)
+            Peer.respond(Peer.answer(name.(g, i) <> "@vm")).(socket)
+          end)
+        end
+
+      epmd =
+        fake_epmd(fn socket ->
+          g = :atomics.add_get(generation, 1, 1)
+          entries = for {l, i} <- Enum.with_index(listeners, 1), do: {name.(g, i), l.port}
+          Epmd.reply(Epmd.names_reply(entries)).(socket)
+        end)
+
+      log =
+        capture_log(fn ->
+          poller = start_poller(hosts: [{"127.0.0.1", epmd.port}], interval: 200)
+          pid = Process.whereis(poller)
+          # Well past the budget: 20 new names a scan.
+          wait_scans(poller, 10)
+          assert Process.whereis(poller) == pid
+          held = for {_, %{reason: :atom_budget}} <- Tinycluster.status(poller).candidates, do: 1
+          assert held != []
+        end)
+
+      invented = for g <- 1..:atomics.get(generation, 1), i <- 1..20, do: name.(g, i) <> "@vm"
+      assert length(invented) >= 200
+      atoms = Enum.count(invented, &atom_exists?/1)
+      assert atoms <= Tinycluster.AtomBudget.per_window(), "#{atoms} atoms made"
+      assert count(log, "new nodes within a minute") == 1, log
+    end
+  end
+
   describe "a hostile or broken peer" do
     # Each peer is listed by a fake EPMD under its own fresh name, so that the probe's
     # results can be told apart, and atoms of them looked for.

@@ -28,6 +28,13 @@ defmodule Tinycluster.Backoff do
   # In intervals: measured in bench/run --only cost (see the README).
   @unreachable_cap 2
 
+  # Refusals of a real connection (another cookie, or an allow list without this node)
+  # after which a candidate is left alone for good, at its port: each one makes the peer log
+  # an error, and another application's node (every `mix release` has a cookie of its own)
+  # would otherwise see an attempt every `:max_backoff` for as long as both run.
+  @max_refusals 2
+  @refusals [:connect_failed, :not_allowed]
+
   @doc "The wait after the `attempts`-th failure in a row of a candidate in `state`, in ms."
   @spec delay(pos_integer(), Candidate.state(), Options.t()) :: pos_integer()
   def delay(attempts, state, %Options{interval: interval, max_backoff: max}) do
@@ -63,10 +70,24 @@ defmodule Tinycluster.Backoff do
     end
   end
 
-  @doc "Counts a failed connection attempt: the entry becomes `:rejected` with `reason`."
+  @doc """
+  Counts a failed connection attempt: the entry becomes `:rejected` with `reason`. After
+  #{@max_refusals} refusals in a row at one port, its `retry_at` is `:never`: it is left
+  alone, probe included, until it restarts at a new port (`restarted/2`) or this node's
+  cookie for it changes (`Tinycluster.Candidates.cookies/2`).
+  """
   @spec after_connect(Candidate.t(), term(), Options.t(), integer()) :: Candidate.t()
-  def after_connect(entry, reason, opts, now_ms),
-    do: failed(%{entry | state: :rejected, reason: reason}, opts, now_ms)
+  def after_connect(entry, reason, opts, now_ms) do
+    entry = failed(%{entry | state: :rejected, reason: reason}, opts, now_ms)
+
+    if reason in @refusals and entry.attempts >= @max_refusals,
+      do: %{entry | retry_at: :never},
+      else: entry
+  end
+
+  @doc "How many refused connections leave a candidate alone for good."
+  @spec max_refusals() :: pos_integer()
+  def max_refusals, do: @max_refusals
 
   defp failed(entry, opts, now_ms) do
     attempts = entry.attempts + 1
@@ -83,7 +104,7 @@ defmodule Tinycluster.Backoff do
           [{String.t(), String.t(), :inet.port_number()}]
   def holds(candidates, now_ms) do
     for {{host, alive}, %Candidate{state: state, retry_at: at, port: port}} <- candidates,
-        state in @held and at != nil and now_ms < at,
+        state in @held and (at == :never or (is_integer(at) and now_ms < at)),
         do: {host, alive, port}
   end
 end

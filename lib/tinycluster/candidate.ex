@@ -5,20 +5,22 @@ defmodule Tinycluster.Candidate do
   `Tinycluster.scan/1` returns these straight from a probe; `Tinycluster.status/1` returns
   them with the poller's bookkeeping filled in: `first_seen` and `last_seen` (when EPMD
   last listed it), `attempts` (failed probes or connection attempts in a row, at this port),
-  `retry_in_ms` (how long until it is probed or connected again, while backing off;
-  `retry_at` is the same in monotonic milliseconds) and `description` (the state in words,
-  from `describe/1`).
+  `retry_in_ms` (how long until it is probed or connected again, while backing off),
+  `retry_at` (`:never` for a node left alone after its refusals, else `nil`; the poller
+  keeps its own clock) and `description` (the state in words, from `describe/1`).
 
   A candidate that is `:rejected`, `:unreachable`, `:not_allowed`, `:tls` or `:bad_reply`
   is left alone, probe included, until its retry: exponentially later from `:interval` up
   to `:max_backoff` (`:unreachable` up to two intervals, since its probe stays open: see
-  the README's "What a peer sees"). A node listed at a new port (it restarted) starts over
-  and is probed at once.
+  the README's "What a peer sees"). A node that refused two connections (another cookie,
+  or an allow list without this node) is left alone for good (`retry_at: :never`), until it
+  restarts or this node's cookie for it changes. A node listed at a new port (it restarted)
+  starts over and is probed at once.
 
   `name` is always the full node name as a string. `node` is the same name as an atom, but
-  only once a probe has proven the name live (or the node is already connected): tinycluster
-  never makes an atom of a name it has not validated and seen answer, since atoms are never
-  freed.
+  only once tinycluster connects it (or it is connected already): tinycluster never makes
+  an atom of a name it has not validated, proven live and chosen to connect, since atoms are
+  never freed.
 
   ## States
 
@@ -106,7 +108,7 @@ defmodule Tinycluster.Candidate do
           first_seen: DateTime.t() | nil,
           last_seen: DateTime.t() | nil,
           attempts: non_neg_integer(),
-          retry_at: integer() | nil,
+          retry_at: integer() | :never | nil,
           retry_in_ms: non_neg_integer() | nil,
           description: String.t() | nil
         }
@@ -114,10 +116,10 @@ defmodule Tinycluster.Candidate do
   @doc """
   Builds a candidate from the map the NIF sends.
 
-  A skipped candidate (already connected) becomes `:connected`. Only `:live` and `:hidden`
-  candidates, whose names the probe confirmed, get an atom in `node`, through
-  `Tinycluster.NodeName`: a name no atom can hold makes the candidate `:bad_reply`
-  (`{:name_too_long, bytes}`).
+  A skipped candidate (already connected) becomes `:connected`, with its atom. No other
+  gets an atom here: the poller makes one when it connects a candidate. A name no atom can
+  hold makes the candidate `:bad_reply` (`{:name_too_long, bytes}`), checked by
+  `Tinycluster.NodeName`.
   """
   @spec from_native(map()) :: t()
   def from_native(%{state: state} = map) do
@@ -127,8 +129,8 @@ defmodule Tinycluster.Candidate do
           {:connected, NodeName.existing(map.name), map.reason}
 
         proven when proven in [:live, :hidden] ->
-          case NodeName.to_atom(map.name) do
-            {:ok, node} -> {proven, node, map.reason}
+          case NodeName.check(map.name) do
+            :ok -> {proven, nil, map.reason}
             {:error, reason} -> {:bad_reply, nil, reason}
           end
 
@@ -156,6 +158,12 @@ defmodule Tinycluster.Candidate do
       "answered the probe but refused the connection: probably another cookie"
   """
   @spec describe(t()) :: String.t()
+  def describe(%__MODULE__{state: :rejected, retry_at: :never} = candidate),
+    do:
+      describe(:rejected, candidate.reason) <>
+        "; refused #{candidate.attempts} times, so left alone until it restarts or this " <>
+        "node's cookie for it changes (Node.set_cookie/2)"
+
   def describe(%__MODULE__{state: state, reason: reason}), do: describe(state, reason)
 
   defp describe(:connected, _), do: "connected"
@@ -164,6 +172,12 @@ defmodule Tinycluster.Candidate do
     do:
       "a live TLS distribution listener under the name EPMD lists (TLS confirms no name); " <>
         "not connected"
+
+  defp describe(:live, :atom_budget),
+    do:
+      "answered the probe; not connected yet: its host named more than " <>
+        "#{Tinycluster.AtomBudget.per_window()} new nodes within a minute (the atom budget), " <>
+        "so it waits for the next minute"
 
   defp describe(:live, _), do: "answered the probe; not connected"
   defp describe(:connecting, _), do: "answered the probe; connecting"

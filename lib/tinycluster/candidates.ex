@@ -10,7 +10,7 @@ defmodule Tinycluster.Candidates do
   # `Tinycluster.Backoff`'s; what a TLS listener's probe is, `Tinycluster.Tls`'s.
   @moduledoc false
 
-  alias Tinycluster.{Backoff, Candidate, Filter, NodeName, Options, Tls}
+  alias Tinycluster.{AtomBudget, Backoff, Candidate, Filter, NodeName, Options, Tls}
 
   # A candidate no longer listed anywhere is forgotten after this long, so that the status
   # of a node that sees many short-lived nodes (remote shells, scripts) stays bounded...
@@ -19,19 +19,30 @@ defmodule Tinycluster.Candidates do
   # keeps listing fresh names would otherwise grow the table for an hour.
   @max_gone 4_096
 
-  defstruct entries: %{}, tls: %{}
+  defstruct entries: %{}, tls: %{}, refused: %{}, budget: AtomBudget.new()
 
   @typedoc "A candidate's key: its host's label and its alive part, as EPMD listed it."
   @type key :: {String.t(), String.t()}
 
-  @typedoc "The table: candidates by key, and the TLS listeners seen (`Tinycluster.Tls`)."
-  @type t :: %__MODULE__{entries: %{key() => Candidate.t()}, tls: Tls.known()}
+  @typedoc """
+  The table: candidates by key, the TLS listeners seen (`Tinycluster.Tls`), and for each
+  candidate left alone after its refusals, a digest of the cookie it refused.
+  """
+  @type t :: %__MODULE__{
+          entries: %{key() => Candidate.t()},
+          tls: Tls.known(),
+          refused: %{key() => non_neg_integer()},
+          budget: AtomBudget.t()
+        }
 
   @typedoc "The time now: monotonic milliseconds (for retries) and the wall clock (shown)."
   @type now :: %{ms: integer(), at: DateTime.t()}
 
-  @typedoc "A change of state: the entry before (nil if new) and after."
-  @type change :: {Candidate.t() | nil, Candidate.t()}
+  @typedoc """
+  A change of state: the entry before (nil if new) and after; or `{:atom_budget, host}`, a
+  host whose new names are held back past `Tinycluster.AtomBudget` (once per window).
+  """
+  @type change :: {Candidate.t() | nil, Candidate.t()} | {:atom_budget, String.t()}
 
   @typedoc "What the scan's end tells of the hosts: who was listed, who answered, who asked."
   @type listing :: %{
@@ -73,10 +84,10 @@ defmodule Tinycluster.Candidates do
             end
             |> Backoff.after_probe(opts, now.ms)
 
-          {entry, connect} = connect_now(key, entry, opts, now.ms)
+          {table, entry, connect, notice} = connect_now(table, key, entry, opts, now.ms)
           table = %{table | entries: Map.put(table.entries, key, entry)}
           table = %{table | tls: Tls.learn(table.tls, probed)}
-          {table, connect ++ connects, change(old, entry) ++ changes}
+          {table, connect ++ connects, notice ++ change(old, entry) ++ changes}
       end
 
     {table, Enum.reverse(connects), Enum.reverse(changes)}
@@ -114,22 +125,27 @@ defmodule Tinycluster.Candidates do
     }
   end
 
-  defp connect_now(_key, entry, %Options{connect: false}, _now_ms), do: {entry, []}
+  defp connect_now(table, _key, entry, %Options{connect: false}, _now_ms),
+    do: {table, entry, [], []}
 
-  defp connect_now(key, entry, opts, now_ms) do
+  defp connect_now(table, key, entry, opts, now_ms) do
     if connectable?(entry, opts) and due?(entry, now_ms) do
       # A node that answered `not_allowed` named no one: its name is the one its host's EPMD
       # listed, which the answer proved to be a live distribution listener.
-      case node_of(entry) do
-        {:ok, node} ->
+      case node_of(table, entry, now_ms) do
+        {:ok, node, table} ->
           reason = if entry.state == :not_allowed, do: :not_allowed, else: entry.reason
-          {%{entry | state: :connecting, node: node, reason: reason}, [{key, node}]}
+          {table, %{entry | state: :connecting, node: node, reason: reason}, [{key, node}], []}
+
+        {:over, table, first?} ->
+          notice = if first?, do: [{:atom_budget, entry.host}], else: []
+          {table, %{entry | reason: :atom_budget}, [], notice}
 
         {:error, reason} ->
-          {%{entry | state: :bad_reply, reason: reason}, []}
+          {table, %{entry | state: :bad_reply, reason: reason}, [], []}
       end
     else
-      {entry, []}
+      {table, entry, [], []}
     end
   end
 
@@ -139,18 +155,38 @@ defmodule Tinycluster.Candidates do
   # whether it lets this node in.
   defp connectable?(entry, opts) do
     Filter.allowed?(opts, entry.name) and
-      ((entry.node != nil and entry.state in [:live, :rejected]) or
-         entry.state == :not_allowed or
-         (entry.node != nil and entry.state == :hidden and opts.include_hidden))
+      (entry.state in [:live, :rejected, :not_allowed] or
+         (entry.state == :hidden and opts.include_hidden))
   end
 
   defp due?(%Candidate{state: :rejected, retry_at: retry_at}, now_ms),
-    do: retry_at != nil and now_ms >= retry_at
+    do: retry_at == nil or (is_integer(retry_at) and now_ms >= retry_at)
 
   defp due?(_entry, _now_ms), do: true
 
-  defp node_of(%Candidate{node: nil, name: name}), do: NodeName.to_atom(name)
-  defp node_of(%Candidate{node: node}), do: {:ok, node}
+  # The atom to connect under: made here, the only place a candidate gets one, and from its
+  # host's budget when it is new to the atom table.
+  defp node_of(table, %Candidate{node: nil, name: name, host: host}, now_ms) do
+    with :ok <- NodeName.check(name) do
+      case NodeName.existing(name) do
+        nil -> new_atom(table, name, host, now_ms)
+        node -> {:ok, node, table}
+      end
+    end
+  end
+
+  defp node_of(table, %Candidate{node: node}, _now_ms), do: {:ok, node, table}
+
+  defp new_atom(table, name, host, now_ms) do
+    case AtomBudget.take(table.budget, host, now_ms) do
+      {:ok, budget} ->
+        {:ok, node} = NodeName.to_atom(name)
+        {:ok, node, %{table | budget: budget}}
+
+      {:over, budget, first?} ->
+        {:over, %{table | budget: budget}, first?}
+    end
+  end
 
   @doc """
   What a scan's end tells: a candidate whose host answered (or is no longer asked: an
@@ -171,7 +207,8 @@ defmodule Tinycluster.Candidates do
 
     entries = cap_gone(entries)
     tls = Map.filter(table.tls, fn {key, _port} -> listed?(entries, key) end)
-    {%{table | entries: entries, tls: tls}, Enum.reverse(changes)}
+    budget = AtomBudget.keep(table.budget, listing.asked)
+    {%{table | entries: entries, tls: tls, budget: budget}, Enum.reverse(changes)}
   end
 
   defp gone({entries, changes}, key, %Candidate{state: :gone, last_seen: last}, now) do
@@ -211,16 +248,38 @@ defmodule Tinycluster.Candidates do
 
   @doc """
   A connection attempt to the candidate at `key` ended with `result` (what `Node.connect/1`
-  returned, or `{:crashed, reason}`).
+  returned, or `{:crashed, reason}`), made with the cookie whose digest is `cookie`
+  (`cookie_digest/1`): a candidate left alone after it is tried again when its cookie
+  changes (`cookies/2`).
   """
-  @spec connect_ended(t(), key(), boolean() | :ignored | term(), Options.t(), now()) ::
-          {t(), [change()]}
-  def connect_ended(%__MODULE__{} = table, key, result, %Options{} = opts, now) do
+  @spec connect_ended(
+          t(),
+          key(),
+          boolean() | :ignored | term(),
+          Options.t(),
+          now(),
+          non_neg_integer() | nil
+        ) :: {t(), [change()]}
+  def connect_ended(%__MODULE__{} = table, key, result, %Options{} = opts, now, cookie \\ nil) do
     case Map.get(table.entries, key) do
-      nil -> {table, []}
-      entry -> put(table, key, entry, after_connect(entry, result, opts, now.ms))
+      nil ->
+        {table, []}
+
+      entry ->
+        new = after_connect(entry, result, opts, now.ms)
+
+        refused =
+          if new.retry_at == :never,
+            do: Map.put(table.refused, key, cookie),
+            else: Map.delete(table.refused, key)
+
+        put(%{table | refused: refused}, key, entry, new)
     end
   end
+
+  @doc "The digest of a cookie that `connect_ended/6` and `cookies/2` compare."
+  @spec cookie_digest(atom()) :: non_neg_integer()
+  def cookie_digest(cookie), do: :erlang.phash2(cookie)
 
   defp after_connect(entry, true, _opts, _now_ms),
     do: %{entry | state: :connected, reason: nil, attempts: 0, retry_at: nil}
@@ -237,6 +296,31 @@ defmodule Tinycluster.Candidates do
       end
 
     Backoff.after_connect(entry, reason, opts, now_ms)
+  end
+
+  @doc """
+  Starts over with the candidates left alone after their refusals (`retry_at: :never`)
+  whose cookie, as `cookie_of` gives it for their node (`:erlang.get_cookie/1`), changed
+  since (`Node.set_cookie/1,2`): they are tried again at once. Called as each poll starts.
+  """
+  @spec cookies(t(), (node() -> atom())) :: t()
+  def cookies(%__MODULE__{refused: refused} = table, _cookie_of) when refused == %{}, do: table
+
+  def cookies(%__MODULE__{} = table, cookie_of) do
+    Enum.reduce(table.refused, table, fn {key, refused}, acc ->
+      case Map.get(acc.entries, key) do
+        %Candidate{retry_at: :never, node: node} = entry when node != nil ->
+          if cookie_digest(cookie_of.(node)) == refused do
+            acc
+          else
+            entries = Map.put(acc.entries, key, %{entry | attempts: 0, retry_at: nil})
+            %{acc | entries: entries, refused: Map.delete(acc.refused, key)}
+          end
+
+        _gone_or_restarted ->
+          %{acc | refused: Map.delete(acc.refused, key)}
+      end
+    end)
   end
 
   @doc "A `nodeup` of `node`: its candidate, if any, is `:connected`."
@@ -296,10 +380,15 @@ defmodule Tinycluster.Candidates do
   @spec view(t(), integer()) :: %{String.t() => Candidate.t()}
   def view(%__MODULE__{entries: entries}, now_ms) do
     Map.new(entries, fn {_key, entry} ->
-      retry_in = entry.retry_at && max(entry.retry_at - now_ms, 0)
+      retry_in = if is_integer(entry.retry_at), do: max(entry.retry_at - now_ms, 0)
 
       {entry.name,
-       %{entry | description: Candidate.describe(entry), retry_in_ms: retry_in, retry_at: nil}}
+       %{
+         entry
+         | description: Candidate.describe(entry),
+           retry_in_ms: retry_in,
+           retry_at: if(entry.retry_at == :never, do: :never)
+       }}
     end)
   end
 end

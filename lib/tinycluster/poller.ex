@@ -99,12 +99,13 @@ defmodule Tinycluster.Poller do
 
   def handle_info({ref, result}, state) when is_map_key(state.connecting, ref) do
     Process.demonitor(ref, [:flush])
-    {:noreply, connect_ended(state, ref, result)}
+    {result, cookie} = result
+    {:noreply, connect_ended(state, ref, result, cookie)}
   end
 
   def handle_info({:DOWN, ref, :process, _, reason}, state)
       when is_map_key(state.connecting, ref),
-      do: {:noreply, connect_ended(state, ref, {:crashed, reason})}
+      do: {:noreply, connect_ended(state, ref, {:crashed, reason}, nil)}
 
   def handle_info({:DOWN, ref, :process, _, _}, state) when is_map_key(state.subscribers, ref),
     do: {:noreply, %{state | subscribers: Await.unsubscribe(state.subscribers, ref)}}
@@ -124,6 +125,8 @@ defmodule Tinycluster.Poller do
   ## Polls
 
   defp poll(%{scan: nil} = state) do
+    state = %{state | candidates: Candidates.cookies(state.candidates, &:erlang.get_cookie/1)}
+
     extra = %{
       hold: Candidates.holds(state.candidates, System.monotonic_time(:millisecond)),
       tls: Candidates.tls_probes(state.candidates),
@@ -215,7 +218,7 @@ defmodule Tinycluster.Poller do
     # Every connect of the batch starts first; logs, telemetry and the rest come after.
     connecting =
       Enum.reduce(connects, state.connecting, fn {key, node}, acc ->
-        task = Task.Supervisor.async_nolink(state.tasks, Node, :connect, [node])
+        task = Task.Supervisor.async_nolink(state.tasks, fn -> connect(node) end)
         Map.put(acc, task.ref, key)
       end)
 
@@ -271,10 +274,16 @@ defmodule Tinycluster.Poller do
 
   ## Connections
 
-  defp connect_ended(state, ref, result) do
+  # In a task: the connection attempt, and the digest of the cookie it was made with.
+  defp connect(node) do
+    cookie = Candidates.cookie_digest(:erlang.get_cookie(node))
+    {Node.connect(node), cookie}
+  end
+
+  defp connect_ended(state, ref, result, cookie) do
     {key, connecting} = Map.pop(state.connecting, ref)
     now = Candidates.now()
-    changed = Candidates.connect_ended(state.candidates, key, result, state.opts, now)
+    changed = Candidates.connect_ended(state.candidates, key, result, state.opts, now, cookie)
     %{state | connecting: connecting} |> apply_changes(changed) |> notify()
   end
 

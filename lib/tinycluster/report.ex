@@ -14,7 +14,23 @@ defmodule Tinycluster.Report do
   @doc "Reports each change of `Tinycluster.Candidates` (`{old, new}`), in order."
   @spec changes(Options.t(), [Tinycluster.Candidates.change()]) :: :ok
   def changes(opts, changes) do
-    Enum.each(changes, fn {old, new} -> change(opts, old, new) end)
+    Enum.each(changes, fn
+      {:atom_budget, host} -> atom_budget(opts, host)
+      {old, new} -> change(opts, old, new)
+    end)
+  end
+
+  @doc "Warns that a host's new names are held back by the atom budget, once a window."
+  @spec atom_budget(Options.t(), String.t()) :: :ok
+  def atom_budget(opts, host) do
+    log(
+      opts,
+      :warning,
+      "tinycluster: #{host} named more than #{Tinycluster.AtomBudget.per_window()} new " <>
+        "nodes within a minute; the others wait for the next minute, since every node " <>
+        "connected is an atom and atoms are never freed (a host that invents names?)",
+      tinycluster_host: host
+    )
   end
 
   @doc """
