@@ -202,6 +202,16 @@ defmodule Tinycluster.CandidatesTest do
       assert %{state: :rejected, reason: :not_allowed, retry_at: :never} = entry(table, "a")
     end
 
+    test "a busy answer (the refused handshake still ending) keeps the count" do
+      {table, _, _} = probed(Candidates.new(), probe("a", :live))
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(0))
+      {table, [], []} = probed(table, probe("a", :busy, reason: :alive), @opts, 10)
+      assert %{state: :rejected, attempts: 1, retry_at: 100} = entry(table, "a")
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 100)
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(100))
+      assert entry(table, "a").retry_at == :never
+    end
+
     test "a crash of the connect is no refusal: it backs off as before" do
       {table, _, _} = probed(Candidates.new(), probe("a", :live))
       {table, _} = Candidates.connect_ended(table, {"h", "a"}, {:crashed, :x}, @opts, now(0))

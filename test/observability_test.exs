@@ -180,17 +180,26 @@ defmodule Tinycluster.ObservabilityTest do
       assert connected.description == "connected"
     end
 
-    test "backoff grows to max_backoff" do
-      other = TestNodes.start(cookie: "another_cookie")
-      poller = start_poller(interval: 100, max_backoff: 400)
+    test "backoff grows from the interval to max_backoff" do
+      # A node whose allow list names nobody refuses every probe: with connect: false that
+      # is a failed probe each time, and the waits double up to :max_backoff.
+      strict = TestNodes.start(args: ["-eval", "net_kernel:allow([nobody@nowhere])."])
+      poller = start_poller(interval: 100, max_backoff: 400, connect: false)
 
-      TestNodes.wait_until(
-        fn -> match?(%{attempts: a} when a >= 4, candidate(poller, other)) end,
-        "four refused attempts"
-      )
+      waits =
+        Enum.map(1..4, fn attempt ->
+          TestNodes.wait_until(
+            fn -> match?(%{attempts: ^attempt}, candidate(poller, strict)) end,
+            "attempt #{attempt}"
+          )
 
-      # 100, 200, 400, 400...: never over the maximum.
-      assert candidate(poller, other).retry_in_ms <= 400
+          candidate(poller, strict).retry_in_ms
+        end)
+
+      # Read just after each attempt: a little under 100, 200, 400, 400.
+      [w1, w2, w3, w4] = waits
+      assert w1 <= 100 and w2 > 100 and w2 <= 200, inspect(waits)
+      assert w3 > 200 and w3 <= 400 and w4 > 200 and w4 <= 400, inspect(waits)
     end
   end
 

@@ -293,6 +293,24 @@ defmodule Tinycluster.RobustnessTest do
     end
   end
 
+  describe "many candidates silent at once" do
+    test "are said in one line for their host, not one each" do
+      silent = FakeServer.start(Peer.silent())
+      prefix = fresh("many")
+      entries = for i <- 1..10, do: {"#{prefix}_#{i}", silent.port}
+      epmd = fake_epmd(Epmd.reply(Epmd.names_reply(entries)))
+
+      log =
+        capture_log(fn ->
+          poller = start_poller(hosts: [{"127.0.0.1", epmd.port}], probe_timeout: 200)
+          wait_scans(poller, 2)
+        end)
+
+      assert count(log, "10 candidates on 127.0.0.1 listed by EPMD but silent") == 1, log
+      assert count(log, "frozen, overloaded or firewalled") == 0, log
+    end
+  end
+
   describe "a host that keeps inventing live names" do
     # Each EPMD query lists 20 names never seen before, each at a listener whose challenge
     # confirms it: every one is "validated and proven live". Without a budget, each became

@@ -96,14 +96,15 @@ defmodule Tinycluster.Candidates do
   # What a fresh probe says wins, except that the poller's own view of a connection in
   # progress or refused is kept until the connect attempt says otherwise, and a connection
   # until its nodedown: a probe sent before the connection came up may answer after it.
+  # `:busy` (a handshake with this node in flight, such as the refused one ending) says
+  # nothing new either: taken as the state, it once cleared a refusal's count.
+  @kept_by_probe [:live, :hidden, :not_allowed, :busy]
+
   defp merge(old, probed, at) do
     state =
-      cond do
-        old.state == :connected and probed.state in [:live, :hidden] -> :connected
-        old.state == :connecting and probed.state in [:live, :hidden, :not_allowed] -> :connecting
-        old.state == :rejected and probed.state in [:live, :hidden, :not_allowed] -> :rejected
-        true -> probed.state
-      end
+      if old.state in [:connected, :connecting, :rejected] and probed.state in @kept_by_probe,
+        do: old.state,
+        else: probed.state
 
     reason =
       cond do

@@ -12,13 +12,20 @@ defmodule Tinycluster.Discovery do
   # for each other) and never a fresh one per probe, since the peer makes an atom of it.
   @probe_prefix "tinycluster_probe_"
 
+  # The most entries the NIF takes in each of a request's lists (`hold`, `tls`,
+  # `last_listings`): native/tinycluster_nif/src/request.rs's MAX_LISTED. A longer list is
+  # cut here rather than refused there, so that a poller with that many candidates still
+  # scans (the ones cut are probed, or asked in plain, as if never seen).
+  @max_listed 65_536
+
   @typedoc "A scan under way: its id (in its messages) and the handle that cancels it."
   @type scan :: %{id: non_neg_integer(), handle: reference()}
 
   @doc """
   The NIF request for one scan, or `{:error, :not_distributed}`. `skip` are the nodes
   connected now (not probed); `extra` may set the request's `hold`, `tls` and
-  `last_listings` (see native/tinycluster_nif/src/request.rs).
+  `last_listings` (see native/tinycluster_nif/src/request.rs). A list longer than the NIF
+  takes is cut to #{@max_listed} entries, and named in the request's `capped`.
   """
   @spec request(Options.t(), [node()], map()) :: {:ok, map()} | {:error, :not_distributed}
   def request(%Options{} = opts, skip, extra \\ %{}) do
@@ -40,11 +47,16 @@ defmodule Tinycluster.Discovery do
         tls: Tls.probes(%{})
       }
 
-      {:ok, Map.merge(request, extra)}
+      capped = for {key, list} <- extra, is_list(list), length(list) > @max_listed, do: key
+      extra = Map.new(extra, fn {key, value} -> {key, cap(value)} end)
+      {:ok, request |> Map.merge(extra) |> Map.put(:capped, Enum.sort(capped))}
     else
       {:error, :not_distributed}
     end
   end
+
+  defp cap(list) when is_list(list), do: Enum.take(list, @max_listed)
+  defp cap(other), do: other
 
   @doc """
   `request` with the hosts the DNS seeds `seeds` (`Tinycluster.DnsSeed.new/1`, updated)

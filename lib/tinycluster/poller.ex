@@ -79,6 +79,7 @@ defmodule Tinycluster.Poller do
 
   def handle_info({:scan_timeout, id}, %{scan: %{id: id} = scan} = state) do
     Discovery.cancel(scan)
+    Report.unreachable(state.opts, Enum.reverse(scan.unreachable))
     Report.scan_timed_out(state.opts)
     # Its candidates' events may be lost: the next scan reports every candidate again.
     hosts = HostTable.forget_listings(state.hosts)
@@ -136,6 +137,10 @@ defmodule Tinycluster.Poller do
     case Discovery.request(state.opts, Node.list(:connected), extra) do
       {:ok, request} ->
         state = warn_once(state, :hosts)
+
+        state =
+          if request.capped != [], do: warn_once(state, {:capped, request.capped}), else: state
+
         if map_size(state.dns) == 0, do: start_scan(state, request), else: look_up(state, request)
 
       {:error, :not_distributed} ->
@@ -156,6 +161,7 @@ defmodule Tinycluster.Poller do
   end
 
   defp warn(opts, :not_distributed), do: Report.not_distributed(opts)
+  defp warn(opts, {:capped, lists}), do: Report.request_capped(opts, lists)
 
   # Hosts given in a form this node's naming mode or address family cannot use: said once,
   # when the node is first distributed (the mode is not known before).
@@ -186,7 +192,8 @@ defmodule Tinycluster.Poller do
         started = Report.scan_start(state.opts, labels, DnsSeed.counts(state.dns), started)
         deadline = Discovery.deadline(state.opts)
         watchdog = Process.send_after(self(), {:scan_timeout, scan.id}, deadline)
-        scan = Map.merge(scan, %{request: request, started: started, watchdog: watchdog})
+        more = %{request: request, started: started, watchdog: watchdog, unreachable: []}
+        scan = Map.merge(scan, more)
         %{state | scan: scan, warned: MapSet.delete(state.warned, :not_distributed)}
 
       {:error, reason} ->
@@ -222,7 +229,10 @@ defmodule Tinycluster.Poller do
         Map.put(acc, task.ref, key)
       end)
 
-    apply_changes(%{state | connecting: connecting}, {candidates, changes})
+    # Said together at the scan's end (`Report.unreachable/2`).
+    unreachable = for {_, %{state: :unreachable} = entry} <- changes, do: entry
+    scan = %{state.scan | unreachable: unreachable ++ state.scan.unreachable}
+    apply_changes(%{state | connecting: connecting, scan: scan}, {candidates, changes})
   end
 
   defp scan_event({:done, report}, state) do
@@ -242,6 +252,7 @@ defmodule Tinycluster.Poller do
       asked: asked
     }
 
+    Report.unreachable(state.opts, Enum.reverse(state.scan.unreachable))
     now = Candidates.now()
     {candidates, changes} = Candidates.scan_ended(state.candidates, listing, now)
     connected = Candidates.count(candidates, :connected)

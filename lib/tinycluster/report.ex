@@ -11,12 +11,47 @@ defmodule Tinycluster.Report do
 
   ## Candidates
 
-  @doc "Reports each change of `Tinycluster.Candidates` (`{old, new}`), in order."
+  # More candidates of one host unreachable in one scan than this are said in one line: a
+  # host that lists a thousand names at a silent port would otherwise log a thousand lines.
+  @unreachable_lines 3
+
+  @doc """
+  Reports each change of `Tinycluster.Candidates` (`{old, new}`), in order, but for the
+  log lines of candidates that became `:unreachable`, which `unreachable/2` says at the end
+  of the scan (each has its node event at once).
+  """
   @spec changes(Options.t(), [Tinycluster.Candidates.change()]) :: :ok
   def changes(opts, changes) do
     Enum.each(changes, fn
       {:atom_budget, host} -> atom_budget(opts, host)
+      {_old, %Candidate{state: :unreachable} = new} -> node(opts, :unreachable, new)
       {old, new} -> change(opts, old, new)
+    end)
+  end
+
+  @doc """
+  Says which candidates became unreachable in a scan: a line each, or one line for a host
+  with more than #{@unreachable_lines} of them.
+  """
+  @spec unreachable(Options.t(), [Candidate.t()]) :: :ok
+  def unreachable(opts, entries) do
+    entries
+    |> Enum.group_by(& &1.host)
+    |> Enum.each(fn
+      {_host, few} when length(few) <= @unreachable_lines ->
+        Enum.each(few, &candidate_line(opts, &1))
+
+      {host, many} ->
+        names = many |> Enum.take(5) |> Enum.map_join(", ", & &1.name)
+        more = if length(many) > 5, do: ", ...", else: ""
+
+        log(
+          opts,
+          :warning,
+          "tinycluster: #{length(many)} candidates on #{host} listed by EPMD but silent " <>
+            "within the probe timeout: #{names}#{more}",
+          tinycluster_host: host
+        )
     end)
   end
 
@@ -31,6 +66,11 @@ defmodule Tinycluster.Report do
         "connected is an atom and atoms are never freed (a host that invents names?)",
       tinycluster_host: host
     )
+  end
+
+  defp candidate_line(opts, entry) do
+    meta = [tinycluster_node: entry.name, tinycluster_state: entry.state]
+    log(opts, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
   end
 
   @doc """
@@ -51,11 +91,11 @@ defmodule Tinycluster.Report do
         :ok
 
       {_, :rejected} ->
-        log(opts, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
+        candidate_line(opts, entry)
         node(opts, :rejected, entry)
 
+      # Said at the end of the scan, with the others of its host: see `unreachable/2`.
       {_, :unreachable} ->
-        log(opts, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
         node(opts, :unreachable, entry)
 
       # With `connect: true` a connection attempt follows at once, and says more.
@@ -63,7 +103,7 @@ defmodule Tinycluster.Report do
         :ok
 
       {_, bad} when bad in [:not_allowed, :name_mismatch, :bad_reply, :tls] ->
-        log(opts, :warning, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
+        candidate_line(opts, entry)
 
       {:connected, :down} ->
         log(opts, :info, "tinycluster: lost the connection to #{entry.name}", meta)
@@ -145,6 +185,18 @@ defmodule Tinycluster.Report do
       "tinycluster: this node is not distributed (#{node()}), so it cannot connect to " <>
         "other nodes; start it with --sname or --name, or call Node.start/2. " <>
         "tinycluster starts clustering as soon as it is.",
+      []
+    )
+  end
+
+  @doc "Warns that a scan request's lists were cut to what the NIF takes."
+  @spec request_capped(Options.t(), [atom()]) :: :ok
+  def request_capped(opts, lists) do
+    log(
+      opts,
+      :warning,
+      "tinycluster: more candidates than a scan request carries (#{inspect(lists)}); the " <>
+        "rest are probed as if new: is a host listing thousands of names?",
       []
     )
   end

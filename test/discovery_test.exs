@@ -1,0 +1,31 @@
+defmodule Tinycluster.DiscoveryTest do
+  # One scan's protocol with the NIF: what the request carries, and that a request the NIF
+  # would refuse is cut to what it takes instead (so that a poller with that many
+  # candidates still scans).
+  use ExUnit.Case, async: false
+
+  alias Tinycluster.{Discovery, Options}
+
+  test "lists longer than the NIF takes are cut and named, and the scan starts" do
+    opts = Options.new!(hosts: [{"127.0.0.1", 1}], epmd_timeout: 200)
+    hold = for i <- 1..70_000, do: {"127.0.0.1", "n#{i}", 1}
+    assert {:ok, request} = Discovery.request(opts, [], %{hold: hold, tls: []})
+    assert request.capped == [:hold]
+    assert length(request.hold) == 65_536
+    assert {:ok, %{id: id} = scan} = Discovery.start(request)
+    assert_receive {:tinycluster_scan, ^id, {:done, _}}, 5_000
+    Discovery.cancel(scan)
+
+    # Uncut, the NIF refuses it.
+    assert_raise ArgumentError, fn -> Tinycluster.Native.start_scan(%{request | hold: hold}) end
+  end
+
+  test "a request within bounds is sent as it is, and names nothing capped" do
+    opts = Options.new!([])
+    assert {:ok, request} = Discovery.request(opts, [], %{hold: [{"local", "a", 1}]})
+    assert request.capped == []
+    assert request.hold == [{"local", "a", 1}]
+    assert request.local_name == Atom.to_string(node())
+    assert String.starts_with?(request.probe_name, "tinycluster_probe_")
+  end
+end
