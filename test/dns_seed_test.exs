@@ -8,6 +8,7 @@ defmodule Tinycluster.DnsSeedTest do
   import ExUnit.CaptureLog
 
   alias Tinycluster.{DnsSeed, Dnsmasq, Options, TestEpmd, TestNodes}
+  alias Tinycluster.DnsSeed.Lookup
 
   @moduletag timeout: 180_000
 
@@ -97,7 +98,7 @@ defmodule Tinycluster.DnsSeedTest do
         )
 
       labels = fn name, opts, family ->
-        {:ok, addresses} = DnsSeed.lookup(seed(name, ns(dns) ++ opts), family, 2_000)
+        {:ok, addresses} = Lookup.lookup(seed(name, ns(dns) ++ opts), family, 2_000)
         addresses |> Enum.map(& &1.label) |> Enum.sort()
       end
 
@@ -108,10 +109,10 @@ defmodule Tinycluster.DnsSeedTest do
       assert labels.("app.test", [type: :a], :inet6) == ["198.18.7.1", "198.18.7.2"]
 
       assert {:ok, [%{address: "198.18.7.1", epmd_port: 4369}, _]} =
-               DnsSeed.lookup(seed("app.test", ns(dns)), :inet, 2_000)
+               Lookup.lookup(seed("app.test", ns(dns)), :inet, 2_000)
 
-      assert DnsSeed.lookup(seed("nope.test", ns(dns)), :inet, 2_000) == {:error, :nxdomain}
-      assert DnsSeed.lookup(seed("v6only.test", ns(dns)), :inet, 2_000) == {:error, :no_records}
+      assert Lookup.lookup(seed("nope.test", ns(dns)), :inet, 2_000) == {:error, :nxdomain}
+      assert Lookup.lookup(seed("v6only.test", ns(dns)), :inet, 2_000) == {:error, :no_records}
     end
 
     test "SRV: each target's address with the record's port as its EPMD port", _ctx do
@@ -126,7 +127,7 @@ defmodule Tinycluster.DnsSeedTest do
         )
 
       assert {:ok, addresses} =
-               DnsSeed.lookup(seed("_epmd._tcp.app.test", [type: :srv] ++ ns(dns)), :inet, 2_000)
+               Lookup.lookup(seed("_epmd._tcp.app.test", [type: :srv] ++ ns(dns)), :inet, 2_000)
 
       assert Enum.sort_by(addresses, & &1.label) == [
                %{label: "198.18.7.1:4370", address: "198.18.7.1", epmd_port: 4370},
@@ -134,7 +135,7 @@ defmodule Tinycluster.DnsSeedTest do
              ]
 
       # A target that does not resolve is named in the reason.
-      assert DnsSeed.lookup(seed("_epmd._tcp.gone.test", [type: :srv] ++ ns(dns)), :inet, 2_000) ==
+      assert Lookup.lookup(seed("_epmd._tcp.gone.test", [type: :srv] ++ ns(dns)), :inet, 2_000) ==
                {:error, {:target, "nowhere.test", :nxdomain}}
     end
 
@@ -148,17 +149,17 @@ defmodule Tinycluster.DnsSeedTest do
         )
 
       # Over UDP the answer is truncated; the resolver asks again over TCP and gets all 1100.
-      assert DnsSeed.lookup(seed("many.test", ns(dns)), :inet, 5_000) ==
+      assert Lookup.lookup(seed("many.test", ns(dns)), :inet, 5_000) ==
                {:error, {:too_many_addresses, 1024}}
 
-      assert {:ok, full} = DnsSeed.lookup(seed("full.test", ns(dns)), :inet, 5_000)
+      assert {:ok, full} = Lookup.lookup(seed("full.test", ns(dns)), :inet, 5_000)
       assert length(full) == 1024
 
       assert {:error, {:malformed, "0.0.0.0 is not a host's address"}} =
-               DnsSeed.lookup(seed("zero.test", ns(dns)), :inet, 2_000)
+               Lookup.lookup(seed("zero.test", ns(dns)), :inet, 2_000)
 
       assert {:error, {:malformed, "224.0.0.1 is not a host's address"}} =
-               DnsSeed.lookup(seed("mcast.test", ns(dns)), :inet, 2_000)
+               Lookup.lookup(seed("mcast.test", ns(dns)), :inet, 2_000)
 
       assert DnsSeed.describe({:too_many_addresses, 1024}) =~ "more than 1024 addresses"
     end
@@ -167,7 +168,7 @@ defmodule Tinycluster.DnsSeedTest do
       # Nothing listens: the port is closed, so the answer is at once.
       port = Dnsmasq.free_port()
       gone = seed("app.test", nameservers: [{"127.0.0.1", port}])
-      assert {:error, reason} = DnsSeed.lookup(gone, :inet, 1_000)
+      assert {:error, reason} = Lookup.lookup(gone, :inet, 1_000)
       assert reason in [:econnrefused, :timeout]
 
       # Bytes that are no DNS message, with the query's id so the resolver reads them.
@@ -184,7 +185,7 @@ defmodule Tinycluster.DnsSeedTest do
         end)
 
       garbage = seed("app.test", nameservers: [{"127.0.0.1", port}])
-      {us, result} = :timer.tc(fn -> DnsSeed.lookup(garbage, :inet, 3_000) end)
+      {us, result} = :timer.tc(fn -> Lookup.lookup(garbage, :inet, 3_000) end)
       assert result == {:error, :formerr}
       assert us < 2_000_000
       assert DnsSeed.describe(:formerr) =~ "could not be decoded"
