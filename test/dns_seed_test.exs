@@ -7,7 +7,7 @@ defmodule Tinycluster.DnsSeedTest do
 
   import ExUnit.CaptureLog
 
-  alias Tinycluster.{DnsSeed, Dnsmasq, Options, TestEpmd, TestNodes}
+  alias Tinycluster.{DnsSeed, Dnsmasq, FakeDns, Options, TestEpmd, TestNodes}
   alias Tinycluster.DnsSeed.Lookup
 
   @moduletag timeout: 180_000
@@ -139,6 +139,42 @@ defmodule Tinycluster.DnsSeedTest do
                {:error, {:target, "nowhere.test", :nxdomain}}
     end
 
+    test "a CNAME chain's records are the name's own", _ctx do
+      dns =
+        Dnsmasq.start(
+          hosts: [{"198.18.7.1", "app.test"}, {"198.18.7.2", "b.app.test"}],
+          cname: [{"alias.test", "app.test"}, {"www.test", "alias.test"}],
+          srv: [{"_epmd._tcp.alias.test", "b.app.test", 4369}]
+        )
+
+      for name <- ["alias.test", "www.test", "ALIAS.test"] do
+        assert {:ok, [%{label: "198.18.7.1"}]} = Lookup.lookup(seed(name, ns(dns)), :inet, 2_000)
+      end
+    end
+
+    test "SRV: a port below 1024 other than EPMD's refuses the answer", _ctx do
+      dns =
+        Dnsmasq.start(
+          hosts: [{"198.18.7.1", "b.app.test"}, {"198.18.7.2", "c.app.test"}],
+          srv: [
+            {"_epmd._tcp.ssh.test", "b.app.test", 22},
+            {"_epmd._tcp.ssh.test", "c.app.test", 4369},
+            {"_epmd._tcp.high.test", "b.app.test", 1024}
+          ]
+        )
+
+      srv = fn name -> seed(name, [type: :srv] ++ ns(dns)) end
+
+      assert {:error, {:malformed, text}} =
+               Lookup.lookup(srv.("_epmd._tcp.ssh.test"), :inet, 2_000)
+
+      assert text ==
+               "SRV target b.app.test has port 22, a system port (below 1024), where no EPMD listens"
+
+      assert {:ok, [%{label: "198.18.7.1:1024"}]} =
+               Lookup.lookup(srv.("_epmd._tcp.high.test"), :inet, 2_000)
+    end
+
     test "too many records, or addresses no host has, refuse the answer", _ctx do
       many = for i <- 1..1100, do: {"10.9.#{div(i, 250)}.#{rem(i, 250) + 1}", "many.test"}
       exactly = for i <- 1..1024, do: {"10.8.#{div(i, 250)}.#{rem(i, 250) + 1}", "full.test"}
@@ -162,6 +198,53 @@ defmodule Tinycluster.DnsSeedTest do
                Lookup.lookup(seed("mcast.test", ns(dns)), :inet, 2_000)
 
       assert DnsSeed.describe({:too_many_addresses, 1024}) =~ "more than 1024 addresses"
+    end
+
+    # No real server answers a question with another name's records: a fake one does.
+    test "records for another name than the one asked, or its CNAMEs', refuse the answer" do
+      server =
+        FakeDns.start(fn
+          "app.test", :a ->
+            [{"othername.test", :a, {198, 18, 7, 9}}]
+
+          "mixed.test", :a ->
+            [{"mixed.test", :a, {198, 18, 7, 1}}, {"x.test", :a, {10, 0, 0, 1}}]
+
+          "chain.test", :a ->
+            [{"chain.test", :cname, ~c"t.test"}, {"T.test", :a, {198, 18, 7, 2}}]
+
+          "astray.test", :a ->
+            [{"astray.test", :cname, ~c"t.test"}, {"u.test", :a, {10, 0, 0, 2}}]
+
+          "loop.test", :a ->
+            [{"loop.test", :cname, ~c"l.test"}, {"l.test", :cname, ~c"loop.test"}]
+
+          "_epmd._tcp.s.test", :srv ->
+            [{"other.test", :srv, {0, 0, 4369, ~c"chain.test"}}]
+
+          _, _ ->
+            []
+        end)
+
+      lookup = fn name, opts ->
+        Lookup.lookup(seed(name, [nameservers: [server]] ++ opts), :inet, 2_000)
+      end
+
+      assert lookup.("app.test", []) ==
+               {:error, {:malformed, "a record for othername.test answers app.test"}}
+
+      assert lookup.("mixed.test", []) ==
+               {:error, {:malformed, "a record for x.test answers mixed.test"}}
+
+      assert {:ok, [%{label: "198.18.7.2"}]} = lookup.("chain.test", [])
+
+      assert lookup.("astray.test", []) ==
+               {:error, {:malformed, "a record for u.test answers astray.test"}}
+
+      assert lookup.("loop.test", []) == {:error, :no_records}
+
+      assert lookup.("_epmd._tcp.s.test", type: :srv) ==
+               {:error, {:malformed, "a record for other.test answers _epmd._tcp.s.test"}}
     end
 
     test "a server that is gone or answers garbage is an error, quickly" do

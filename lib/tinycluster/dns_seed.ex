@@ -32,7 +32,10 @@ defmodule Tinycluster.DnsSeed do
 
   An answer gives at most 1024 addresses (`{:too_many_addresses, 1024}` beyond, and
   `{:too_many_records, 1024}` for SRV); a record that is not a usable host address or SRV
-  target refuses the whole answer with `{:malformed, text}`. A lookup that fails
+  target refuses the whole answer with `{:malformed, text}`, and so does a record owned by
+  another name than the one asked or a name its CNAMEs lead to (a server answering what it
+  was not asked), and an SRV record whose port is below 1024 (its port is an EPMD port,
+  and the ports below 1024 are other services'). A lookup that fails
   (`:timeout`, `:nxdomain`, `:servfail`, `:refused`, `:formerr` for an answer that does not
   decode, `:econnrefused`, `:no_records` for an empty answer) disconnects nothing: the seed
   keeps its last good addresses, which are still scanned, and is reported with its error in

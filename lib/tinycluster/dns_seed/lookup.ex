@@ -9,6 +9,7 @@ defmodule Tinycluster.DnsSeed.Lookup do
   alias Tinycluster.{DnsSeed, Hosts, Options}
 
   @max_addresses 1024
+  @system "a system port (below 1024), where no EPMD listens"
 
   @doc """
   Looks `seed` up once, for a node of `family`, within `timeout` ms: the addresses it gives,
@@ -91,14 +92,7 @@ defmodule Tinycluster.DnsSeed.Lookup do
 
     case resolve(name, type, res_opts, timeout, started) do
       {:ok, msg} ->
-        case for(
-               rr <- :inet_dns.msg(msg, :anlist),
-               :inet_dns.rr(rr, :type) == type,
-               do: :inet_dns.rr(rr, :data)
-             ) do
-          [] -> {:error, :no_records}
-          data -> {:ok, data}
-        end
+        records(name, type, :inet_dns.msg(msg, :anlist))
 
       {:error, {reason, _msg}} when is_atom(reason) ->
         {:error, reason}
@@ -110,6 +104,42 @@ defmodule Tinycluster.DnsSeed.Lookup do
     # The resolver's own checks (a name too long for DNS, say) raise.
     kind, reason -> {:error, {:malformed, Exception.format_banner(kind, reason)}}
   end
+
+  # The data of the answer's records of `type`, each owned by `name` or by a name of its
+  # CNAME chain, followed through the answer's own CNAME records. A server that answers
+  # with another name's records (which `:inet_res` passes on) is answering what it was not
+  # asked, and would hand the poller hosts of its choosing: the whole answer is refused.
+  defp records(name, type, anlist) do
+    answer = for rr <- anlist, do: {owner(rr), :inet_dns.rr(rr, :type), :inet_dns.rr(rr, :data)}
+    chain = chain(MapSet.new([dns_name(name)]), answer)
+    typed = for {owner, ^type, data} <- answer, do: {owner, data}
+
+    case Enum.find(typed, fn {owner, _} -> not MapSet.member?(chain, owner) end) do
+      {owner, _} -> {:error, {:malformed, "a record for #{printable(owner)} answers #{name}"}}
+      nil when typed == [] -> {:error, :no_records}
+      nil -> {:ok, Enum.map(typed, &elem(&1, 1))}
+    end
+  end
+
+  # The names reached from `chain` by CNAMEs; a loop ends when a pass adds no name.
+  defp chain(chain, answer) do
+    next =
+      for {owner, :cname, target} <- answer,
+          is_list(target),
+          MapSet.member?(chain, owner),
+          into: chain,
+          do: dns_name(target)
+
+    if MapSet.size(next) == MapSet.size(chain), do: chain, else: chain(next, answer)
+  end
+
+  defp owner(rr), do: rr |> :inet_dns.rr(:domain) |> dns_name()
+
+  # DNS names compare without case and without the root's trailing dot.
+  defp dns_name(name) when is_list(name), do: name |> List.to_string() |> dns_name()
+  defp dns_name(name), do: name |> String.trim_trailing(".") |> String.downcase(:ascii)
+
+  defp printable(text), do: if(String.printable?(text), do: text, else: inspect(text))
 
   # OTP 27's resolver answers `formerr` where a truncated UDP answer should have sent it to
   # TCP (1100 records from dnsmasq: OTP 25 and 29 ask again over TCP and get them all), so
@@ -154,6 +184,9 @@ defmodule Tinycluster.DnsSeed.Lookup do
   defp host_ip?(_ip), do: true
 
   # SRV data is {priority, weight, port, target}; a target of "." means "no such service".
+  # The port is the one the poller's EPMD request goes to: a system port (below 1024, where
+  # EPMD's 4369 is not) is a well-known service's (SSH, SMTP, HTTP), so a server that
+  # names one could aim every poller at such services; the answer is refused.
   defp srv_targets(records) do
     Enum.reduce_while(records, {:ok, []}, fn
       {_prio, _weight, _port, ~c"."}, {:ok, acc} ->
@@ -162,10 +195,16 @@ defmodule Tinycluster.DnsSeed.Lookup do
       {_prio, _weight, port, target}, {:ok, acc} when port in 1..65_535 and is_list(target) ->
         target = target |> List.to_string() |> String.trim_trailing(".")
 
-        if String.valid?(target) and Hosts.host_name?(target),
-          do: {:cont, {:ok, [{target, port} | acc]}},
-          else:
+        cond do
+          not (String.valid?(target) and Hosts.host_name?(target)) ->
             {:halt, {:error, {:malformed, "SRV target #{inspect(target)} is not a host name"}}}
+
+          port < 1024 ->
+            {:halt, {:error, {:malformed, "SRV target #{target} has port #{port}, " <> @system}}}
+
+          true ->
+            {:cont, {:ok, [{target, port} | acc]}}
+        end
 
       record, _ ->
         {:halt, {:error, {:malformed, "SRV record #{inspect(record)} has no usable port"}}}
