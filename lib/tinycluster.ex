@@ -21,6 +21,10 @@ defmodule Tinycluster do
 
       config :tinycluster, autostart: true              # or a keyword list of options
 
+  Not both under one name: the autostarted poller holds it, so the child fails to start
+  (`{:already_started, pid}`), and a log line says that the two are exclusive. A bad
+  `autostart` value fails tinycluster's start with `{:invalid_autostart, message}`.
+
   ## Options
 
     * `:name` - the poller's registered name. Default `Tinycluster`.
@@ -140,7 +144,7 @@ defmodule Tinycluster do
       #=> ["a@myhost", "b@myhost"]
   """
 
-  alias Tinycluster.{Candidate, Discovery, Options, Poller}
+  alias Tinycluster.{Candidate, Discovery, Options}
 
   @typedoc "What `status/1` returns."
   @type status :: %{
@@ -170,7 +174,7 @@ defmodule Tinycluster do
   @spec child_spec(keyword()) :: Supervisor.child_spec()
   def child_spec(opts) do
     opts = Options.new!(opts)
-    %{id: {__MODULE__, opts.name}, start: {Poller, :start_link, [opts]}}
+    %{id: {__MODULE__, opts.name}, start: {Tinycluster.Application, :start_poller, [opts]}}
   end
 
   @doc """
@@ -183,7 +187,7 @@ defmodule Tinycluster do
     opts = Options.new!(opts)
 
     case Tinycluster.Native.load_error() do
-      nil -> Poller.start_link(opts)
+      nil -> Tinycluster.Application.start_poller(opts)
       {path, reason} -> {:error, {:nif_not_loaded, path, reason}}
     end
   end
