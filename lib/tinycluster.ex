@@ -52,7 +52,8 @@ defmodule Tinycluster do
       probed or connected again: one that refused a connection (another cookie, or an
       allow list), answered `:not_allowed`, `:bad_reply` or `:tls`; the node is not probed
       in between. Waits grow exponentially from `:interval`, per node name and port; an
-      `:unreachable` node waits two intervals at most. Default `60000`.
+      `:unreachable` node waits two intervals at most. At least `:interval` (a smaller one
+      is an `ArgumentError`). Default `60000`, or the `:interval` when that is longer.
 
   Options are validated when the poller starts; a bad one raises an `ArgumentError` that
   names it.
