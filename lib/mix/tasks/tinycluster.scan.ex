@@ -34,7 +34,8 @@ defmodule Mix.Tasks.Tinycluster.Scan do
       300 and 1000.
     * `--json` - print one JSON object instead: `node`, `duration_us`, `hosts` and
       `candidates`, with each reason both as a term (`reason`) and in words
-      (`description`).
+      (`description`). A host's `names` counts the names `--only`/`--except` let through
+      (`filtered` is then true), not every name its EPMD listed.
 
   ## Exit status
 
@@ -43,7 +44,7 @@ defmodule Mix.Tasks.Tinycluster.Scan do
   """
   use Mix.Task
 
-  alias Tinycluster.{Candidate, Discovery, Format, JSON, Options}
+  alias Tinycluster.{Candidate, Discovery, Filter, Format, JSON, Options}
 
   @switches [
     host: :keep,
@@ -61,7 +62,7 @@ defmodule Mix.Tasks.Tinycluster.Scan do
   @impl true
   def run(argv) do
     {flags, rest, invalid} = OptionParser.parse(argv, strict: @switches)
-    if invalid != [], do: usage!("unknown or invalid flags: #{inspect(invalid)}")
+    if invalid != [], do: usage!(Enum.map_join(invalid, " ", &invalid_flag/1))
     if rest != [], do: usage!("unexpected arguments: #{Enum.join(rest, " ")}")
     json? = Keyword.get(flags, :json, false)
     opts = options!(flags)
@@ -81,7 +82,13 @@ defmodule Mix.Tasks.Tinycluster.Scan do
         candidates =
           report.candidates |> Enum.map(&Candidate.from_native/1) |> Enum.sort_by(& &1.name)
 
-        scan = %{hosts: report.hosts, candidates: candidates, duration_us: duration}
+        scan = %{
+          hosts: report.hosts,
+          candidates: candidates,
+          duration_us: duration,
+          filtered?: Filter.active?(opts)
+        }
+
         IO.write(if json?, do: [JSON.encode!(json(scan)), "\n"], else: text(scan))
         if Enum.any?(report.hosts, &(&1.status == :ok)), do: :ok, else: exit({:shutdown, 1})
 
@@ -92,6 +99,33 @@ defmodule Mix.Tasks.Tinycluster.Scan do
   end
 
   ## Flags
+
+  # What each flag's value is, for the usage errors.
+  @values %{
+    host: "HOST[:PORT]",
+    dns: "NAME",
+    nameserver: "ADDRESS:PORT",
+    only: "PATTERN",
+    except: "PATTERN",
+    sname: "NAME",
+    name: "NAME",
+    probe_timeout: "MS",
+    epmd_timeout: "MS"
+  }
+
+  # OptionParser's `{flag, value}` for a flag it could not take, in words. The flag is
+  # matched against the known ones as a string: no atom is made of what the user typed.
+  defp invalid_flag({flag, value}) do
+    case Enum.find(@switches, fn {key, _} -> flag == "--" <> dashed(key) end) do
+      nil -> "unknown flag #{flag}."
+      {key, _} when value == nil -> "#{flag} needs a value (#{flag} #{@values[key]})."
+      {_, :integer} -> "#{flag} takes a whole number of milliseconds, got #{inspect(value)}."
+      {_, :boolean} -> "#{flag} takes no value, got #{inspect(value)}."
+      {key, _} -> "#{flag} takes #{@values[key]}, got #{inspect(value)}."
+    end
+  end
+
+  defp dashed(key), do: key |> Atom.to_string() |> String.replace("_", "-")
 
   defp options!(flags) do
     hosts = Enum.map(Keyword.get_values(flags, :host), &host!/1)
@@ -170,7 +204,14 @@ defmodule Mix.Tasks.Tinycluster.Scan do
 
   defp pattern!(prefix), do: prefix
 
-  defp usage!(message), do: Mix.raise("tinycluster.scan: " <> message, exit_status: 2)
+  defp usage!(message) do
+    message = if String.ends_with?(message, "."), do: message, else: message <> "."
+
+    Mix.raise(
+      "tinycluster.scan: #{message} See `mix help tinycluster.scan` for the flags.",
+      exit_status: 2
+    )
+  end
 
   ## Setting up the VM
 
@@ -232,14 +273,14 @@ defmodule Mix.Tasks.Tinycluster.Scan do
 
   ## Output
 
-  defp text(%{hosts: hosts, candidates: candidates, duration_us: us}) do
+  defp text(%{hosts: hosts, candidates: candidates, duration_us: us, filtered?: filtered?}) do
     host_rows =
       for h <- hosts do
         [
           h.label,
           endpoint(h.address, h.epmd_port),
           Format.latency(h.latency_us),
-          Format.host_status(h)
+          Format.host_status(h, filtered?)
         ]
       end
 
@@ -276,7 +317,7 @@ defmodule Mix.Tasks.Tinycluster.Scan do
   defp plural([_], word), do: word
   defp plural(_, word), do: word <> "s"
 
-  defp json(%{hosts: hosts, candidates: candidates, duration_us: us}) do
+  defp json(%{hosts: hosts, candidates: candidates, duration_us: us, filtered?: filtered?}) do
     %{
       node: Atom.to_string(node()),
       duration_us: us,
@@ -289,8 +330,9 @@ defmodule Mix.Tasks.Tinycluster.Scan do
             latency_us: h.latency_us,
             status: if(h.status == :ok, do: "ok", else: "error"),
             reason: Format.reason(elem_or_nil(h.status)),
-            description: Format.host_status(h),
+            description: Format.host_status(h, filtered?),
             names: h.names,
+            filtered: filtered?,
             malformed: Enum.map(h.malformed, &inspect/1)
           }
         end,
