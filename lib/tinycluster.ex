@@ -132,10 +132,11 @@ defmodule Tinycluster do
   around your release. Without `:min_nodes`, `Tinycluster.await(timeout: 10_000)` waits only
   until the nodes that exist are connected, so the first node of a cluster does not wait.
 
-  **In a readiness check**, `timeout: 0` answers at once from what the poller knows:
+  **In a readiness check**, `timeout: 0` answers at once from what the poller knows. Give it
+  the cluster's names, so that a remote shell or a tool connected to the node does not count:
 
       def ready? do
-        match?({:ok, _}, Tinycluster.await(min_nodes: 2, timeout: 0))
+        match?({:ok, _}, Tinycluster.await(min_nodes: 2, only: ["myapp"], timeout: 0))
       end
 
   ## Example
@@ -217,6 +218,11 @@ defmodule Tinycluster do
       at once from what the poller knows (a readiness check).
     * `:min_nodes` - wait until this node is connected to at least this many visible nodes
       (not counting itself), whoever connected them.
+    * `:only` and `:except` - patterns, in the forms the poller's options take (see
+      `Tinycluster.Filter`), for the nodes the wait counts: with `:min_nodes`, only the
+      connected nodes they let through count, so a remote shell (`iex --remsh`), which is
+      a visible node too, cannot meet a readiness check; without, only the candidates they
+      let through are waited for. Default: every node.
 
   Returns:
 
@@ -224,8 +230,8 @@ defmodule Tinycluster do
       poller would still connect: none `:connecting`, none `:live` that it would connect. A
       node first in its cluster returns after its first scan. Nodes that refused the
       connection, hidden, frozen or filtered ones are not waited for.
-    * `{:ok, nodes}` (with `:min_nodes`) - the visible nodes connected (`Node.list/0`),
-      at least `:min_nodes` of them.
+    * `{:ok, nodes}` (with `:min_nodes`) - the visible nodes connected (`Node.list/0`)
+      that `:only`/`:except` let through, at least `:min_nodes` of them.
     * `{:error, {:timeout, status}}` - the time is up; `status` is the poller's last
       `status/1`.
     * `{:error, {:not_running, server}}` - no poller runs under that name.
