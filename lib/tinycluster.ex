@@ -21,6 +21,10 @@ defmodule Tinycluster do
 
       config :tinycluster, autostart: true              # or a keyword list of options
 
+  Not both under one name: the autostarted poller holds it, so the child fails to start
+  (`{:already_started, pid}`), and a log line says that the two are exclusive. A bad
+  `autostart` value fails tinycluster's start with `{:invalid_autostart, message}`.
+
   ## Options
 
     * `:name` - the poller's registered name. Default `Tinycluster`.
@@ -48,7 +52,8 @@ defmodule Tinycluster do
       probed or connected again: one that refused a connection (another cookie, or an
       allow list), answered `:not_allowed`, `:bad_reply` or `:tls`; the node is not probed
       in between. Waits grow exponentially from `:interval`, per node name and port; an
-      `:unreachable` node waits two intervals at most. Default `60000`.
+      `:unreachable` node waits two intervals at most. At least `:interval` (a smaller one
+      is an `ArgumentError`). Default `60000`, or the `:interval` when that is longer.
 
   Options are validated when the poller starts; a bad one raises an `ArgumentError` that
   names it.
@@ -127,10 +132,11 @@ defmodule Tinycluster do
   around your release. Without `:min_nodes`, `Tinycluster.await(timeout: 10_000)` waits only
   until the nodes that exist are connected, so the first node of a cluster does not wait.
 
-  **In a readiness check**, `timeout: 0` answers at once from what the poller knows:
+  **In a readiness check**, `timeout: 0` answers at once from what the poller knows. Give it
+  the cluster's names, so that a remote shell or a tool connected to the node does not count:
 
       def ready? do
-        match?({:ok, _}, Tinycluster.await(min_nodes: 2, timeout: 0))
+        match?({:ok, _}, Tinycluster.await(min_nodes: 2, only: ["myapp"], timeout: 0))
       end
 
   ## Example
@@ -140,7 +146,7 @@ defmodule Tinycluster do
       #=> ["a@myhost", "b@myhost"]
   """
 
-  alias Tinycluster.{Candidate, Discovery, Options, Poller}
+  alias Tinycluster.{Candidate, Discovery, Options}
 
   @typedoc "What `status/1` returns: see `Tinycluster.Status`."
   @type status :: Tinycluster.Status.t()
@@ -153,7 +159,7 @@ defmodule Tinycluster do
   @spec child_spec(keyword()) :: Supervisor.child_spec()
   def child_spec(opts) do
     opts = Options.new!(opts)
-    %{id: {__MODULE__, opts.name}, start: {Poller, :start_link, [opts]}}
+    %{id: {__MODULE__, opts.name}, start: {Tinycluster.Application, :start_poller, [opts]}}
   end
 
   @doc """
@@ -166,7 +172,7 @@ defmodule Tinycluster do
     opts = Options.new!(opts)
 
     case Tinycluster.Native.load_error() do
-      nil -> Poller.start_link(opts)
+      nil -> Tinycluster.Application.start_poller(opts)
       {path, reason} -> {:error, {:nif_not_loaded, path, reason}}
     end
   end
@@ -193,6 +199,11 @@ defmodule Tinycluster do
       at once from what the poller knows (a readiness check).
     * `:min_nodes` - wait until this node is connected to at least this many visible nodes
       (not counting itself), whoever connected them.
+    * `:only` and `:except` - patterns, in the forms the poller's options take (see
+      `Tinycluster.Filter`), for the nodes the wait counts: with `:min_nodes`, only the
+      connected nodes they let through count, so a remote shell (`iex --remsh`), which is
+      a visible node too, cannot meet a readiness check; without, only the candidates they
+      let through are waited for. Default: every node.
 
   Returns:
 
@@ -200,8 +211,8 @@ defmodule Tinycluster do
       poller would still connect: none `:connecting`, none `:live` that it would connect. A
       node first in its cluster returns after its first scan. Nodes that refused the
       connection, hidden, frozen or filtered ones are not waited for.
-    * `{:ok, nodes}` (with `:min_nodes`) - the visible nodes connected (`Node.list/0`),
-      at least `:min_nodes` of them.
+    * `{:ok, nodes}` (with `:min_nodes`) - the visible nodes connected (`Node.list/0`)
+      that `:only`/`:except` let through, at least `:min_nodes` of them.
     * `{:error, {:timeout, status}}` - the time is up; `status` is the poller's last
       `status/1`.
     * `{:error, {:not_running, server}}` - no poller runs under that name.

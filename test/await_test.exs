@@ -138,6 +138,40 @@ defmodule Tinycluster.AwaitTest do
     assert elapsed_ms(started) < 1_000
   end
 
+  test ":only and :except keep nodes outside the cluster, a remote shell's, out of the count",
+       %{prefix: prefix} do
+    poller = start_poller(prefix)
+    # A node outside the cluster that connected to this one, as `iex --remsh` does.
+    shell = TestNodes.start(name: TestNodes.unique_alive("remsh"))
+    true = Node.connect(shell.name)
+    first = start_node(prefix)
+    TestNodes.wait_until(fn -> first.name in Node.list() end, "the first node to connect")
+    both = [prefix, "remsh"]
+
+    # Counted alone, the shell makes two; the patterns leave it out.
+    assert {:ok, _} = Tinycluster.await(server: poller, min_nodes: 2, timeout: 0)
+    await = &Tinycluster.await(Keyword.merge([server: poller, min_nodes: 2, timeout: 0], &1))
+    assert {:error, {:timeout, _}} = await.(only: prefix)
+    assert {:error, {:timeout, _}} = await.(only: both, except: [~r/^remsh/])
+    assert {:ok, nodes} = await.(only: both)
+    assert Enum.sort(nodes) == Enum.sort([first.name, shell.name])
+
+    # The nodes returned are the ones that match.
+    second = start_node(prefix)
+    assert {:ok, nodes} = await.(only: [prefix], timeout: 30_000)
+    assert Enum.sort(nodes) == Enum.sort([first.name, second.name])
+
+    # Without :min_nodes they narrow whom the wait is for, as the poller's own do.
+    assert :ok = Tinycluster.await(server: poller, only: [prefix], timeout: 10_000)
+
+    for {opts, message} <- [
+          {[only: 5], ~r/Tinycluster.await\/1 option :only: 5 \(expected a pattern/},
+          {[except: [:atom]], ~r/Tinycluster.await\/1 option :except: \[:atom\]/}
+        ] do
+      assert_raise ArgumentError, message, fn -> Tinycluster.await([server: poller] ++ opts) end
+    end
+  end
+
   defmodule ClusterReady do
     # The start phase of Tinycluster's docs: blocks the supervisor's start in init/1.
     use GenServer

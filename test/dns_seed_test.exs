@@ -7,7 +7,8 @@ defmodule Tinycluster.DnsSeedTest do
 
   import ExUnit.CaptureLog
 
-  alias Tinycluster.{DnsSeed, Dnsmasq, Options, TestEpmd, TestNodes}
+  alias Tinycluster.{DnsSeed, Dnsmasq, FakeDns, Options, TestEpmd, TestNodes}
+  alias Tinycluster.DnsSeed.Lookup
 
   @moduletag timeout: 180_000
 
@@ -99,7 +100,7 @@ defmodule Tinycluster.DnsSeedTest do
         )
 
       labels = fn name, opts, family ->
-        {:ok, addresses} = DnsSeed.lookup(seed(name, ns(dns) ++ opts), family, 2_000)
+        {:ok, addresses} = Lookup.lookup(seed(name, ns(dns) ++ opts), family, 2_000)
         addresses |> Enum.map(& &1.label) |> Enum.sort()
       end
 
@@ -110,10 +111,10 @@ defmodule Tinycluster.DnsSeedTest do
       assert labels.("app.test", [type: :a], :inet6) == ["198.18.7.1", "198.18.7.2"]
 
       assert {:ok, [%{address: "198.18.7.1", epmd_port: 4369}, _]} =
-               DnsSeed.lookup(seed("app.test", ns(dns)), :inet, 2_000)
+               Lookup.lookup(seed("app.test", ns(dns)), :inet, 2_000)
 
-      assert DnsSeed.lookup(seed("nope.test", ns(dns)), :inet, 2_000) == {:error, :nxdomain}
-      assert DnsSeed.lookup(seed("v6only.test", ns(dns)), :inet, 2_000) == {:error, :no_records}
+      assert Lookup.lookup(seed("nope.test", ns(dns)), :inet, 2_000) == {:error, :nxdomain}
+      assert Lookup.lookup(seed("v6only.test", ns(dns)), :inet, 2_000) == {:error, :no_records}
     end
 
     test "SRV: each target's address with the record's port as its EPMD port", _ctx do
@@ -128,7 +129,7 @@ defmodule Tinycluster.DnsSeedTest do
         )
 
       assert {:ok, addresses} =
-               DnsSeed.lookup(seed("_epmd._tcp.app.test", [type: :srv] ++ ns(dns)), :inet, 2_000)
+               Lookup.lookup(seed("_epmd._tcp.app.test", [type: :srv] ++ ns(dns)), :inet, 2_000)
 
       assert Enum.sort_by(addresses, & &1.label) == [
                %{label: "198.18.7.1:4370", address: "198.18.7.1", epmd_port: 4370},
@@ -136,8 +137,44 @@ defmodule Tinycluster.DnsSeedTest do
              ]
 
       # A target that does not resolve is named in the reason.
-      assert DnsSeed.lookup(seed("_epmd._tcp.gone.test", [type: :srv] ++ ns(dns)), :inet, 2_000) ==
+      assert Lookup.lookup(seed("_epmd._tcp.gone.test", [type: :srv] ++ ns(dns)), :inet, 2_000) ==
                {:error, {:target, "nowhere.test", :nxdomain}}
+    end
+
+    test "a CNAME chain's records are the name's own", _ctx do
+      dns =
+        Dnsmasq.start(
+          hosts: [{"198.18.7.1", "app.test"}, {"198.18.7.2", "b.app.test"}],
+          cname: [{"alias.test", "app.test"}, {"www.test", "alias.test"}],
+          srv: [{"_epmd._tcp.alias.test", "b.app.test", 4369}]
+        )
+
+      for name <- ["alias.test", "www.test", "ALIAS.test"] do
+        assert {:ok, [%{label: "198.18.7.1"}]} = Lookup.lookup(seed(name, ns(dns)), :inet, 2_000)
+      end
+    end
+
+    test "SRV: a port below 1024 other than EPMD's refuses the answer", _ctx do
+      dns =
+        Dnsmasq.start(
+          hosts: [{"198.18.7.1", "b.app.test"}, {"198.18.7.2", "c.app.test"}],
+          srv: [
+            {"_epmd._tcp.ssh.test", "b.app.test", 22},
+            {"_epmd._tcp.ssh.test", "c.app.test", 4369},
+            {"_epmd._tcp.high.test", "b.app.test", 1024}
+          ]
+        )
+
+      srv = fn name -> seed(name, [type: :srv] ++ ns(dns)) end
+
+      assert {:error, {:malformed, text}} =
+               Lookup.lookup(srv.("_epmd._tcp.ssh.test"), :inet, 2_000)
+
+      assert text ==
+               "SRV target b.app.test has port 22, a system port (below 1024), where no EPMD listens"
+
+      assert {:ok, [%{label: "198.18.7.1:1024"}]} =
+               Lookup.lookup(srv.("_epmd._tcp.high.test"), :inet, 2_000)
     end
 
     test "too many records, or addresses no host has, refuse the answer", _ctx do
@@ -150,26 +187,73 @@ defmodule Tinycluster.DnsSeedTest do
         )
 
       # Over UDP the answer is truncated; the resolver asks again over TCP and gets all 1100.
-      assert DnsSeed.lookup(seed("many.test", ns(dns)), :inet, 5_000) ==
+      assert Lookup.lookup(seed("many.test", ns(dns)), :inet, 5_000) ==
                {:error, {:too_many_addresses, 1024}}
 
-      assert {:ok, full} = DnsSeed.lookup(seed("full.test", ns(dns)), :inet, 5_000)
+      assert {:ok, full} = Lookup.lookup(seed("full.test", ns(dns)), :inet, 5_000)
       assert length(full) == 1024
 
       assert {:error, {:malformed, "0.0.0.0 is not a host's address"}} =
-               DnsSeed.lookup(seed("zero.test", ns(dns)), :inet, 2_000)
+               Lookup.lookup(seed("zero.test", ns(dns)), :inet, 2_000)
 
       assert {:error, {:malformed, "224.0.0.1 is not a host's address"}} =
-               DnsSeed.lookup(seed("mcast.test", ns(dns)), :inet, 2_000)
+               Lookup.lookup(seed("mcast.test", ns(dns)), :inet, 2_000)
 
       assert DnsSeed.describe({:too_many_addresses, 1024}) =~ "more than 1024 addresses"
+    end
+
+    # No real server answers a question with another name's records: a fake one does.
+    test "records for another name than the one asked, or its CNAMEs', refuse the answer" do
+      server =
+        FakeDns.start(fn
+          "app.test", :a ->
+            [{"othername.test", :a, {198, 18, 7, 9}}]
+
+          "mixed.test", :a ->
+            [{"mixed.test", :a, {198, 18, 7, 1}}, {"x.test", :a, {10, 0, 0, 1}}]
+
+          "chain.test", :a ->
+            [{"chain.test", :cname, ~c"t.test"}, {"T.test", :a, {198, 18, 7, 2}}]
+
+          "astray.test", :a ->
+            [{"astray.test", :cname, ~c"t.test"}, {"u.test", :a, {10, 0, 0, 2}}]
+
+          "loop.test", :a ->
+            [{"loop.test", :cname, ~c"l.test"}, {"l.test", :cname, ~c"loop.test"}]
+
+          "_epmd._tcp.s.test", :srv ->
+            [{"other.test", :srv, {0, 0, 4369, ~c"chain.test"}}]
+
+          _, _ ->
+            []
+        end)
+
+      lookup = fn name, opts ->
+        Lookup.lookup(seed(name, [nameservers: [server]] ++ opts), :inet, 2_000)
+      end
+
+      assert lookup.("app.test", []) ==
+               {:error, {:malformed, "a record for othername.test answers app.test"}}
+
+      assert lookup.("mixed.test", []) ==
+               {:error, {:malformed, "a record for x.test answers mixed.test"}}
+
+      assert {:ok, [%{label: "198.18.7.2"}]} = lookup.("chain.test", [])
+
+      assert lookup.("astray.test", []) ==
+               {:error, {:malformed, "a record for u.test answers astray.test"}}
+
+      assert lookup.("loop.test", []) == {:error, :no_records}
+
+      assert lookup.("_epmd._tcp.s.test", type: :srv) ==
+               {:error, {:malformed, "a record for other.test answers _epmd._tcp.s.test"}}
     end
 
     test "a server that is gone or answers garbage is an error, quickly" do
       # Nothing listens: the port is closed, so the answer is at once.
       port = Dnsmasq.free_port()
       gone = seed("app.test", nameservers: [{"127.0.0.1", port}])
-      assert {:error, reason} = DnsSeed.lookup(gone, :inet, 1_000)
+      assert {:error, reason} = Lookup.lookup(gone, :inet, 1_000)
       assert reason in [:econnrefused, :timeout]
 
       # Bytes that are no DNS message, with the query's id so the resolver reads them.
@@ -186,7 +270,7 @@ defmodule Tinycluster.DnsSeedTest do
         end)
 
       garbage = seed("app.test", nameservers: [{"127.0.0.1", port}])
-      {us, result} = :timer.tc(fn -> DnsSeed.lookup(garbage, :inet, 3_000) end)
+      {us, result} = :timer.tc(fn -> Lookup.lookup(garbage, :inet, 3_000) end)
       assert result == {:error, :formerr}
       assert us < 2_000_000
       assert DnsSeed.describe(:formerr) =~ "could not be decoded"

@@ -43,7 +43,8 @@ defmodule Tinycluster.ScanTaskTest do
     kinds = start_kinds(prefix)
     output = run_task(["--only", prefix])
 
-    assert output =~ ~r/^local\s+127\.0\.0\.1:\d+\s+[\d.]+ ms\s+answered: \d+ names?$/m
+    assert output =~
+             ~r/^local\s+127\.0\.0\.1:\d+\s+[\d.]+ ms\s+answered: \d+ names? pass --only\/--except$/m
 
     assert line_of(output, kinds.plain) =~
              ~r/\slocal\s+live\s+[\d.]+ ms\s+answered the probe; not connected$/
@@ -61,6 +62,24 @@ defmodule Tinycluster.ScanTaskTest do
     candidates = output |> String.split("\n") |> Enum.filter(&(&1 =~ ~r/^\S+@\S+\s/))
     assert length(candidates) == 4
     for {_, node} <- kinds, do: refute(node.name in Node.list(:connected))
+  end
+
+  test "a filter that takes nothing says its count is after the filters, as JSON does too",
+       %{prefix: prefix} do
+    _ = start_kinds(prefix)
+    output = run_task(["--only", prefix <> "nomatch"])
+    assert output =~ ~r/^local\s+\S+\s+[\d.]+ ms\s+answered: 0 names pass --only\/--except$/m
+    assert output =~ "No candidates."
+
+    # Without a filter, the count is every name EPMD listed.
+    output = run_task(["--host", "local"])
+    assert output =~ ~r/^local\s+\S+\s+[\d.]+ ms\s+answered: \d+ names$/m
+
+    json = JSONDecode.decode!(run_task(["--json", "--except", prefix]))
+    assert [%{"names" => n, "description" => words, "filtered" => true}] = json["hosts"]
+
+    assert words ==
+             "answered: #{n} #{if n == 1, do: "name passes", else: "names pass"} --only/--except"
   end
 
   test "--json prints one object with every host and candidate", %{prefix: prefix} do
@@ -118,14 +137,22 @@ defmodule Tinycluster.ScanTaskTest do
 
     for {argv, message} <- [
           {["--host", "a:b"], ~r/not a port number/},
-          {["--bogus"], ~r/unknown or invalid flags/},
+          {["--bogus"], ~r/^tinycluster.scan: unknown flag --bogus\./},
+          {["--only"], ~r/^tinycluster.scan: --only needs a value \(--only PATTERN\)\./},
+          {["--host"], ~r/--host needs a value/},
+          {["--probe-timeout", "soon"],
+           ~r/--probe-timeout takes a whole number of milliseconds, got "soon"/},
+          {["--json", "--bogus", "--only"], ~r/unknown flag --bogus\. --only needs a value/},
           {["--only", "/(/"], ~r/bad regex/},
           {["--dns", "app.test", "--nameserver", "127.0.0.1"], ~r/ADDRESS:PORT/},
-          {["--probe-timeout", "0"], ~r/:probe_timeout/}
+          {["--probe-timeout", "0"], ~r/:probe_timeout/},
+          {["extra"], ~r/unexpected arguments: extra/}
         ] do
       Mix.Task.reenable("tinycluster.scan")
       error = assert_raise Mix.Error, message, fn -> Mix.Tasks.Tinycluster.Scan.run(argv) end
-      # Mix exits with the status this field holds.
+      # Every usage error points to the help, and Mix exits with the status `mix` holds.
+      assert error.message =~ ~r/See `mix help tinycluster.scan` for the flags\.$/
+      refute error.message =~ "nil}"
       assert error.mix == 2
     end
   end
@@ -229,6 +256,6 @@ defmodule Tinycluster.ScanTaskTest do
     {out, 1} = System.cmd("mix", ["tinycluster.scan", "--host", "127.0.0.1:" <> closed], opts)
     assert out =~ "connection refused"
     {out, 2} = System.cmd("mix", ["tinycluster.scan", "--nope"], opts)
-    assert out =~ "unknown or invalid flags"
+    assert out =~ "unknown flag --nope. See `mix help tinycluster.scan` for the flags."
   end
 end

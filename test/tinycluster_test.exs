@@ -215,7 +215,9 @@ defmodule TinyclusterTest do
             {[hosts: ["bad host"]], ~r/:hosts/},
             {[hosts: [{"h", 70_000}]], ~r/:hosts/},
             {[nope: 1], ~r/unknown tinycluster option :nope/},
-            {[name: "x"], ~r/:name/}
+            {[name: "x"], ~r/:name/},
+            {[interval: 1_000, max_backoff: 500],
+             ~r/:max_backoff: 500 \(expected at least the :interval, 1000 ms/}
           ] do
         assert_raise ArgumentError, message, fn -> Tinycluster.child_spec(opts) end
         assert_raise ArgumentError, message, fn -> Tinycluster.scan(opts) end
@@ -229,6 +231,10 @@ defmodule TinyclusterTest do
       assert opts.connect == true
       assert opts.hosts == [:local]
       assert opts.name == Tinycluster
+      assert opts.max_backoff == 60_000
+      # An interval over the default :max_backoff raises it: waits never shrink below one.
+      assert Tinycluster.Options.new!(interval: 120_000).max_backoff == 120_000
+      assert Tinycluster.Options.new!(interval: 500, max_backoff: 500).max_backoff == 500
     end
   end
 end

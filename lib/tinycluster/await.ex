@@ -18,7 +18,7 @@ defmodule Tinycluster.Await do
   over an opaque map, so that the poller keeps one job.
   """
 
-  alias Tinycluster.Filter
+  alias Tinycluster.{Filter, Options}
 
   @typedoc "The waiters a poller notifies: the poller's monitor of each, to its alias."
   @opaque subscribers :: %{reference() => reference()}
@@ -37,15 +37,16 @@ defmodule Tinycluster.Await do
              | {:poller_down, term()}
              | {:poller_unresponsive, pid()}}
   def await(opts \\ []) do
-    {server, timeout, min_nodes} = options!(opts)
+    {server, timeout, min_nodes, filter} = options!(opts)
     deadline = if timeout == :infinity, do: :infinity, else: now() + timeout
 
     case GenServer.whereis(server) do
       nil -> {:error, {:not_running, server}}
-      poller -> subscribe_and_wait(poller, min_nodes, deadline)
+      poller -> subscribe_and_wait(poller, {min_nodes, filter}, deadline)
     end
   end
 
+  # `min_nodes` travels with the `:only`/`:except` filter as one condition.
   defp subscribe_and_wait(poller, min_nodes, deadline) do
     alias = :erlang.monitor(:process, poller, alias: :demonitor)
 
@@ -61,8 +62,8 @@ defmodule Tinycluster.Await do
     end
   end
 
-  defp check(alias, poller, min_nodes, deadline, status) do
-    case done(status, min_nodes) do
+  defp check(alias, poller, {count, filter} = min_nodes, deadline, status) do
+    case done(status, count, filter) do
       false -> wait(alias, poller, min_nodes, deadline, status)
       result -> finish(alias, poller, result)
     end
@@ -100,19 +101,29 @@ defmodule Tinycluster.Await do
   @doc """
   The result of the wait for this `status`, or `false` while the condition is not met.
 
-  With `min_nodes`, `{:ok, nodes}` once this node is connected to that many visible nodes.
-  Without, `:ok` once a scan has finished and no candidate is left that the poller would
-  still connect: none `:connecting`, and none `:live` that it would connect.
+  With `min_nodes`, `{:ok, nodes}` once this node is connected to that many visible nodes
+  that `filter` (an `Options` struct whose `:only`/`:except` are the wait's, or `nil` for
+  all) lets through. Without, `:ok` once a scan has finished and no candidate `filter` lets
+  through is left that the poller would still connect: none `:connecting`, and none
+  `:live` that it would connect.
   """
-  @spec done(Tinycluster.status(), nil | non_neg_integer()) :: false | :ok | {:ok, [node()]}
-  def done(_status, min_nodes) when is_integer(min_nodes) do
-    nodes = Node.list(:visible)
+  @spec done(Tinycluster.status(), nil | non_neg_integer(), nil | Options.t()) ::
+          false | :ok | {:ok, [node()]}
+  def done(status, min_nodes, filter \\ nil)
+
+  def done(_status, min_nodes, filter) when is_integer(min_nodes) do
+    nodes = Enum.filter(Node.list(:visible), &wanted?(filter, Atom.to_string(&1)))
     length(nodes) >= min_nodes && {:ok, nodes}
   end
 
-  def done(%{scans: scans, candidates: candidates, options: opts}, nil) do
-    scans > 0 and not Enum.any?(candidates, fn {_, c} -> pending?(c, opts) end) && :ok
+  def done(%{scans: scans, candidates: candidates, options: opts}, nil, filter) do
+    scans > 0 and
+      not Enum.any?(candidates, fn {_, c} -> wanted?(filter, c.name) and pending?(c, opts) end) &&
+      :ok
   end
+
+  defp wanted?(nil, _name), do: true
+  defp wanted?(filter, name), do: Filter.allowed?(filter, name)
 
   defp pending?(%{state: :connecting}, _opts), do: true
 
@@ -126,23 +137,35 @@ defmodule Tinycluster.Await do
       raise ArgumentError, "Tinycluster.await/1 takes a keyword list, got: #{inspect(opts)}"
     end
 
-    Enum.each(opts, fn
-      {:server, _} -> :ok
-      {:timeout, t} when t == :infinity or (is_integer(t) and t >= 0) -> :ok
-      {:min_nodes, n} when is_integer(n) and n >= 0 -> :ok
-      {key, value} when key in [:timeout, :min_nodes] -> invalid!(key, value)
-      {key, _} -> raise ArgumentError, "unknown Tinycluster.await/1 option #{inspect(key)}"
-    end)
+    filter =
+      Enum.reduce(opts, nil, fn
+        {:server, _}, filter -> filter
+        {:timeout, t}, filter when t == :infinity or (is_integer(t) and t >= 0) -> filter
+        {:min_nodes, n}, filter when is_integer(n) and n >= 0 -> filter
+        {key, value}, filter when key in [:only, :except] -> pattern!(filter, key, value)
+        {key, value}, _ when key in [:timeout, :min_nodes] -> invalid!(key, value)
+        {key, _}, _ -> raise ArgumentError, "unknown Tinycluster.await/1 option #{inspect(key)}"
+      end)
 
     {Keyword.get(opts, :server, Tinycluster), Keyword.get(opts, :timeout, @default_timeout),
-     Keyword.get(opts, :min_nodes)}
+     Keyword.get(opts, :min_nodes), filter}
+  end
+
+  # The patterns as the poller takes them, held in the struct `Filter` reads.
+  defp pattern!(filter, key, value) do
+    case Filter.patterns(value) do
+      {:ok, patterns} -> Map.put(filter || %Options{}, key, patterns)
+      :error -> invalid!(key, value)
+    end
   end
 
   defp invalid!(key, value) do
     expected =
-      if key == :timeout,
-        do: "a non-negative integer of milliseconds or :infinity",
-        else: "a non-negative integer"
+      case key do
+        :timeout -> "a non-negative integer of milliseconds or :infinity"
+        :min_nodes -> "a non-negative integer"
+        _ -> "a pattern or a list of patterns: name prefixes, regexes or 1-arity functions"
+      end
 
     raise ArgumentError,
           "invalid value for Tinycluster.await/1 option #{inspect(key)}: #{inspect(value)} " <>

@@ -32,18 +32,28 @@ defmodule Tinycluster.DnsSeed do
 
   An answer gives at most 1024 addresses (`{:too_many_addresses, 1024}` beyond, and
   `{:too_many_records, 1024}` for SRV); a record that is not a usable host address or SRV
-  target refuses the whole answer with `{:malformed, text}`. A lookup that fails
+  target refuses the whole answer with `{:malformed, text}`, and so does a record owned by
+  another name than the one asked or a name its CNAMEs lead to (a server answering what it
+  was not asked), and an SRV record whose port is below 1024 (its port is an EPMD port,
+  and the ports below 1024 are other services'). A lookup that fails
   (`:timeout`, `:nxdomain`, `:servfail`, `:refused`, `:formerr` for an answer that does not
   decode, `:econnrefused`, `:no_records` for an empty answer) disconnects nothing: the seed
   keeps its last good addresses, which are still scanned, and is reported with its error in
   `Tinycluster.status/1`'s `dns`, with one warning when it starts failing and one info line
   when it answers again. An address that leaves DNS is no longer asked, and its candidates
   become `:gone`.
+
+  ## Modules
+
+  This module holds the seed's forms, their validation, the warnings they are worth and
+  the reasons in words. The lookups are `Tinycluster.DnsSeed.Lookup`; the seeds' state
+  between polls, `Tinycluster.DnsSeed.Table`. The functions below that delegate to them
+  keep the callers' names.
   """
 
-  alias Tinycluster.{Hosts, Options}
+  alias Tinycluster.DnsSeed.{Lookup, Table}
+  alias Tinycluster.Hosts
 
-  @max_addresses 1024
   @types [:a, :aaaa, :srv]
 
   @typedoc "A validated seed, as it stands in `Tinycluster.Options`' `:hosts`."
@@ -149,286 +159,35 @@ defmodule Tinycluster.DnsSeed do
   @spec seeds([Hosts.entry()]) :: [t()]
   def seeds(entries), do: Enum.filter(entries, &seed?/1)
 
-  ## Lookups
+  ## Lookups and bookkeeping, under the names the poller calls
 
-  @doc """
-  Looks `seed` up once, for a node of `family`, within `timeout` ms: the addresses it gives,
-  or why it gives none. Blocks the caller, so a poller runs it in a task (`lookup_all/3`).
-  """
-  @spec lookup(t(), Hosts.family(), pos_integer()) :: {:ok, [address()]} | {:error, term()}
-  def lookup({:dns, name, %{type: :srv} = opts}, family, timeout) do
-    deadline = System.monotonic_time(:millisecond) + timeout
-
-    with {:ok, records} <- query(name, :srv, opts, timeout),
-         :ok <- cap(records, :too_many_records),
-         {:ok, targets} <- srv_targets(records) do
-      targets
-      |> Task.async_stream(
-        fn {target, port} ->
-          left = max(deadline - System.monotonic_time(:millisecond), 1)
-
-          case host_addresses(target, family, opts, left) do
-            {:ok, [ip | _]} -> {:ok, address(ip, port)}
-            {:error, reason} -> {:error, {target, reason}}
-          end
-        end,
-        max_concurrency: 16,
-        timeout: timeout + 100,
-        on_timeout: :kill_task
-      )
-      |> Enum.reduce_while({:ok, []}, fn
-        {:ok, {:ok, address}}, {:ok, acc} -> {:cont, {:ok, [address | acc]}}
-        {:ok, {:error, {target, reason}}}, _ -> {:halt, {:error, {:target, target, reason}}}
-        {:exit, _}, _ -> {:halt, {:error, :timeout}}
-      end)
-      |> case do
-        {:ok, addresses} -> {:ok, addresses |> Enum.reverse() |> Enum.uniq_by(& &1.label)}
-        error -> error
-      end
-    end
-  end
-
-  def lookup({:dns, name, opts}, family, timeout) do
-    with {:ok, ips} <- host_addresses(name, family, opts, timeout) do
-      {:ok, Enum.map(ips, &address(&1, Options.default_epmd_port()))}
-    end
-  end
-
-  # A name's addresses of the type asked, or for a node's family: AAAA then A under inet6.
-  defp host_addresses(name, family, %{type: type} = opts, timeout)
-       when type in [nil, :srv] and family == :inet6 do
-    started = System.monotonic_time(:millisecond)
-
-    case addresses(name, :aaaa, opts, timeout) do
-      {:error, reason} when reason in [:no_records, :nxdomain] ->
-        left = timeout - (System.monotonic_time(:millisecond) - started)
-        if left > 0, do: addresses(name, :a, opts, left), else: {:error, :timeout}
-
-      other ->
-        other
-    end
-  end
-
-  defp host_addresses(name, _family, %{type: type} = opts, timeout) when type in [nil, :srv],
-    do: addresses(name, :a, opts, timeout)
-
-  defp host_addresses(name, _family, %{type: type} = opts, timeout),
-    do: addresses(name, type, opts, timeout)
-
-  defp addresses(name, type, opts, timeout) do
-    with {:ok, ips} <- query(name, type, opts, timeout),
-         ips = Enum.uniq(ips),
-         :ok <- cap(ips, :too_many_addresses),
-         :ok <- host_ips(ips) do
-      {:ok, ips}
-    end
-  end
-
-  # The records of `type` in the answer, CNAMEs followed by the server as usual.
-  defp query(name, type, %{nameservers: servers}, timeout) do
-    res_opts = if servers == [], do: [], else: [nameservers: servers]
-    started = System.monotonic_time(:millisecond)
-
-    case resolve(name, type, res_opts, timeout, started) do
-      {:ok, msg} ->
-        case for(
-               rr <- :inet_dns.msg(msg, :anlist),
-               :inet_dns.rr(rr, :type) == type,
-               do: :inet_dns.rr(rr, :data)
-             ) do
-          [] -> {:error, :no_records}
-          data -> {:ok, data}
-        end
-
-      {:error, {reason, _msg}} when is_atom(reason) ->
-        {:error, reason}
-
-      {:error, reason} ->
-        {:error, reason}
-    end
-  catch
-    # The resolver's own checks (a name too long for DNS, say) raise.
-    kind, reason -> {:error, {:malformed, Exception.format_banner(kind, reason)}}
-  end
-
-  # OTP 27's resolver answers `formerr` where a truncated UDP answer should have sent it to
-  # TCP (1100 records from dnsmasq: OTP 25 and 29 ask again over TCP and get them all), so
-  # a `formerr` is asked again over TCP in the time left; the first reason stands if that
-  # fails too.
-  defp resolve(name, type, res_opts, timeout, started) do
-    charlist = String.to_charlist(name)
-
-    case :inet_res.resolve(charlist, :in, type, res_opts, timeout) do
-      {:error, reason} = formerr when reason == :formerr or elem(reason, 0) == :formerr ->
-        left = timeout - (System.monotonic_time(:millisecond) - started)
-
-        with true <- left > 0,
-             {:ok, msg} <- :inet_res.resolve(charlist, :in, type, [usevc: true] ++ res_opts, left) do
-          {:ok, msg}
-        else
-          _ -> formerr
-        end
-
-      other ->
-        other
-    end
-  end
-
-  defp cap(list, reason) do
-    if length(list) > @max_addresses, do: {:error, {reason, @max_addresses}}, else: :ok
-  end
-
-  # Addresses no host has: asking them would reach this host, many hosts or none.
-  defp host_ips(ips) do
-    case Enum.find(ips, &(not host_ip?(&1))) do
-      nil -> :ok
-      ip -> {:error, {:malformed, "#{:inet.ntoa(ip)} is not a host's address"}}
-    end
-  end
-
-  defp host_ip?({0, 0, 0, 0}), do: false
-  defp host_ip?({255, 255, 255, 255}), do: false
-  defp host_ip?({a, _, _, _}) when a in 224..239, do: false
-  defp host_ip?({0, 0, 0, 0, 0, 0, 0, 0}), do: false
-  defp host_ip?({a, _, _, _, _, _, _, _}) when a in 0xFF00..0xFFFF, do: false
-  defp host_ip?(_ip), do: true
-
-  # SRV data is {priority, weight, port, target}; a target of "." means "no such service".
-  defp srv_targets(records) do
-    Enum.reduce_while(records, {:ok, []}, fn
-      {_prio, _weight, _port, ~c"."}, {:ok, acc} ->
-        {:cont, {:ok, acc}}
-
-      {_prio, _weight, port, target}, {:ok, acc} when port in 1..65_535 and is_list(target) ->
-        target = target |> List.to_string() |> String.trim_trailing(".")
-
-        if String.valid?(target) and Hosts.host_name?(target),
-          do: {:cont, {:ok, [{target, port} | acc]}},
-          else:
-            {:halt, {:error, {:malformed, "SRV target #{inspect(target)} is not a host name"}}}
-
-      record, _ ->
-        {:halt, {:error, {:malformed, "SRV record #{inspect(record)} has no usable port"}}}
-    end)
-    |> case do
-      {:ok, []} -> {:error, :no_records}
-      {:ok, targets} -> {:ok, targets |> Enum.reverse() |> Enum.uniq()}
-      error -> error
-    end
-  end
-
-  defp address(ip, port) do
-    string = ip |> :inet.ntoa() |> List.to_string()
-
-    label =
-      cond do
-        port == Options.default_epmd_port() -> string
-        tuple_size(ip) == 8 -> "[#{string}]:#{port}"
-        true -> "#{string}:#{port}"
-      end
-
-    %{label: label, address: string, epmd_port: port}
-  end
-
-  @doc """
-  Looks up every seed of `entries` at once, in the calling process, within `timeout` ms
-  (and a little more for the lookups' own bookkeeping): the result of `lookup/3` by seed
-  name. A lookup that overruns is killed and answers `{:error, :timeout}`.
-  """
+  @doc "See `Tinycluster.DnsSeed.Lookup.lookup_all/3`."
   @spec lookup_all([Hosts.entry()], Hosts.family(), pos_integer()) :: %{
           String.t() => {:ok, [address()]} | {:error, term()}
         }
-  def lookup_all(entries, family, timeout) do
-    seeds = seeds(entries)
+  defdelegate lookup_all(entries, family, timeout), to: Lookup
 
-    seeds
-    |> Task.async_stream(&lookup(&1, family, timeout),
-      max_concurrency: max(length(seeds), 1),
-      timeout: timeout + 500,
-      on_timeout: :kill_task,
-      ordered: true
-    )
-    |> Enum.zip(seeds)
-    |> Map.new(fn
-      {{:ok, result}, {:dns, name, _}} -> {name, result}
-      {{:exit, _}, {:dns, name, _}} -> {name, {:error, :timeout}}
-    end)
-  end
-
-  ## Bookkeeping
-
-  @doc "The state of every seed of `entries` before its first lookup, by name."
+  @doc "See `Tinycluster.DnsSeed.Table.new/1`."
   @spec new([Hosts.entry()]) :: %{String.t() => seed_status()}
-  def new(entries) do
-    Map.new(seeds(entries), fn {:dns, name, opts} ->
-      {name,
-       %{
-         name: name,
-         type: opts.type,
-         status: :pending,
-         addresses: [],
-         hosts: [],
-         checked_at: nil,
-         last_ok_at: nil
-       }}
-    end)
-  end
+  defdelegate new(entries), to: Table
 
-  @doc """
-  Records the answers of `lookup_all/3` in `seeds` (from `new/1`) and returns the new state
-  and the log lines to write, as `{level, message, metadata}`: one warning when a seed
-  starts failing, one info line when it answers again. A failed seed keeps its last good
-  addresses.
-  """
+  @doc "See `Tinycluster.DnsSeed.Table.update/3`; `now` defaults to the current time."
   @spec update(map(), map(), DateTime.t()) :: {map(), [{Logger.level(), String.t(), keyword()}]}
-  def update(seeds, answers, now \\ DateTime.utc_now()) do
-    Enum.reduce(answers, {seeds, []}, fn {name, answer}, {seeds, lines} ->
-      case Map.fetch(seeds, name) do
-        {:ok, seed} ->
-          {seed, line} = record(seed, answer, now)
-          {Map.put(seeds, name, seed), if(line, do: [line | lines], else: lines)}
+  def update(seeds, answers, now \\ DateTime.utc_now()), do: Table.update(seeds, answers, now)
 
-        :error ->
-          {seeds, lines}
-      end
-    end)
-    |> then(fn {seeds, lines} -> {seeds, Enum.reverse(lines)} end)
-  end
+  @doc "See `Tinycluster.DnsSeed.Table.specs/2`."
+  @spec specs(map(), [map()]) :: [map()]
+  defdelegate specs(seeds, taken), to: Table
 
-  defp record(seed, {:ok, hosts}, now) do
-    line =
-      if match?({:error, _}, seed.status),
-        do:
-          {:info, "tinycluster: DNS seed #{seed.name} answers again (#{length(hosts)} addresses)",
-           [tinycluster_seed: seed.name]}
+  @doc "See `Tinycluster.DnsSeed.Table.counts/1`."
+  @spec counts(map()) :: %{String.t() => non_neg_integer()}
+  defdelegate counts(seeds), to: Table
 
-    seed = %{
-      seed
-      | status: :ok,
-        hosts: hosts,
-        addresses: Enum.map(hosts, & &1.label),
-        checked_at: now,
-        last_ok_at: now
-    }
+  @doc "See `Tinycluster.DnsSeed.Table.status/1`."
+  @spec status(map()) :: %{String.t() => seed_status()}
+  defdelegate status(seeds), to: Table
 
-    {seed, line}
-  end
-
-  defp record(seed, {:error, reason}, now) do
-    line =
-      unless match?({:error, _}, seed.status) do
-        kept =
-          if seed.hosts == [],
-            do: "no addresses yet",
-            else: "keeping its last #{length(seed.hosts)} addresses"
-
-        {:warning,
-         "tinycluster: cannot look up DNS seed #{seed.name}: #{describe(reason)}; " <>
-           "#{kept}, and nothing is disconnected", [tinycluster_seed: seed.name]}
-      end
-
-    {%{seed | status: {:error, reason}, checked_at: now}, line}
-  end
+  ## Words
 
   @doc "A seed's error reason in words."
   @spec describe(term()) :: String.t()
@@ -452,31 +211,6 @@ defmodule Tinycluster.DnsSeed do
     do: "cannot look up SRV target #{target}: #{describe(reason)}"
 
   def describe(other), do: inspect(other)
-
-  @doc """
-  The NIF's host specs for the addresses `seeds` currently give, for the hosts `taken` (the
-  static hosts' specs, whose addresses are not asked twice).
-  """
-  @spec specs(map(), [map()]) :: [map()]
-  def specs(seeds, taken) do
-    taken = MapSet.new(taken, &{String.downcase(&1.address), &1.epmd_port})
-
-    seeds
-    |> Map.values()
-    |> Enum.sort_by(& &1.name)
-    |> Enum.flat_map(& &1.hosts)
-    |> Enum.uniq_by(& &1.label)
-    |> Enum.reject(&MapSet.member?(taken, {&1.address, &1.epmd_port}))
-    |> Enum.map(&Map.put(&1, :node_host, nil))
-  end
-
-  @doc "How many addresses each seed gives now, by name, as the scan events carry it."
-  @spec counts(map()) :: %{String.t() => non_neg_integer()}
-  def counts(seeds), do: Map.new(seeds, fn {name, seed} -> {name, length(seed.hosts)} end)
-
-  @doc "What `Tinycluster.status/1` shows of each seed, by name."
-  @spec status(map()) :: %{String.t() => seed_status()}
-  def status(seeds), do: Map.new(seeds, fn {name, seed} -> {name, Map.delete(seed, :hosts)} end)
 
   @doc """
   What is wrong with `seeds` for a node of `naming` and `family`, as log lines to write

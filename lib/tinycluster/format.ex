@@ -24,10 +24,23 @@ defmodule Tinycluster.Format do
   def describe(%{state: state, reason: reason}),
     do: describe(%Candidate{state: state, reason: reason})
 
-  @doc "What a host's EPMD answered, in words."
-  @spec host_status(map()) :: String.t()
-  def host_status(%{status: :ok, names: names}), do: "answered: #{names} #{plural(names, "name")}"
-  def host_status(%{status: {:error, reason}}), do: "failed: " <> host_error(reason)
+  @doc """
+  What a host's EPMD answered, in words. `names` counts the names the `:only`/`:except`
+  filters let through, so when they are `filtered?` the words say so: "0 names" alone would
+  read as an EPMD that listed none.
+  """
+  @spec host_status(map(), boolean()) :: String.t()
+  def host_status(host, filtered? \\ false)
+
+  def host_status(%{status: :ok, names: names}, false),
+    do: "answered: #{names} #{plural(names, "name")}"
+
+  def host_status(%{status: :ok, names: 1}, true), do: "answered: 1 name passes --only/--except"
+
+  def host_status(%{status: :ok, names: names}, true),
+    do: "answered: #{names} names pass --only/--except"
+
+  def host_status(%{status: {:error, reason}}, _filtered?), do: "failed: " <> host_error(reason)
 
   defp host_error(:timeout), do: "no answer within the EPMD timeout"
   defp host_error(:econnrefused), do: "connection refused: no EPMD runs there"

@@ -57,7 +57,8 @@ defmodule Tinycluster.Options do
       raise ArgumentError, "tinycluster options must be a keyword list, got: #{inspect(opts)}"
     end
 
-    Enum.reduce(opts, %__MODULE__{}, fn {key, value}, acc ->
+    opts
+    |> Enum.reduce(%__MODULE__{}, fn {key, value}, acc ->
       unless Map.has_key?(acc, key) and key != :__struct__ do
         raise ArgumentError,
               "unknown tinycluster option #{inspect(key)}; known options: " <>
@@ -67,6 +68,7 @@ defmodule Tinycluster.Options do
       Map.put(acc, key, validate!(key, value))
     end)
     |> default_dns_timeout()
+    |> backoff!(Keyword.has_key?(opts, :max_backoff))
   end
 
   def new!(other) do
@@ -78,6 +80,23 @@ defmodule Tinycluster.Options do
     do: %{opts | dns_timeout: ms}
 
   defp default_dns_timeout(opts), do: opts
+
+  # Waits grow from the interval up to :max_backoff, so a smaller :max_backoff would retry a
+  # failing node at every poll, which is no backoff at all: given, it is refused; left at
+  # its default, it rises to the interval.
+  defp backoff!(%__MODULE__{interval: interval, max_backoff: max} = opts, given?)
+       when max < interval do
+    if given? do
+      raise ArgumentError,
+            "invalid value for tinycluster option :max_backoff: #{max} (expected at least " <>
+              "the :interval, #{interval} ms: waits between attempts grow from the interval " <>
+              "up to :max_backoff)"
+    else
+      %{opts | max_backoff: interval}
+    end
+  end
+
+  defp backoff!(opts, _given?), do: opts
 
   @doc """
   The EPMD port of the local host, as OTP's own EPMD client finds it: the `-epmd_port` flag

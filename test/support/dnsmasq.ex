@@ -2,7 +2,7 @@ defmodule Tinycluster.Dnsmasq do
   @moduledoc """
   A real DNS server for the DNS seed tests: `dnsmasq` from Debian's packages, answering
   only from a hosts file the test writes (`--no-resolv --no-hosts`, nothing forwarded) and
-  from `--srv-host` records, on one address and port, in the foreground.
+  from `--srv-host` and `--cname` records, on one address and port, in the foreground.
 
   It runs under the same guard as `Tinycluster.Demo.OSNode`'s nodes, so it dies when its port
   closes or the test VM dies, and `stop/1` kills it by its own pid, which the guard reports
@@ -44,9 +44,9 @@ defmodule Tinycluster.Dnsmasq do
   Starts dnsmasq and waits until it has read its hosts file, which lives in a directory of
   its own (dnsmasq takes commas in paths for list separators). Options: `:hosts`
   (a list of `{address, name}`), `:srv` (a list of `{service, target, port}`, as
-  `--srv-host`), `:address` (default `"127.0.0.1"`), `:port` (default a free UDP port of
-  127.0.0.1), `:ns` (a network namespace to run in), `:local` (default `"test"`). Stopped
-  on test exit, unless `on_exit: false` (outside ExUnit: the benchmarks), when the caller
+  `--srv-host`), `:cname` (a list of `{alias, target}`, as `--cname`), `:address`
+  (default `"127.0.0.1"`), `:port` (default a free UDP port of 127.0.0.1), `:ns` (a network
+  namespace to run in), `:local` (default `"test"`). Stopped on test exit, unless `on_exit: false` (outside ExUnit: the benchmarks), when the caller
   stops it.
   """
   @spec start(keyword()) :: t()
@@ -73,7 +73,8 @@ defmodule Tinycluster.Dnsmasq do
         for(
           {service, target, srv_port} <- Keyword.get(opts, :srv, []),
           do: "--srv-host=#{service},#{target},#{srv_port}"
-        )
+        ) ++
+        for({alias, target} <- Keyword.get(opts, :cname, []), do: "--cname=#{alias},#{target}")
 
     command = ["-c", OSNode.guard_script(), "sh", executable() | args]
 

@@ -21,8 +21,14 @@ defmodule Mix.Tasks.Tinycluster.Demo do
     * `--timeout MS` - give up waiting for the nodes to settle after this long (default 30000).
 
   In a terminal the table is redrawn in place; when the output is piped, one line is printed
-  per change instead, with no escape codes. Every node runs under a guard that kills it when
-  this VM exits, so Ctrl-C leaves nothing behind.
+  per change instead, under one line of column headings, with no escape codes. Every node
+  runs under a guard that kills it when this VM exits, so Ctrl-C leaves nothing behind.
+
+  The demo's poller clusters only the nodes the demo started (`only:` their names' prefix,
+  `demo-<OS pid>-`), so it never probes nor connects another node on the host, such as a
+  release running there. It starts no application: in a project that depends on
+  tinycluster, that project's own application (and its poller, or tinycluster's
+  `autostart`) stays stopped.
   """
   use Mix.Task
 
@@ -44,22 +50,31 @@ defmodule Mix.Tasks.Tinycluster.Demo do
     {flags, _} = OptionParser.parse!(argv, strict: @switches)
     interval = Keyword.get(flags, :interval, 1_000)
 
-    # This task starts its own poller; the dev config's autostart would be a second one.
-    Application.put_env(:tinycluster, :autostart, false)
-    Mix.Task.run("app.start")
+    # Compiled and loaded, but nothing started: in a dependent project, `app.start` would
+    # start that project's application, its own poller among it, and tinycluster's
+    # autostart. The demo needs only tinycluster's code and its own poller.
+    Mix.Task.run("compile", [])
+    nif_loaded!()
     # The view shows every state change; log lines would only break it up.
     Logger.configure(level: :error)
     distribute!()
 
     plan = plan(flags)
     {early, late} = Enum.split_with(plan, &(&1.kind != :late))
+    Mix.shell().info(View.scope(prefix()))
     Mix.shell().info("Starting #{length(early)} nodes (#{summary(early)})...")
     nodes = start_nodes(early)
 
     try do
       for %{kind: :frozen} = n <- nodes, do: OSNode.freeze(n.os_node)
       started = System.monotonic_time(:millisecond)
-      {:ok, _} = Tinycluster.start_link(name: Tinycluster.Demo, interval: interval)
+
+      # Only the demo's own nodes: a poller without `:only` would probe every node on the
+      # host, and try to connect each with the demo's cookie, which a release next to it
+      # logs as "Invalid challenge reply".
+      {:ok, _} =
+        Tinycluster.start_link(name: Tinycluster.Demo, interval: interval, only: [prefix()])
+
       demo = self()
       spawn_link(fn -> start_late(late, interval, demo) end)
       tty? = IO.ANSI.enabled?()
@@ -74,6 +89,14 @@ defmodule Mix.Tasks.Tinycluster.Demo do
       end
     after
       stop_all()
+    end
+  end
+
+  defp nif_loaded! do
+    Code.ensure_loaded(Tinycluster.Native)
+
+    with {path, reason} <- Tinycluster.Native.load_error() do
+      Mix.raise("tinycluster.demo: the NIF did not load from #{path}.so: #{inspect(reason)}")
     end
   end
 
@@ -97,9 +120,12 @@ defmodule Mix.Tasks.Tinycluster.Demo do
     ]
 
     for {kind, count} <- counts, i <- Enum.to_list(1..count//1) do
-      %{kind: kind, alive: "demo_#{System.pid()}_#{kind}_#{i}" |> String.replace("_", "-")}
+      %{kind: kind, alive: prefix() <> String.replace("#{kind}-#{i}", "_", "-")}
     end
   end
+
+  # Every node this run starts, and no other, has a name that starts with this.
+  defp prefix, do: "demo-#{System.pid()}-"
 
   defp summary(plan) do
     plan |> Enum.frequencies_by(& &1.kind) |> Enum.map_join(", ", fn {k, n} -> "#{n} #{k}" end)
@@ -203,6 +229,8 @@ defmodule Mix.Tasks.Tinycluster.Demo do
   defp render(acc, rows, elapsed, false) do
     Enum.reduce(rows, acc, fn row, acc ->
       if row.state != nil and Map.get(acc.shown, row.name) != row.state do
+        # The headings once, over the first change: nothing before it needs them.
+        if acc.shown == %{}, do: IO.write(View.change_heading(View.name_width(rows)))
         IO.write(View.change(row, elapsed, View.name_width(rows)))
         %{acc | shown: Map.put(acc.shown, row.name, row.state)}
       else

@@ -34,7 +34,8 @@ defmodule Mix.Tasks.Tinycluster.Scan do
       300 and 1000.
     * `--json` - print one JSON object instead: `node`, `duration_us`, `hosts` and
       `candidates`, with each reason both as a term (`reason`) and in words
-      (`description`).
+      (`description`). A host's `names` counts the names `--only`/`--except` let through
+      (`filtered` is then true), not every name its EPMD listed.
 
   ## Exit status
 
@@ -43,28 +44,12 @@ defmodule Mix.Tasks.Tinycluster.Scan do
   """
   use Mix.Task
 
-  alias Tinycluster.{Discovery, Format, JSON, Options}
-
-  @switches [
-    host: :keep,
-    dns: :keep,
-    nameserver: :keep,
-    only: :keep,
-    except: :keep,
-    sname: :string,
-    name: :string,
-    probe_timeout: :integer,
-    epmd_timeout: :integer,
-    json: :boolean
-  ]
+  alias Tinycluster.{Discovery, Filter, Format, JSON, ScanFlags}
 
   @impl true
   def run(argv) do
-    {flags, rest, invalid} = OptionParser.parse(argv, strict: @switches)
-    if invalid != [], do: usage!("unknown or invalid flags: #{inspect(invalid)}")
-    if rest != [], do: usage!("unexpected arguments: #{Enum.join(rest, " ")}")
+    {flags, opts} = ScanFlags.parse!(argv)
     json? = Keyword.get(flags, :json, false)
-    opts = options!(flags)
 
     # Compiled and loaded, but nothing started: the project's own poller (an autostart in
     # its config) must not connect what this task only looks at.
@@ -80,7 +65,13 @@ defmodule Mix.Tasks.Tinycluster.Scan do
 
         candidates = Discovery.candidates(report)
 
-        scan = %{hosts: report.hosts, candidates: candidates, duration_us: duration}
+        scan = %{
+          hosts: report.hosts,
+          candidates: candidates,
+          duration_us: duration,
+          filtered?: Filter.active?(opts)
+        }
+
         IO.write(if json?, do: [JSON.encode!(json(scan)), "\n"], else: text(scan))
         if Enum.any?(report.hosts, &(&1.status == :ok)), do: :ok, else: exit({:shutdown, 1})
 
@@ -89,87 +80,6 @@ defmodule Mix.Tasks.Tinycluster.Scan do
         exit({:shutdown, 1})
     end
   end
-
-  ## Flags
-
-  defp options!(flags) do
-    hosts = Enum.map(Keyword.get_values(flags, :host), &host!/1)
-    nameservers = Enum.map(Keyword.get_values(flags, :nameserver), &nameserver!/1)
-
-    dns =
-      for name <- Keyword.get_values(flags, :dns) do
-        if nameservers == [], do: {:dns, name}, else: {:dns, name, nameservers: nameservers}
-      end
-
-    opts =
-      [
-        name: Tinycluster.Scan,
-        connect: false,
-        hosts: if(hosts == [] and dns == [], do: [:local], else: hosts ++ dns),
-        only: patterns!(Keyword.get_values(flags, :only)),
-        except: patterns!(Keyword.get_values(flags, :except)) || [],
-        probe_timeout: flags[:probe_timeout],
-        epmd_timeout: flags[:epmd_timeout]
-      ]
-      |> Enum.reject(fn {_, value} -> value == nil end)
-
-    try do
-      Options.new!(opts)
-    rescue
-      e in ArgumentError -> usage!(e.message)
-    end
-  end
-
-  defp nameserver!(given) do
-    case host!(given) do
-      {address, port} -> {address, port}
-      _ -> usage!("--nameserver takes ADDRESS:PORT, got: #{given}")
-    end
-  end
-
-  defp host!("local"), do: :local
-
-  defp host!("[" <> rest = given) do
-    case String.split(rest, "]", parts: 2) do
-      [ip, ""] -> ip
-      [ip, ":" <> port] -> {ip, port!(port, given)}
-      _ -> usage!("--host #{given}: expected [ADDRESS] or [ADDRESS]:PORT")
-    end
-  end
-
-  defp host!(given) do
-    case String.split(given, ":") do
-      [host] -> host
-      [host, port] -> {host, port!(port, given)}
-      # More than one colon: an IPv6 address without a port.
-      _ -> given
-    end
-  end
-
-  defp port!(text, given) do
-    case Integer.parse(text) do
-      {port, ""} when port in 1..65_535 -> port
-      _ -> usage!("--host #{given}: #{inspect(text)} is not a port number")
-    end
-  end
-
-  defp patterns!([]), do: nil
-  defp patterns!(list), do: Enum.map(list, &pattern!/1)
-
-  defp pattern!("/" <> _ = text) when byte_size(text) > 2 do
-    if String.ends_with?(text, "/") do
-      case Regex.compile(binary_part(text, 1, byte_size(text) - 2)) do
-        {:ok, regex} -> regex
-        {:error, {why, at}} -> usage!("bad regex #{text}: #{why} at #{at}")
-      end
-    else
-      text
-    end
-  end
-
-  defp pattern!(prefix), do: prefix
-
-  defp usage!(message), do: Mix.raise("tinycluster.scan: " <> message, exit_status: 2)
 
   ## Setting up the VM
 
@@ -231,14 +141,14 @@ defmodule Mix.Tasks.Tinycluster.Scan do
 
   ## Output
 
-  defp text(%{hosts: hosts, candidates: candidates, duration_us: us}) do
+  defp text(%{hosts: hosts, candidates: candidates, duration_us: us, filtered?: filtered?}) do
     host_rows =
       for h <- hosts do
         [
           h.label,
           endpoint(h.address, h.epmd_port),
           Format.latency(h.latency_us),
-          Format.host_status(h)
+          Format.host_status(h, filtered?)
         ]
       end
 
@@ -275,7 +185,7 @@ defmodule Mix.Tasks.Tinycluster.Scan do
   defp plural([_], word), do: word
   defp plural(_, word), do: word <> "s"
 
-  defp json(%{hosts: hosts, candidates: candidates, duration_us: us}) do
+  defp json(%{hosts: hosts, candidates: candidates, duration_us: us, filtered?: filtered?}) do
     %{
       node: Atom.to_string(node()),
       duration_us: us,
@@ -288,8 +198,9 @@ defmodule Mix.Tasks.Tinycluster.Scan do
             latency_us: h.latency_us,
             status: if(h.status == :ok, do: "ok", else: "error"),
             reason: Format.reason(elem_or_nil(h.status)),
-            description: Format.host_status(h),
+            description: Format.host_status(h, filtered?),
             names: h.names,
+            filtered: filtered?,
             malformed: Enum.map(h.malformed, &inspect/1)
           }
         end,

@@ -7,6 +7,12 @@ defmodule Tinycluster.Demo.View do
 
   alias Tinycluster.Format
 
+  @doc "Whom the demo's poller clusters: only the nodes whose names start with `prefix`."
+  def scope(prefix) do
+    "The demo's poller clusters only its own nodes (names that start with #{prefix}): " <>
+      "it probes and connects no other node on this host."
+  end
+
   @doc "The live table: one row per demo node with its kind, state, probe latency and join time."
   def table(rows, elapsed_ms, poller_node) do
     name_width = name_width(rows)
@@ -37,6 +43,24 @@ defmodule Tinycluster.Demo.View do
         {"", 0}
       ]),
       lines
+    ]
+  end
+
+  @doc """
+  The headings of the lines `change/3` prints, and what their figures are: printed once,
+  before the first change, so that piped output explains itself as the table does.
+  """
+  def change_heading(name_width) do
+    [
+      "AFTER is the time since the poller started; PROBE, how long the node took to " <>
+        "answer the probe.\n",
+      format_row([
+        {"AFTER", 10},
+        {"NODE", name_width},
+        {"STARTED AS", 14},
+        {"STATE", 13},
+        {"PROBE", 0}
+      ])
     ]
   end
 
