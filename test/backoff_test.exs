@@ -34,7 +34,17 @@ defmodule Tinycluster.BackoffTest do
     # A refusal keeps the count of its connection attempts.
     rejected = entry(:rejected, attempts: 3, retry_at: 777)
     assert Backoff.after_probe(rejected, @opts, 0) == rejected
-    assert Backoff.after_connect(rejected, :connect_failed, @opts, 0).retry_at == 800
+    first = Backoff.after_connect(entry(:live), :connect_failed, @opts, 0)
+    assert {first.state, first.attempts, first.retry_at} == {:rejected, 1, 100}
+    # The second refusal at one port is the last: left alone for good.
+    assert Backoff.after_connect(first, :connect_failed, @opts, 100).retry_at == :never
+    assert Backoff.after_connect(rejected, :not_allowed, @opts, 0).retry_at == :never
+    # A crashed attempt is no refusal: it backs off.
+    assert Backoff.after_connect(rejected, {:crashed, :x}, @opts, 0).retry_at == 800
+
+    assert Backoff.holds(%{{"h", "a"} => %{rejected | retry_at: :never}}, 10 ** 12) == [
+             {"h", "a", 4000}
+           ]
   end
 
   test "a new port starts over with the new node's state" do
