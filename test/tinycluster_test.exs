@@ -204,6 +204,35 @@ defmodule TinyclusterTest do
     assert candidate.state == :live
   end
 
+  describe "nodes on this host, whatever they call it" do
+    test "a node started as alive@localhost is connected under that name" do
+      node = TestNodes.start(name: TestNodes.unique_alive("lh") <> "@localhost")
+      poller = start_poller()
+      wait_state(poller, node, :connected)
+      assert node.name in Node.list()
+      assert Tinycluster.status(poller).candidates[Atom.to_string(node.name)].host == "local"
+    end
+
+    test "a long-named node next to this short-named one is {:long_name, name}" do
+      name = TestNodes.unique_alive("ln") <> "@127.0.0.1"
+      _node = TestNodes.start(name: name, long: true)
+      [alive, _] = String.split(name, "@")
+      poller = start_poller()
+
+      find = fn ->
+        Enum.find_value(Tinycluster.status(poller).candidates, fn {_, c} ->
+          if c.alive == alive and c.state == :name_mismatch, do: c
+        end)
+      end
+
+      TestNodes.wait_until(find, "#{alive} to be :name_mismatch")
+      candidate = find.()
+      # Not {:claimed, name} ("a stale EPMD entry"): the node is live, of the other mode.
+      assert candidate.reason == {:long_name, name}
+      assert candidate.description =~ "runs with long names"
+    end
+  end
+
   describe "options" do
     test "are validated with a clear ArgumentError" do
       for {opts, message} <- [

@@ -6,8 +6,8 @@ defmodule Tinycluster.Hosts do
 
     * `:local` - this host's EPMD, asked at the loopback address of this node's distribution
       family (`127.0.0.1`, or `::1` under `-proto_dist inet6_tcp`) on the local EPMD port
-      (`Tinycluster.Options.local_epmd_port/0`). Its nodes' names must have this node's host
-      part.
+      (`Tinycluster.Options.local_epmd_port/0`). Its nodes are named with this node's host
+      part until their probe gives their own (`a@localhost`, say).
     * `"host"` - a host name, an IPv4 address or an IPv6 address (brackets optional), whose
       EPMD listens on port 4369.
     * `{"host", epmd_port}` - the same, with another EPMD port.
@@ -29,13 +29,15 @@ defmodule Tinycluster.Hosts do
   dot, with `-name` it has one or is an IP address. EPMD lists only the alive part of each
   name (`b1`), so the host part comes from elsewhere:
 
-    * for `:local`, it is this node's host part;
-    * for another host, the probe's challenge names the node in full, as the node itself
-      registered it (`b1@b.example.com`, `b1@198.18.0.2`), and that name is used once it is
-      of this node's mode. A node of the other mode is reported `:name_mismatch` with the
-      reason `{:long_name, name}` or `{:short_name, name}`, and never connected. Before a
-      probe answers, a node is named after the host as given, reduced to its first label
-      under `-sname` (`b1@b` for `"b.example.com"`), as `-sname` names nodes.
+    * on every host, the probe's challenge names the node in full, as the node itself
+      registered it (`b1@b.example.com`, `b1@198.18.0.2`, `a@localhost` on this host), and
+      that name is used once it is of this node's mode. A node of the other mode is reported
+      `:name_mismatch` with the reason `{:long_name, name}` or `{:short_name, name}`, and
+      never connected; one whose challenge names another alive part than EPMD listed is
+      `{:claimed, name}` (a stale entry, or a port reused).
+    * Before a probe answers, a node of `:local` is named with this node's host part, and a
+      node of another host after the host as given, reduced to its first label under
+      `-sname` (`b1@b` for `"b.example.com"`), as `-sname` names nodes.
 
   With short names an IP address cannot be part of a node name, so an address in `:hosts`
   is the wrong form for an `-sname` node: it still finds the nodes there, under their short

@@ -27,7 +27,7 @@ defmodule Tinycluster.TestNodes do
     cookie = Keyword.get(opts, :cookie, cookie())
 
     {:ok, node} =
-      OSNode.start(alive, cookie, Keyword.take(opts, [:hidden, :args, :epmd_port, :erl]))
+      OSNode.start(alive, cookie, Keyword.take(opts, [:hidden, :args, :epmd_port, :erl, :long]))
 
     on_exit(fn -> kill(node) end)
     node

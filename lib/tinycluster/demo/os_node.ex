@@ -31,7 +31,8 @@ defmodule Tinycluster.Demo.OSNode do
         }
 
   @doc """
-  Starts `erl -sname alive` with `cookie` and waits until EPMD lists it.
+  Starts `erl -sname alive` with `cookie` and waits until EPMD lists it. `alive` may be a
+  full name (`a@localhost`); `:long` starts it with `-name` instead.
 
   Options: `:hidden` (boolean), `:args` (more `erl` arguments), `:timeout` (ms to wait for
   the registration, default 15000), `:owner` (the process that owns the node, default the
@@ -43,8 +44,11 @@ defmodule Tinycluster.Demo.OSNode do
   def start(alive, cookie, opts \\ []) do
     erl = opts[:erl] || System.find_executable("erl") || raise "erl is not on the PATH"
 
+    flag = if opts[:long], do: "-name", else: "-sname"
+    {alive, name} = full_name(alive)
+
     erl_args =
-      ["-sname", alive, "-setcookie", cookie, "-noshell", "+Bi"] ++
+      [flag, name, "-setcookie", cookie, "-noshell", "+Bi"] ++
         if(opts[:hidden], do: ["-hidden"], else: []) ++ Keyword.get(opts, :args, [])
 
     epmd_port = opts[:epmd_port]
@@ -62,7 +66,7 @@ defmodule Tinycluster.Demo.OSNode do
 
     with {:ok, os_pid} <- await_pid(port),
          node = %__MODULE__{
-           name: :"#{alive}@#{host()}",
+           name: String.to_atom(name),
            alive: alive,
            os_pid: os_pid,
            port: port,
@@ -143,6 +147,13 @@ defmodule Tinycluster.Demo.OSNode do
     epmd = System.find_executable("epmd") || Path.join(:code.root_dir(), "bin/epmd")
     System.cmd(epmd, ["-daemon"], stderr_to_stdout: true)
     wait(fn -> match?({:ok, _}, :erl_epmd.names()) end, 5_000, {:error, :epmd_not_running})
+  end
+
+  defp full_name(name) do
+    case String.split(name, "@", parts: 2) do
+      [alive, _host] -> {alive, name}
+      [alive] -> {alive, "#{alive}@#{host()}"}
+    end
   end
 
   @doc "The host part of node names on this host in -sname mode."

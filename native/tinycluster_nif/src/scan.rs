@@ -36,9 +36,10 @@ pub struct HostSpec {
     pub address: String,
     /// Its EPMD's port.
     pub epmd_port: u16,
-    /// The host part its nodes' names must have, when known (for the local host). Without
-    /// it, a probe accepts the host part a node's challenge names, in the form the local
-    /// node's [`Naming`] allows.
+    /// The host part its nodes' names have before their probes, when known (the local
+    /// node's own, for the local host); without it, the host as given, in the local node's
+    /// [`Naming`]. On every host the probe then takes the host part a node's challenge
+    /// names, in the form the local node's [`Naming`] allows.
     pub node_host: Option<String>,
 }
 
@@ -48,7 +49,7 @@ pub struct HostSpec {
 pub struct Local {
     /// The local node's naming mode. A node of a host without a `node_host` is named in this
     /// mode's form before its probe, and one whose challenge names a host part of the other
-    /// mode is reported [`Outcome::OtherNaming`] rather than live.
+    /// mode, on any host, is reported [`Outcome::OtherNaming`] rather than live.
     pub naming: Naming,
     /// The local node's distribution family: which of a host name's addresses are asked, and
     /// in which order.
@@ -337,7 +338,10 @@ async fn scan_host(
             let request = ProbeRequest {
                 addr: SocketAddr::new(address.ip(), candidate.port),
                 alive: &candidate.alive,
-                expected_host: host.node_host.as_deref(),
+                // Any host part, on every host: a node of this host may call it otherwise
+                // (`a@localhost`, `a@host.example`), and is connected under the name it
+                // gives, as on other hosts; the naming mode is checked below.
+                expected_host: None,
                 probe_name: &spec.probe_name,
                 creation: spec.creation,
                 timeout: spec.probe_timeout,
@@ -361,7 +365,7 @@ async fn scan_host(
             if let Outcome::Live { name, .. } = &result.outcome {
                 let name = name.clone();
                 let host_part = name.split_once('@').map_or("", |(_, h)| h);
-                if host.node_host.is_none() && !local.naming.accepts(host_part) {
+                if !local.naming.accepts(host_part) {
                     result.outcome = Outcome::OtherNaming { claimed: name };
                 } else if name == spec.local_name {
                     // This node itself, listed by an entry that names this host otherwise.
