@@ -54,6 +54,13 @@ defmodule Tinycluster do
       in between. Waits grow exponentially from `:interval`, per node name and port; an
       `:unreachable` node waits two intervals at most. At least `:interval` (a smaller one
       is an `ArgumentError`). Default `60000`, or the `:interval` when that is longer.
+    * `:settled_interval` - the longest wait, in milliseconds, between two asks of a
+      settled host: one other than `:local` whose EPMD answered as before, every node it
+      lists connected, held back or filtered out. Its waits double from `:interval` up to
+      this; a node going down there, a failed connection to one of its nodes, its EPMD
+      failing or listing something new, reopen it to every interval. At least `:interval`.
+      Default `30000`, or the `:interval` when that is longer. See the README's "How big a
+      cluster".
 
   Options are validated when the poller starts; a bad one raises an `ArgumentError` that
   names it.

@@ -35,11 +35,11 @@ defmodule Tinycluster.CandidatesTest do
 
   defp states(changes), do: Enum.map(changes, fn {old, new} -> {old && old.state, new.state} end)
 
-  defp listing(listed, answered \\ ["h"], asked \\ ["h"]) do
+  defp listing(listed, answered \\ ["h"], known \\ ["h"]) do
     %{
       listed: MapSet.new(listed, &{"h", &1}),
       answered: MapSet.new(answered),
-      asked: MapSet.new(asked)
+      known: MapSet.new(known)
     }
   end
 
@@ -367,7 +367,7 @@ defmodule Tinycluster.CandidatesTest do
       assert entry(table, "b").state == :connecting
     end
 
-    test "a host no longer asked (it left a DNS answer) has its candidates :gone", %{table: t} do
+    test "a host no longer known (it left a DNS answer) has its candidates :gone", %{table: t} do
       {table, _} = Candidates.scan_ended(t, listing([], [], []), now(10))
       assert entry(table, "a").state == :gone
     end

@@ -87,7 +87,7 @@ defmodule Tinycluster.StatusTest do
       {table, previous} = HostTable.answered(table, report("h", {:error, :timeout}), later)
       assert previous.status == :ok
 
-      view = HostTable.view(table, [{"h", 4369}], %{})["h"]
+      view = HostTable.view(table, [{"h", 4369}], %{}, 0)["h"]
       assert %{status: {:error, :timeout}, checked_at: ^later, last_ok_at: @at} = view
     end
 
@@ -101,12 +101,12 @@ defmodule Tinycluster.StatusTest do
     test "shows every configured host, :pending before its first answer, and no other" do
       {table, _} = HostTable.answered(HostTable.new(), report("10.0.0.9", :ok), @at)
       candidates = %{"a@h" => %Candidate{name: "a@h", host: "10.0.0.9"}}
-      view = HostTable.view(table, ["10.0.0.9", "10.0.0.8"], candidates)
+      view = HostTable.view(table, ["10.0.0.9", "10.0.0.8"], candidates, 0)
       assert Map.keys(view) == ["10.0.0.8", "10.0.0.9"]
       assert %{status: :pending, nodes: [], names: nil} = view["10.0.0.8"]
       assert %{status: :ok, nodes: ["a@h"], names: 1} = view["10.0.0.9"]
       # A host no longer asked (an address that left a DNS answer) is dropped.
-      assert HostTable.view(HostTable.keep(table, []), [], candidates) == %{}
+      assert HostTable.view(HostTable.keep(table, []), [], candidates, 0) == %{}
     end
   end
 end

@@ -44,11 +44,14 @@ defmodule Tinycluster.Candidates do
   """
   @type change :: {Candidate.t() | nil, Candidate.t()} | {:atom_budget, String.t()}
 
-  @typedoc "What the scan's end tells of the hosts: who was listed, who answered, who asked."
+  @typedoc """
+  What the scan's end tells of the hosts: who was listed, whose EPMD answered, and which
+  hosts the poller has now (asked or not yet due: see `Tinycluster.Pacing`).
+  """
   @type listing :: %{
           listed: MapSet.t(key()),
           answered: MapSet.t(String.t()),
-          asked: MapSet.t(String.t())
+          known: MapSet.t(String.t())
         }
 
   @doc "An empty table."
@@ -190,7 +193,7 @@ defmodule Tinycluster.Candidates do
   end
 
   @doc """
-  What a scan's end tells: a candidate whose host answered (or is no longer asked: an
+  What a scan's end tells: a candidate whose host answered (or is no longer a host: an
   address that left a DNS seed's answer) without listing it is `:gone`; one gone for an
   hour is forgotten, and so are the oldest past #{@max_gone}. TLS listeners are remembered
   only for candidates still listed.
@@ -199,7 +202,7 @@ defmodule Tinycluster.Candidates do
   def scan_ended(%__MODULE__{} = table, listing, now) do
     {entries, changes} =
       Enum.reduce(table.entries, {table.entries, []}, fn {{host, _} = key, entry}, acc ->
-        gone? = MapSet.member?(listing.answered, host) or not MapSet.member?(listing.asked, host)
+        gone? = MapSet.member?(listing.answered, host) or not MapSet.member?(listing.known, host)
 
         if gone? and not MapSet.member?(listing.listed, key),
           do: gone(acc, key, entry, now),
@@ -208,7 +211,7 @@ defmodule Tinycluster.Candidates do
 
     entries = cap_gone(entries)
     tls = Map.filter(table.tls, fn {key, _port} -> listed?(entries, key) end)
-    budget = AtomBudget.keep(table.budget, listing.asked)
+    budget = AtomBudget.keep(table.budget, listing.known)
     {%{table | entries: entries, tls: tls, budget: budget}, Enum.reverse(changes)}
   end
 
@@ -353,11 +356,19 @@ defmodule Tinycluster.Candidates do
   defp change(old, new), do: [{old, new}]
 
   @doc """
-  The candidates held back at `now_ms`, as the scan request's `hold` wants them (see
-  `Tinycluster.Backoff.holds/2`).
+  The candidates not to probe at `now_ms`, as the scan request's `hold` wants them: those
+  backing off (`Tinycluster.Backoff.holds/2`), and those connected, at the port they are
+  connected at. A connected node of another host is named otherwise before its probe
+  (`a@10.0.0.2` for `a@hostb`), so the NIF's skip list, by name, does not know it: held,
+  it is not probed, and its host can settle (`Tinycluster.Pacing`).
   """
   @spec holds(t(), integer()) :: [{String.t(), String.t(), :inet.port_number()}]
-  def holds(%__MODULE__{entries: entries}, now_ms), do: Backoff.holds(entries, now_ms)
+  def holds(%__MODULE__{entries: entries}, now_ms) do
+    connected =
+      for {{host, alive}, %{state: :connected, port: port}} <- entries, do: {host, alive, port}
+
+    connected ++ Backoff.holds(entries, now_ms)
+  end
 
   @doc "The scan request's `tls` field (see `Tinycluster.Tls.probes/1`)."
   @spec tls_probes(t()) :: :all | [{String.t(), String.t(), :inet.port_number()}]

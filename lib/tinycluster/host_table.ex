@@ -3,15 +3,16 @@ defmodule Tinycluster.HostTable do
   # time passed in. It keeps what the NIF reported of each host (`status`, `names`,
   # `malformed`, `latency_us`, and `listing`, the digest the next scan compares with to tell
   # an unchanged host, native/tinycluster_nif/src/unchanged.rs), with when it was last asked
-  # and last answered. `view/3` is what `Tinycluster.status/1` shows of it.
+  # and last answered, and when each is asked next (`Tinycluster.Pacing`). `view/4` is what
+  # `Tinycluster.status/1` shows of it.
   @moduledoc false
 
-  alias Tinycluster.{DnsSeed, Hosts}
+  alias Tinycluster.{DnsSeed, Hosts, Options, Pacing}
 
-  defstruct hosts: %{}
+  defstruct hosts: %{}, pacing: Pacing.new()
 
-  @typedoc "The table: each asked host's last report, by label."
-  @type t :: %__MODULE__{hosts: %{String.t() => map()}}
+  @typedoc "The table: each asked host's last report, by label, and their pacing."
+  @type t :: %__MODULE__{hosts: %{String.t() => map()}, pacing: Pacing.t()}
 
   @typedoc "A host as `Tinycluster.status/1` shows it."
   @type host_view :: %{
@@ -24,6 +25,8 @@ defmodule Tinycluster.HostTable do
           unchanged: boolean(),
           checked_at: DateTime.t() | nil,
           last_ok_at: DateTime.t() | nil,
+          settled: boolean(),
+          next_ask_in_ms: non_neg_integer(),
           nodes: [String.t()]
         }
 
@@ -45,8 +48,48 @@ defmodule Tinycluster.HostTable do
 
   @doc "Keeps only the hosts labelled in `labels`: the others are no longer asked."
   @spec keep(t(), Enumerable.t()) :: t()
-  def keep(%__MODULE__{hosts: hosts} = table, labels),
-    do: %{table | hosts: Map.take(hosts, Enum.to_list(labels))}
+  def keep(%__MODULE__{hosts: hosts} = table, labels) do
+    labels = Enum.to_list(labels)
+    %{table | hosts: Map.take(hosts, labels), pacing: Pacing.keep(table.pacing, labels)}
+  end
+
+  @doc """
+  The host specs (maps with a `label`) a poll at `now_ms` asks: those due
+  (`Tinycluster.Pacing`).
+  """
+  @spec due(t(), [map()], integer(), Options.t()) :: [map()]
+  def due(%__MODULE__{pacing: pacing}, specs, now_ms, %Options{interval: interval}),
+    do: Enum.filter(specs, &Pacing.due?(pacing, &1.label, now_ms, interval))
+
+  @doc """
+  Paces the hosts a scan that started at `started_ms` asked, by their reports (the NIF's
+  host maps): one that answered `:ok` and `unchanged` settles further.
+  """
+  @spec paced(t(), [map()], Options.t(), integer()) :: t()
+  def paced(%__MODULE__{pacing: pacing} = table, reports, opts, started_ms) do
+    pacing =
+      Enum.reduce(reports, pacing, fn report, acc ->
+        settled? = report.status == :ok and report.unchanged
+        Pacing.answered(acc, report.label, settled?, opts, started_ms)
+      end)
+
+    %{table | pacing: pacing}
+  end
+
+  @doc """
+  Reopens the hosts of the candidates that `changes` (`Tinycluster.Candidates.change/0`)
+  took down or saw refuse a connection: something there changed, so they are asked every
+  interval again (`Tinycluster.Pacing.reopen/2`).
+  """
+  @spec reopen_for(t(), [Tinycluster.Candidates.change()]) :: t()
+  def reopen_for(%__MODULE__{pacing: pacing} = table, changes) do
+    pacing =
+      for {_old, %{state: new, host: host}} when new in [:down, :rejected] <- changes,
+          reduce: pacing,
+          do: (acc -> Pacing.reopen(acc, host))
+
+    %{table | pacing: pacing}
+  end
 
   @doc """
   The scan request's `last_listings`: each host's last listing digest. A host whose EPMD
@@ -69,11 +112,11 @@ defmodule Tinycluster.HostTable do
   `:hosts` option; `:pending` before its first answer) and every host asked (the addresses
   DNS seeds give, by address; one that left its seed's answer is no longer shown, while its
   candidates are, `:gone`), each with its candidates' names (`nodes`, sorted), from
-  `candidates` (status's candidates by name).
+  `candidates` (status's candidates by name), and its pacing as of `now_ms`.
   """
-  @spec view(t(), [Hosts.entry()], %{String.t() => Tinycluster.Candidate.t()}) ::
+  @spec view(t(), [Hosts.entry()], %{String.t() => Tinycluster.Candidate.t()}, integer()) ::
           %{String.t() => host_view()}
-  def view(%__MODULE__{hosts: hosts}, entries, candidates) do
+  def view(%__MODULE__{hosts: hosts, pacing: pacing}, entries, candidates, now_ms) do
     nodes = Enum.group_by(Map.values(candidates), & &1.host, & &1.name)
     # A DNS seed is no host: the addresses it gives are, and the reports name them.
     labels = for entry <- entries, not DnsSeed.seed?(entry), do: Hosts.label(entry, entries)
@@ -93,7 +136,8 @@ defmodule Tinycluster.HostTable do
          checked_at: host[:checked_at],
          last_ok_at: host[:last_ok_at],
          nodes: nodes |> Map.get(label, []) |> Enum.sort()
-       }}
+       }
+       |> Map.merge(Pacing.view(pacing, label, now_ms))}
     end)
   end
 end

@@ -24,6 +24,7 @@ defmodule Tinycluster.Options do
             connect: true,
             hosts: [:local],
             max_backoff: 60_000,
+            settled_interval: 30_000,
             only: nil,
             except: [],
             include_hidden: false,
@@ -41,6 +42,7 @@ defmodule Tinycluster.Options do
           connect: boolean(),
           hosts: [host()],
           max_backoff: pos_integer(),
+          settled_interval: pos_integer(),
           only: nil | [Tinycluster.Filter.pattern()],
           except: [Tinycluster.Filter.pattern()],
           include_hidden: boolean(),
@@ -68,7 +70,8 @@ defmodule Tinycluster.Options do
       Map.put(acc, key, validate!(key, value))
     end)
     |> default_dns_timeout()
-    |> backoff!(Keyword.has_key?(opts, :max_backoff))
+    |> at_least_interval!(:max_backoff, Keyword.has_key?(opts, :max_backoff))
+    |> at_least_interval!(:settled_interval, Keyword.has_key?(opts, :settled_interval))
   end
 
   def new!(other) do
@@ -81,22 +84,24 @@ defmodule Tinycluster.Options do
 
   defp default_dns_timeout(opts), do: opts
 
-  # Waits grow from the interval up to :max_backoff, so a smaller :max_backoff would retry a
-  # failing node at every poll, which is no backoff at all: given, it is refused; left at
-  # its default, it rises to the interval.
-  defp backoff!(%__MODULE__{interval: interval, max_backoff: max} = opts, given?)
-       when max < interval do
-    if given? do
-      raise ArgumentError,
-            "invalid value for tinycluster option :max_backoff: #{max} (expected at least " <>
-              "the :interval, #{interval} ms: waits between attempts grow from the interval " <>
-              "up to :max_backoff)"
-    else
-      %{opts | max_backoff: interval}
+  # Waits grow from the interval up to :max_backoff (between attempts at a failing node) and
+  # :settled_interval (between asks of a settled host), so a smaller one would be no wait at
+  # all: given, it is refused; left at its default, it rises to the interval.
+  defp at_least_interval!(%__MODULE__{interval: interval} = opts, key, given?) do
+    case Map.fetch!(opts, key) do
+      max when max >= interval ->
+        opts
+
+      max when given? ->
+        raise ArgumentError,
+              "invalid value for tinycluster option #{inspect(key)}: #{max} (expected at " <>
+                "least the :interval, #{interval} ms: waits grow from the interval up to " <>
+                "#{inspect(key)})"
+
+      _default ->
+        Map.put(opts, key, interval)
     end
   end
-
-  defp backoff!(opts, _given?), do: opts
 
   @doc """
   The EPMD port of the local host, as OTP's own EPMD client finds it: the `-epmd_port` flag
@@ -132,8 +137,9 @@ defmodule Tinycluster.Options do
 
   defp validate!(:name, name) when is_atom(name) and name not in [nil, true, false], do: name
 
-  defp validate!(key, ms) when key in [:interval, :max_backoff] and is_integer(ms) and ms > 0,
-    do: ms
+  defp validate!(key, ms)
+       when key in [:interval, :max_backoff, :settled_interval] and is_integer(ms) and ms > 0,
+       do: ms
 
   defp validate!(key, ms)
        when key in [:probe_timeout, :epmd_timeout, :dns_timeout] and is_integer(ms) and ms > 0 and

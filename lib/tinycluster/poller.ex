@@ -15,7 +15,6 @@ defmodule Tinycluster.Poller do
     Discovery,
     DnsSeed,
     HostTable,
-    Hosts,
     Report,
     Status
   }
@@ -136,37 +135,24 @@ defmodule Tinycluster.Poller do
 
     case Discovery.request(state.opts, Node.list(:connected), extra) do
       {:ok, request} ->
-        state = warn_once(state, :hosts)
+        warned = Report.once(state.opts, state.warned, :hosts)
 
-        state =
-          if request.capped != [], do: warn_once(state, {:capped, request.capped}), else: state
+        warned =
+          if request.capped == [],
+            do: warned,
+            else: Report.once(state.opts, warned, {:capped, request.capped})
 
+        state = %{state | warned: warned}
         if map_size(state.dns) == 0, do: start_scan(state, request), else: look_up(state, request)
 
       {:error, :not_distributed} ->
-        state |> warn_once(:not_distributed) |> schedule(state.opts.interval)
+        warned = Report.once(state.opts, state.warned, :not_distributed)
+        schedule(%{state | warned: warned}, state.opts.interval)
     end
   end
 
   # A timer from before a scan that is still under way: that scan's end schedules the next.
   defp poll(state), do: state
-
-  defp warn_once(state, what) do
-    if MapSet.member?(state.warned, what) do
-      state
-    else
-      warn(state.opts, what)
-      %{state | warned: MapSet.put(state.warned, what)}
-    end
-  end
-
-  defp warn(opts, :not_distributed), do: Report.not_distributed(opts)
-  defp warn(opts, {:capped, lists}), do: Report.request_capped(opts, lists)
-
-  # Hosts given in a form this node's naming mode or address family cannot use: said once,
-  # when the node is first distributed (the mode is not known before).
-  defp warn(opts, :hosts),
-    do: Enum.each(Hosts.warnings(opts.hosts), &Report.log(opts, :warning, &1, []))
 
   # DNS seeds are looked up in a task, never here, and the scan starts when they answered;
   # `scan` holds the lookup meanwhile, so that no second poll starts.
@@ -183,8 +169,13 @@ defmodule Tinycluster.Poller do
     start_scan(%{state | dns: dns, scan: nil}, request)
   end
 
+  # Only the hosts due are asked (`Tinycluster.Pacing`); the others are still known, so
+  # that their candidates are not taken for gone.
   defp start_scan(state, request) do
     started = System.monotonic_time()
+    now_ms = System.convert_time_unit(started, :native, :millisecond)
+    known = MapSet.new(request.hosts, & &1.label)
+    request = %{request | hosts: HostTable.due(state.hosts, request.hosts, now_ms, state.opts)}
 
     case Discovery.start(request) do
       {:ok, scan} ->
@@ -192,8 +183,8 @@ defmodule Tinycluster.Poller do
         started = Report.scan_start(state.opts, labels, DnsSeed.counts(state.dns), started)
         deadline = Discovery.deadline(state.opts)
         watchdog = Process.send_after(self(), {:scan_timeout, scan.id}, deadline)
-        more = %{request: request, started: started, watchdog: watchdog, unreachable: []}
-        scan = Map.merge(scan, more)
+        more = %{request: request, known: known, started: started, watchdog: watchdog}
+        scan = scan |> Map.merge(more) |> Map.put(:unreachable, [])
         %{state | scan: scan, warned: MapSet.delete(state.warned, :not_distributed)}
 
       {:error, reason} ->
@@ -243,13 +234,13 @@ defmodule Tinycluster.Poller do
         acc -> host_answered(acc, host)
       end
 
-    asked = MapSet.new(state.scan.request.hosts, & &1.label)
+    known = state.scan.known
 
     listing = %{
       listed: MapSet.new(report.candidates, &{&1.host, &1.alive}),
       answered: for(%{status: :ok, label: label} <- report.hosts, into: MapSet.new(), do: label),
-      # A host no longer asked is an address that left a DNS seed's answer.
-      asked: asked
+      # A host no longer known is an address that left a DNS seed's answer.
+      known: known
     }
 
     Report.unreachable(state.opts, Enum.reverse(state.scan.unreachable))
@@ -268,7 +259,9 @@ defmodule Tinycluster.Poller do
     %{
       state
       | scan: nil,
-        hosts: HostTable.keep(state.hosts, asked),
+        hosts:
+          HostTable.keep(state.hosts, known)
+          |> HostTable.paced(report.hosts, state.opts, started_ms(state.scan)),
         scans: state.scans + 1,
         last_scan: Status.last_scan(report, candidates, now.at)
     }
@@ -298,11 +291,15 @@ defmodule Tinycluster.Poller do
     %{state | connecting: connecting} |> apply_changes(changed) |> notify()
   end
 
-  # Takes the candidates' table a rule returned, and reports its changes.
+  # Takes the candidates' table a rule returned, reports its changes, and reopens the hosts
+  # they call for (`HostTable.reopen_for/2`).
   defp apply_changes(state, {candidates, changes}) do
     Report.changes(state.opts, changes)
-    %{state | candidates: candidates}
+    %{state | candidates: candidates, hosts: HostTable.reopen_for(state.hosts, changes)}
   end
+
+  defp started_ms(%{started: started}),
+    do: System.convert_time_unit(started, :native, :millisecond)
 
   defp notify(state) do
     Await.notify(state.subscribers, fn -> status(state) end)

@@ -176,6 +176,27 @@ defmodule Tinycluster.Report do
 
   ## The poller itself
 
+  @doc """
+  Says `what` once: unless `said` has it already. Returns `said` with it. `what` is
+  `:not_distributed`, `:hosts` (the hosts given in a form this node cannot use, known once
+  it is distributed) or `{:capped, lists}`.
+  """
+  @spec once(Options.t(), MapSet.t(), term()) :: MapSet.t()
+  def once(opts, said, what) do
+    if MapSet.member?(said, what) do
+      said
+    else
+      warn(opts, what)
+      MapSet.put(said, what)
+    end
+  end
+
+  defp warn(opts, :not_distributed), do: not_distributed(opts)
+  defp warn(opts, {:capped, lists}), do: request_capped(opts, lists)
+
+  defp warn(opts, :hosts),
+    do: Enum.each(Tinycluster.Hosts.warnings(opts.hosts), &log(opts, :warning, &1, []))
+
   @doc "Warns that this node is not distributed, so nothing can be clustered yet."
   @spec not_distributed(Options.t()) :: :ok
   def not_distributed(opts) do

@@ -15,8 +15,9 @@ defmodule Tinycluster.Status do
       `{:error, reason}`), the address and port asked, how many names it listed (`names`),
       the lines it skipped (`malformed`), the round trip (`latency_us`), whether the answer
       changed nothing (`unchanged`: the same names and ports, all connected or held back),
-      when it was last asked (`checked_at`) and last answered (`last_ok_at`), and the names
-      of its candidates (`nodes`).
+      when it was last asked (`checked_at`) and last answered (`last_ok_at`), whether it is
+      settled (asked less and less often, up to `:settled_interval`) and how long until it
+      is asked next (`next_ask_in_ms`), and the names of its candidates (`nodes`).
     * `dns` - each DNS seed's last lookup, by name (see `Tinycluster.DnsSeed`).
     * `candidates` - every node the poller has seen, by full name
       (`Tinycluster.Candidate`), with its state in words (`description`) and, while it is
@@ -70,7 +71,7 @@ defmodule Tinycluster.Status do
       scanning: parts.scanning,
       scans: parts.scans,
       last_scan: parts.last_scan,
-      hosts: HostTable.view(parts.hosts, parts.opts.hosts, candidates),
+      hosts: HostTable.view(parts.hosts, parts.opts.hosts, candidates, now_ms),
       dns: DnsSeed.status(parts.dns),
       candidates: candidates
     }

@@ -1,0 +1,96 @@
+defmodule Tinycluster.Pacing do
+  # When each host is asked next. Every poll asked every host's EPMD, so a cluster of N
+  # nodes, each polling every host, made N² EPMD connections an interval (10,000 a second at
+  # 100 pods). Now a remote host settles: when its EPMD answered as the time before and every
+  # node it lists is connected, held back or filtered out (the NIF's `unchanged`), its next
+  # ask waits twice as long as the last, from `:interval` up to `:settled_interval`. Anything
+  # that may have changed there reopens it to every interval: its EPMD failing or listing
+  # something new (an answer that is not `unchanged`), a node of it going down, a refused
+  # connection to one of its nodes (`reopen/2`). `:local` is asked every interval: it is
+  # loopback, and where a developer's nodes appear. A host never seen is due at once (a DNS
+  # seed's new address). Pure: the time is passed in, in monotonic milliseconds.
+  @moduledoc false
+
+  alias Tinycluster.Options
+
+  defstruct hosts: %{}
+
+  @typedoc "Per host label: whether settled, the last wait, and when it is due."
+  @type t :: %__MODULE__{
+          hosts: %{
+            String.t() => %{settled: boolean(), wait_ms: pos_integer(), due_ms: integer() | nil}
+          }
+        }
+
+  @typedoc "A host's pacing as `Tinycluster.status/1` shows it."
+  @type view :: %{settled: boolean(), next_ask_in_ms: non_neg_integer()}
+
+  @doc "No host seen yet: every one is due."
+  @spec new() :: t()
+  def new, do: %__MODULE__{}
+
+  @doc """
+  Whether the host `label` is to be asked by a poll at `now_ms`. A timer may fire a little
+  early, so a host due within a quarter of `interval` counts as due.
+  """
+  @spec due?(t(), String.t(), integer(), pos_integer()) :: boolean()
+  def due?(_pacing, "local", _now_ms, _interval), do: true
+
+  def due?(%__MODULE__{hosts: hosts}, label, now_ms, interval) do
+    case Map.get(hosts, label) do
+      nil -> true
+      # Reopened: due now. (Monotonic time may be negative: no number means "now".)
+      %{due_ms: nil} -> true
+      %{due_ms: due} -> now_ms + div(interval, 4) >= due
+    end
+  end
+
+  @doc """
+  Records a host's answer to the scan that started at `started_ms`: `settled?` when its
+  EPMD answered as the time before, with nothing to probe. A settled host's wait doubles,
+  from `:interval` up to `:settled_interval`; any other answer makes it `:interval`.
+  """
+  @spec answered(t(), String.t(), boolean(), Options.t(), integer()) :: t()
+  def answered(%__MODULE__{hosts: hosts} = pacing, label, settled?, %Options{} = opts, started_ms) do
+    settled? = settled? and label != "local"
+
+    wait =
+      case Map.get(hosts, label) do
+        %{settled: true, wait_ms: last} when settled? -> min(last * 2, opts.settled_interval)
+        _ when settled? -> min(opts.interval * 2, opts.settled_interval)
+        _ -> opts.interval
+      end
+
+    host = %{settled: settled?, wait_ms: wait, due_ms: started_ms + wait}
+    %{pacing | hosts: Map.put(hosts, label, host)}
+  end
+
+  @doc """
+  Reopens the host `label`: due at the next poll, and every interval until it settles
+  again. For a node of it going down, or refusing a connection.
+  """
+  @spec reopen(t(), String.t()) :: t()
+  def reopen(%__MODULE__{hosts: hosts} = pacing, label) do
+    case Map.get(hosts, label) do
+      nil -> pacing
+      host -> %{pacing | hosts: Map.put(hosts, label, %{host | settled: false, due_ms: nil})}
+    end
+  end
+
+  @doc "Keeps only the hosts labelled in `labels`: the others are no longer asked at all."
+  @spec keep(t(), Enumerable.t()) :: t()
+  def keep(%__MODULE__{hosts: hosts} = pacing, labels),
+    do: %{pacing | hosts: Map.take(hosts, Enum.to_list(labels))}
+
+  @doc "A host's pacing at `now_ms`, as status shows it."
+  @spec view(t(), String.t(), integer()) :: view()
+  def view(%__MODULE__{hosts: hosts}, label, now_ms) do
+    case Map.get(hosts, label) do
+      %{due_ms: due} = host when due != nil ->
+        %{settled: host.settled, next_ask_in_ms: max(due - now_ms, 0)}
+
+      _new_or_reopened ->
+        %{settled: false, next_ask_in_ms: 0}
+    end
+  end
+end
