@@ -81,10 +81,6 @@ defmodule Tinycluster.TlsNodes do
   candidate, for `lines/1` and `await_line/3` to read.
   """
   def start_poller(conf, poller_opts, opts \\ []) do
-    paths =
-      for app <- [:elixir, :logger, :tinycluster],
-          do: app |> Application.app_dir("ebin") |> to_string()
-
     eval = """
     spawn(fun() ->
       {ok, _} = application:ensure_all_started(tinycluster),
@@ -102,19 +98,12 @@ defmodule Tinycluster.TlsNodes do
     """
 
     tls = if conf, do: args(conf), else: []
-    args = tls ++ Enum.flat_map(paths, &["-pa", &1]) ++ ["-eval", eval]
+    args = tls ++ TestNodes.code_path_args() ++ ["-eval", eval]
     TestNodes.start(Keyword.put(opts, :args, args ++ Keyword.get(opts, :args, [])))
   end
 
-  @doc "Every line `node` printed so far (its port's messages in this process's mailbox)."
-  def lines(node, acc \\ []) do
-    receive do
-      {port, {:data, {:eol, line}}} when port == node.port -> lines(node, [line | acc])
-      {port, {:data, {:noeol, line}}} when port == node.port -> lines(node, [line | acc])
-    after
-      0 -> Enum.reverse(acc)
-    end
-  end
+  @doc "Every line `node` printed so far; see `Tinycluster.TestNodes.lines/1`."
+  defdelegate lines(node), to: TestNodes
 
   @doc "The log events in `lines` by kind: `%{\"NOTICE\" => 1, \"PROGRESS\" => 4, ...}`."
   def reports(lines) do
@@ -123,28 +112,6 @@ defmodule Tinycluster.TlsNodes do
     |> Enum.frequencies_by(fn [kind] -> kind end)
   end
 
-  @doc """
-  Waits until `node` prints a line for which `fun` is truthy, and returns that line; flunks
-  after `timeout` ms with the last lines it printed.
-  """
-  def await_line(node, fun, timeout \\ 30_000) do
-    await_line(node, fun, System.monotonic_time(:millisecond) + timeout, [])
-  end
-
-  defp await_line(node, fun, deadline, last) do
-    wait = max(deadline - System.monotonic_time(:millisecond), 0)
-
-    receive do
-      {port, {:data, {:eol, line}}} when port == node.port ->
-        if fun.(line),
-          do: line,
-          else: await_line(node, fun, deadline, Enum.take([line | last], 10))
-    after
-      wait ->
-        ExUnit.Assertions.flunk(
-          "#{node.alive} printed no such line in time; last:\n" <>
-            Enum.join(Enum.reverse(last), "\n")
-        )
-    end
-  end
+  @doc "Waits for a line of `node`'s; see `Tinycluster.TestNodes.await_line/3`."
+  defdelegate await_line(node, fun, timeout \\ 30_000), to: TestNodes
 end
