@@ -164,6 +164,15 @@ defmodule Tinycluster.TestNodes do
     end
   end
 
+  @doc "The next line `node` prints; flunks after `timeout` ms."
+  def next_line(node, timeout \\ 30_000) do
+    receive do
+      {port, {:data, {:eol, line}}} when port == node.port -> line
+    after
+      timeout -> ExUnit.Assertions.flunk("#{node.alive} printed nothing for #{timeout} ms")
+    end
+  end
+
   @doc """
   Waits until `node` prints a line that matches `match` (a string it contains, a regex, or
   a 1-arity function) and returns that line; the lines before it are dropped. Flunks after

@@ -66,13 +66,49 @@ defmodule Tinycluster.TlsNodes do
   @doc "The `erl` arguments of a TLS distribution node with option file `conf`."
   def args(conf), do: ["-proto_dist", "inet_tls", "-ssl_dist_optfile", conf]
 
+  # Every 200 ms: write out what the default log handler holds, then say so.
+  @flushed "tinycluster_flushed"
+  @flusher """
+  spawn(fun() ->
+    Loop = fun L() ->
+      logger_std_h:filesync(default), io:format("#{@flushed}~n"), timer:sleep(200), L()
+    end,
+    Loop()
+  end).
+  """
+
+  @doc """
+  The `erl` arguments of a node that logs everything (`-kernel logger_level all`) and
+  prints a line every 200 ms once its log handler has written out what it held, for
+  `flushed_lines/2`.
+  """
+  def logging_args, do: ["-kernel", "logger_level", "all", "-eval", @flusher]
+
   @doc """
   Starts a TLS node that logs everything (`-kernel logger_level all`) to its stdout, which
-  `lines/1` reads. Options as `TestNodes.start/1`; `:args` are added.
+  `lines/1` and `flushed_lines/2` read. Options as `TestNodes.start/1`; `:args` are added.
   """
   def start(conf, opts \\ []) do
-    args = args(conf) ++ ["-kernel", "logger_level", "all"] ++ Keyword.get(opts, :args, [])
+    args = args(conf) ++ logging_args() ++ Keyword.get(opts, :args, [])
     TestNodes.start(Keyword.put(opts, :args, args))
+  end
+
+  @doc """
+  Every line a node started with `logging_args/0` has printed so far, and then up to the
+  `markers`-th time it says its log handler wrote out all it held: with 1, all it logged
+  while it booted; with 2, all it logged before this call. The markers are left out.
+  """
+  def flushed_lines(node, markers \\ 1) do
+    Enum.reject(TestNodes.lines(node), &(&1 == @flushed)) ++ until_markers(node, markers, [])
+  end
+
+  defp until_markers(_node, 0, acc), do: Enum.reverse(acc)
+
+  defp until_markers(node, markers, acc) do
+    case TestNodes.next_line(node) do
+      @flushed -> until_markers(node, markers - 1, acc)
+      line -> until_markers(node, markers, [line | acc])
+    end
   end
 
   @doc """
