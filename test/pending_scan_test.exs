@@ -63,8 +63,8 @@ defmodule Tinycluster.PendingScanTest do
         name = TestNodes.poller_name()
         start_supervised!({Tinycluster, name: name, interval: 200})
         TestNodes.wait_state(name, node, :connected)
-        # Settled: the connect's own refresh is behind us.
-        Process.sleep(500)
+        # Settled: the connect's own refresh is behind us once two more scans have ended.
+        TestNodes.wait_scans(name, TestNodes.scans(name) + 2)
 
         pid = Process.whereis(name)
         :erlang.trace(pid, true, [:receive])
