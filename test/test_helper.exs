@@ -17,7 +17,10 @@ ExUnit.configure(
   exclude: [
     # lib/tinycluster/poller.ex subscribes to nodedown without `nodedown_reason: true`, so a
     # lost connection's reason is always nil, in status and in the :lost event.
-    bug_nodedown_reason: true
+    bug_nodedown_reason: true,
+    # Fixed in the neighbour branch: `autostart: :yes` crashes the application's start with
+    # a CaseClauseError in lib/tinycluster/application.ex instead of an ArgumentError.
+    bug_autostart_value: true
   ]
 )
 
