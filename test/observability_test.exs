@@ -207,7 +207,9 @@ defmodule Tinycluster.ObservabilityTest do
     test "a host in the wrong form for the naming mode is said once" do
       log =
         capture_log(fn ->
-          poller = start_poller(hosts: [:local, "127.0.0.1"], interval: 100)
+          # The suite's EPMD by address: "127.0.0.1" alone would mean the host's, on 4369.
+          address = {"127.0.0.1", Tinycluster.SuiteEpmd.port()}
+          poller = start_poller(hosts: [:local, address], interval: 100)
           TestNodes.wait_until(fn -> Tinycluster.status(poller).scans >= 5 end, "five scans")
           stop_supervised!({Tinycluster, poller})
         end)

@@ -24,4 +24,9 @@ ExUnit.configure(
   ]
 )
 
+# Foreign nodes on the host's EPMD, for test/hermetic_test.exs: .ci/foreign-nodes starts
+# them in CI and names them in TINYCLUSTER_FOREIGN_NODES.
+if System.get_env("TINYCLUSTER_FOREIGN_NODES") in [nil, ""],
+  do: ExUnit.configure(exclude: [foreign_nodes: true] ++ ExUnit.configuration()[:exclude])
+
 ExUnit.start(capture_log: true)
