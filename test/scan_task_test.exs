@@ -198,13 +198,13 @@ defmodule Tinycluster.ScanTaskTest do
              n |> Atom.to_string() |> String.starts_with?("tinycluster_scan@")
            end)
 
-    # --name: a long name, which the VM takes; this host's nodes run short names, so each
-    # is a name mismatch, named in the reason.
-    name = "sc#{System.unique_integer([:positive])}@127.0.0.1"
-    {out, 0} = DepProject.mix(["tinycluster.scan", "--json", "--only", prefix, "--name", name])
-    json = JSONDecode.decode!(out)
+    # --name: a long name, which the VM takes; the nodes run short names, so each is a name
+    # mismatch, named in the reason. (The host by address: see the test below for :local.)
+    {json, name} = long_name_scan(prefix, ["--host", "127.0.0.1:#{Tinycluster.SuiteEpmd.port()}"])
     assert json["node"] == name
-    plain = Enum.find(json["candidates"], &(&1["name"] == Atom.to_string(kinds.plain.name)))
+
+    plain =
+      Enum.find(json["candidates"], &String.starts_with?(&1["name"], kinds.plain.alive <> "@"))
 
     assert {plain["state"], plain["reason"]} ==
              {"name_mismatch", inspect({:short_name, Atom.to_string(kinds.plain.name)})}
@@ -220,5 +220,28 @@ defmodule Tinycluster.ScanTaskTest do
     assert out =~ "connection refused"
     {out, 2} = DepProject.mix(["tinycluster.scan", "--nope"], opts)
     assert out =~ "unknown or invalid flags"
+  end
+
+  # Under long names, this host's short-named nodes are found under `alive@<this node's host
+  # part>`; their challenge names `alive@vm`, which the README says is a name mismatch
+  # `{:short_name, name}`. Today :local reports `{:claimed, name}`, described as "a stale
+  # EPMD entry or a port reused", since the challenge's host is checked before the mode.
+  @tag :bug_local_short_name
+  test "--name with a long name: this host's short-named nodes are {:short_name, name}",
+       %{prefix: prefix} do
+    node = TestNodes.start(name: TestNodes.unique_alive(prefix))
+    {json, _name} = long_name_scan(prefix, [])
+    assert [candidate] = json["candidates"]
+
+    assert {candidate["state"], candidate["reason"]} ==
+             {"name_mismatch", inspect({:short_name, Atom.to_string(node.name)})}
+  end
+
+  # Runs the scan task as an OS process under a fresh long name, with `argv` added.
+  defp long_name_scan(prefix, argv) do
+    name = "sc#{System.unique_integer([:positive])}@127.0.0.1"
+    args = ["tinycluster.scan", "--json", "--only", prefix, "--name", name] ++ argv
+    {out, 0} = DepProject.mix(args)
+    {JSONDecode.decode!(out), name}
   end
 end
