@@ -161,6 +161,90 @@ defmodule Tinycluster.DnsMultihostTest do
     refute out =~ "198.18.0.3"
   end
 
+  # README, "Clusters in containers and clouds": a failed lookup disconnects nothing. After a
+  # good answer, each kind of failed one in turn: the seed keeps its last good addresses,
+  # still scanned, its nodes stay connected, one warning when it starts failing and one
+  # line when it answers again.
+  test "a seed keeps its last good addresses through every kind of failed answer", ctx do
+    good = [{"198.18.0.2", "keep.test"}, {"198.18.0.2", "relay.test"}]
+    dns = Netns.start_dnsmasq(ctx.h1, hosts: good)
+    agent = start_agent(ctx, ctx.h1, name: "r5")
+    :ok = Netns.call!(agent, NetnsAgent, :capture_logs, [])
+    # relay.test is asked through a relay that can answer SERVFAIL, which dnsmasq never does.
+    relay = Netns.call!(agent, NetnsAgent, :start_dns_relay, [dns.port])
+    seeds = [seed(dns, "keep.test"), {:dns, "relay.test", nameservers: [{"127.0.0.1", relay}]}]
+    poller = start_poller(agent, hosts: seeds, interval: 300)
+    h2 = names(ctx.nodes.h2)
+    wait_connected(agent, poller, h2)
+
+    # {seed, how it fails, what it fails with}; the Kubernetes scale-to-zero case is the
+    # empty answer (no A record), a flood of addresses is refused whole (never asked).
+    flood = for i <- 1..1_100, do: {"198.18.#{div(i, 250) + 1}.#{rem(i, 250) + 1}", "keep.test"}
+
+    failures = [
+      {"keep.test", [hosts: [{"198.18.0.2", "relay.test"}]], :nxdomain},
+      {"keep.test", [hosts: [{"2001:2::2", "keep.test"} | tl(good)]], :no_records},
+      {"keep.test", [hosts: [{"0.0.0.0", "keep.test"} | tl(good)]],
+       {:malformed, "0.0.0.0 is not a host's address"}},
+      {"keep.test", [hosts: flood ++ tl(good)], {:too_many_addresses, 1024}},
+      {"relay.test", [relay: :servfail], :servfail}
+    ]
+
+    for {name, break, reason} <- failures do
+      case break do
+        [hosts: hosts] -> Dnsmasq.set_hosts(dns, hosts)
+        [relay: mode] -> Netns.call!(agent, NetnsAgent, :dns_relay_mode, [mode])
+      end
+
+      Netns.wait_until(
+        fn -> snapshot(agent, poller).status.dns[name].status == {:error, reason} end,
+        "#{name} to fail with #{inspect(reason)}: #{inspect(snapshot(agent, poller).status.dns)}",
+        @wait
+      )
+
+      # Scans go on with what the seed answered last, and nothing is disconnected.
+      at = snapshot(agent, poller).status.scans
+      Netns.wait_until(fn -> snapshot(agent, poller).status.scans >= at + 2 end, "2 scans")
+      snap = snapshot(agent, poller)
+      assert snap.status.dns[name].addresses == ["198.18.0.2"], inspect(reason)
+      assert snap.status.hosts["198.18.0.2"].status == :ok
+      assert Enum.all?(h2, &(&1 in snap.nodes)), inspect(reason)
+
+      for c <- snap.groups["198.18.0.2"].candidates,
+          do: assert(c.state == :connected, "#{c.name} is #{c.state} after #{inspect(reason)}")
+
+      Dnsmasq.set_hosts(dns, good)
+      Netns.call!(agent, NetnsAgent, :dns_relay_mode, [:relay])
+
+      Netns.wait_until(
+        fn -> snapshot(agent, poller).status.dns[name].status == :ok end,
+        "#{name} to answer again",
+        @wait
+      )
+    end
+
+    logs = for {_level, text} <- Netns.call!(agent, NetnsAgent, :logs, []), do: text
+
+    for {seed, episodes} <- [{"keep.test", 4}, {"relay.test", 1}] do
+      warnings = Enum.filter(logs, &(&1 =~ "cannot look up DNS seed #{seed}:"))
+      assert length(warnings) == episodes, Enum.join(warnings, "\n")
+      assert Enum.all?(warnings, &(&1 =~ "keeping its last 1 addresses"))
+      again = Enum.filter(logs, &(&1 =~ "DNS seed #{seed} answers again"))
+      assert length(again) == episodes, Enum.join(logs, "\n")
+    end
+
+    for words <- [
+          "(nxdomain)",
+          "(no_records)",
+          "(malformed)",
+          "(too_many_addresses)",
+          "(servfail)"
+        ],
+        do: assert(Enum.any?(logs, &(&1 =~ "cannot look up DNS seed" and &1 =~ words)), words)
+
+    refute Enum.any?(logs, &(&1 =~ "lost the connection"))
+  end
+
   test "SRV: the EPMD port each record gives, on every host", ctx do
     # A cluster whose EPMDs listen on 4370 everywhere; SRV publishes the port.
     for host <- [ctx.h1, ctx.h2, ctx.h3], do: Netns.start_epmd(host, 4370)
