@@ -277,6 +277,20 @@ defmodule Tinycluster.ObservabilityTest do
       assert connected.description == "connected"
     end
 
+    test "a node whose connection is under way is :connecting" do
+      poller = start_poller([])
+      TestNodes.wait_scans(poller, 1)
+      # This VM's net_kernel held: the poller's Node.connect/1 waits on it, as a slow
+      # handshake would make it wait.
+      :ok = :sys.suspend(:net_kernel)
+      on_exit(fn -> :sys.resume(:net_kernel) end)
+      node = TestNodes.start()
+      wait_state(poller, node, :connecting)
+      assert candidate(poller, node).description =~ "connect"
+      :ok = :sys.resume(:net_kernel)
+      wait_state(poller, node, :connected)
+    end
+
     test "backoff grows to max_backoff" do
       other = TestNodes.start(cookie: "another_cookie")
       poller = start_poller(interval: 200, max_backoff: 1_600)
