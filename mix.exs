@@ -96,7 +96,47 @@ defmodule Tinycluster.MixProject do
   # `mix test` runs the Rust suite first, so that one command runs every test.
   # TINYCLUSTER_SKIP_CARGO_TEST=1 skips it while iterating on one Elixir test file.
   defp aliases do
-    [test: [&cargo_test/1, "test"]]
+    [test: [&cargo_test/1, &test_on_own_epmd/1]]
+  end
+
+  # The ExUnit suite runs on an EPMD of its own, so that whatever else runs on this host's
+  # EPMD (a developer's `iex --sname a -S mix`, whose :dev config starts a poller, another
+  # application's release, nodes of another cookie) is never in a test's view, and the
+  # suite's nodes are in no one else's. OTP's EPMD client takes its port from the VM's
+  # `-epmd_port` flag only, which `erl` sets from ERL_EPMD_PORT at boot, so the test VM
+  # itself must start with it: this runs `mix test` again in a VM of its own, with
+  # ERL_EPMD_PORT set to a free port. test/test_helper.exs starts `epmd -port` there, before
+  # the VM registers, and kills it by pid when the suite ends; the nodes the tests start
+  # inherit the variable.
+  defp test_on_own_epmd(args) do
+    if System.get_env("TINYCLUSTER_TEST_EPMD") in [nil, ""] do
+      {:ok, listener} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
+      {:ok, port} = :inet.port(listener)
+      :ok = :gen_tcp.close(listener)
+      port = Integer.to_string(port)
+      color = if IO.ANSI.enabled?(), do: ["--color"], else: []
+
+      env = [
+        {"MIX_ENV", to_string(Mix.env())},
+        {"ERL_EPMD_PORT", port},
+        {"TINYCLUSTER_TEST_EPMD", port},
+        # The Rust suite ran already, in this VM.
+        {"TINYCLUSTER_SKIP_CARGO_TEST", "1"}
+      ]
+
+      mix = System.find_executable("mix") || Mix.raise("mix is not on the PATH")
+
+      {_, status} =
+        System.cmd(mix, ["test" | color ++ args],
+          env: env,
+          into: IO.stream(:stdio, :line),
+          stderr_to_stdout: true
+        )
+
+      if status != 0, do: exit({:shutdown, status})
+    else
+      Mix.Task.run("test", args)
+    end
   end
 
   defp cargo_test(_args) do

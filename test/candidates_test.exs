@@ -343,6 +343,12 @@ defmodule Tinycluster.CandidatesTest do
       assert entry(table, "a").state == :connecting
     end
 
+    test "a nodedown of a node that was not connected (a refused attempt) changes nothing" do
+      {table, _, _} = probed(Candidates.new(), probe("a", :live))
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(0))
+      assert {^table, []} = Candidates.node_down(table, :a@vm, :connection_closed)
+    end
+
     test "a node no candidate names changes nothing", %{table: table} do
       assert {^table, []} = Candidates.node_up(table, :other@vm)
       assert {^table, []} = Candidates.node_down(table, :other@vm, :x)

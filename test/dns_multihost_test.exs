@@ -5,7 +5,7 @@ defmodule Tinycluster.DnsMultihostTest do
   # EPMD and each node's challenge. Root only; skipped with a reason otherwise.
   use ExUnit.Case, async: false
 
-  alias Tinycluster.{Dnsmasq, Netns, NetnsAgent, TestNodes}
+  alias Tinycluster.{DepProject, Dnsmasq, Netns, NetnsAgent, TestNodes}
 
   @moduletag :multihost
   @moduletag timeout: 300_000
@@ -56,37 +56,14 @@ defmodule Tinycluster.DnsMultihostTest do
     agent
   end
 
-  defp start_poller(agent, opts) do
-    name = :"dns_poller_#{System.unique_integer([:positive])}"
-    Netns.call!(agent, NetnsAgent, :start_poller, [Keyword.put(opts, :name, name)])
-  end
-
-  defp snapshot(agent, poller), do: Netns.call!(agent, NetnsAgent, :snapshot, [poller])
+  defdelegate start_poller(agent, opts), to: Netns
+  defdelegate snapshot(agent, poller), to: Netns
+  defdelegate wait_connected(agent, poller, expected, timeout \\ @wait), to: Netns
 
   defp names(nodes), do: Enum.map(nodes, & &1.name)
 
   defp seed(dns, name, opts \\ []),
     do: {:dns, name, [nameservers: [Dnsmasq.nameserver(dns)]] ++ opts}
-
-  defp wait_connected(agent, poller, expected, timeout \\ @wait) do
-    Netns.wait_until(
-      fn -> Enum.all?(expected, &(&1 in snapshot(agent, poller).nodes)) end,
-      "#{inspect(agent.name)} to connect #{inspect(expected)}",
-      timeout
-    )
-
-    snapshot(agent, poller)
-  rescue
-    error in ExUnit.AssertionError ->
-      status = snapshot(agent, poller).status
-      candidates = for {name, c} <- status.candidates, do: {name, c.state, c.reason}
-
-      message =
-        "#{error.message}\ndns: #{inspect(status.dns)}\nhosts: #{inspect(status.hosts)}" <>
-          "\ncandidates: #{inspect(candidates)}"
-
-      reraise %{error | message: message}, __STACKTRACE__
-  end
 
   defp hosts(ipv4s), do: for(ip <- ipv4s, do: {ip, "app.test"})
 
@@ -99,7 +76,7 @@ defmodule Tinycluster.DnsMultihostTest do
 
     # Two basenames on one address, the same basename on two hosts, an IP-style and a
     # host-name-style name: all found through one seed, under the names they gave.
-    assert Enum.sort(Enum.map(everyone, &Atom.to_string/1)) == [
+    assert Enum.sort(Map.keys(snap.status.candidates)) == [
              "app@198.18.0.2",
              "app@h3.app.test",
              "worker@198.18.0.1",
@@ -128,7 +105,7 @@ defmodule Tinycluster.DnsMultihostTest do
     assert Enum.sort(addresses) == ["198.18.0.1", "198.18.0.2", "198.18.0.3"]
   end
 
-  test "an address added to DNS joins within one interval; one removed is gone, and stays connected",
+  test "an address added to DNS joins at a later poll; one removed is gone, and stays connected",
        ctx do
     dns = Netns.start_dnsmasq(ctx.h1, hosts: hosts(["198.18.0.2"]))
     agent = start_agent(ctx, ctx.h1, name: "r2")
@@ -138,13 +115,10 @@ defmodule Tinycluster.DnsMultihostTest do
     [app3] = names(ctx.nodes.h3)
     refute app3 in snapshot(agent, poller).nodes
 
+    # Every poll looks the name up again. (How soon it joins is measured in bench/, not
+    # here: bench/run --only dns.)
     Dnsmasq.set_hosts(dns, hosts(["198.18.0.2", "198.18.0.3"]))
-    added = System.monotonic_time(:millisecond)
-    wait_connected(agent, poller, [app3], interval + 10_000)
-    took = System.monotonic_time(:millisecond) - added
-    # The next poll looks the name up again: at most one interval, plus the scan and the
-    # connection (generous, for a loaded machine).
-    assert took < interval + 3_000, "the added host took #{took} ms to join"
+    wait_connected(agent, poller, [app3])
 
     # Removed from DNS: its candidates are gone from status, and nothing is disconnected.
     Dnsmasq.set_hosts(dns, hosts(["198.18.0.2"]))
@@ -167,6 +141,108 @@ defmodule Tinycluster.DnsMultihostTest do
     refute Map.has_key?(snap.status.hosts, "198.18.0.3")
     assert app3 in snap.nodes
     assert Enum.all?(names(ctx.nodes.h2), &(&1 in snap.nodes))
+  end
+
+  test "mix tinycluster.scan --dns asks a real DNS server for the hosts", ctx do
+    dns = Netns.start_dnsmasq(ctx.h1, hosts: hosts(["198.18.0.2"]))
+
+    argv =
+      ["tinycluster.scan", "--dns", "app.test", "--nameserver", "127.0.0.1:#{dns.port}"] ++
+        ["--name", "scan@198.18.0.1"]
+
+    {out, status} = DepProject.mix(argv, ns: ctx.h1.ns, stderr_to_stdout: true)
+    assert status == 0, out
+
+    # The seed's one address is a host like any other, named by itself, and its nodes are
+    # found under their own names; nothing is connected.
+    assert out =~ ~r/^198\.18\.0\.2\s+198\.18\.0\.2:4369\s+[\d.]+ ms\s+answered: 2 names$/m
+    assert out =~ ~r/^app@198\.18\.0\.2\s+198\.18\.0\.2\s+live\s/m
+    assert out =~ ~r/^worker@198\.18\.0\.2\s+198\.18\.0\.2\s+live\s/m
+    refute out =~ "198.18.0.3"
+  end
+
+  # README, "Clusters in containers and clouds": a failed lookup disconnects nothing. After a
+  # good answer, each kind of failed one in turn: the seed keeps its last good addresses,
+  # still scanned, its nodes stay connected, one warning when it starts failing and one
+  # line when it answers again.
+  test "a seed keeps its last good addresses through every kind of failed answer", ctx do
+    good = [{"198.18.0.2", "keep.test"}, {"198.18.0.2", "relay.test"}]
+    dns = Netns.start_dnsmasq(ctx.h1, hosts: good)
+    agent = start_agent(ctx, ctx.h1, name: "r5")
+    :ok = Netns.call!(agent, NetnsAgent, :capture_logs, [])
+    # relay.test is asked through a relay that can answer SERVFAIL, which dnsmasq never does.
+    relay = Netns.call!(agent, NetnsAgent, :start_dns_relay, [dns.port])
+    seeds = [seed(dns, "keep.test"), {:dns, "relay.test", nameservers: [{"127.0.0.1", relay}]}]
+    poller = start_poller(agent, hosts: seeds, interval: 300)
+    h2 = names(ctx.nodes.h2)
+    wait_connected(agent, poller, h2)
+
+    # {seed, how it fails, what it fails with}; the Kubernetes scale-to-zero case is the
+    # empty answer (no A record), a flood of addresses is refused whole (never asked).
+    flood = for i <- 1..1_100, do: {"198.18.#{div(i, 250) + 1}.#{rem(i, 250) + 1}", "keep.test"}
+
+    failures = [
+      {"keep.test", [hosts: [{"198.18.0.2", "relay.test"}]], :nxdomain},
+      {"keep.test", [hosts: [{"2001:2::2", "keep.test"} | tl(good)]], :no_records},
+      {"keep.test", [hosts: [{"0.0.0.0", "keep.test"} | tl(good)]],
+       {:malformed, "0.0.0.0 is not a host's address"}},
+      {"keep.test", [hosts: flood ++ tl(good)], {:too_many_addresses, 1024}},
+      {"relay.test", [relay: :servfail], :servfail}
+    ]
+
+    for {name, break, reason} <- failures do
+      case break do
+        [hosts: hosts] -> Dnsmasq.set_hosts(dns, hosts)
+        [relay: mode] -> Netns.call!(agent, NetnsAgent, :dns_relay_mode, [mode])
+      end
+
+      Netns.wait_until(
+        fn -> snapshot(agent, poller).status.dns[name].status == {:error, reason} end,
+        "#{name} to fail with #{inspect(reason)}: #{inspect(snapshot(agent, poller).status.dns)}",
+        @wait
+      )
+
+      # Scans go on with what the seed answered last, and nothing is disconnected.
+      at = snapshot(agent, poller).status.scans
+      Netns.wait_until(fn -> snapshot(agent, poller).status.scans >= at + 2 end, "2 scans")
+      snap = snapshot(agent, poller)
+      assert snap.status.dns[name].addresses == ["198.18.0.2"], inspect(reason)
+      assert snap.status.hosts["198.18.0.2"].status == :ok
+      assert Enum.all?(h2, &(&1 in snap.nodes)), inspect(reason)
+
+      for c <- snap.groups["198.18.0.2"].candidates,
+          do: assert(c.state == :connected, "#{c.name} is #{c.state} after #{inspect(reason)}")
+
+      Dnsmasq.set_hosts(dns, good)
+      Netns.call!(agent, NetnsAgent, :dns_relay_mode, [:relay])
+
+      Netns.wait_until(
+        fn -> snapshot(agent, poller).status.dns[name].status == :ok end,
+        "#{name} to answer again",
+        @wait
+      )
+    end
+
+    logs = for {_level, text} <- Netns.call!(agent, NetnsAgent, :logs, []), do: text
+
+    for {seed, episodes} <- [{"keep.test", 4}, {"relay.test", 1}] do
+      warnings = Enum.filter(logs, &(&1 =~ "cannot look up DNS seed #{seed}:"))
+      assert length(warnings) == episodes, Enum.join(warnings, "\n")
+      assert Enum.all?(warnings, &(&1 =~ "keeping its last 1 addresses"))
+      again = Enum.filter(logs, &(&1 =~ "DNS seed #{seed} answers again"))
+      assert length(again) == episodes, Enum.join(logs, "\n")
+    end
+
+    for words <- [
+          "(nxdomain)",
+          "(no_records)",
+          "(malformed)",
+          "(too_many_addresses)",
+          "(servfail)"
+        ],
+        do: assert(Enum.any?(logs, &(&1 =~ "cannot look up DNS seed" and &1 =~ words)), words)
+
+    refute Enum.any?(logs, &(&1 =~ "lost the connection"))
   end
 
   test "SRV: the EPMD port each record gives, on every host", ctx do
@@ -223,8 +299,7 @@ defmodule Tinycluster.DnsMultihostTest do
   # the nodes it knows drop it too, so a partition ends with that host cut from everyone.
   # Healing is then the poller's job: the host's node answers the probe again and is
   # connected, and global's sync brings the rest of the mesh back.
-  test "a host cut off for longer than the tick time is back in the full mesh within interval + 5 s",
-       ctx do
+  test "a host cut off for longer than the tick time is back in the full mesh", ctx do
     tick = ["-kernel", "net_ticktime", "4"]
     p2 = Netns.start_node(ctx.net, ctx.h2, "part", extra: ctx.extra ++ tick)
     on_exit(fn -> Netns.stop(p2) end)
@@ -280,10 +355,7 @@ defmodule Tinycluster.DnsMultihostTest do
            ]
 
     Netns.link(ctx.h3, :up)
-    restored = System.monotonic_time(:millisecond)
-    Netns.wait_until(full_mesh?, "the full mesh after the cut", interval + 30_000)
-    took = System.monotonic_time(:millisecond) - restored
-    assert took <= interval + 5_000, "the mesh took #{took} ms to heal"
+    Netns.wait_until(full_mesh?, "the full mesh after the cut", @wait)
     assert snapshot(agent, poller).status.candidates["part@198.18.0.3"].state == :connected
   end
 end

@@ -7,7 +7,7 @@ defmodule Tinycluster.DnsSeedTest do
 
   import ExUnit.CaptureLog
 
-  alias Tinycluster.{DnsSeed, Dnsmasq, FakeDns, Options, TestEpmd, TestNodes}
+  alias Tinycluster.{DnsSeed, Dnsmasq, FakeDns, Options, SuiteEpmd, TestEpmd, TestNodes}
   alias Tinycluster.DnsSeed.Lookup
 
   @moduletag timeout: 180_000
@@ -282,14 +282,19 @@ defmodule Tinycluster.DnsSeedTest do
   describe "a poller with a DNS seed" do
     setup do
       epmd = TestEpmd.start()
+      %{epmd: epmd, dns: Dnsmasq.start(records(epmd))}
+    end
 
-      dns =
-        Dnsmasq.start(
-          hosts: [{"127.0.0.1", "lo.app.test"}],
-          srv: [{"_epmd._tcp.app.test", "lo.app.test", epmd.port}]
-        )
-
-      %{epmd: epmd, dns: dns}
+    # `_epmd._tcp.app.test` names a private EPMD of the test's, `_epmd._tcp.suite.app.test`
+    # the suite's (Tinycluster.SuiteEpmd), whose nodes this VM can connect.
+    defp records(epmd) do
+      [
+        hosts: [{"127.0.0.1", "lo.app.test"}],
+        srv: [
+          {"_epmd._tcp.app.test", "lo.app.test", epmd.port},
+          {"_epmd._tcp.suite.app.test", "lo.app.test", SuiteEpmd.port()}
+        ]
+      ]
     end
 
     defp start_poller(dns, opts) do
@@ -356,10 +361,11 @@ defmodule Tinycluster.DnsSeedTest do
 
     test "the DNS server gone: nothing disconnected, one warning, one line when back", ctx do
       a = TestNodes.start()
-      # lo.app.test is 127.0.0.1, whose EPMD other test runs share: only this run's nodes.
-      seed = {:dns, "lo.app.test", ns(ctx.dns)}
-      only = "tc#{System.pid()}_"
-      poller = start_poller(ctx.dns, dns_timeout: 300, hosts: [seed], only: [only])
+      # The suite's EPMD, which this VM's Node.connect/1 asks too, through an SRV record.
+      name = "_epmd._tcp.suite.app.test"
+      seed = {:dns, name, [type: :srv] ++ ns(ctx.dns)}
+      host = "127.0.0.1:#{SuiteEpmd.port()}"
+      poller = start_poller(ctx.dns, dns_timeout: 300, hosts: [seed])
       TestNodes.wait_until(fn -> a.name in Node.list() end, "a to connect")
       scans = Tinycluster.status(poller).scans
 
@@ -373,26 +379,21 @@ defmodule Tinycluster.DnsSeedTest do
           )
 
           status = Tinycluster.status(poller)
-          seed = status.dns["lo.app.test"]
+          seed = status.dns[name]
           assert {:error, reason} = seed.status
           assert reason in [:econnrefused, :timeout]
           # The last good answer is kept, still scanned, and nothing is disconnected.
-          assert seed.addresses == ["127.0.0.1"]
-          assert status.hosts["127.0.0.1"].status == :ok
+          assert seed.addresses == [host]
+          assert status.hosts[host].status == :ok
           assert DateTime.compare(seed.last_ok_at, seed.checked_at) == :lt
           assert a.name in Node.list()
           assert status.candidates["#{a.name}"].state == :connected
 
           # Back on the same port: one info line, and the seed is fine again.
-          _dns =
-            Dnsmasq.start(
-              port: ctx.dns.port,
-              hosts: [{"127.0.0.1", "lo.app.test"}],
-              srv: [{"_epmd._tcp.app.test", "lo.app.test", ctx.epmd.port}]
-            )
+          _dns = Dnsmasq.start(Keyword.put(records(ctx.epmd), :port, ctx.dns.port))
 
           TestNodes.wait_until(
-            fn -> Tinycluster.status(poller).dns["lo.app.test"].status == :ok end,
+            fn -> Tinycluster.status(poller).dns[name].status == :ok end,
             "the seed to answer again"
           )
 
@@ -400,10 +401,10 @@ defmodule Tinycluster.DnsSeedTest do
           TestNodes.wait_until(fn -> Tinycluster.status(poller).scans >= scans + 3 end, "3 scans")
         end)
 
-      assert [warning] = Regex.scan(~r/cannot look up DNS seed lo.app.test[^\n]*/, log)
+      assert [warning] = Regex.scan(~r/cannot look up DNS seed #{name}[^\n]*/, log)
       assert hd(warning) =~ "keeping its last 1 addresses, and nothing is disconnected"
-      assert length(Regex.scan(~r/DNS seed lo.app.test answers again/, log)) == 1
-      refute log =~ "lost the connection"
+      assert length(Regex.scan(~r/DNS seed #{name} answers again/, log)) == 1
+      refute log =~ "lost the connection to #{a.name}"
       assert a.name in Node.list()
     end
 

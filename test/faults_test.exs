@@ -20,68 +20,41 @@ defmodule Tinycluster.FaultsTest do
     name
   end
 
-  defp candidate(poller, node) do
-    Tinycluster.status(poller).candidates
-    |> Map.values()
-    |> Enum.find(&(&1.alive == node.alive))
-  end
+  defdelegate candidate(poller, node), to: TestNodes
+  defdelegate state_of(poller, node), to: TestNodes
+  defdelegate scans(poller), to: TestNodes
+  defdelegate count(log, text), to: TestNodes
+  defdelegate await_line(node, text), to: TestNodes
 
-  defp state_of(poller, node) do
-    case candidate(poller, node) do
-      nil -> nil
-      c -> c.state
-    end
-  end
+  defp wait_state(poller, node, state, timeout \\ 20_000),
+    do: TestNodes.wait_state(poller, node, state, timeout)
 
-  defp wait_state(poller, node, state, timeout \\ 20_000) do
-    TestNodes.wait_until(
-      fn -> state_of(poller, node) == state end,
-      "#{node.alive} to be #{inspect(state)} (is #{inspect(state_of(poller, node))})",
-      timeout
-    )
-  end
-
-  defp scans(poller), do: Tinycluster.status(poller).scans
+  defp wait_scans(poller, n), do: TestNodes.wait_scans(poller, n)
 
   defp node_alive, do: node() |> Atom.to_string() |> String.split("@") |> hd()
 
-  defp wait_scans(poller, n, timeout \\ 30_000) do
-    TestNodes.wait_until(fn -> scans(poller) >= n end, "#{n} scans", timeout)
-  end
-
-  defp count(log, text), do: log |> String.split(text) |> length() |> Kernel.-(1)
-
   # The lines a node printed so far (its stdout and stderr, through its OSNode port).
-  defp output(node, acc \\ []) do
-    receive do
-      {port, {:data, {:eol, line}}} when port == node.port -> output(node, [line | acc])
-    after
-      0 -> Enum.reverse(acc)
-    end
-  end
+  defp output(node), do: TestNodes.lines(node)
 
-  # Waits for a line of the node's output that contains `text`; the lines before it are
-  # dropped.
-  defp await_line(node, text, timeout \\ 15_000) do
-    receive do
-      {port, {:data, {:eol, line}}} when port == node.port ->
-        if line =~ text, do: :ok, else: await_line(node, text, timeout)
-    after
-      timeout -> flunk("#{node.alive} never printed #{inspect(text)}")
-    end
-  end
-
+  # Whether the EPMD on `port` lists `node` within `timeout` ms.
   defp wait_registered(node, port, timeout \\ 15_000) do
-    deadline = System.monotonic_time(:millisecond) + timeout
+    TestNodes.wait_until(fn -> TestEpmd.registered?(node.alive, port) end, "", timeout)
+    true
+  rescue
+    ExUnit.AssertionError -> false
+  end
 
-    Stream.repeatedly(fn ->
-      cond do
-        TestEpmd.registered?(node.alive, port) -> true
-        System.monotonic_time(:millisecond) > deadline -> false
-        true -> Process.sleep(100) && nil
-      end
-    end)
-    |> Enum.find(&is_boolean/1)
+  # Telemetry events `events` of this test, sent to the test process.
+  defp attach(events) do
+    test = self()
+    id = {__MODULE__, make_ref()}
+
+    handler = fn event, measurements, meta, _ ->
+      send(test, {:event, event, measurements, meta})
+    end
+
+    :telemetry.attach_many(id, events, handler, nil)
+    on_exit(fn -> :telemetry.detach(id) end)
   end
 
   describe "an EPMD" do
@@ -102,20 +75,16 @@ defmodule Tinycluster.FaultsTest do
 
           pid = Process.whereis(poller)
           wait_scans(poller, 4)
-          host = Tinycluster.status(poller).hosts["127.0.0.1"]
-          assert host.status == {:error, :econnrefused}
+          assert TestNodes.host_status(poller, "127.0.0.1") == {:error, :econnrefused}
 
           epmd = TestEpmd.start(port)
           first = TestNodes.start(epmd_port: port)
-          # Found within two scans of its registration.
-          at = scans(poller)
-          wait_scans(poller, at + 2)
-          assert state_of(poller, first) == :live
+          wait_state(poller, first, :live)
 
           TestEpmd.stop(epmd)
 
           TestNodes.wait_until(
-            fn -> match?({:error, _}, Tinycluster.status(poller).hosts["127.0.0.1"].status) end,
+            fn -> match?({:error, _}, TestNodes.host_status(poller, "127.0.0.1")) end,
             "the poller to see EPMD gone"
           )
 
@@ -125,21 +94,17 @@ defmodule Tinycluster.FaultsTest do
 
           _epmd = TestEpmd.start(port)
           second = TestNodes.start(epmd_port: port)
-          at = scans(poller)
-          wait_scans(poller, at + 2)
-          assert state_of(poller, second) == :live
-          assert Tinycluster.status(poller).hosts["127.0.0.1"].status == :ok
+          wait_state(poller, second, :live)
+          assert TestNodes.host_status(poller, "127.0.0.1") == :ok
 
           # The first node registers again by itself a little later (OTP 25's erl_epmd
           # does); until then the new EPMD does not list it.
           assert state_of(poller, first) in [:live, :gone]
 
           if wait_registered(first, port) do
-            at = scans(poller)
-            wait_scans(poller, at + 2)
-            assert state_of(poller, first) == :live
+            wait_state(poller, first, :live)
           else
-            assert state_of(poller, first) == :gone
+            wait_state(poller, first, :gone)
           end
 
           assert Process.whereis(poller) == pid
@@ -189,6 +154,59 @@ defmodule Tinycluster.FaultsTest do
     end
   end
 
+  describe "a node cut off" do
+    test "while connected is down, then unreachable, then connected again when it answers" do
+      node = TestNodes.start()
+      name = Atom.to_string(node.name)
+      attach(for event <- [:connected, :lost, :unreachable], do: [:tinycluster, :node, event])
+      poller = start_poller(interval: 200, probe_timeout: 300)
+      wait_state(poller, node, :connected)
+      assert_receive {:event, [:tinycluster, :node, :connected], _, %{node: ^name}}, 10_000
+
+      # Frozen, then the connection cut as a partition cuts it: the node is still listed,
+      # and silent to the probes that follow.
+      TestNodes.freeze(node)
+      Node.disconnect(node.name)
+
+      assert_receive {:event, [:tinycluster, :node, :lost], _, %{node: ^name, state: :down}},
+                     10_000
+
+      assert_receive {:event, [:tinycluster, :node, :unreachable], _,
+                      %{node: ^name, state: :unreachable, reason: :timeout}},
+                     10_000
+
+      refute node.name in Node.list()
+      TestNodes.thaw(node)
+
+      assert_receive {:event, [:tinycluster, :node, :connected], _,
+                      %{node: ^name, state: :connected}},
+                     15_000
+
+      wait_state(poller, node, :connected)
+      assert node.name in Node.list()
+    end
+
+    test "an unreachable node is asked again, two intervals apart at most" do
+      interval = 300
+      frozen = TestNodes.start()
+      TestNodes.freeze(frozen)
+      poller = start_poller(interval: interval, probe_timeout: 200, max_backoff: 60_000)
+      wait_state(poller, frozen, :unreachable)
+      %{attempts: first} = candidate(poller, frozen)
+
+      # Read while it is asked three more times: the wait never exceeds two intervals.
+      longest =
+        Stream.repeatedly(fn -> Process.sleep(20) && candidate(poller, frozen) end)
+        |> Enum.reduce_while(0, fn
+          %{attempts: n}, longest when n >= first + 3 -> {:halt, longest}
+          %{state: :unreachable, retry_in_ms: ms}, longest -> {:cont, max(longest, ms)}
+        end)
+
+      assert longest > 0
+      assert longest <= 2 * interval, "it waited #{longest} ms"
+    end
+  end
+
   describe "a node that dies" do
     test "while its probe is in flight ends the probe at once, is gone, and joins again" do
       doomed = TestNodes.start()
@@ -217,13 +235,20 @@ defmodule Tinycluster.FaultsTest do
     end
 
     test "after it was connected is down, then gone, and is connected again when it is back" do
+      node = TestNodes.start()
+      name = Atom.to_string(node.name)
+      attach([[:tinycluster, :node, :lost]])
+
       log =
         capture_log(fn ->
-          node = TestNodes.start()
           poller = start_poller(interval: 100)
           wait_state(poller, node, :connected)
 
           TestNodes.kill(node)
+          # :down lasts until the next scan no longer lists it: its event says it was.
+          assert_receive {:event, [:tinycluster, :node, :lost], _, %{node: ^name, state: :down}},
+                         10_000
+
           wait_state(poller, node, :gone)
           refute node.name in Node.list()
 
@@ -237,9 +262,8 @@ defmodule Tinycluster.FaultsTest do
           wait_state(poller, again, :connected)
         end)
 
-      [name] = Regex.run(~r/connected to (tc\S+)/, log, capture: :all_but_first)
-      assert count(log, "lost the connection to #{name}") == 2, log
-      assert count(log, "tinycluster: connected to #{name}") == 3, log
+      assert count(log, "lost the connection to #{name}\n") == 2, log
+      assert count(log, "tinycluster: connected to #{name}\n") == 3, log
     end
   end
 
@@ -262,7 +286,7 @@ defmodule Tinycluster.FaultsTest do
             output(other) |> Enum.count(&(&1 =~ "Connection attempt from node #{node()} "))
 
           assert attempts == 2
-          assert %{state: :rejected, attempts: 2, retry_at: :never} = entry
+          assert %{state: :rejected, attempts: 2, retry_in_ms: nil} = entry
           assert entry.description =~ "left alone until it restarts"
           refute other.name in Node.list(:connected)
 
@@ -329,8 +353,9 @@ defmodule Tinycluster.FaultsTest do
 
           reports = output(strict) |> Enum.count(&(&1 =~ mine))
           assert reports <= 4, "#{reports} error reports"
-          assert %{state: :rejected, reason: :not_allowed, attempts: 2, retry_at: :never} = entry
+          assert %{state: :rejected, reason: :not_allowed, attempts: 2, retry_in_ms: nil} = entry
           assert entry.description =~ "net_kernel:allow"
+          assert entry.description =~ "left alone until it restarts"
         end)
 
       name = Atom.to_string(strict.name)

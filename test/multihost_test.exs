@@ -43,24 +43,11 @@ defmodule Tinycluster.MultihostTest do
     agent
   end
 
-  defp start_poller(agent, opts) do
-    name = :"mh_poller_#{System.unique_integer([:positive])}"
-    Netns.call!(agent, NetnsAgent, :start_poller, [Keyword.put(opts, :name, name)])
-  end
-
-  defp snapshot(agent, poller), do: Netns.call!(agent, NetnsAgent, :snapshot, [poller])
+  defdelegate start_poller(agent, opts), to: Netns
+  defdelegate snapshot(agent, poller), to: Netns
+  defp wait_connected(agent, poller, expected), do: Netns.wait_connected(agent, poller, expected)
 
   defp names(nodes), do: Enum.map(nodes, & &1.name)
-
-  defp wait_connected(agent, poller, expected) do
-    Netns.wait_until(
-      fn -> Enum.all?(expected, &(&1 in snapshot(agent, poller).nodes)) end,
-      "#{inspect(agent.name)} to connect #{inspect(expected)}",
-      @wait
-    )
-
-    snapshot(agent, poller)
-  end
 
   defp candidate_names(group), do: Enum.map(group.candidates, & &1.name)
 

@@ -10,10 +10,6 @@ defmodule Tinycluster.NotDistributedTest do
     target = TestNodes.start()
     alive = "tcnd#{System.unique_integer([:positive])}"
 
-    paths =
-      for app <- [:elixir, :logger, :tinycluster],
-          do: Path.join(:code.lib_dir(app), "ebin")
-
     script = """
     {ok, _} = application:ensure_all_started(tinycluster),
     {ok, _} = 'Elixir.Tinycluster':start_link([{interval, 100}]),
@@ -36,7 +32,7 @@ defmodule Tinycluster.NotDistributedTest do
         :binary,
         :exit_status,
         :stderr_to_stdout,
-        args: ["-noshell", "-pa" | Enum.intersperse(paths, "-pa")] ++ ["-eval", script]
+        args: ["-noshell" | TestNodes.code_path_args()] ++ ["-eval", script]
       ])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)

@@ -5,7 +5,7 @@ defmodule Tinycluster.ObservabilityTest do
 
   import ExUnit.CaptureLog
 
-  alias Tinycluster.{Candidate, TestNodes}
+  alias Tinycluster.{Candidate, TestEpmd, TestNodes}
 
   @events [
     [:tinycluster, :scan, :start],
@@ -22,13 +22,16 @@ defmodule Tinycluster.ObservabilityTest do
     name
   end
 
-  defp candidate(poller, node), do: Tinycluster.status(poller).candidates[to_string(node.name)]
+  defdelegate candidate(poller, node), to: TestNodes
+  defdelegate wait_state(poller, node, state), to: TestNodes
 
-  defp wait_state(poller, node, state) do
-    TestNodes.wait_until(
-      fn -> match?(%Candidate{state: ^state}, candidate(poller, node)) end,
-      "#{node.name} to be #{inspect(state)}"
-    )
+  # The next telemetry event in the order the handler sent them, whatever its name.
+  defp next_event(timeout \\ 10_000) do
+    receive do
+      {:event, _, _, _} = event -> event
+    after
+      timeout -> flunk("no telemetry event in #{timeout} ms")
+    end
   end
 
   describe "telemetry" do
@@ -63,30 +66,120 @@ defmodule Tinycluster.ObservabilityTest do
                      10_000
 
       assert stop.duration > 0
-      assert stop.candidates >= 3
-      assert is_integer(stop.live) and is_integer(stop.connected)
+      # The suite's EPMD lists this test's nodes only: the first scan probed all three, and
+      # found two live (the other cookie shows only when connecting).
+      assert stop.candidates == 3
+      assert stop.live == 2
+      assert stop.connected in [0, 1]
       assert meta.failed_hosts == []
 
       plain_name = to_string(plain.name)
       other_name = to_string(other.name)
       frozen_name = to_string(frozen.name)
 
-      assert_receive {:event, [:tinycluster, :node, :connected], %{latency_us: _},
-                      %{node: ^plain_name, poller: ^poller, host: "local"}},
+      # The events in the order they came, up to the first scan that ended after the
+      # connection: it counts it.
+      {seen, [stop | _]} =
+        Stream.repeatedly(&next_event/0)
+        |> Enum.reduce_while({[], nil}, fn
+          {:event, [:tinycluster, :scan, :stop], _, _} = event, {seen, :connected} ->
+            {:halt, {Enum.reverse(seen), [event]}}
+
+          {:event, [:tinycluster, :node, :connected], _, %{node: ^plain_name}} = event,
+          {seen, _} ->
+            {:cont, {[event | seen], :connected}}
+
+          event, {seen, mark} ->
+            {:cont, {[event | seen], mark}}
+        end)
+
+      assert {:event, _, stop, _} = stop
+      assert stop.connected == 1
+
+      assert [{_, _, %{latency_us: _}, connected}] =
+               for(
+                 {:event, [:tinycluster, :node, :connected], _, %{node: ^plain_name}} = e <- seen,
+                 do: e
+               )
+
+      assert %{poller: ^poller, host: "local", state: :connected, reason: nil} = connected
+      for event <- seen, do: send(self(), event)
+
+      assert_receive {:event, [:tinycluster, :node, :rejected], _,
+                      %{node: ^other_name} = rejected},
                      10_000
 
-      assert_receive {:event, [:tinycluster, :node, :rejected], _, %{node: ^other_name}}, 10_000
+      assert {rejected.state, rejected.reason} == {:rejected, :connect_failed}
 
       assert_receive {:event, [:tinycluster, :node, :unreachable], _,
-                      %{node: ^frozen_name, reason: :timeout}},
+                      %{node: ^frozen_name, reason: :timeout, state: :unreachable}},
                      10_000
 
       TestNodes.kill(plain)
-      assert_receive {:event, [:tinycluster, :node, :lost], _, %{node: ^plain_name}}, 10_000
+
+      assert_receive {:event, [:tinycluster, :node, :lost], _,
+                      %{node: ^plain_name, state: :down}},
+                     10_000
 
       # A refusal is one event, not one per retry.
       Process.sleep(1_500)
       refute_received {:event, [:tinycluster, :node, :rejected], _, %{node: ^other_name}}
+    end
+  end
+
+  # The poller reads `info[:nodedown_reason]` of its nodedown messages, but subscribes with
+  # `:net_kernel.monitor_nodes(true, node_type: :all)` only, without `nodedown_reason: true`,
+  # so the reason is always nil ("the connection went down (nil)").
+  test "a lost connection's event and status say why it went down" do
+    test = self()
+    id = {__MODULE__, make_ref()}
+
+    handler = fn event, measurements, meta, _ ->
+      send(test, {:event, event, measurements, meta})
+    end
+
+    :telemetry.attach(id, [:tinycluster, :node, :lost], handler, nil)
+    on_exit(fn -> :telemetry.detach(id) end)
+
+    node = TestNodes.start()
+    poller = start_poller([])
+    wait_state(poller, node, :connected)
+    Node.disconnect(node.name)
+    name = to_string(node.name)
+    assert_receive {:event, [:tinycluster, :node, :lost], _, %{node: ^name} = meta}, 10_000
+    assert meta.reason == :disconnect
+  end
+
+  describe "a host that fails" do
+    setup do
+      test = self()
+      id = {__MODULE__, make_ref()}
+
+      handler = fn event, measurements, meta, _ ->
+        send(test, {:event, event, measurements, meta})
+      end
+
+      :telemetry.attach(id, [:tinycluster, :scan, :stop], handler, nil)
+      on_exit(fn -> :telemetry.detach(id) end)
+    end
+
+    test "is in the scan's failed_hosts, and its warning carries tinycluster_host" do
+      closed = TestEpmd.free_port()
+
+      log =
+        capture_log([metadata: [:tinycluster_host]], fn ->
+          poller = start_poller(hosts: [:local, {"127.0.0.1", closed}])
+
+          assert_receive {:event, [:tinycluster, :scan, :stop], _, %{poller: ^poller} = meta},
+                         10_000
+
+          assert Enum.sort(meta.hosts) == ["127.0.0.1", "local"]
+          assert meta.failed_hosts == ["127.0.0.1"]
+          stop_supervised!({Tinycluster, poller})
+        end)
+
+      assert [line] = Regex.scan(~r/^.*cannot list the nodes of 127.0.0.1.*$/m, log)
+      assert hd(line) =~ "tinycluster_host=127.0.0.1"
     end
   end
 
@@ -113,7 +206,9 @@ defmodule Tinycluster.ObservabilityTest do
     test "a host in the wrong form for the naming mode is said once" do
       log =
         capture_log(fn ->
-          poller = start_poller(hosts: [:local, "127.0.0.1"], interval: 100)
+          # The suite's EPMD by address: "127.0.0.1" alone would mean the host's, on 4369.
+          address = {"127.0.0.1", Tinycluster.SuiteEpmd.port()}
+          poller = start_poller(hosts: [:local, address], interval: 100)
           TestNodes.wait_until(fn -> Tinycluster.status(poller).scans >= 5 end, "five scans")
           stop_supervised!({Tinycluster, poller})
         end)
@@ -178,6 +273,20 @@ defmodule Tinycluster.ObservabilityTest do
       connected = status.candidates[to_string(plain.name)]
       assert connected.node == plain.name
       assert connected.description == "connected"
+    end
+
+    test "a node whose connection is under way is :connecting" do
+      poller = start_poller([])
+      TestNodes.wait_scans(poller, 1)
+      # This VM's net_kernel held: the poller's Node.connect/1 waits on it, as a slow
+      # handshake would make it wait.
+      :ok = :sys.suspend(:net_kernel)
+      on_exit(fn -> :sys.resume(:net_kernel) end)
+      node = TestNodes.start()
+      wait_state(poller, node, :connecting)
+      assert candidate(poller, node).description =~ "connect"
+      :ok = :sys.resume(:net_kernel)
+      wait_state(poller, node, :connected)
     end
 
     test "backoff grows from the interval to max_backoff" do

@@ -15,6 +15,10 @@ defmodule Tinycluster.PeersTest do
   @moduletag :tmp_dir
   @moduletag timeout: 240_000
 
+  unless TlsNodes.available?() do
+    @moduletag skip: "no openssl to make a certificate for TLS nodes (apt-get install openssl)"
+  end
+
   @window 20_000
   @interval 300
   @probe_timeout 300
@@ -67,75 +71,70 @@ defmodule Tinycluster.PeersTest do
   end
 
   test "what each kind of peer sees in 20 s of polls at 300 ms", ctx do
-    if not TlsNodes.available?() do
-      IO.puts("skipped: no openssl to make a certificate for TLS nodes")
-    else
-      conf = TlsNodes.configs(ctx.tmp_dir)
-      {plain_epmd, tls_epmd} = {TestEpmd.start(), TestEpmd.start()}
+    conf = TlsNodes.configs(ctx.tmp_dir)
+    {plain_epmd, tls_epmd} = {TestEpmd.start(), TestEpmd.start()}
 
-      peers =
-        Map.new([
-          peer(:plain, plain_epmd),
-          peer(:hidden, plain_epmd, hidden: true),
-          peer(:other_cookie, plain_epmd, cookie: "another_cookie"),
-          peer(:frozen_thawed, plain_epmd),
-          peer(:allow_list, plain_epmd, args: ["-eval", "net_kernel:allow(['nobody@nowhere'])."]),
-          peer(:tls_plain_poller, plain_epmd, tls: conf.tls12),
-          peer(:tls_tls_poller, tls_epmd, tls: conf.tls13)
-        ])
+    peers =
+      Map.new([
+        peer(:plain, plain_epmd),
+        peer(:hidden, plain_epmd, hidden: true),
+        peer(:other_cookie, plain_epmd, cookie: "another_cookie"),
+        peer(:frozen_thawed, plain_epmd),
+        peer(:allow_list, plain_epmd, args: ["-eval", "net_kernel:allow(['nobody@nowhere'])."]),
+        peer(:tls_plain_poller, plain_epmd, tls: conf.tls12),
+        peer(:tls_tls_poller, tls_epmd, tls: conf.tls13)
+      ])
 
-      OSNode.freeze(peers.frozen_thawed)
-      started = System.monotonic_time(:millisecond)
-      pollers = [poller(nil, plain_epmd), poller(conf.tls13, tls_epmd)]
-      [plain_poller, tls_poller] = pollers
+    OSNode.freeze(peers.frozen_thawed)
+    started = System.monotonic_time(:millisecond)
+    pollers = [poller(nil, plain_epmd), poller(conf.tls13, tls_epmd)]
+    [plain_poller, tls_poller] = pollers
 
-      Process.sleep(@frozen_for)
-      OSNode.thaw(peers.frozen_thawed)
-      thawed = System.monotonic_time(:millisecond)
-      frozen_name = Atom.to_string(peers.frozen_thawed.name)
+    Process.sleep(@frozen_for)
+    OSNode.thaw(peers.frozen_thawed)
+    thawed = System.monotonic_time(:millisecond)
+    frozen_name = Atom.to_string(peers.frozen_thawed.name)
 
-      TlsNodes.await_line(
-        plain_poller,
-        &(String.starts_with?(&1, "nodes ") and &1 =~ frozen_name),
-        15_000
-      )
+    TlsNodes.await_line(
+      plain_poller,
+      &(String.starts_with?(&1, "nodes ") and &1 =~ frozen_name),
+      15_000
+    )
 
-      thaw_wait = System.monotonic_time(:millisecond) - thawed
-      Process.sleep(max(started + @window - System.monotonic_time(:millisecond), 0))
-      # Counted before the pollers stop, which would be a nodedown on every connected peer.
-      seen =
-        Map.new(peers, fn {kind, node} ->
-          poller = if kind == :tls_tls_poller, do: tls_poller, else: plain_poller
-          {kind, account(TlsNodes.lines(node), poller.name)}
-        end)
+    thaw_wait = System.monotonic_time(:millisecond) - thawed
+    Process.sleep(max(started + @window - System.monotonic_time(:millisecond), 0))
+    # Counted before the pollers stop, which would be a nodedown on every connected peer.
+    seen =
+      Map.new(peers, fn {kind, node} ->
+        poller = if kind == :tls_tls_poller, do: tls_poller, else: plain_poller
+        {kind, account(TlsNodes.lines(node), poller.name)}
+      end)
 
-      Enum.each(pollers, &TestNodes.kill/1)
+    Enum.each(pollers, &TestNodes.kill/1)
 
-      IO.puts(
-        "\nwhat a peer sees in #{div(@window, 1000)} s at #{@interval} ms " <>
-          "(notice+ log events, info progress reports, node events):"
-      )
+    IO.puts(
+      "\nwhat a peer sees in #{div(@window, 1000)} s at #{@interval} ms " <>
+        "(notice+ log events, info progress reports, node events):"
+    )
 
-      for {kind, {logs, progress, events}} <- Enum.sort(seen),
-          do: IO.puts("  #{kind}: #{logs}, #{progress}, #{events}")
+    for {kind, {logs, progress, events}} <- Enum.sort(seen),
+        do: IO.puts("  #{kind}: #{logs}, #{progress}, #{events}")
 
-      IO.puts("  frozen node connected #{thaw_wait} ms after it thawed")
+    IO.puts("  frozen node connected #{thaw_wait} ms after it thawed")
 
-      for {kind, {max_logs, max_events}} <- @bounds do
-        {logs, _progress, events} = seen[kind]
-        assert logs <= max_logs, "#{kind}: #{logs} log events, at most #{max_logs}"
-        assert events <= max_events, "#{kind}: #{events} node events, at most #{max_events}"
-      end
-
-      # The ones that must be connected were: the bound is what happened, not a ceiling.
-      for kind <- [:plain, :frozen_thawed, :tls_tls_poller],
-          do: assert(elem(seen[kind], 2) == 1, "#{kind} saw no nodeup")
-
-      # A TLS node next to a plain poller: its one notice, for the first, plain probe.
-      assert elem(seen.tls_plain_poller, 0) == 1
-      # Within 3 intervals and the probe timeout, and a margin for a loaded machine.
-      assert thaw_wait <= 3 * @interval + @probe_timeout + 3_000
+    for {kind, {max_logs, max_events}} <- @bounds do
+      {logs, _progress, events} = seen[kind]
+      assert logs <= max_logs, "#{kind}: #{logs} log events, at most #{max_logs}"
+      assert events <= max_events, "#{kind}: #{events} node events, at most #{max_events}"
     end
+
+    # The ones that must be connected were: the bound is what happened, not a ceiling.
+    for kind <- [:plain, :frozen_thawed, :tls_tls_poller],
+        do: assert(elem(seen[kind], 2) == 1, "#{kind} saw no nodeup")
+
+    # A TLS node next to a plain poller: its one notice, for the first, plain probe.
+    # (How soon the thawed node is connected is a figure of bench/run --only cost.)
+    assert elem(seen.tls_plain_poller, 0) == 1
   end
 
   # {log events at notice or above, progress reports, node events about the poller's node}.

@@ -12,14 +12,6 @@ defmodule Tinycluster.PollersTest do
 
   @cycles 40
 
-  # Code paths for a plain `erl` node to run tinycluster: Elixir, Logger and this build
-  # (whose ../priv link holds the NIF).
-  defp code_path do
-    Enum.flat_map([:elixir, :logger, :tinycluster], fn app ->
-      ["-pa", Path.join(:code.lib_dir(app), "ebin")]
-    end)
-  end
-
   # A node whose pollers (one per name) poll every 100 ms for the nodes of this test only.
   # With `-connect_all false` no node connects to the nodes its peers know: every
   # connection of the mesh is made by a poller (or by a node itself, see the joiners).
@@ -39,7 +31,7 @@ defmodule Tinycluster.PollersTest do
     node =
       TestNodes.start(
         name: "#{prefix}#{System.unique_integer([:positive])}",
-        args: code_path() ++ ["-connect_all", "false", "-eval", eval]
+        args: TestNodes.code_path_args() ++ ["-connect_all", "false", "-eval", eval]
       )
 
     await_line(node, "pollers_started")

@@ -47,7 +47,7 @@ defmodule Tinycluster.ProbeNameTest do
     epmd = TestEpmd.start()
     peer = WatchedNode.start(epmd_port: epmd.port)
     alive = String.duplicate("l", 240 - byte_size("@" <> OSNode.host()))
-    long = TestNodes.start(name: alive, args: code_path_args())
+    long = TestNodes.start(name: alive, args: TestNodes.code_path_args())
     assert byte_size(Atom.to_string(long.name)) == 240
     WatchedNode.settled_atoms(peer)
 
@@ -61,15 +61,5 @@ defmodule Tinycluster.ProbeNameTest do
     WatchedNode.settled_atoms(peer)
     noise = WatchedNode.noise(peer)
     assert noise == [], "the probed node printed:\n#{Enum.join(noise, "\n")}"
-  end
-
-  # Elixir, Logger and tinycluster on a plain `erl` node's code path.
-  defp code_path_args do
-    ebins =
-      for app <- [:elixir, :logger, :tinycluster] do
-        app |> :code.lib_dir() |> Path.join("ebin")
-      end
-
-    Enum.flat_map(ebins, &["-pa", &1])
   end
 end

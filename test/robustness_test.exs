@@ -31,11 +31,8 @@ defmodule Tinycluster.RobustnessTest do
     {result, System.monotonic_time(:millisecond) - started}
   end
 
-  defp wait_scans(poller, n) do
-    TestNodes.wait_until(fn -> Tinycluster.status(poller).scans >= n end, "#{n} scans", 30_000)
-  end
-
-  defp count(log, text), do: log |> String.split(text) |> length() |> Kernel.-(1)
+  defdelegate wait_scans(poller, n), to: TestNodes
+  defdelegate count(log, text), to: TestNodes
 
   # A name no other test, run or atom has: atoms of it must never appear.
   defp fresh(prefix), do: "#{prefix}#{System.pid()}x#{System.unique_integer([:positive])}"
@@ -144,12 +141,24 @@ defmodule Tinycluster.RobustnessTest do
       host = Tinycluster.status(poller).hosts["127.0.0.1"]
       assert host.status == :ok
       assert host.names == 1
-      assert length(host.malformed) == 13
+      port = peer.port
 
-      for {sample, reason} <- host.malformed do
-        assert is_binary(sample) and byte_size(sample) <= 64
-        assert is_binary(reason)
-      end
+      # Each bad line, cut at 64 bytes, with why it was skipped, in the order listed.
+      assert host.malformed == [
+               {"name bad.dot at port #{port}", "invalid node name"},
+               {"name sp ace at port #{port}", "invalid node name"},
+               {"name caf\xC3\xA9 at port #{port}", "invalid node name"},
+               {"name nul\0 at port #{port}", "invalid node name"},
+               {"name " <> String.duplicate("a", 59), "invalid node name"},
+               {"name neg at port -4", "invalid port"},
+               {"name big at port 65536", "invalid port"},
+               {"name huge at port 99999999999999999999", "invalid port"},
+               {"name zero at port 0", "invalid port"},
+               {"name nan at port x1", "invalid port"},
+               {"name hex at port 0x10", "invalid port"},
+               {"hello world", ~s(line does not start with "name ")},
+               {"name unterminated at port 1", "line not terminated"}
+             ]
 
       # Said once, not once per poll.
       assert count(log, "listed 13 malformed entries") == 1
@@ -271,9 +280,16 @@ defmodule Tinycluster.RobustnessTest do
       status = Tinycluster.status(poller)
       assert map_size(status.candidates) == 3
 
+      # The bytes of the name each would have: the one EPMD implies, or the one claimed.
+      bytes = %{
+        ctx.long_alive => byte_size("#{ctx.long_alive}@127.0.0.1"),
+        ("n" <> ctx.long_alive) => byte_size("n#{ctx.long_alive}@127.0.0.1"),
+        ctx.claimer => byte_size("#{ctx.claimer}x#{ctx.long_alive}@127.0.0.1")
+      }
+
       for {_, candidate} <- status.candidates do
         assert candidate.state == :bad_reply, inspect(candidate)
-        assert {:name_too_long, _} = candidate.reason
+        assert candidate.reason == {:name_too_long, bytes[candidate.alive]}
         refute atom_exists?(candidate.name)
       end
 

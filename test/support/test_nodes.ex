@@ -86,9 +86,40 @@ defmodule Tinycluster.TestNodes do
     end
   end
 
+  # What the tests read of `Tinycluster.status/1` is read here only, so that a change of its
+  # shape is adapted in one place: a candidate's `state`, `reason`, `attempts` and
+  # `retry_in_ms`, the number of `scans`, a host's `status`, a DNS seed's entry.
+
+  @doc """
+  What poller `poller` says of `node` (an `OSNode`, or a full name as a string):
+  `%{state:, reason:, attempts:, retry_in_ms:, description:}`, or nil while it has not
+  seen it.
+  """
+  def candidate(poller, node) do
+    case Tinycluster.status(poller).candidates[full_name(node)] do
+      nil ->
+        nil
+
+      c ->
+        Map.take(c, [
+          :state,
+          :reason,
+          :attempts,
+          :retry_in_ms,
+          :retry_at,
+          :description,
+          :node,
+          :host
+        ])
+    end
+  end
+
+  defp full_name(name) when is_binary(name), do: name
+  defp full_name(%{name: name}), do: Atom.to_string(name)
+
   @doc "The state poller `poller` gives `node`, or nil while it has not seen it."
   def state_of(poller, node) do
-    case Tinycluster.status(poller).candidates[Atom.to_string(node.name)] do
+    case candidate(poller, node) do
       nil -> nil
       candidate -> candidate.state
     end
@@ -98,9 +129,89 @@ defmodule Tinycluster.TestNodes do
   def wait_state(poller, node, state, timeout \\ 15_000) do
     wait_until(
       fn -> state_of(poller, node) == state end,
-      "#{node.name} to be #{inspect(state)} (is #{inspect(state_of(poller, node))})",
+      "#{full_name(node)} to be #{inspect(state)} (is #{inspect(state_of(poller, node))})",
       timeout
     )
+  end
+
+  @doc "How many scans poller `poller` has finished."
+  def scans(poller), do: Tinycluster.status(poller).scans
+
+  @doc "Waits until poller `poller` has finished `n` scans, or flunks."
+  def wait_scans(poller, n, timeout \\ 30_000),
+    do: wait_until(fn -> scans(poller) >= n end, "#{n} scans", timeout)
+
+  @doc "The status of the EPMD of host `label` (`:ok` or `{:error, reason}`), or nil."
+  def host_status(poller, label) do
+    case Tinycluster.status(poller).hosts[label] do
+      nil -> nil
+      host -> host.status
+    end
+  end
+
+  @doc "What poller `poller` says of DNS seed `name`, or nil."
+  def dns_seed(poller, name), do: Tinycluster.status(poller).dns[name]
+
+  @doc "How many times `text` occurs in `log`."
+  def count(log, text), do: log |> String.split(text) |> length() |> Kernel.-(1)
+
+  @doc """
+  The code paths of Elixir, Logger and tinycluster, for an `erl` node that runs
+  tinycluster: `["-pa", path, ...]`.
+  """
+  def code_path_args do
+    Enum.flat_map([:elixir, :logger, :tinycluster], &["-pa", Application.app_dir(&1, "ebin")])
+  end
+
+  @doc "Every line `node` printed so far (its port's messages in this process's mailbox)."
+  def lines(node, acc \\ []) do
+    receive do
+      {port, {:data, {:eol, line}}} when port == node.port -> lines(node, [line | acc])
+      {port, {:data, {:noeol, line}}} when port == node.port -> lines(node, [line | acc])
+    after
+      0 -> Enum.reverse(acc)
+    end
+  end
+
+  @doc "The next line `node` prints; flunks after `timeout` ms."
+  def next_line(node, timeout \\ 30_000) do
+    receive do
+      {port, {:data, {:eol, line}}} when port == node.port -> line
+    after
+      timeout -> ExUnit.Assertions.flunk("#{node.alive} printed nothing for #{timeout} ms")
+    end
+  end
+
+  @doc """
+  Waits until `node` prints a line that matches `match` (a string it contains, a regex, or
+  a 1-arity function) and returns that line; the lines before it are dropped. Flunks after
+  `timeout` ms with the last lines it printed.
+  """
+  def await_line(node, match, timeout \\ 30_000) do
+    fun =
+      case match do
+        fun when is_function(fun, 1) -> fun
+        text -> &(&1 =~ text)
+      end
+
+    await_line(node, fun, System.monotonic_time(:millisecond) + timeout, [])
+  end
+
+  defp await_line(node, fun, deadline, last) do
+    wait = max(deadline - System.monotonic_time(:millisecond), 0)
+
+    receive do
+      {port, {:data, {:eol, line}}} when port == node.port ->
+        if fun.(line),
+          do: line,
+          else: await_line(node, fun, deadline, Enum.take([line | last], 10))
+    after
+      wait ->
+        ExUnit.Assertions.flunk(
+          "#{node.alive} printed no such line in time; last:\n" <>
+            Enum.join(Enum.reverse(last), "\n")
+        )
+    end
   end
 
   @doc "A poller name unique to this call, so tests never share probe names or state."

@@ -66,13 +66,49 @@ defmodule Tinycluster.TlsNodes do
   @doc "The `erl` arguments of a TLS distribution node with option file `conf`."
   def args(conf), do: ["-proto_dist", "inet_tls", "-ssl_dist_optfile", conf]
 
+  # Every 200 ms: write out what the default log handler holds, then say so.
+  @flushed "tinycluster_flushed"
+  @flusher """
+  spawn(fun() ->
+    Loop = fun L() ->
+      logger_std_h:filesync(default), io:format("#{@flushed}~n"), timer:sleep(200), L()
+    end,
+    Loop()
+  end).
+  """
+
+  @doc """
+  The `erl` arguments of a node that logs everything (`-kernel logger_level all`) and
+  prints a line every 200 ms once its log handler has written out what it held, for
+  `flushed_lines/2`.
+  """
+  def logging_args, do: ["-kernel", "logger_level", "all", "-eval", @flusher]
+
   @doc """
   Starts a TLS node that logs everything (`-kernel logger_level all`) to its stdout, which
-  `lines/1` reads. Options as `TestNodes.start/1`; `:args` are added.
+  `lines/1` and `flushed_lines/2` read. Options as `TestNodes.start/1`; `:args` are added.
   """
   def start(conf, opts \\ []) do
-    args = args(conf) ++ ["-kernel", "logger_level", "all"] ++ Keyword.get(opts, :args, [])
+    args = args(conf) ++ logging_args() ++ Keyword.get(opts, :args, [])
     TestNodes.start(Keyword.put(opts, :args, args))
+  end
+
+  @doc """
+  Every line a node started with `logging_args/0` has printed so far, and then up to the
+  `markers`-th time it says its log handler wrote out all it held: with 1, all it logged
+  while it booted; with 2, all it logged before this call. The markers are left out.
+  """
+  def flushed_lines(node, markers \\ 1) do
+    Enum.reject(TestNodes.lines(node), &(&1 == @flushed)) ++ until_markers(node, markers, [])
+  end
+
+  defp until_markers(_node, 0, acc), do: Enum.reverse(acc)
+
+  defp until_markers(node, markers, acc) do
+    case TestNodes.next_line(node) do
+      @flushed -> until_markers(node, markers - 1, acc)
+      line -> until_markers(node, markers, [line | acc])
+    end
   end
 
   @doc """
@@ -81,10 +117,6 @@ defmodule Tinycluster.TlsNodes do
   candidate, for `lines/1` and `await_line/3` to read.
   """
   def start_poller(conf, poller_opts, opts \\ []) do
-    paths =
-      for app <- [:elixir, :logger, :tinycluster],
-          do: app |> Application.app_dir("ebin") |> to_string()
-
     eval = """
     spawn(fun() ->
       {ok, _} = application:ensure_all_started(tinycluster),
@@ -102,19 +134,12 @@ defmodule Tinycluster.TlsNodes do
     """
 
     tls = if conf, do: args(conf), else: []
-    args = tls ++ Enum.flat_map(paths, &["-pa", &1]) ++ ["-eval", eval]
+    args = tls ++ TestNodes.code_path_args() ++ ["-eval", eval]
     TestNodes.start(Keyword.put(opts, :args, args ++ Keyword.get(opts, :args, [])))
   end
 
-  @doc "Every line `node` printed so far (its port's messages in this process's mailbox)."
-  def lines(node, acc \\ []) do
-    receive do
-      {port, {:data, {:eol, line}}} when port == node.port -> lines(node, [line | acc])
-      {port, {:data, {:noeol, line}}} when port == node.port -> lines(node, [line | acc])
-    after
-      0 -> Enum.reverse(acc)
-    end
-  end
+  @doc "Every line `node` printed so far; see `Tinycluster.TestNodes.lines/1`."
+  defdelegate lines(node), to: TestNodes
 
   @doc "The log events in `lines` by kind: `%{\"NOTICE\" => 1, \"PROGRESS\" => 4, ...}`."
   def reports(lines) do
@@ -123,28 +148,6 @@ defmodule Tinycluster.TlsNodes do
     |> Enum.frequencies_by(fn [kind] -> kind end)
   end
 
-  @doc """
-  Waits until `node` prints a line for which `fun` is truthy, and returns that line; flunks
-  after `timeout` ms with the last lines it printed.
-  """
-  def await_line(node, fun, timeout \\ 30_000) do
-    await_line(node, fun, System.monotonic_time(:millisecond) + timeout, [])
-  end
-
-  defp await_line(node, fun, deadline, last) do
-    wait = max(deadline - System.monotonic_time(:millisecond), 0)
-
-    receive do
-      {port, {:data, {:eol, line}}} when port == node.port ->
-        if fun.(line),
-          do: line,
-          else: await_line(node, fun, deadline, Enum.take([line | last], 10))
-    after
-      wait ->
-        ExUnit.Assertions.flunk(
-          "#{node.alive} printed no such line in time; last:\n" <>
-            Enum.join(Enum.reverse(last), "\n")
-        )
-    end
-  end
+  @doc "Waits for a line of `node`'s; see `Tinycluster.TestNodes.await_line/3`."
+  defdelegate await_line(node, fun, timeout \\ 30_000), to: TestNodes
 end

@@ -10,8 +10,6 @@ defmodule Tinycluster.WatchedNode do
   probe's included, and that load is not the probe's doing.
   """
 
-  import ExUnit.Assertions, only: [flunk: 1]
-
   alias Tinycluster.TestNodes
 
   @watcher """
@@ -52,13 +50,7 @@ defmodule Tinycluster.WatchedNode do
 
   @doc "The node's next line of output."
   @spec next_line(Tinycluster.Demo.OSNode.t(), timeout()) :: String.t()
-  def next_line(node, timeout \\ 15_000) do
-    receive do
-      {port, {:data, {:eol, line}}} when port == node.port -> line
-    after
-      timeout -> flunk("#{node.alive} printed nothing for #{timeout} ms")
-    end
-  end
+  def next_line(node, timeout \\ 15_000), do: TestNodes.next_line(node, timeout)
 
   @doc "Reads the node's output up to a line that matches `text`."
   @spec await_line(Tinycluster.Demo.OSNode.t(), String.t() | Regex.t()) :: :ok

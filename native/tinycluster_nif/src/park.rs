@@ -46,6 +46,12 @@ struct Key {
 static PARKED: Lazy<Mutex<HashMap<Key, JoinHandle<Probe>>>> =
     Lazy::new(|| Mutex::new(HashMap::new()));
 
+/// How many probes are parked now (finished ones not yet collected included): what the cap
+/// [`MAX_PARKED`] bounds, for tests of it.
+pub fn parked() -> usize {
+    PARKED.lock().map_or(0, |p| p.len())
+}
+
 /// Probes one candidate like [`probe::probe`], parking the probe if it meets only silence.
 pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
     let key = Key {

@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{ok_and_challenge, BOUND};
 use tinycluster_nif::error::Error;
@@ -17,6 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// A probe that meets silence gives up after a second: longer than a loaded machine takes
+/// to connect on loopback, so that the first probe reaches the node and is parked.
 fn request(addr: SocketAddr, probe_name: &str) -> ProbeRequest<'_> {
     ProbeRequest {
         addr,
@@ -24,7 +26,7 @@ fn request(addr: SocketAddr, probe_name: &str) -> ProbeRequest<'_> {
         expected_host: None,
         probe_name,
         creation: 7,
-        timeout: Duration::from_millis(200),
+        timeout: Duration::from_secs(1),
         first_flight: FirstFlight::SendName,
     }
 }
@@ -74,8 +76,20 @@ async fn a_frozen_node_holds_one_probe_and_answers_it_when_it_thaws() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, parked");
     thaw.send(()).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let probe = park::probe(&request(addr, name)).await;
+    // Until the answer reaches the parked probe, asking again reports the node silent, at
+    // once and without a new connection; then the answer.
+    let thawed = Instant::now();
+    let probe = loop {
+        let probe = park::probe(&request(addr, name)).await;
+        if probe.outcome != Outcome::Unreachable(Error::Timeout) {
+            break probe;
+        }
+        assert!(
+            thawed.elapsed() < BOUND,
+            "the parked probe never got the answer"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert!(
         matches!(&probe.outcome, Outcome::Live { name, .. } if name == "app@vm"),
         "{:?}",

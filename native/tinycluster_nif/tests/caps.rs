@@ -1,0 +1,150 @@
+//! The caps that bound what probes hold open, against a listener that accepts every
+//! connection and never answers (a frozen node): at most [`park::MAX_PARKED`] probes parked
+//! per process, and at most [`scan::MAX_PROBES_IN_FLIGHT`] probes in flight per scan.
+//!
+//! A test binary of its own: parked probes are process-wide, and the other tests park some.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{names_reply, EpmdScript, FakeEpmd, BOUND};
+use tinycluster_nif::error::Error;
+use tinycluster_nif::park;
+use tinycluster_nif::probe::{FirstFlight, Outcome, ProbeRequest};
+use tinycluster_nif::scan::{self, HostSpec, ScanSpec};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// When each connection a silent listener accepted was opened, and when its client closed
+/// it (`None` while open).
+type Connections = Arc<Mutex<Vec<(Instant, Option<Instant>)>>>;
+
+/// Accepts every connection, reads until the client closes it, and answers nothing.
+async fn silent_listener() -> (SocketAddr, Connections) {
+    let connections: Connections = Arc::default();
+    (silent_listener_into(connections.clone()).await, connections)
+}
+
+/// A silent listener that records its connections into `connections`.
+async fn silent_listener_into(connections: Connections) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let index = {
+                let mut seen = connections.lock().unwrap();
+                seen.push((Instant::now(), None));
+                seen.len() - 1
+            };
+            let seen = connections.clone();
+            tokio::spawn(async move {
+                let mut sink = Vec::new();
+                let _ = tokio::time::timeout(BOUND, stream.read_to_end(&mut sink)).await;
+                seen.lock().unwrap()[index].1 = Some(Instant::now());
+            });
+        }
+    });
+    addr
+}
+
+/// Probes `alive` at `addr` through the park, as a poller's scan does.
+async fn parked_probe(addr: SocketAddr, alive: String) -> Outcome {
+    let req = ProbeRequest {
+        addr,
+        alive: &alive,
+        expected_host: None,
+        probe_name: "tinycluster_probe_caps@h",
+        creation: 7,
+        timeout: Duration::from_secs(2),
+        first_flight: FirstFlight::SendName,
+    };
+    park::probe(&req).await.outcome
+}
+
+/// One round of `count` probes of distinct candidates at once; every one meets silence.
+async fn round(addr: SocketAddr, count: usize) {
+    let mut probes = JoinSet::new();
+    for i in 0..count {
+        probes.spawn(parked_probe(addr, format!("n{i}")));
+    }
+    while let Some(outcome) = probes.join_next().await {
+        assert_eq!(outcome.unwrap(), Outcome::Unreachable(Error::Timeout));
+    }
+}
+
+#[tokio::test]
+async fn at_most_max_parked_probes_are_parked_and_the_rest_close_at_their_deadline() {
+    let (addr, connections) = silent_listener().await;
+    let count = park::MAX_PARKED + 6;
+    round(addr, count).await;
+    assert_eq!(connections.lock().unwrap().len(), count);
+    assert_eq!(park::parked(), park::MAX_PARKED);
+
+    // Asked again: the parked ones open nothing; the six past the cap open a connection each.
+    round(addr, count).await;
+    assert_eq!(connections.lock().unwrap().len(), count + 6);
+    assert_eq!(park::parked(), park::MAX_PARKED);
+}
+
+#[tokio::test]
+async fn one_scan_holds_at_most_max_probes_in_flight() {
+    // A node each, as EPMD lists them: probes to one listener under one name take turns.
+    let connections: Connections = Arc::default();
+    let count = scan::MAX_PROBES_IN_FLIGHT + 44;
+    let mut lines = String::new();
+    for i in 0..count {
+        let peer = silent_listener_into(connections.clone()).await;
+        lines.push_str(&format!("name n{i} at port {}\n", peer.port()));
+    }
+    let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&lines))).await;
+    let spec = ScanSpec {
+        hosts: vec![HostSpec {
+            label: "local".into(),
+            address: epmd.addr.ip().to_string(),
+            epmd_port: epmd.addr.port(),
+            node_host: Some("h".into()),
+        }],
+        probe_name: "tinycluster_probe_caps@127.0.0.1".into(),
+        creation: 1,
+        local_name: "me@h".into(),
+        skip: HashSet::new(),
+        // Far longer than the check below, which runs while the first wave waits.
+        probe_timeout: Duration::from_secs(6),
+        epmd_timeout: Duration::from_secs(10),
+        gate: None,
+        tls: scan::TlsProbes::None,
+        hold: HashSet::new(),
+        park: false,
+        last_listings: Default::default(),
+    };
+
+    let scan = tokio::spawn(scan::run(spec, Arc::new(|_| {})));
+
+    // The first wave: the cap's worth of probes connect, and wait out their timeout with the
+    // listener silent. While they wait, no other probe connects.
+    let started = Instant::now();
+    while connections.lock().unwrap().len() < scan::MAX_PROBES_IN_FLIGHT {
+        assert!(started.elapsed() < BOUND, "the first wave never connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    {
+        let connections = connections.lock().unwrap();
+        assert_eq!(connections.len(), scan::MAX_PROBES_IN_FLIGHT);
+        assert!(
+            connections.iter().all(|(_, closed)| closed.is_none()),
+            "a probe of the first wave ended before its timeout"
+        );
+    }
+
+    // Then the rest, as the first wave gives up.
+    let report = scan.await.unwrap();
+    assert_eq!(report.candidates.len(), count);
+    assert_eq!(connections.lock().unwrap().len(), count);
+    epmd.seen().await;
+}
