@@ -285,7 +285,7 @@ defmodule Tinycluster.FaultsTest do
           attempts =
             output(other) |> Enum.count(&(&1 =~ "Connection attempt from node #{node()} "))
 
-          assert attempts == 2
+          assert attempts == 2, "#{attempts} attempts; pollers in this VM: #{inspect(pollers())}"
           assert %{state: :rejected, attempts: 2, retry_in_ms: nil} = entry
           assert entry.description =~ "left alone until it restarts"
           refute other.name in Node.list(:connected)
@@ -362,5 +362,13 @@ defmodule Tinycluster.FaultsTest do
       assert count(log, "tinycluster: #{name} ") == 1, log
       assert log =~ "net_kernel:allow"
     end
+  end
+
+  # Every poller of this VM, by its registered name.
+  defp pollers do
+    for pid <- Process.list(),
+        {:dictionary, dict} <- [Process.info(pid, :dictionary)],
+        dict[:"$initial_call"] == {Tinycluster.Poller, :init, 1},
+        do: Process.info(pid, :registered_name)
   end
 end

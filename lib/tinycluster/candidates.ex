@@ -10,7 +10,8 @@ defmodule Tinycluster.Candidates do
   # `Tinycluster.Backoff`'s; what a TLS listener's probe is, `Tinycluster.Tls`'s.
   @moduledoc false
 
-  alias Tinycluster.{AtomBudget, Backoff, Candidate, Filter, NodeName, Options, Tls}
+  alias Tinycluster.{AtomBudget, Backoff, Candidate, Options, Tls}
+  alias Tinycluster.Candidates.Connect
 
   # A candidate no longer listed anywhere is forgotten after this long, so that the status
   # of a node that sees many short-lived nodes (remote shells, scripts) stays bounded...
@@ -87,7 +88,8 @@ defmodule Tinycluster.Candidates do
             end
             |> Backoff.after_probe(opts, now.ms)
 
-          {table, entry, connect, notice} = connect_now(table, key, entry, opts, now.ms)
+          {budget, entry, connect, notice} = Connect.now(table.budget, key, entry, opts, now.ms)
+          table = %{table | budget: budget}
           table = %{table | entries: Map.put(table.entries, key, entry)}
           table = %{table | tls: Tls.learn(table.tls, probed)}
           {table, connect ++ connects, notice ++ change(old, entry) ++ changes}
@@ -127,69 +129,6 @@ defmodule Tinycluster.Candidates do
         attempts: old.attempts,
         retry_at: old.retry_at
     }
-  end
-
-  defp connect_now(table, _key, entry, %Options{connect: false}, _now_ms),
-    do: {table, entry, [], []}
-
-  defp connect_now(table, key, entry, opts, now_ms) do
-    if connectable?(entry, opts) and due?(entry, now_ms) do
-      # A node that answered `not_allowed` named no one: its name is the one its host's EPMD
-      # listed, which the answer proved to be a live distribution listener.
-      case node_of(table, entry, now_ms) do
-        {:ok, node, table} ->
-          reason = if entry.state == :not_allowed, do: :not_allowed, else: entry.reason
-          {table, %{entry | state: :connecting, node: node, reason: reason}, [{key, node}], []}
-
-        {:over, table, first?} ->
-          notice = if first?, do: [{:atom_budget, entry.host}], else: []
-          {table, %{entry | reason: :atom_budget}, [], notice}
-
-        {:error, reason} ->
-          {table, %{entry | state: :bad_reply, reason: reason}, [], []}
-      end
-    else
-      {table, entry, [], []}
-    end
-  end
-
-  # The probe confirmed the name, and for another host that name may differ from the one
-  # EPMD implied: the filters see the confirmed one too. A node with an allow list answers
-  # every probe `not_allowed`, since no list names the probe; only a real attempt can tell
-  # whether it lets this node in.
-  defp connectable?(entry, opts) do
-    Filter.allowed?(opts, entry.name) and
-      (entry.state in [:live, :rejected, :not_allowed] or
-         (entry.state == :hidden and opts.include_hidden))
-  end
-
-  defp due?(%Candidate{state: :rejected, retry_at: retry_at}, now_ms),
-    do: retry_at == nil or (is_integer(retry_at) and now_ms >= retry_at)
-
-  defp due?(_entry, _now_ms), do: true
-
-  # The atom to connect under: made here, the only place a candidate gets one, and from its
-  # host's budget when it is new to the atom table.
-  defp node_of(table, %Candidate{node: nil, name: name, host: host}, now_ms) do
-    with :ok <- NodeName.check(name) do
-      case NodeName.existing(name) do
-        nil -> new_atom(table, name, host, now_ms)
-        node -> {:ok, node, table}
-      end
-    end
-  end
-
-  defp node_of(table, %Candidate{node: node}, _now_ms), do: {:ok, node, table}
-
-  defp new_atom(table, name, host, now_ms) do
-    case AtomBudget.take(table.budget, host, now_ms) do
-      {:ok, budget} ->
-        {:ok, node} = NodeName.to_atom(name)
-        {:ok, node, %{table | budget: budget}}
-
-      {:over, budget, first?} ->
-        {:over, %{table | budget: budget}, first?}
-    end
   end
 
   @doc """
@@ -242,13 +181,8 @@ defmodule Tinycluster.Candidates do
     end
   end
 
-  defp listed?(entries, key) do
-    case Map.get(entries, key) do
-      nil -> false
-      %Candidate{state: :gone} -> false
-      _ -> true
-    end
-  end
+  defp listed?(entries, key),
+    do: not match?(%Candidate{state: :gone}, Map.get(entries, key, %Candidate{state: :gone}))
 
   @doc """
   A connection attempt to the candidate at `key` ended with `result` (what `Node.connect/1`

@@ -191,6 +191,20 @@ defmodule Tinycluster.Discovery do
     end
   end
 
+  @doc """
+  What a scan's report tells the candidates' table at its end (`Tinycluster.Candidates`):
+  the candidates listed, the hosts whose EPMD answered, and `known`, every host of the poll
+  (asked, or not yet due); a host no longer known is an address that left a DNS answer.
+  """
+  @spec listing(map(), MapSet.t(String.t())) :: Tinycluster.Candidates.listing()
+  def listing(report, known) do
+    %{
+      listed: MapSet.new(report.candidates, &{&1.host, &1.alive}),
+      answered: for(%{status: :ok, label: label} <- report.hosts, into: MapSet.new(), do: label),
+      known: known
+    }
+  end
+
   @doc "The candidates of a scan's report, as `Tinycluster.Candidate`s sorted by name."
   @spec candidates(map()) :: [Candidate.t()]
   def candidates(%{candidates: candidates}),

@@ -174,9 +174,12 @@ defmodule Tinycluster.Poller do
   # that their candidates are not taken for gone.
   defp start_scan(state, request) do
     started = System.monotonic_time()
-    now_ms = System.convert_time_unit(started, :native, :millisecond)
     known = MapSet.new(request.hosts, & &1.label)
-    request = %{request | hosts: HostTable.due(state.hosts, request.hosts, now_ms, state.opts)}
+
+    request = %{
+      request
+      | hosts: HostTable.due(state.hosts, request.hosts, ms(started), state.opts)
+    }
 
     case Discovery.start(request) do
       {:ok, scan} ->
@@ -235,34 +238,22 @@ defmodule Tinycluster.Poller do
         acc -> host_answered(acc, host)
       end
 
-    known = state.scan.known
-
-    listing = %{
-      listed: MapSet.new(report.candidates, &{&1.host, &1.alive}),
-      answered: for(%{status: :ok, label: label} <- report.hosts, into: MapSet.new(), do: label),
-      # A host no longer known is an address that left a DNS seed's answer.
-      known: known
-    }
-
+    %{known: known, started: started} = state.scan
     Report.unreachable(state.opts, Enum.reverse(state.scan.unreachable))
     now = Candidates.now()
+    listing = Discovery.listing(report, known)
     {candidates, changes} = Candidates.scan_ended(state.candidates, listing, now)
     connected = Candidates.count(candidates, :connected)
-    Report.scan_stop(state.opts, state.scan.started, report, connected, DnsSeed.counts(state.dns))
+    Report.scan_stop(state.opts, started, report, connected, DnsSeed.counts(state.dns))
+    elapsed = ms(System.monotonic_time() - started)
 
-    elapsed =
-      System.convert_time_unit(
-        System.monotonic_time() - state.scan.started,
-        :native,
-        :millisecond
-      )
+    hosts =
+      HostTable.keep(state.hosts, known) |> HostTable.paced(report.hosts, state.opts, ms(started))
 
     %{
       state
       | scan: nil,
-        hosts:
-          HostTable.keep(state.hosts, known)
-          |> HostTable.paced(report.hosts, state.opts, started_ms(state.scan)),
+        hosts: hosts,
         scans: state.scans + 1,
         last_scan: Status.last_scan(report, candidates, now.at)
     }
@@ -299,8 +290,7 @@ defmodule Tinycluster.Poller do
     %{state | candidates: candidates, hosts: HostTable.reopen_for(state.hosts, changes)}
   end
 
-  defp started_ms(%{started: started}),
-    do: System.convert_time_unit(started, :native, :millisecond)
+  defp ms(native), do: System.convert_time_unit(native, :native, :millisecond)
 
   defp notify(state) do
     Await.notify(state.subscribers, fn -> status(state) end)
