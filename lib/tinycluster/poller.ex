@@ -8,16 +8,7 @@ defmodule Tinycluster.Poller do
 
   use GenServer
 
-  alias Tinycluster.{
-    Await,
-    Batch,
-    Candidates,
-    Discovery,
-    DnsSeed,
-    HostTable,
-    Report,
-    Status
-  }
+  alias Tinycluster.{Await, Batch, Candidates, Discovery, DnsSeed, HostTable, Report, Status}
 
   @doc false
   def start_link(%Tinycluster.Options{} = opts) do
@@ -27,15 +18,13 @@ defmodule Tinycluster.Poller do
   @impl true
   def init(opts) do
     {:ok, tasks} = Task.Supervisor.start_link()
-    # Every node type: a hidden node's connection going down matters as much.
-    # `nodedown_reason`: without it a lost connection's reason is never known.
+    # Every node type (a hidden node's connection going down matters as much), with reasons.
     :ok = :net_kernel.monitor_nodes(true, [:nodedown_reason, node_type: :all])
 
     state = %{
       opts: opts,
       tasks: tasks,
-      # nil, %{dns: ref, request: request} while the seeds are looked up, or the scan
-      # under way: %{id, handle, request, started, watchdog}.
+      # nil, %{dns: ref, request: request} while the seeds are looked up, or the scan.
       scan: nil,
       candidates: Candidates.new(),
       hosts: HostTable.new(),
@@ -98,9 +87,8 @@ defmodule Tinycluster.Poller do
     {:noreply, seeds_answered(state, answers)}
   end
 
-  def handle_info({ref, result}, state) when is_map_key(state.connecting, ref) do
+  def handle_info({ref, {result, cookie}}, state) when is_map_key(state.connecting, ref) do
     Process.demonitor(ref, [:flush])
-    {result, cookie} = result
     {:noreply, connect_ended(state, ref, result, cookie)}
   end
 
