@@ -43,7 +43,8 @@ defmodule Tinycluster.ScanTaskTest do
     kinds = start_kinds(prefix)
     output = run_task(["--only", prefix])
 
-    assert output =~ ~r/^local\s+127\.0\.0\.1:\d+\s+[\d.]+ ms\s+answered: \d+ names?$/m
+    # The round trip, and the probe timeout in force: loopback is near, so the option's.
+    assert output =~ ~r/^local\s+127\.0\.0\.1:\d+\s+[\d.]+ ms\s+300 ms\s+answered: \d+ names?$/m
 
     assert line_of(output, kinds.plain) =~
              ~r/\slocal\s+live\s+[\d.]+ ms\s+answered the probe; not connected$/
@@ -72,6 +73,8 @@ defmodule Tinycluster.ScanTaskTest do
     assert is_integer(us) and us > 0
     assert %{"label" => "local", "status" => "ok", "reason" => nil, "names" => n} = host
     assert n >= 4
+    assert %{"latency_us" => rtt, "probe_timeout_ms" => 500} = host
+    assert is_integer(rtt) and rtt > 0
 
     by_name = Map.new(list, &{&1["name"], &1})
     state = fn kind -> by_name[Atom.to_string(kinds[kind].name)]["state"] end
@@ -142,7 +145,7 @@ defmodule Tinycluster.ScanTaskTest do
         output = run_task(["--dns", "app.test", "--nameserver", server, "--only", prefix])
 
         # The seed's one address is a host like any other, named by itself.
-        assert output =~ ~r/^127\.0\.0\.1\s+127\.0\.0\.1:\d+\s+[\d.]+ ms\s+answered/m
+        assert output =~ ~r/^127\.0\.0\.1\s+127\.0\.0\.1:\d+\s+[\d.]+ ms\s+300 ms\s+answered/m
         assert line_of(output, plain) =~ ~r/\s127\.0\.0\.1\s+live\s/
     end
   end
