@@ -9,13 +9,16 @@ defmodule Tinycluster.DelayLine do
 
   Each connection to a listening address is accepted at once (the kernel completes TCP's
   handshake) and a connection to its upstream opened; from then on every chunk waits
-  `delay` ms before it is written on, and so does the end of a stream (a half close). Only
-  data waits, so a request and its answer take `2 * delay` more than without the line, and
-  a connect nothing. On a real network a connect costs a round trip too: EPMD's request
-  (connect, `NAMES_REQ`, the answer) is two round trips there and one here, and so is a
-  probe (connect, `send_name`, status and challenge), so the two keep their ratio, which is
-  what sets a far host's probe timeout. `Node.connect/1` is three round trips here (EPMD's
-  `PORT_PLEASE2_REQ`, `send_name`, the challenge reply), five on a real network.
+  `delay` ms before it is written on, and so does the end of a stream (a half close). By
+  default only data waits, so a request and its answer take `2 * delay` more than without
+  the line, and a connect nothing. On a real network a connect costs a round trip too:
+  EPMD's request (connect, `NAMES_REQ`, the answer) is two round trips there and one here,
+  and so is a probe (connect, `send_name`, status and challenge), so the two keep their
+  ratio, which is what sets a far host's probe timeout. `Node.connect/1` is three round
+  trips here (EPMD's `PORT_PLEASE2_REQ`, `send_name`, the challenge reply), five on a real
+  network. `set_connect_rtt/2` makes a connect cost its round trip here too: a
+  connection's first bytes to the upstream leave a round trip after the accept, as if the
+  client had waited for TCP's handshake.
 
   The delay can be changed while it runs (`set_delay/2`); chunks already waiting keep the
   delay they were given, and nothing overtakes anything in one direction.
@@ -64,6 +67,15 @@ defmodule Tinycluster.DelayLine do
   @spec set_delay(t(), non_neg_integer()) :: :ok
   def set_delay(line, delay_ms), do: command(line, "delay #{delay_ms}")
 
+  @doc """
+  With `true`, a connection made from now on also costs a round trip before its first byte
+  reaches the upstream, as TCP's handshake does on a real network (the kernel here accepts at
+  once); with `false` (the default) only data waits.
+  """
+  @spec set_connect_rtt(t(), boolean()) :: :ok
+  def set_connect_rtt(line, on?),
+    do: command(line, "connect_rtt #{if on?, do: "on", else: "off"}")
+
   @doc "Stops the delay line by its OS pid; its connections close with it."
   @spec stop(t()) :: :ok
   def stop(%{pid: pid, os_pid: os_pid}) do
@@ -93,11 +105,14 @@ defmodule Tinycluster.DelayLine do
   # The process that holds the port: it runs the commands one at a time, and closes the
   # port (so the line halts) when the process that started it exits.
   defp hold(host, caller) do
-    paths = for app <- [:elixir, :tinycluster], do: ["-pa", Path.join(:code.lib_dir(app), "ebin")]
+    # This module's own directory: tinycluster's ebin in the tests, the bench's output in
+    # `bench/run`.
+    own = __MODULE__ |> :code.which() |> List.to_string() |> Path.dirname()
+    paths = ["-pa", Path.join(:code.lib_dir(:elixir), "ebin"), "-pa", own]
 
     args =
       ["netns", "exec", host.ns, System.find_executable("erl"), "-noshell"] ++
-        List.flatten(paths) ++ ["-eval", "'Elixir.Tinycluster.DelayLine':main()."]
+        paths ++ ["-eval", "'Elixir.Tinycluster.DelayLine':main()."]
 
     port =
       Port.open({:spawn_executable, System.find_executable("ip")}, [
@@ -150,7 +165,8 @@ defmodule Tinycluster.DelayLine do
   def main do
     # Lines as binaries: no application here sets standard_io to binary mode.
     :ok = :io.setopts(:standard_io, binary: true)
-    :persistent_term.put({__MODULE__, :delay}, :atomics.new(1, []))
+    # Slot 1: the delay in ms; slot 2: 1 when a connect costs a round trip.
+    :persistent_term.put({__MODULE__, :delay}, :atomics.new(2, []))
     loop()
   end
 
@@ -178,6 +194,10 @@ defmodule Tinycluster.DelayLine do
 
   defp run(["delay", ms]) do
     :atomics.put(:persistent_term.get({__MODULE__, :delay}), 1, String.to_integer(ms))
+  end
+
+  defp run(["connect_rtt", on]) do
+    :atomics.put(:persistent_term.get({__MODULE__, :delay}), 2, if(on == "on", do: 1, else: 0))
   end
 
   defp run(["forward", ip, port, up_ip, up_port]) do
@@ -221,8 +241,13 @@ defmodule Tinycluster.DelayLine do
       {:ok, server} ->
         :ok = :inet.setopts(client, nodelay: true, exit_on_close: false)
         me = self()
-        pump(me, client, server)
-        pump(me, server, client)
+        settings = :persistent_term.get({__MODULE__, :delay})
+        # As a real network would, a connect costs the client a round trip before its first
+        # byte leaves: held here, since the kernel accepted at once.
+        connect_rtt = 2 * :atomics.get(settings, 1) * :atomics.get(settings, 2)
+        now = System.monotonic_time(:millisecond)
+        pump(me, client, server, now + connect_rtt)
+        pump(me, server, client, now)
         await_pumps(2)
         :gen_tcp.close(server)
         :gen_tcp.close(client)
@@ -242,28 +267,29 @@ defmodule Tinycluster.DelayLine do
     end
   end
 
-  defp pump(owner, from, to) do
+  # A chunk read before `not_before` (monotonic ms) leaves as if read then.
+  defp pump(owner, from, to, not_before) do
     writer = spawn_link(fn -> write(owner, to) end)
-    spawn_link(fn -> read(from, writer) end)
+    spawn_link(fn -> read(from, writer, not_before) end)
   end
 
-  defp read(from, writer) do
+  defp read(from, writer, not_before) do
     case :gen_tcp.recv(from, 0) do
       {:ok, data} ->
-        send(writer, {due(), data})
-        read(from, writer)
+        send(writer, {due(not_before), data})
+        read(from, writer, not_before)
 
       {:error, :closed} ->
-        send(writer, {due(), :eof})
+        send(writer, {due(not_before), :eof})
 
       {:error, _} ->
-        send(writer, {due(), :reset})
+        send(writer, {due(not_before), :reset})
     end
   end
 
-  defp due do
+  defp due(not_before) do
     delay = :atomics.get(:persistent_term.get({__MODULE__, :delay}), 1)
-    System.monotonic_time(:millisecond) + delay
+    max(System.monotonic_time(:millisecond), not_before) + delay
   end
 
   defp write(owner, to) do
