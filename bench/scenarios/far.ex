@@ -170,10 +170,11 @@ defmodule Bench.Scenario.Far do
     Fresh nodes for every measurement; #{ctx.runs} rounds per delay. "Connected": from the
     call until the node's nodeup on the measuring node. tinycluster runs with the default
     `probe_timeout` (300 ms) and `epmd_timeout: 3_000` (at 250 ms with a connect's round
-    trip, EPMD's answer takes the default 1 s); "EPMD round trip" and "probe timeout" are what its status
-    says of the host; "warnings" counts its warnings over all rounds (a live far node taken
-    for a frozen one is one). Ratio: tinycluster's median over the probe-less connect's;
-    goal: issue 21's bound, 1.5x the probe-less connect's median plus 500 ms.
+    trip, EPMD's answer takes the default 1 s); "EPMD round trip" and "probe timeout" are
+    what its status says of the host; "warnings" counts its warnings over all rounds (a
+    live far node taken for a frozen one is one). Ratio: tinycluster's median over the
+    probe-less connect's; goal: issue 21's bound, 1.5x the probe-less connect's median plus
+    500 ms.
 
     | one-way delay | tinycluster connected | `Node.connect/1` without a probe | ratio | goal | EPMD round trip | probe timeout in force | warnings |
     |---|---|---|---|---|---|---|---|
