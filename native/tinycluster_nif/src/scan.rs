@@ -30,7 +30,7 @@ pub const MAX_PROBES_IN_FLIGHT: usize = 256;
 /// How many of its EPMD round trips a host's probes may take, at least. A probe costs as
 /// many round trips as the EPMD request before it (a connect, then one exchange), and a
 /// live node answers it in about one EPMD round trip (measured through a delay line, from
-/// 100 to 250 ms each way: 0.99 to 1.02 of it); the two more leave room for a node slower
+/// 100 to 250 ms each way: 0.97 to 1.02 of it); the two more leave room for a node slower
 /// to answer than its EPMD and for a lost segment's retransmission. `Discovery.deadline/1`
 /// on the Elixir side counts on this factor.
 pub const RTT_FACTOR: u32 = 3;
