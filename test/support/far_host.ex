@@ -118,11 +118,4 @@ defmodule Tinycluster.FarHost do
 
     send(to, {:far_host_log, {level, message}})
   end
-
-  @doc "One scan of `hosts` with `opts`: the NIF's whole report (`Tinycluster.Discovery.run/1`)."
-  @spec report(keyword()) :: map()
-  def report(opts) do
-    {:ok, report} = opts |> Tinycluster.Options.new!() |> Tinycluster.Discovery.run()
-    report
-  end
 end
