@@ -20,7 +20,8 @@ scenarios = [
   sched: Bench.Scenario.Sched,
   memory: Bench.Scenario.Memory,
   dns: Bench.Scenario.Dns,
-  every: Bench.Scenario.Every
+  every: Bench.Scenario.Every,
+  far: Bench.Scenario.Far
 ]
 
 only =
@@ -44,8 +45,10 @@ out = Path.join(System.tmp_dir!(), "tinycluster_bench_#{System.pid()}")
 File.mkdir_p!(out)
 {:ok, _} = :compile.file(~c"bench/support/bench_node.erl", [:report, outdir: ~c"#{out}"])
 
-# The dns scenario builds hosts from network namespaces with the tests' own helpers.
-netns_helpers = ~w(test_nodes netns netns_agent dnsmasq) |> Enum.map(&"test/support/#{&1}.ex")
+# The dns and far scenarios build hosts from network namespaces with the tests' own helpers.
+netns_helpers =
+  ~w(test_nodes netns netns_agent dnsmasq delay_line far_host)
+  |> Enum.map(&"test/support/#{&1}.ex")
 
 {:ok, _, _} =
   Kernel.ParallelCompiler.compile_to_path(

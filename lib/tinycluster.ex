@@ -30,10 +30,14 @@ defmodule Tinycluster do
     * `:name` - the poller's registered name. Default `Tinycluster`.
     * `:interval` - milliseconds from the start of one scan to the start of the next.
       Default `1000`.
-    * `:probe_timeout` - milliseconds a candidate has to answer the probe (at most 60000).
-      Default `300`.
+    * `:probe_timeout` - milliseconds a candidate of a near host has to answer the probe (at
+      most 60000). A far host's candidates have longer: three round trips of its EPMD's
+      answer in the same scan, at most 10 s (and never less than `:probe_timeout`), so that
+      a host 100 ms away or more is not taken for a frozen one; `status/1` shows each host's
+      round trip and the timeout in force. Default `300`.
     * `:epmd_timeout` - milliseconds an EPMD has to answer, host name resolution included
-      (at most 60000). Default `1000`.
+      (at most 60000); a host whose EPMD does not answer in time is failed, however far it
+      is. Default `1000`.
     * `:dns_timeout` - milliseconds DNS seeds have to answer (at most 60000). Default: the
       `:epmd_timeout`.
     * `:connect` - `false` discovers and reports only. Default `true`.
@@ -85,7 +89,8 @@ defmodule Tinycluster do
   it starts failing and once when it answers again; `scan/1` returns `{:error, {:dns, name,
   reason}}` when it was the only thing to ask. See `Tinycluster.DnsSeed`.
 
-  A probe has `:probe_timeout` and ends in a `Tinycluster.Candidate` state: `:unreachable`
+  A probe has `:probe_timeout` (more on a far host: see the option) and ends in a
+  `Tinycluster.Candidate` state: `:unreachable`
   (reason `:timeout`, `:econnrefused` or `:closed`), `:bad_reply` (`{:frame_too_large, n}`,
   `{:malformed, text}`, `{:unknown_status, text}`, `{:tls_alert, name}`, `:not_tls`, `:closed` or
   `:timeout`), `:tls` (`:alert` or `:server_hello`: a TLS distribution node, for a node

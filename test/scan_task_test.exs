@@ -45,8 +45,9 @@ defmodule Tinycluster.ScanTaskTest do
     kinds = start_kinds(prefix)
     output = run_task(["--only", prefix])
 
+    # The round trip, and the probe timeout in force: loopback is near, so the option's.
     assert output =~
-             ~r/^local\s+127\.0\.0\.1:\d+\s+[\d.]+ ms\s+answered: \d+ names? pass --only\/--except$/m
+             ~r/^local\s+127\.0\.0\.1:\d+\s+[\d.]+ ms\s+300 ms\s+answered: \d+ names? pass --only\/--except$/m
 
     assert line_of(output, kinds.plain) =~
              ~r/\slocal\s+live\s+[\d.]+ ms\s+answered the probe; not connected$/
@@ -70,12 +71,15 @@ defmodule Tinycluster.ScanTaskTest do
        %{prefix: prefix} do
     _ = start_kinds(prefix)
     output = run_task(["--only", prefix <> "nomatch"])
-    assert output =~ ~r/^local\s+\S+\s+[\d.]+ ms\s+answered: 0 names pass --only\/--except$/m
+
+    assert output =~
+             ~r/^local\s+\S+\s+[\d.]+ ms\s+\d+ ms\s+answered: 0 names pass --only\/--except$/m
+
     assert output =~ "No candidates."
 
     # Without a filter, the count is every name EPMD listed.
     output = run_task(["--host", "local"])
-    assert output =~ ~r/^local\s+\S+\s+[\d.]+ ms\s+answered: \d+ names$/m
+    assert output =~ ~r/^local\s+\S+\s+[\d.]+ ms\s+\d+ ms\s+answered: \d+ names$/m
 
     json = JSONDecode.decode!(run_task(["--json", "--except", prefix]))
     assert [%{"names" => n, "description" => words, "filtered" => true}] = json["hosts"]
@@ -93,6 +97,8 @@ defmodule Tinycluster.ScanTaskTest do
     assert is_integer(us) and us > 0
     assert %{"label" => "local", "status" => "ok", "reason" => nil, "names" => n} = host
     assert n >= 4
+    assert %{"latency_us" => rtt, "probe_timeout_ms" => 500} = host
+    assert is_integer(rtt) and rtt > 0
 
     by_name = Map.new(list, &{&1["name"], &1})
     state = fn kind -> by_name[Atom.to_string(kinds[kind].name)]["state"] end

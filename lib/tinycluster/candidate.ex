@@ -31,8 +31,9 @@ defmodule Tinycluster.Candidate do
     * `:rejected` - answered the probe but refused the connection: usually another cookie
       (`reason` `:connect_failed`), or an allow list without this node (`:not_allowed`).
       Left alone, probe included, and retried with exponential backoff up to `:max_backoff`.
-    * `:unreachable` - listed by EPMD, but no answer within `:probe_timeout`: the node is
-      frozen, overloaded, or behind a firewall, or it just died.
+    * `:unreachable` - listed by EPMD, but no answer within its host's probe timeout
+      (`:probe_timeout`, or longer for a far host: see `Tinycluster`): the node is frozen,
+      overloaded, or behind a firewall, or it just died.
     * `:not_allowed` - the node restricts connections with `net_kernel:allow/1`, so it
       refuses the probe, which no allow list names (and logs an error for it). A poller
       that connects then tries a real connection: it may well let this node in.

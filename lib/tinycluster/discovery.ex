@@ -104,9 +104,22 @@ defmodule Tinycluster.Discovery do
     end
   end
 
-  @doc "The longest a scan with these options can take, with a wide margin."
+  # A far host's probes have up to 3 of its EPMD round trips, at most 10 s
+  # (native/tinycluster_nif/src/scan.rs, `host_probe_timeout`); a round trip is shorter than
+  # `:epmd_timeout`, or the host failed and probes nothing.
+  @rtt_factor 3
+  @max_host_probe_timeout 10_000
+
+  @doc """
+  The longest a scan with these options can take, with a wide margin: a far host's probes,
+  with their longer timeout, included.
+  """
   @spec deadline(Options.t()) :: pos_integer()
-  def deadline(%Options{} = opts), do: opts.epmd_timeout + 40 * opts.probe_timeout + 5_000
+  def deadline(%Options{} = opts) do
+    far = min(@rtt_factor * opts.epmd_timeout, @max_host_probe_timeout)
+    # A far probe may wait its turn (inflight.rs) for as long as it may itself take.
+    opts.epmd_timeout + 40 * opts.probe_timeout + 2 * far + 5_000
+  end
 
   @doc """
   Starts the scan `request` asks for: `{:ok, scan}`, or `{:error, reason}` when the NIF

@@ -17,6 +17,11 @@ defmodule Tinycluster.Format do
   def latency(nil), do: ""
   def latency(us), do: :erlang.float_to_binary(us / 1000, decimals: 1) <> " ms"
 
+  @doc "A probe timeout in milliseconds, or nothing when none was in force."
+  @spec timeout(non_neg_integer() | nil) :: String.t()
+  def timeout(nil), do: ""
+  def timeout(ms), do: "#{ms} ms"
+
   @doc "What a candidate's state means, in words: `Candidate.describe/1`."
   @spec describe(Candidate.t() | %{state: Candidate.state(), reason: term()}) :: String.t()
   def describe(%Candidate{} = c), do: Candidate.describe(c)

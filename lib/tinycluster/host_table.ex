@@ -1,7 +1,7 @@
 defmodule Tinycluster.HostTable do
   # The poller's table of hosts: each host's last EPMD answer, as pure functions with the
   # time passed in. It keeps what the NIF reported of each host (`status`, `names`,
-  # `malformed`, `latency_us`, and `listing`, the digest the next scan compares with to tell
+  # `malformed`, `latency_us`, `probe_timeout_ms`, and `listing`, the digest the next scan compares with to tell
   # an unchanged host, native/tinycluster_nif/src/unchanged.rs), with when it was last asked
   # and last answered, and when each is asked next (`Tinycluster.Pacing`). `view/4` is what
   # `Tinycluster.status/1` shows of it.
@@ -22,6 +22,7 @@ defmodule Tinycluster.HostTable do
           names: non_neg_integer() | nil,
           malformed: [{String.t(), String.t()}],
           latency_us: non_neg_integer() | nil,
+          probe_timeout_ms: pos_integer() | nil,
           unchanged: boolean(),
           checked_at: DateTime.t() | nil,
           last_ok_at: DateTime.t() | nil,
@@ -132,6 +133,7 @@ defmodule Tinycluster.HostTable do
          names: host[:names],
          malformed: Map.get(host, :malformed, []),
          latency_us: host[:latency_us],
+         probe_timeout_ms: host[:probe_timeout_ms],
          unchanged: Map.get(host, :unchanged, false),
          checked_at: host[:checked_at],
          last_ok_at: host[:last_ok_at],

@@ -13,11 +13,14 @@ defmodule Tinycluster.Status do
     * `hosts` - every host, by label: each host of `:hosts` and each address a DNS seed
       gives. Its EPMD's last answer (`status`: `:pending` before the first, `:ok`, or
       `{:error, reason}`), the address and port asked, how many names it listed (`names`),
-      the lines it skipped (`malformed`), the round trip (`latency_us`), whether the answer
-      changed nothing (`unchanged`: the same names and ports, all connected or held back),
-      when it was last asked (`checked_at`) and last answered (`last_ok_at`), whether it is
-      settled (asked less and less often, up to `:settled_interval`) and how long until it
-      is asked next (`next_ask_in_ms`), and the names of its candidates (`nodes`).
+      the lines it skipped (`malformed`), the round trip of its EPMD request (`latency_us`:
+      the host's distance, name resolution left out), the probe timeout its candidates had
+      in the last scan (`probe_timeout_ms`: `:probe_timeout`, or longer for a far host, see
+      `Tinycluster`), whether the answer changed nothing (`unchanged`: the same names and
+      ports, all connected or held back), when it was last asked (`checked_at`) and last
+      answered (`last_ok_at`), whether it is settled (asked less and less often, up to
+      `:settled_interval`) and how long until it is asked next (`next_ask_in_ms`), and the
+      names of its candidates (`nodes`).
     * `dns` - each DNS seed's last lookup, by name (see `Tinycluster.DnsSeed`).
     * `candidates` - every node the poller has seen, by full name
       (`Tinycluster.Candidate`), with its state in words (`description`) and, while it is

@@ -62,9 +62,13 @@ defmodule Tinycluster.Netns do
   @doc """
   Creates `count` hosts joined by a bridge, each with its loopback up and its own `epmd`.
   Call `teardown/1` when done, also on failure: register it with `on_exit` first.
+
+  `:loopback_epmd` lists the indexes of hosts whose `epmd` listens on their loopback only
+  (`epmd -address 127.0.0.1`), so that something else can take port 4369 on their own
+  address: a `Tinycluster.DelayLine`, to make the host far away.
   """
-  @spec setup!(t()) :: t()
-  def setup!(%__MODULE__{} = net) do
+  @spec setup!(t(), keyword()) :: t()
+  def setup!(%__MODULE__{} = net, opts \\ []) do
     remove_stale()
     ip!(["netns", "add", net.switch])
     ip!(["-n", net.switch, "link", "add", "br0", "type", "bridge"])
@@ -82,7 +86,10 @@ defmodule Tinycluster.Netns do
       # No duplicate address detection: the address is usable at once, not in a second.
       ip!(["-n", host.ns, "addr", "add", host.ipv6 <> "/64", "dev", veth, "nodad"])
       ip!(["-n", host.ns, "link", "set", veth, "up"])
-      start_epmd(host)
+
+      if host.index in Keyword.get(opts, :loopback_epmd, []),
+        do: start_epmd(host, 4369, address: "127.0.0.1"),
+        else: start_epmd(host)
     end
 
     net
@@ -176,11 +183,16 @@ defmodule Tinycluster.Netns do
   @doc """
   Starts an `epmd` in `host` on `epmd_port` (`setup!/1` starts one on 4369 in each host)
   and waits until it answers. It dies with the namespace, or when the test VM does.
+  `address: "127.0.0.1"` makes it listen on that address only.
   """
-  @spec start_epmd(host(), :inet.port_number()) :: :ok
-  def start_epmd(host, epmd_port \\ 4369) do
+  @spec start_epmd(host(), :inet.port_number(), keyword()) :: :ok
+  def start_epmd(host, epmd_port \\ 4369, opts \\ []) do
     epmd = System.find_executable("epmd")
-    args = ["/bin/sh", "-c", OSNode.guard_script(), "sh", epmd, "-port", "#{epmd_port}"]
+    address = if opts[:address], do: ["-address", opts[:address]], else: []
+
+    args =
+      ["/bin/sh", "-c", OSNode.guard_script(), "sh", epmd, "-port", "#{epmd_port}"] ++ address
+
     port = open(host, args, [])
     {:ok, _pid} = OSNode.await_pid(port)
 

@@ -9,8 +9,6 @@ defmodule Tinycluster.NetnsAgent do
   The helpers below run in the agent too, so that one call observes one moment.
   """
 
-  alias Tinycluster.Hosts
-
   @doc "The agent's loop; never returns."
   def main do
     {:ok, _} = Application.ensure_all_started(:logger)

@@ -2,8 +2,10 @@ defmodule Mix.Tasks.Tinycluster.Scan do
   @shortdoc "Runs one discovery scan and says why each node would or would not join"
   @moduledoc """
   Runs one tinycluster scan from the terminal and prints what it found: one line per host
-  (what its EPMD answered, or why it could not be asked) and one per candidate (its name,
-  host, state, probe latency and the reason in words, as `Tinycluster.status/1` says it).
+  (what its EPMD answered, or why it could not be asked; the round trip of its EPMD request,
+  and the probe timeout its candidates had, longer than `--probe-timeout` for a far host) and
+  one per candidate (its name, host, state, probe latency and the reason in words, as
+  `Tinycluster.status/1` says it).
   It connects nothing. For the "why did that node not join?" moment:
 
       mix tinycluster.scan
@@ -148,6 +150,7 @@ defmodule Mix.Tasks.Tinycluster.Scan do
           h.label,
           endpoint(h.address, h.epmd_port),
           Format.latency(h.latency_us),
+          Format.timeout(h.probe_timeout_ms),
           Format.host_status(h, filtered?)
         ]
       end
@@ -160,7 +163,7 @@ defmodule Mix.Tasks.Tinycluster.Scan do
     [
       "tinycluster scan from #{node()}: #{length(hosts)} #{plural(hosts, "host")}, " <>
         "#{length(candidates)} #{plural(candidates, "candidate")} in #{Format.latency(us)}\n\n",
-      table(["HOST", "EPMD", "LATENCY", "ANSWER"], host_rows),
+      table(["HOST", "EPMD", "LATENCY", "PROBE TIMEOUT", "ANSWER"], host_rows),
       "\n",
       if(candidates == [],
         do: "No candidates.\n",
@@ -196,6 +199,7 @@ defmodule Mix.Tasks.Tinycluster.Scan do
             address: h.address,
             epmd_port: h.epmd_port,
             latency_us: h.latency_us,
+            probe_timeout_ms: h.probe_timeout_ms,
             status: if(h.status == :ok, do: "ok", else: "error"),
             reason: Format.reason(elem_or_nil(h.status)),
             description: Format.host_status(h, filtered?),

@@ -40,6 +40,7 @@ mod atoms {
         names,
         malformed,
         latency_us,
+        probe_timeout_ms,
         listing,
         unchanged,
         host,
@@ -60,9 +61,11 @@ fn map<'a>(env: Env<'a>, pairs: &[(Atom, Term<'a>)]) -> Term<'a> {
 }
 
 /// Encodes a host as `%{label, address, epmd_port, status, names, malformed, latency_us,
-/// listing, unchanged}`; `status` is `:ok` or `{:error, reason}`, `malformed` a list of
-/// `{sample, reason}`, `listing` the digest of what it listed or nil, `unchanged` whether
-/// that changed nothing (no candidate events followed).
+/// probe_timeout_ms, listing, unchanged}`; `status` is `:ok` or `{:error, reason}`,
+/// `malformed` a list of `{sample, reason}`, `latency_us` its EPMD's round trip,
+/// `probe_timeout_ms` the probe timeout in force for its candidates (nil when its EPMD did
+/// not answer), `listing` the digest of what it listed or nil, `unchanged` whether that
+/// changed nothing (no candidate events followed).
 pub fn host<'a>(env: Env<'a>, report: &HostReport) -> Term<'a> {
     let (status, names, malformed) = match &report.result {
         Ok((names, malformed)) => (
@@ -92,6 +95,13 @@ pub fn host<'a>(env: Env<'a>, report: &HostReport) -> Term<'a> {
             (
                 atoms::latency_us(),
                 (report.latency.as_micros() as u64).encode(env),
+            ),
+            (
+                atoms::probe_timeout_ms(),
+                report
+                    .probe_timeout
+                    .map(|t| t.as_millis() as u64)
+                    .encode(env),
             ),
             (atoms::listing(), report.listing.encode(env)),
             (atoms::unchanged(), report.unchanged.encode(env)),

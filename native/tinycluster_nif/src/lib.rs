@@ -10,7 +10,8 @@
 //!   deadline.
 //! - [`park`]: the probe of a silent (frozen) node kept open rather than replaced each scan.
 //! - [`inflight`]: one probe at a time per probe name and listener, across all scans.
-//! - [`scan`]: a whole pass over many hosts and candidates, concurrently, streaming results.
+//! - [`scan`]: a whole pass over many hosts and candidates, concurrently, streaming results;
+//!   each host's probes wait as long as its EPMD's round trip says it is far.
 //! - [`batch`]: a pass's candidates whose probes finish together, handed over together.
 //! - [`unchanged`]: a host whose answer changes nothing, told without per-candidate events.
 //! - [`runtime`]: the process-wide tokio runtime's configuration.

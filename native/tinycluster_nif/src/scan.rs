@@ -27,6 +27,30 @@ use crate::unchanged;
 /// well under the process's file descriptor limit.
 pub const MAX_PROBES_IN_FLIGHT: usize = 256;
 
+/// How many of its EPMD round trips a host's probes may take, at least. A probe costs as
+/// many round trips as the EPMD request before it (a connect, then one exchange), and a
+/// live node answers it in about one EPMD round trip (measured through a delay line, from
+/// 100 to 250 ms each way: 0.97 to 1.02 of it); the two more leave room for a node slower
+/// to answer than its EPMD and for a lost segment's retransmission. `Discovery.deadline/1`
+/// on the Elixir side counts on this factor.
+pub const RTT_FACTOR: u32 = 3;
+
+/// The longest a host's distance makes its probe timeout: a frozen node on a host that far
+/// costs no more than this (a `probe_timeout` above it is kept as it is).
+/// `Discovery.deadline/1` on the Elixir side counts on this cap.
+pub const MAX_HOST_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The probe timeout of a host whose EPMD answered the scan's request in `rtt`:
+/// `max(probe_timeout, min(RTT_FACTOR * rtt, MAX_HOST_PROBE_TIMEOUT))`. A near host (loopback,
+/// a LAN) keeps `probe_timeout`; a far one waits as long as it is far, so that its live
+/// nodes are not taken for frozen ones. The round trip is this scan's own, measured just
+/// before the probes: one sample is never shorter than the path (noise only lengthens it,
+/// which delays the verdict on a frozen node for one scan and never makes a live one
+/// unreachable), so it is used as it is, without an estimate kept across scans.
+pub fn host_probe_timeout(probe_timeout: Duration, rtt: Duration) -> Duration {
+    probe_timeout.max(rtt.saturating_mul(RTT_FACTOR).min(MAX_HOST_PROBE_TIMEOUT))
+}
+
 /// One host to ask.
 #[derive(Debug, Clone)]
 pub struct HostSpec {
@@ -115,7 +139,8 @@ pub struct ScanSpec {
     pub local_name: String,
     /// Full node names not to probe, reported as skipped (nodes already connected).
     pub skip: HashSet<String>,
-    /// The deadline of one probe.
+    /// The deadline of one probe on a near host; a far host's probes get longer
+    /// ([`host_probe_timeout`]).
     pub probe_timeout: Duration,
     /// The deadline of one EPMD query, resolution included; the gate's answer has as long.
     pub epmd_timeout: Duration,
@@ -145,8 +170,12 @@ pub struct HostReport {
     pub epmd_port: u16,
     /// How many names it listed, and the lines it skipped; or why it could not be asked.
     pub result: Result<(usize, Vec<Malformed>), Error>,
-    /// How long the EPMD query took.
+    /// When its EPMD answered, the round trip of the request (connect, `NAMES_REQ`, the whole
+    /// reply), without name resolution or the gate; otherwise how long it took to fail.
     pub latency: Duration,
+    /// The probe timeout in force for its candidates ([`host_probe_timeout`]), when its EPMD
+    /// answered.
+    pub probe_timeout: Option<Duration>,
     /// The [`unchanged::digest`] of what it listed (the names admitted), when it answered.
     pub listing: Option<u64>,
     /// Whether the listing changed nothing ([`unchanged::unchanged`]): then no event came for
@@ -248,14 +277,17 @@ async fn scan_host(
         None => local.naming.name_host(&host.address).to_owned(),
     };
     let name_host = name_host.as_str();
-    let (address, names) = match queried {
-        Ok(Ok((addr, names))) => (
+    let (address, rtt, names) = match queried {
+        Ok(Ok((addr, rtt, names))) => (
             Some(addr),
+            Some(rtt),
             admit(index, &host.label, name_host, &spec, names).await,
         ),
-        Ok(Err(e)) => (None, Err(e)),
-        Err(_) => (None, Err(Error::Timeout)),
+        Ok(Err(e)) => (None, None, Err(e)),
+        Err(_) => (None, None, Err(Error::Timeout)),
     };
+    // Taken here, before any probe: how far the host is decides how long they wait.
+    let probe_timeout = rtt.map(|rtt| host_probe_timeout(spec.probe_timeout, rtt));
     // Nothing changed: the same listing as the last scan, and no name in it to probe.
     let listing = names.as_ref().ok().map(|n| unchanged::digest(&n.entries));
     let quiet = match (&names, listing) {
@@ -277,7 +309,8 @@ async fn scan_host(
             .as_ref()
             .map(|n| (n.entries.len(), n.malformed.clone()))
             .map_err(Clone::clone),
-        latency: start.elapsed(),
+        latency: rtt.unwrap_or_else(|| start.elapsed()),
+        probe_timeout,
         listing,
         unchanged: quiet,
     };
@@ -286,7 +319,7 @@ async fn scan_host(
     if !quiet {
         sink(Event::Host(report.clone()));
     }
-    let (Some(address), Ok(names)) = (address, names) else {
+    let (Some(address), Some(probe_timeout), Ok(names)) = (address, probe_timeout, names) else {
         return (report, Vec::new());
     };
 
@@ -344,7 +377,7 @@ async fn scan_host(
                 expected_host: None,
                 probe_name: &spec.probe_name,
                 creation: spec.creation,
-                timeout: spec.probe_timeout,
+                timeout: probe_timeout,
                 first_flight: spec
                     .tls
                     .first_flight(&host.label, &candidate.alive, candidate.port),
@@ -433,18 +466,26 @@ async fn admit(
 }
 
 /// Resolves the host for `family`, asks its EPMD for names and reads the reply until EPMD
-/// closes, never more than [`epmd::MAX_REPLY_BYTES`]. The caller bounds the time.
-async fn query_epmd(host: &HostSpec, family: Option<Family>) -> Result<(SocketAddr, Names), Error> {
+/// closes, never more than [`epmd::MAX_REPLY_BYTES`]. The caller bounds the time. Returns the
+/// address that answered, the round trip of the request to it (from its connect to the end
+/// of the reply: the host's distance, which a slow resolver or an unreachable address tried
+/// before it does not lengthen) and the names.
+async fn query_epmd(
+    host: &HostSpec,
+    family: Option<Family>,
+) -> Result<(SocketAddr, Duration, Names), Error> {
     let addrs = resolve::resolve(&host.address, host.epmd_port, family).await?;
     let mut last = Error::Resolve("no addresses".into());
     for addr in addrs {
+        let start = Instant::now();
         match TcpStream::connect(addr).await {
             Ok(mut stream) => {
                 stream.write_all(&epmd::NAMES_REQ).await?;
                 let mut reply = Vec::new();
                 let limit = epmd::MAX_REPLY_BYTES as u64 + 1;
                 (&mut stream).take(limit).read_to_end(&mut reply).await?;
-                return Ok((addr, epmd::parse_names(&reply)?));
+                let rtt = start.elapsed();
+                return Ok((addr, rtt, epmd::parse_names(&reply)?));
             }
             Err(e) => last = e.into(),
         }

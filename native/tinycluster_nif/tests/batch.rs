@@ -30,6 +30,7 @@ fn host(label: &str) -> HostReport {
         epmd_port: 4369,
         result: Ok((0, Vec::new())),
         latency: Duration::ZERO,
+        probe_timeout: Some(Duration::from_millis(300)),
         listing: None,
         unchanged: false,
     }

@@ -64,6 +64,9 @@ pub enum Script {
     AnswerAndClose(Vec<u8>),
     /// Write nothing; read until the probe closes (bounded by [`BOUND`]).
     Silent,
+    /// Wait this long, then write these bytes and read until the probe closes: a node slow to
+    /// answer, or far away.
+    AnswerAfter(Duration, Vec<u8>),
 }
 
 /// What a fake distribution peer saw.
@@ -107,6 +110,11 @@ impl FakePeer {
                     None
                 }
                 Script::Silent => Some(read_until_eof(&mut stream).await),
+                Script::AnswerAfter(delay, bytes) => {
+                    tokio::time::sleep(delay).await;
+                    write_ignoring_close(&mut stream, &bytes).await;
+                    Some(read_until_eof(&mut stream).await)
+                }
             };
             Seen { send_name, after }
         });
@@ -165,6 +173,8 @@ pub enum EpmdScript {
     Endless,
     /// Write nothing; wait for the client to close (bounded by [`BOUND`]).
     Silent,
+    /// Wait this long, then write these bytes and close: an EPMD far away.
+    ReplyAfter(Duration, Vec<u8>),
 }
 
 /// The most bytes an endless EPMD writes before it gives up on the client closing.
@@ -205,6 +215,15 @@ impl FakeEpmd {
                 .expect("reading the request");
             match script {
                 EpmdScript::Reply(bytes) => {
+                    stream.write_all(&bytes).await.expect("writing the reply");
+                    EpmdSeen {
+                        request,
+                        written: bytes.len(),
+                        client_closed: false,
+                    }
+                }
+                EpmdScript::ReplyAfter(delay, bytes) => {
+                    tokio::time::sleep(delay).await;
                     stream.write_all(&bytes).await.expect("writing the reply");
                     EpmdSeen {
                         request,
