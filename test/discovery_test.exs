@@ -28,4 +28,15 @@ defmodule Tinycluster.DiscoveryTest do
     assert request.local_name == Atom.to_string(node())
     assert String.starts_with?(request.probe_name, "tinycluster_probe_")
   end
+
+  test "the NIF's bound on timeouts is the options' own: 60 s" do
+    assert_raise ArgumentError, ~r/:probe_timeout/, fn -> Options.new!(probe_timeout: 60_001) end
+    opts = Options.new!(hosts: [{"127.0.0.1", 1}], probe_timeout: 60_000, epmd_timeout: 200)
+    assert {:ok, request} = Discovery.request(opts, [])
+    assert {:ok, %{id: id} = scan} = Discovery.start(request)
+    assert_receive {:tinycluster_scan, ^id, {:done, _}}, 5_000
+    Discovery.cancel(scan)
+    over = %{request | probe_timeout_ms: 60_001}
+    assert {:error, {:badarg, "timeouts must be between 1 and 60000 ms"}} = Discovery.start(over)
+  end
 end

@@ -40,10 +40,11 @@ defmodule Tinycluster.Format do
   def host_status(%{status: :ok, names: names}, false),
     do: "answered: #{names} #{plural(names, "name")}"
 
-  def host_status(%{status: :ok, names: 1}, true), do: "answered: 1 name passes --only/--except"
-
-  def host_status(%{status: :ok, names: names}, true),
-    do: "answered: #{names} names pass --only/--except"
+  def host_status(%{status: :ok, names: names} = host, true) do
+    listed = Map.get(host, :listed, names)
+    pass = if names == 1, do: "passes", else: "pass"
+    "answered: #{listed} #{plural(listed, "name")}, #{names} #{pass} --only/--except"
+  end
 
   def host_status(%{status: {:error, reason}}, _filtered?), do: "failed: " <> host_error(reason)
 

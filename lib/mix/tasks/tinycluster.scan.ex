@@ -204,6 +204,7 @@ defmodule Mix.Tasks.Tinycluster.Scan do
             reason: Format.reason(elem_or_nil(h.status)),
             description: Format.host_status(h, filtered?),
             names: h.names,
+            listed: h.listed,
             filtered: filtered?,
             malformed: Enum.map(h.malformed, &inspect/1)
           }

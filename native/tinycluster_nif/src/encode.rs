@@ -38,6 +38,7 @@ mod atoms {
         epmd_port,
         status,
         names,
+        listed,
         malformed,
         latency_us,
         probe_timeout_ms,
@@ -60,7 +61,7 @@ fn map<'a>(env: Env<'a>, pairs: &[(Atom, Term<'a>)]) -> Term<'a> {
     Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
 }
 
-/// Encodes a host as `%{label, address, epmd_port, status, names, malformed, latency_us,
+/// Encodes a host as `%{label, address, epmd_port, status, names, listed, malformed, latency_us,
 /// probe_timeout_ms, listing, unchanged}`; `status` is `:ok` or `{:error, reason}`,
 /// `malformed` a list of `{sample, reason}`, `latency_us` its EPMD's round trip,
 /// `probe_timeout_ms` the probe timeout in force for its candidates (nil when its EPMD did
@@ -91,6 +92,7 @@ pub fn host<'a>(env: Env<'a>, report: &HostReport) -> Term<'a> {
             (atoms::epmd_port(), report.epmd_port.encode(env)),
             (atoms::status(), status),
             (atoms::names(), names.encode(env)),
+            (atoms::listed(), report.listed.encode(env)),
             (atoms::malformed(), malformed),
             (
                 atoms::latency_us(),

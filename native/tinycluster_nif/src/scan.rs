@@ -168,8 +168,11 @@ pub struct HostReport {
     pub address: String,
     /// The EPMD port asked.
     pub epmd_port: u16,
-    /// How many names it listed, and the lines it skipped; or why it could not be asked.
+    /// How many names it listed that the owner's gate let through, and the lines it
+    /// skipped; or why it could not be asked.
     pub result: Result<(usize, Vec<Malformed>), Error>,
+    /// How many names it listed in all, before the gate (0 when it could not be asked).
+    pub listed: usize,
     /// When its EPMD answered, the round trip of the request (connect, `NAMES_REQ`, the whole
     /// reply), without name resolution or the gate; otherwise how long it took to fail.
     pub latency: Duration,
@@ -277,14 +280,15 @@ async fn scan_host(
         None => local.naming.name_host(&host.address).to_owned(),
     };
     let name_host = name_host.as_str();
-    let (address, rtt, names) = match queried {
+    let (address, rtt, listed, names) = match queried {
         Ok(Ok((addr, rtt, names))) => (
             Some(addr),
             Some(rtt),
+            names.entries.len(),
             admit(index, &host.label, name_host, &spec, names).await,
         ),
-        Ok(Err(e)) => (None, None, Err(e)),
-        Err(_) => (None, None, Err(Error::Timeout)),
+        Ok(Err(e)) => (None, None, 0, Err(e)),
+        Err(_) => (None, None, 0, Err(Error::Timeout)),
     };
     // Taken here, before any probe: how far the host is decides how long they wait.
     let probe_timeout = rtt.map(|rtt| host_probe_timeout(spec.probe_timeout, rtt));
@@ -309,6 +313,7 @@ async fn scan_host(
             .as_ref()
             .map(|n| (n.entries.len(), n.malformed.clone()))
             .map_err(Clone::clone),
+        listed,
         latency: rtt.unwrap_or_else(|| start.elapsed()),
         probe_timeout,
         listing,

@@ -29,6 +29,7 @@ fn host(label: &str) -> HostReport {
         address: "127.0.0.1".into(),
         epmd_port: 4369,
         result: Ok((0, Vec::new())),
+        listed: 0,
         latency: Duration::ZERO,
         probe_timeout: Some(Duration::from_millis(300)),
         listing: None,
