@@ -20,7 +20,8 @@ scenarios = [
   sched: Bench.Scenario.Sched,
   memory: Bench.Scenario.Memory,
   dns: Bench.Scenario.Dns,
-  every: Bench.Scenario.Every
+  every: Bench.Scenario.Every,
+  hosts: Bench.Scenario.Hosts
 ]
 
 only =
