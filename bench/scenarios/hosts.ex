@@ -61,7 +61,7 @@ defmodule Bench.Scenario.Hosts do
 
     results =
       for n <- sizes do
-        Driver.progress("#{n}")
+        Driver.progress("#{n} ")
         {n, measure(ctx, n, warmup, window, n == discover_at)}
       end
 
@@ -224,7 +224,7 @@ defmodule Bench.Scenario.Hosts do
   end
 
   defp discover(ctx, vms, host_epmds, ips, first, own) do
-    Driver.progress(" discovery")
+    Driver.progress("discovery ")
     waiters = @pollers -- [:local]
 
     # Restarted: every poller sees the node go down before it comes back.
