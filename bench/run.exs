@@ -21,7 +21,8 @@ scenarios = [
   memory: Bench.Scenario.Memory,
   dns: Bench.Scenario.Dns,
   every: Bench.Scenario.Every,
-  far: Bench.Scenario.Far
+  far: Bench.Scenario.Far,
+  hosts: Bench.Scenario.Hosts
 ]
 
 only =

@@ -274,6 +274,15 @@ defmodule Tinycluster.HostsTest do
 
       assert Enum.map(entries, &Hosts.label(&1, entries)) ==
                ["b:4369", "B:4370", "[2001:2::2]:4369", "[2001:2::2]:4371", "c"]
+
+      # All at once, as specs/3 and status label them: the same, with :local, no seed.
+      seed = {:dns, "app.test", %{type: nil, nameservers: []}}
+
+      assert Hosts.labels([:local | entries] ++ [seed]) ==
+               ["local", "b:4369", "B:4370", "[2001:2::2]:4369", "[2001:2::2]:4371", "c"]
+
+      assert Enum.map(Hosts.specs(entries, :a@vm, :inet), & &1.label) ==
+               ["b:4369", "B:4370", "[2001:2::2]:4369", "[2001:2::2]:4371", "c"]
     end
   end
 

@@ -6,10 +6,12 @@ defmodule Bench.Epmd do
   defstruct [:port, :guard, :os_pid]
 
   @doc """
-  Starts `epmd -port P` under a shell guard: when the guard's stdin closes (the driver is
-  done or died) it kills that epmd, and only that one.
+  Starts `epmd -port P -address A` under a shell guard: when the guard's stdin closes (the
+  driver is done or died) it kills that epmd, and only that one. An epmd always listens on
+  127.0.0.1 too (it adds loopback to any `-address`), so P is a port free there, and two
+  epmds cannot share a port even on different addresses.
   """
-  def start do
+  def start(address \\ "127.0.0.1") do
     {:ok, listener} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
     {:ok, port} = :inet.port(listener)
     :ok = :gen_tcp.close(listener)
@@ -20,7 +22,7 @@ defmodule Bench.Epmd do
         :binary,
         args: [
           "-c",
-          "#{epmd} -port #{port} -address 127.0.0.1 2>/dev/null & e=$!; echo $e; read x; kill $e"
+          "#{epmd} -port #{port} -address #{address} 2>/dev/null & e=$!; echo $e; read x; kill $e"
         ]
       ])
 

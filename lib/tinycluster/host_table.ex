@@ -7,7 +7,7 @@ defmodule Tinycluster.HostTable do
   # `Tinycluster.status/1` shows of it.
   @moduledoc false
 
-  alias Tinycluster.{DnsSeed, Hosts, Options, Pacing}
+  alias Tinycluster.{Hosts, Options, Pacing}
 
   defstruct hosts: %{}, pacing: Pacing.new()
 
@@ -120,7 +120,7 @@ defmodule Tinycluster.HostTable do
   def view(%__MODULE__{hosts: hosts, pacing: pacing}, entries, candidates, now_ms) do
     nodes = Enum.group_by(Map.values(candidates), & &1.host, & &1.name)
     # A DNS seed is no host: the addresses it gives are, and the reports name them.
-    labels = for entry <- entries, not DnsSeed.seed?(entry), do: Hosts.label(entry, entries)
+    labels = Hosts.labels(entries)
 
     Map.new(Enum.uniq(labels ++ Map.keys(hosts)), fn label ->
       host = Map.get(hosts, label, %{})
