@@ -37,10 +37,11 @@ defmodule Tinycluster.BackoffTest do
     first = Backoff.after_connect(entry(:live), :connect_failed, @opts, 0)
     assert {first.state, first.attempts, first.retry_at} == {:rejected, 1, 100}
     # The second refusal at one port is the last: left alone for good.
-    assert Backoff.after_connect(first, :connect_failed, @opts, 100).retry_at == :never
-    assert Backoff.after_connect(rejected, :not_allowed, @opts, 0).retry_at == :never
+    assert Backoff.after_connect(first, :connect_failed, @opts, 100, 2).retry_at == :never
+    assert Backoff.after_connect(rejected, :not_allowed, @opts, 0, 2).retry_at == :never
+    assert Backoff.after_connect(rejected, :not_allowed, @opts, 0, 1).retry_at == 800
     # A crashed attempt is no refusal: it backs off.
-    assert Backoff.after_connect(rejected, {:crashed, :x}, @opts, 0).retry_at == 800
+    assert Backoff.after_connect(rejected, {:crashed, :x}, @opts, 0, 2).retry_at == 800
 
     assert Backoff.holds(%{{"h", "a"} => %{rejected | retry_at: :never}}, 10 ** 12) == [
              {"h", "a", 4000}

@@ -186,8 +186,11 @@ defmodule Tinycluster.CandidatesTest do
       # Held for good, probe included, however long it waits.
       assert Candidates.holds(table, 10_000_000) == [{"h", "a", 4000}]
       {table, [], []} = probed(table, probe("a", :live), @opts, 10_000_000)
-      assert Candidates.view(table, 0)["a@vm"].description =~ "left alone until it restarts"
-      assert Candidates.view(table, 0)["a@vm"].retry_at == :never
+
+      assert Tinycluster.Status.candidates(table, 0)["a@vm"].description =~
+               "left alone until it restarts"
+
+      assert Tinycluster.Status.candidates(table, 0)["a@vm"].retry_at == :never
 
       # A new port is a restarted node: tried again at once.
       {restarted, [_], _} = probed(table, probe("a", :live, port: 4001), @opts, 10_000_001)
@@ -200,6 +203,16 @@ defmodule Tinycluster.CandidatesTest do
       {table, [_], _} = probed(table, probe("a", :not_allowed), @opts, 100)
       {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(100))
       assert %{state: :rejected, reason: :not_allowed, retry_at: :never} = entry(table, "a")
+    end
+
+    test "a failed probe between two refusals does not clear their count" do
+      {table, _, _} = probed(Candidates.new(), probe("a", :live))
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(0))
+      # A probe that times out under load, then one that answers.
+      {table, [], _} = probed(table, probe("a", :unreachable, reason: :timeout), @opts, 100)
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 400)
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(400))
+      assert entry(table, "a").retry_at == :never
     end
 
     test "a busy answer (the refused handshake still ending) keeps the count" do
@@ -410,10 +423,10 @@ defmodule Tinycluster.CandidatesTest do
   describe "the view" do
     test "is by full name, with the state in words and the wait in ms, no monotonic time" do
       {table, _, _} = probed(Candidates.new(), probe("a", :bad_reply, reason: :closed))
-      view = Candidates.view(table, 30)
+      view = Tinycluster.Status.candidates(table, 30)
       assert %Candidate{retry_in_ms: 70, retry_at: nil, description: text} = view["a@vm"]
       assert text == Candidate.describe(entry(table, "a"))
-      assert Candidates.view(table, 1_000)["a@vm"].retry_in_ms == 0
+      assert Tinycluster.Status.candidates(table, 1_000)["a@vm"].retry_in_ms == 0
     end
   end
 end

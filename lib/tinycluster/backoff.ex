@@ -71,16 +71,19 @@ defmodule Tinycluster.Backoff do
   end
 
   @doc """
-  Counts a failed connection attempt: the entry becomes `:rejected` with `reason`. After
-  #{@max_refusals} refusals in a row at one port, its `retry_at` is `:never`: it is left
-  alone, probe included, until it restarts at a new port (`restarted/2`) or this node's
-  cookie for it changes (`Tinycluster.Candidates.cookies/2`).
+  Counts a failed connection attempt: the entry becomes `:rejected` with `reason`.
+  `refusals` is how many connections this node refused at this port so far, this one
+  included (`Tinycluster.Candidates` keeps the count, apart from `attempts`, which failed
+  probes in between also move): at #{@max_refusals}, its `retry_at` is `:never`: it is left
+  alone, probe included, until it restarts at a new port or this node's cookie for it
+  changes (`Tinycluster.Candidates.cookies/2`).
   """
-  @spec after_connect(Candidate.t(), term(), Options.t(), integer()) :: Candidate.t()
-  def after_connect(entry, reason, opts, now_ms) do
+  @spec after_connect(Candidate.t(), term(), Options.t(), integer(), non_neg_integer()) ::
+          Candidate.t()
+  def after_connect(entry, reason, opts, now_ms, refusals \\ 0) do
     entry = failed(%{entry | state: :rejected, reason: reason}, opts, now_ms)
 
-    if reason in @refusals and entry.attempts >= @max_refusals,
+    if reason in @refusals and refusals >= @max_refusals,
       do: %{entry | retry_at: :never},
       else: entry
   end

@@ -20,19 +20,22 @@ defmodule Tinycluster.Candidates do
   # keeps listing fresh names would otherwise grow the table for an hour.
   @max_gone 4_096
 
-  defstruct entries: %{}, tls: %{}, refused: %{}, budget: AtomBudget.new()
+  defstruct entries: %{}, tls: %{}, refused: %{}, refusals: %{}, budget: AtomBudget.new()
 
   @typedoc "A candidate's key: its host's label and its alive part, as EPMD listed it."
   @type key :: {String.t(), String.t()}
 
   @typedoc """
   The table: candidates by key, the TLS listeners seen (`Tinycluster.Tls`), and for each
-  candidate left alone after its refusals, a digest of the cookie it refused.
+  candidate left alone after its refusals, a digest of the cookie it refused; and the
+  refused connections of each candidate at its port (a failed probe in between, which moves
+  `attempts`, does not clear them).
   """
   @type t :: %__MODULE__{
           entries: %{key() => Candidate.t()},
           tls: Tls.known(),
           refused: %{key() => non_neg_integer()},
+          refusals: %{key() => {:inet.port_number(), pos_integer()}},
           budget: AtomBudget.t()
         }
 
@@ -204,14 +207,20 @@ defmodule Tinycluster.Candidates do
         {table, []}
 
       entry ->
-        new = after_connect(entry, result, opts, now.ms)
+        refusals = refusals(table.refusals, key, entry.port, result)
+        new = after_connect(entry, result, opts, now.ms, refusals)
 
         refused =
           if new.retry_at == :never,
             do: Map.put(table.refused, key, cookie),
             else: Map.delete(table.refused, key)
 
-        put(%{table | refused: refused}, key, entry, new)
+        counts =
+          if refusals > 0,
+            do: Map.put(table.refusals, key, {entry.port, refusals}),
+            else: Map.delete(table.refusals, key)
+
+        put(%{table | refused: refused, refusals: counts}, key, entry, new)
     end
   end
 
@@ -219,13 +228,31 @@ defmodule Tinycluster.Candidates do
   @spec cookie_digest(atom()) :: non_neg_integer()
   def cookie_digest(cookie), do: :erlang.phash2(cookie)
 
-  defp after_connect(entry, true, _opts, _now_ms),
+  # Refused connections so far at this port, this attempt's included: `false` is a refusal
+  # (another cookie, or an allow list); anything else clears the count, but a crash.
+  defp refusals(counts, key, port, false) do
+    case Map.get(counts, key) do
+      {^port, n} -> n + 1
+      _ -> 1
+    end
+  end
+
+  defp refusals(counts, key, port, {:crashed, _}) do
+    case Map.get(counts, key) do
+      {^port, n} -> n
+      _ -> 0
+    end
+  end
+
+  defp refusals(_counts, _key, _port, _result), do: 0
+
+  defp after_connect(entry, true, _opts, _now_ms, _refusals),
     do: %{entry | state: :connected, reason: nil, attempts: 0, retry_at: nil}
 
   # The local node stopped being distributed meanwhile; the next scan will tell.
-  defp after_connect(entry, :ignored, _opts, _now_ms), do: %{entry | state: :live}
+  defp after_connect(entry, :ignored, _opts, _now_ms, _refusals), do: %{entry | state: :live}
 
-  defp after_connect(entry, failure, opts, now_ms) do
+  defp after_connect(entry, failure, opts, now_ms, refusals) do
     reason =
       cond do
         failure == false and entry.reason == :not_allowed -> :not_allowed
@@ -233,7 +260,7 @@ defmodule Tinycluster.Candidates do
         true -> failure
       end
 
-    Backoff.after_connect(entry, reason, opts, now_ms)
+    Backoff.after_connect(entry, reason, opts, now_ms, refusals)
   end
 
   @doc """
@@ -252,7 +279,8 @@ defmodule Tinycluster.Candidates do
             acc
           else
             entries = Map.put(acc.entries, key, %{entry | attempts: 0, retry_at: nil})
-            %{acc | entries: entries, refused: Map.delete(acc.refused, key)}
+            refusals = Map.delete(acc.refusals, key)
+            %{acc | entries: entries, refused: Map.delete(acc.refused, key), refusals: refusals}
           end
 
         _gone_or_restarted ->
@@ -319,29 +347,4 @@ defmodule Tinycluster.Candidates do
   @spec count(t(), Candidate.state()) :: non_neg_integer()
   def count(%__MODULE__{entries: entries}, state),
     do: Enum.count(entries, fn {_key, entry} -> entry.state == state end)
-
-  @doc "How many candidates are in each state."
-  @spec by_state(t()) :: %{Candidate.state() => pos_integer()}
-  def by_state(%__MODULE__{entries: entries}),
-    do: Enum.frequencies_by(entries, fn {_key, entry} -> entry.state end)
-
-  @doc """
-  The candidates as `Tinycluster.status/1` shows them, by full name: each with its state in
-  words (`description`) and, while it is held back, the milliseconds until its retry
-  (`retry_in_ms`), as of `now_ms`.
-  """
-  @spec view(t(), integer()) :: %{String.t() => Candidate.t()}
-  def view(%__MODULE__{entries: entries}, now_ms) do
-    Map.new(entries, fn {_key, entry} ->
-      retry_in = if is_integer(entry.retry_at), do: max(entry.retry_at - now_ms, 0)
-
-      {entry.name,
-       %{
-         entry
-         | description: Candidate.describe(entry),
-           retry_in_ms: retry_in,
-           retry_at: if(entry.retry_at == :never, do: :never)
-       }}
-    end)
-  end
 end

@@ -51,8 +51,9 @@ defmodule Tinycluster.Status do
           candidates: %{String.t() => Candidate.t()}
         }
 
-  @doc false
-  # Builds the view from the poller's parts, as of `now_ms` (monotonic milliseconds).
+  @doc """
+  Builds the view from the poller's parts, as of `now_ms` (monotonic milliseconds).
+  """
   @spec build(
           %{
             opts: Options.t(),
@@ -66,7 +67,7 @@ defmodule Tinycluster.Status do
           integer()
         ) :: t()
   def build(parts, now_ms) do
-    candidates = Candidates.view(parts.candidates, now_ms)
+    candidates = candidates(parts.candidates, now_ms)
 
     %{
       node: node(),
@@ -80,9 +81,10 @@ defmodule Tinycluster.Status do
     }
   end
 
-  @doc false
-  # The `last_scan` of a scan that ended at `at` with the NIF's `report`, and the
-  # candidates' table after it.
+  @doc """
+  The `last_scan` of a scan that ended at `at` with the NIF's `report`, and the
+  candidates' table after it.
+  """
   @spec last_scan(map(), Candidates.t(), DateTime.t()) :: last_scan()
   def last_scan(report, candidates, at) do
     %{
@@ -91,7 +93,27 @@ defmodule Tinycluster.Status do
       hosts: length(report.hosts),
       failed_hosts: Tinycluster.Report.failed_hosts(report),
       candidates: length(report.candidates),
-      by_state: Candidates.by_state(candidates)
+      by_state: Enum.frequencies_by(candidates.entries, fn {_key, entry} -> entry.state end)
     }
+  end
+
+  @doc """
+  The candidates as status shows them, by full name: each with its state in words
+  (`description`) and, while it is held back, the milliseconds until its retry
+  (`retry_in_ms`), as of `now_ms`; `retry_at` only as `:never`.
+  """
+  @spec candidates(Candidates.t(), integer()) :: %{String.t() => Candidate.t()}
+  def candidates(%Candidates{entries: entries}, now_ms) do
+    Map.new(entries, fn {_key, entry} ->
+      retry_in = if is_integer(entry.retry_at), do: max(entry.retry_at - now_ms, 0)
+
+      {entry.name,
+       %{
+         entry
+         | description: Candidate.describe(entry),
+           retry_in_ms: retry_in,
+           retry_at: if(entry.retry_at == :never, do: :never)
+       }}
+    end)
   end
 end
