@@ -74,16 +74,7 @@ defmodule Tinycluster.SuiteEpmd do
   end
 
   defp own(parent, port) do
-    epmd = System.find_executable("epmd") || Path.join(:code.root_dir(), "bin/epmd")
-
-    guard =
-      Port.open({:spawn_executable, "/bin/sh"}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        {:line, 4096},
-        args: ["-c", OSNode.guard_script(), "sh", epmd, "-port", Integer.to_string(port)]
-      ])
+    guard = TestEpmd.spawn_guarded(port)
 
     send(parent, {self(), OSNode.await_pid(guard)})
 

@@ -33,16 +33,7 @@ defmodule Tinycluster.TestEpmd do
   """
   @spec start(:inet.port_number()) :: t()
   def start(port \\ free_port()) do
-    epmd = System.find_executable("epmd") || Path.join(:code.root_dir(), "bin/epmd")
-
-    guard =
-      Port.open({:spawn_executable, "/bin/sh"}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        {:line, 4096},
-        args: ["-c", OSNode.guard_script(), "sh", epmd, "-port", Integer.to_string(port)]
-      ])
+    guard = spawn_guarded(port)
 
     os_pid =
       case OSNode.await_pid(guard) do
@@ -60,6 +51,26 @@ defmodule Tinycluster.TestEpmd do
     )
 
     epmd
+  end
+
+  @doc """
+  Runs `epmd -port port` under `Tinycluster.Demo.OSNode`'s guard (it dies with the port
+  that is returned); the guard prints the EPMD's OS pid first (`OSNode.await_pid/1`).
+  """
+  @spec spawn_guarded(:inet.port_number()) :: port()
+  def spawn_guarded(port) do
+    epmd = System.find_executable("epmd") || Path.join(:code.root_dir(), "bin/epmd")
+
+    guard =
+      Port.open({:spawn_executable, "/bin/sh"}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        {:line, 4096},
+        args: ["-c", OSNode.guard_script(), "sh", epmd, "-port", Integer.to_string(port)]
+      ])
+
+    guard
   end
 
   @doc "Kills the EPMD by pid and waits until its port is closed. Safe to call twice."
