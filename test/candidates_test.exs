@@ -225,6 +225,23 @@ defmodule Tinycluster.CandidatesTest do
       assert entry(table, "a").retry_at == :never
     end
 
+    # A scan started before the last refusal did not hold the node back; its probe may
+    # still time out under load, or meet a broken answer, and end after the refusal.
+    test "a probe of a scan started before the last refusal does not undo it" do
+      {table, _, _} = probed(Candidates.new(), probe("a", :live))
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(0))
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 100)
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(100))
+
+      for {state, reason} <- [unreachable: :timeout, bad_reply: :closed, hidden: nil] do
+        {late, [], _} = probed(table, probe("a", state, reason: reason), @opts, 150)
+        assert %{state: :rejected, retry_at: :never} = entry(late, "a"), inspect(state)
+        assert Candidates.holds(late, 10_000_000) == [{"h", "a", 4000}]
+        {late, [], []} = probed(late, probe("a", :live), @opts, 10_000_000)
+        assert entry(late, "a").retry_at == :never
+      end
+    end
+
     test "a crash of the connect is no refusal: it backs off as before" do
       {table, _, _} = probed(Candidates.new(), probe("a", :live))
       {table, _} = Candidates.connect_ended(table, {"h", "a"}, {:crashed, :x}, @opts, now(0))

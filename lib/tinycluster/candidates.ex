@@ -105,17 +105,27 @@ defmodule Tinycluster.Candidates do
   # progress or refused is kept until the connect attempt says otherwise, and a connection
   # until its nodedown: a probe sent before the connection came up may answer after it.
   # `:busy` (a handshake with this node in flight, such as the refused one ending) says
-  # nothing new either: taken as the state, it once cleared a refusal's count.
+  # nothing new either: taken as the state, it once cleared a refusal's count. A node left
+  # alone after its refusals stays so whatever a probe says (new scans hold it back, but
+  # one started before the last refusal may still answer, a timeout under load say).
   @kept_by_probe [:live, :hidden, :not_allowed, :busy]
 
   defp merge(old, probed, at) do
     state =
-      if old.state in [:connected, :connecting, :rejected] and probed.state in @kept_by_probe,
-        do: old.state,
-        else: probed.state
+      cond do
+        old.retry_at == :never ->
+          old.state
+
+        old.state in [:connected, :connecting, :rejected] and probed.state in @kept_by_probe ->
+          old.state
+
+        true ->
+          probed.state
+      end
 
     reason =
       cond do
+        old.retry_at == :never -> old.reason
         state == probed.state -> probed.reason
         probed.state == :not_allowed -> :not_allowed
         true -> old.reason
