@@ -75,6 +75,7 @@ fn spec(port: u16, skip: &HashSet<String>, last: &HashMap<String, u64>) -> ScanS
         hold: HashSet::new(),
         park: true,
         last_listings: last.clone(),
+        budget: Default::default(),
     }
 }
 

@@ -16,6 +16,7 @@ mod atoms {
         error,
         skipped,
         held,
+        deferred,
         live,
         hidden,
         name_mismatch,
@@ -112,13 +113,15 @@ pub fn host<'a>(env: Env<'a>, report: &HostReport) -> Term<'a> {
 }
 
 /// Encodes a candidate as `%{host, alive, name, address, port, state, reason, latency_us}`.
-/// A held-back candidate is `state: :held`, one in the skip set `:skipped`.
+/// A held-back candidate is `state: :held`, one past the scan's budget `:deferred`, one in
+/// the skip set `:skipped`.
 /// A TLS listener is `state: :tls` (reason `:alert` or `:server_hello`: how it was told), or
 /// `state: :live, reason: :tls` for a local node that runs TLS distribution.
 pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
     let nil = atoms::nil().encode(env);
     let (state, reason, latency) = match &c.probe {
         None if c.held => (atoms::held(), nil, nil),
+        None if c.deferred => (atoms::deferred(), nil, nil),
         None => (atoms::skipped(), nil, nil),
         Some(p) => {
             let (state, reason) = match &p.outcome {

@@ -10,6 +10,7 @@
 //!   deadline.
 //! - [`park`]: the probe of a silent (frozen) node kept open rather than replaced each scan.
 //! - [`inflight`]: one probe at a time per probe name and listener, across all scans.
+//! - [`budget`]: how many candidates one scan probes, and which go first.
 //! - [`scan`]: a whole pass over many hosts and candidates, concurrently, streaming results;
 //!   each host's probes wait as long as its EPMD's round trip says it is far.
 //! - [`batch`]: a pass's candidates whose probes finish together, handed over together.
@@ -28,6 +29,7 @@
 //! `{:tinycluster_scan, scan_id, event}`, sent from the runtime's threads.
 
 pub mod batch;
+pub mod budget;
 #[cfg(feature = "nif")]
 pub mod encode;
 pub mod epmd;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rustler::{Decoder, NifMap, NifResult, Term};
 
+use crate::budget::ProbeBudget;
 use crate::handshake;
 use crate::naming::Naming;
 use crate::resolve::Family;
@@ -23,11 +24,13 @@ mod atoms {
         all,
         hold,
         last_listings,
+        first,
     }
 }
 
 /// The most `{host, alive, port}` a request may name in `tls` or `hold`, and the most
-/// `last_listings`: far more than any host lists (EPMD replies are capped at 1024 names).
+/// `first` and `last_listings`: far more than any host lists (EPMD replies are capped at
+/// 1024 names).
 /// The Elixir side keeps its lists within it (it keeps only what the last listings hold).
 pub const MAX_LISTED: usize = 65_536;
 
@@ -62,13 +65,16 @@ struct ScanOpts {
 /// `family` (`:inet`, `:inet6` or nil), the local node's distribution family; `tls`: `:all`
 /// (the local node runs TLS distribution) or a list of `{host_label, alive, port}` to probe
 /// with the TLS ClientHello; `hold`: such a list not to probe now; `last_listings`: a list of
-/// `{host_label, digest}` (see [`crate::unchanged`]).
+/// `{host_label, digest}` (see [`crate::unchanged`]); `first`: a list of `{host_label,
+/// alive}` to probe before any other, and `probe_budget`: the most candidates to probe (see
+/// [`crate::budget`]).
 pub struct Request {
     opts: ScanOpts,
     family: Option<Family>,
     tls: scan::TlsProbes,
     hold: HashSet<(String, String, u16)>,
     last_listings: HashMap<String, u64>,
+    budget: ProbeBudget,
 }
 
 impl<'a> Decoder<'a> for Request {
@@ -100,22 +106,31 @@ impl<'a> Decoder<'a> for Request {
                 pairs.into_iter().collect()
             }
         };
+        let mut budget = ProbeBudget::default();
+        if let Ok(value) = term.map_get(atoms::first()) {
+            if value.list_length()? > MAX_LISTED {
+                return Err(rustler::Error::RaiseAtom("badarg"));
+            }
+            budget.first = value.decode()?;
+        }
         Ok(Request {
             opts: term.decode()?,
             family,
             tls,
             hold,
             last_listings,
+            budget,
         })
     }
 }
 
 /// Decodes a list of `{host_label, alive, port}`, at most [`MAX_LISTED`].
 fn listed(term: Term<'_>) -> NifResult<HashSet<(String, String, u16)>> {
-    let listed: Vec<(String, String, u16)> = term.decode()?;
-    if listed.len() > MAX_LISTED {
+    // Counted before decoding: a list past the bound is refused without a copy of it.
+    if term.list_length()? > MAX_LISTED {
         return Err(rustler::Error::RaiseAtom("badarg"));
     }
+    let listed: Vec<(String, String, u16)> = term.decode()?;
     Ok(listed.into_iter().collect())
 }
 
@@ -168,6 +183,7 @@ impl Request {
             // A poller's scans come back for a parked probe every interval: see park.rs.
             park: true,
             last_listings: self.last_listings,
+            budget: self.budget,
         };
         Ok((spec, local))
     }

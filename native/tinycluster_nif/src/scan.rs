@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::budget::{ProbeBudget, Spending};
 use crate::epmd::{self, Malformed, Names};
 use crate::error::Error;
 use crate::inflight;
@@ -157,6 +158,8 @@ pub struct ScanSpec {
     /// Per host label, the [`unchanged::digest`] of its last listing: a host that lists the
     /// same and has nothing to probe sends no candidate events.
     pub last_listings: HashMap<String, u64>,
+    /// How many candidates the pass probes, and which first ([`crate::budget`]).
+    pub budget: ProbeBudget,
 }
 
 /// What one host's EPMD said.
@@ -203,6 +206,8 @@ pub struct CandidateReport {
     pub probe: Option<Probe>,
     /// Whether it was held back (in [`ScanSpec::hold`]) rather than probed.
     pub held: bool,
+    /// Whether it was left for a later pass, past the pass's [`ScanSpec::budget`].
+    pub deferred: bool,
 }
 
 /// What one scan hands to its callback, as it happens.
@@ -238,11 +243,13 @@ pub async fn run_as(spec: ScanSpec, local: Local, on_event: Sink) -> ScanReport 
     let start = Instant::now();
     let spec = Arc::new(spec);
     let permits = Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT));
+    let budget = Arc::new(Spending::new(&spec.budget));
     let mut hosts = JoinSet::new();
     for (index, host) in spec.hosts.iter().cloned().enumerate() {
-        let (spec, sink, permits) = (spec.clone(), on_event.clone(), permits.clone());
+        let (spec, sink) = (spec.clone(), on_event.clone());
+        let (permits, budget) = (permits.clone(), budget.clone());
         hosts.spawn(async move {
-            let report = scan_host(index, host, local, spec, sink, permits).await;
+            let report = scan_host(index, host, local, spec, sink, (permits, budget)).await;
             (index, report)
         });
     }
@@ -270,7 +277,7 @@ async fn scan_host(
     local: Local,
     spec: Arc<ScanSpec>,
     sink: Sink,
-    permits: Arc<Semaphore>,
+    (permits, budget): (Arc<Semaphore>, Arc<Spending>),
 ) -> (HostReport, Vec<CandidateReport>) {
     let start = Instant::now();
     let queried = tokio::time::timeout(spec.epmd_timeout, query_epmd(&host, local.family)).await;
@@ -339,6 +346,7 @@ async fn scan_host(
             port: entry.port,
             probe: None,
             held: false,
+            deferred: false,
         };
         if candidate.name == spec.local_name {
             continue;
@@ -365,6 +373,13 @@ async fn scan_host(
                 latency: Duration::ZERO,
             });
             sink(Event::Candidate(candidate.clone()));
+            probes.spawn(async move { Some(candidate) });
+            continue;
+        }
+        // Past the budget: in the report (listed, so not gone), but no event, since it
+        // teaches its owner nothing until a later pass probes it.
+        if !budget.take(&candidate.host, &candidate.alive) {
+            candidate.deferred = true;
             probes.spawn(async move { Some(candidate) });
             continue;
         }

@@ -20,6 +20,7 @@ fn candidate(alive: &str) -> CandidateReport {
         port: 4370,
         probe: None,
         held: false,
+        deferred: false,
     }
 }
 

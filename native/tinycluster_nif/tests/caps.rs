@@ -121,6 +121,7 @@ async fn one_scan_holds_at_most_max_probes_in_flight() {
         hold: HashSet::new(),
         park: false,
         last_listings: Default::default(),
+        budget: Default::default(),
     };
 
     let scan = tokio::spawn(scan::run(spec, Arc::new(|_| {})));

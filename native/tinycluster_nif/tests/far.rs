@@ -77,6 +77,7 @@ fn spec(hosts: Vec<HostSpec>) -> ScanSpec {
         hold: HashSet::new(),
         park: false,
         last_listings: Default::default(),
+        budget: Default::default(),
     }
 }
 

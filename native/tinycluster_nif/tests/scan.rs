@@ -47,6 +47,7 @@ fn spec(hosts: Vec<HostSpec>) -> ScanSpec {
         hold: HashSet::new(),
         park: false,
         last_listings: Default::default(),
+        budget: Default::default(),
     }
 }
 
@@ -752,4 +753,68 @@ async fn the_gate_sees_the_full_names_the_candidates_will_have_and_admits_by_the
     let names: Vec<String> = recorder.candidates().into_iter().map(|c| c.name).collect();
     assert_eq!(names, vec!["b@127.0.0.1".to_owned()]);
     assert_untouched(&listeners[0], "the node the gate kept out").await;
+}
+
+/// A listener per name, none of which accepts: whether a probe connected shows in its backlog.
+async fn listeners(names: &[&str]) -> Vec<(String, TcpListener)> {
+    let mut all = Vec::new();
+    for name in names {
+        all.push((name.to_string(), untouched_listener().await));
+    }
+    all
+}
+
+async fn listing(all: &[(String, TcpListener)]) -> FakeEpmd {
+    let lines: String = all
+        .iter()
+        .map(|(name, l)| format!("name {name} at port {}\n", l.local_addr().unwrap().port()))
+        .collect();
+    FakeEpmd::start(EpmdScript::Reply(names_reply(&lines))).await
+}
+
+async fn touched(listener: &TcpListener) -> bool {
+    tokio::time::timeout(Duration::from_millis(200), listener.accept())
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn past_its_budget_a_scan_defers_candidates_and_probes_those_named_first() {
+    let one = listeners(&["a", "b", "c"]).await;
+    let two = listeners(&["d", "e"]).await;
+    let (epmd_one, epmd_two) = (listing(&one).await, listing(&two).await);
+    let recorder = Recorder::new();
+    let mut spec = spec(vec![
+        host("one", epmd_one.addr, Some("h")),
+        host("two", epmd_two.addr, Some("h")),
+    ]);
+    spec.probe_timeout = Duration::from_millis(300);
+    spec.budget.limit = 3;
+    spec.budget.first = vec![("two".into(), "e".into()), ("one".into(), "c".into())];
+
+    let report = scan::run(spec, recorder.sink()).await;
+
+    let deferred: Vec<_> = report.candidates.iter().filter(|c| c.deferred).collect();
+    let probed: Vec<_> = report
+        .candidates
+        .iter()
+        .filter(|c| c.probe.is_some())
+        .collect();
+    assert_eq!(
+        (deferred.len(), probed.len()),
+        (2, 3),
+        "{:?}",
+        report.candidates
+    );
+    assert!(deferred.iter().all(|c| c.probe.is_none() && !c.held));
+    let probed_names: HashSet<_> = probed.iter().map(|c| c.alive.as_str()).collect();
+    assert!(probed_names.contains("c") && probed_names.contains("e"));
+    // A deferred candidate sends no event: its owner learns nothing of it yet.
+    let told: HashSet<_> = recorder.candidates().into_iter().map(|c| c.alive).collect();
+    assert_eq!(told, probed_names.iter().map(|s| s.to_string()).collect());
+    // On the wire: exactly the probed ones were connected to.
+    for (name, listener) in one.iter().chain(two.iter()) {
+        let expected = probed_names.contains(name.as_str());
+        assert_eq!(touched(listener).await, expected, "{name}");
+    }
 }

@@ -190,6 +190,7 @@ fn spec(epmd: SocketAddr, tls: TlsProbes) -> ScanSpec {
         hold: HashSet::new(),
         park: false,
         last_listings: Default::default(),
+        budget: Default::default(),
     }
 }
 
