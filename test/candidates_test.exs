@@ -38,6 +38,7 @@ defmodule Tinycluster.CandidatesTest do
   defp listing(listed, answered \\ ["h"], known \\ ["h"]) do
     %{
       listed: MapSet.new(listed, &{"h", &1}),
+      deferred: [],
       answered: MapSet.new(answered),
       known: MapSet.new(known)
     }
@@ -263,6 +264,33 @@ defmodule Tinycluster.CandidatesTest do
       assert %{attempts: 0, retry_at: nil} = entry(table, "a")
       {table, [_], _} = probed(table, probe("a", :live), @opts, 200)
       assert entry(table, "a").state == :connecting
+    end
+  end
+
+  describe "deferred candidates" do
+    alias Tinycluster.Candidates.Deferred
+
+    test "are named first in the next request, the longest-waiting first, within a budget" do
+      table = Candidates.new()
+      {table, []} = Candidates.scan_ended(table, %{listing([]) | deferred: [{"h", "b"}]}, now(0))
+      assert Candidates.first(table) == [{"h", "b"}]
+
+      # Still deferred, "b" keeps its place before the newly deferred "a".
+      deferred = [{"h", "a"}, {"h", "b"}, {"g", "c"}]
+      {table, []} = Candidates.scan_ended(table, %{listing([]) | deferred: deferred}, now(100))
+      assert Candidates.first(table) == [{"h", "b"}, {"g", "c"}, {"h", "a"}]
+
+      # Probed, connected or gone: no longer deferred.
+      {table, []} =
+        Candidates.scan_ended(table, %{listing([]) | deferred: [{"h", "a"}]}, now(200))
+
+      assert Candidates.first(table) == [{"h", "a"}]
+    end
+
+    test "no more are named first than a scan probes" do
+      many = for i <- 1..(Deferred.budget() + 10), do: {"h", "n#{i}"}
+      deferred = Deferred.scan_ended(Deferred.new(), many, 0)
+      assert length(Deferred.first(deferred)) == Deferred.budget()
     end
   end
 

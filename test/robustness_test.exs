@@ -104,6 +104,40 @@ defmodule Tinycluster.RobustnessTest do
       assert FakeServer.connections(peer) == 0
     end
 
+    # Issue 17.4: 12 such hosts at one silent port once gave no finished scan in a minute.
+    test "hosts listing more names than a scan probes: the rest wait, and each is probed in turn" do
+      # Every name's port answers under one other name: a :name_mismatch, which is not held
+      # back, so each scan would probe the same ones again without the deferred going first.
+      peer = FakeServer.start(Peer.respond(Peer.answer("impostor@127.0.0.1")))
+      budget = Tinycluster.Candidates.Deferred.budget()
+      listing = fn prefix -> for i <- 1..budget, do: {"#{prefix}#{i}", peer.port} end
+      epmds = for prefix <- ["d#{System.unique_integer([:positive])}_", "e"], do: listing.(prefix)
+      epmds = Enum.map(epmds, &fake_epmd(Epmd.reply(Epmd.names_reply(&1))))
+      hosts = for epmd <- epmds, do: {"127.0.0.1", epmd.port}
+
+      # A single scan returns, with the names past its budget unprobed.
+      assert {:ok, candidates} = Tinycluster.scan(hosts: hosts)
+      counts = Enum.frequencies_by(candidates, & &1.state)
+      assert counts == %{name_mismatch: budget, deferred: budget}, inspect(counts)
+
+      log =
+        capture_log(fn ->
+          poller = start_poller(hosts: hosts, interval: 200)
+          wait_scans(poller, 1)
+          assert Tinycluster.status(poller).last_scan.deferred == budget
+
+          # The next scan takes the deferred ones first: every name has been probed.
+          wait_scans(poller, 3)
+          status = Tinycluster.status(poller)
+          assert map_size(status.candidates) == 2 * budget
+          assert Map.keys(status.last_scan.by_state) == [:name_mismatch]
+          assert status.last_scan.deferred <= budget
+          assert Process.alive?(GenServer.whereis(poller))
+        end)
+
+      assert count(log, "candidates past the #{budget} a scan probes") == 1, log
+    end
+
     test "bad entries are skipped and reported, the good ones probed" do
       peer = FakeServer.start(Peer.respond(Peer.status("sok_no_such_status"), :close))
       good = fresh("good")

@@ -53,6 +53,9 @@ defmodule Tinycluster.Candidate do
       hello, as a plain TCP node does for a node that runs TLS distribution).
     * `:down` - was connected, and the connection went down.
     * `:gone` - no longer listed by its host's EPMD.
+    * `:deferred` - listed, but past the 1,024 candidates one scan probes (a host that
+      lists thousands of names); `Tinycluster.scan/1` returns it unprobed, and a poller
+      probes it in its next scans, the longest-waiting first.
 
   ## Example
 
@@ -95,6 +98,7 @@ defmodule Tinycluster.Candidate do
           | :tls
           | :down
           | :gone
+          | :deferred
 
   @type t :: %__MODULE__{
           name: String.t(),
@@ -245,4 +249,7 @@ defmodule Tinycluster.Candidate do
 
   defp describe(:down, reason), do: "was connected; the connection went down (#{inspect(reason)})"
   defp describe(:gone, _), do: "no longer listed by its host's EPMD"
+
+  defp describe(:deferred, _),
+    do: "listed, but past the candidates one scan probes: a later scan probes it"
 end

@@ -11,7 +11,7 @@ defmodule Tinycluster.Candidates do
   @moduledoc false
 
   alias Tinycluster.{AtomBudget, Backoff, Candidate, Options, Tls}
-  alias Tinycluster.Candidates.Connect
+  alias Tinycluster.Candidates.{Connect, Deferred}
 
   # A candidate no longer listed anywhere is forgotten after this long, so that the status
   # of a node that sees many short-lived nodes (remote shells, scripts) stays bounded...
@@ -20,7 +20,12 @@ defmodule Tinycluster.Candidates do
   # keeps listing fresh names would otherwise grow the table for an hour.
   @max_gone 4_096
 
-  defstruct entries: %{}, tls: %{}, refused: %{}, refusals: %{}, budget: AtomBudget.new()
+  defstruct entries: %{},
+            tls: %{},
+            refused: %{},
+            refusals: %{},
+            budget: AtomBudget.new(),
+            deferred: Deferred.new()
 
   @typedoc "A candidate's key: its host's label and its alive part, as EPMD listed it."
   @type key :: {String.t(), String.t()}
@@ -29,14 +34,16 @@ defmodule Tinycluster.Candidates do
   The table: candidates by key, the TLS listeners seen (`Tinycluster.Tls`), and for each
   candidate left alone after its refusals, a digest of the cookie it refused; and the
   refused connections of each candidate at its port (a failed probe in between, which moves
-  `attempts`, does not clear them).
+  `attempts`, does not clear them); and the candidates the last scan deferred
+  (`Tinycluster.Candidates.Deferred`).
   """
   @type t :: %__MODULE__{
           entries: %{key() => Candidate.t()},
           tls: Tls.known(),
           refused: %{key() => non_neg_integer()},
           refusals: %{key() => {:inet.port_number(), pos_integer()}},
-          budget: AtomBudget.t()
+          budget: AtomBudget.t(),
+          deferred: Deferred.t()
         }
 
   @typedoc "The time now: monotonic milliseconds (for retries) and the wall clock (shown)."
@@ -49,11 +56,13 @@ defmodule Tinycluster.Candidates do
   @type change :: {Candidate.t() | nil, Candidate.t()} | {:atom_budget, String.t()}
 
   @typedoc """
-  What the scan's end tells of the hosts: who was listed, whose EPMD answered, and which
-  hosts the poller has now (asked or not yet due: see `Tinycluster.Pacing`).
+  What the scan's end tells of the hosts: who was listed, whose EPMD answered, which hosts
+  the poller has now (asked or not yet due: see `Tinycluster.Pacing`), and which
+  candidates the scan deferred, past its budget.
   """
   @type listing :: %{
           listed: MapSet.t(key()),
+          deferred: [key()],
           answered: MapSet.t(String.t()),
           known: MapSet.t(String.t())
         }
@@ -71,14 +80,16 @@ defmodule Tinycluster.Candidates do
   def limits, do: %{forget_gone_after_ms: @forget_gone_after_ms, max_gone: @max_gone}
 
   @doc """
-  Merges the NIF's candidate maps of one batch. Held-back candidates (state `:held`) teach
+  Merges the NIF's candidate maps of one batch. Held-back and deferred candidates teach
   nothing and are passed over. Returns the table, the connections to start now as
   `{key, node}` (those candidates are `:connecting` in the table already), and the changes.
   """
   @spec probed(t(), [map()], Options.t(), now()) :: {t(), [{key(), node()}], [change()]}
   def probed(%__MODULE__{} = table, maps, %Options{} = opts, now) do
     {table, connects, changes} =
-      for %{state: state} = map <- maps, state != :held, reduce: {table, [], []} do
+      for %{state: state} = map <- maps,
+          state not in [:held, :deferred],
+          reduce: {table, [], []} do
         {table, connects, changes} ->
           probed = Candidate.from_native(map)
           key = {probed.host, probed.alive}
@@ -148,7 +159,8 @@ defmodule Tinycluster.Candidates do
   What a scan's end tells: a candidate whose host answered (or is no longer a host: an
   address that left a DNS seed's answer) without listing it is `:gone`; one gone for an
   hour is forgotten, and so are the oldest past #{@max_gone}. TLS listeners are remembered
-  only for candidates still listed.
+  only for candidates still listed. The deferred ones are named first in the next request
+  (`first/1`).
   """
   @spec scan_ended(t(), listing(), now()) :: {t(), [change()]}
   def scan_ended(%__MODULE__{} = table, listing, now) do
@@ -164,8 +176,17 @@ defmodule Tinycluster.Candidates do
     entries = cap_gone(entries)
     tls = Map.filter(table.tls, fn {key, _port} -> listed?(entries, key) end)
     budget = AtomBudget.keep(table.budget, listing.known)
-    {%{table | entries: entries, tls: tls, budget: budget}, Enum.reverse(changes)}
+    deferred = Deferred.scan_ended(table.deferred, listing.deferred, now.ms)
+    table = %{table | entries: entries, tls: tls, budget: budget, deferred: deferred}
+    {table, Enum.reverse(changes)}
   end
+
+  @doc """
+  The candidates the scan request names first (its `first`): those the last scan deferred,
+  the longest-waiting first.
+  """
+  @spec first(t()) :: [key()]
+  def first(%__MODULE__{deferred: deferred}), do: Deferred.first(deferred)
 
   defp gone({entries, changes}, key, %Candidate{state: :gone, last_seen: last}, now) do
     if DateTime.diff(now.at, last, :millisecond) > @forget_gone_after_ms,

@@ -7,6 +7,7 @@ defmodule Tinycluster.Discovery do
   @moduledoc false
 
   alias Tinycluster.{Candidate, DnsSeed, Filter, Hosts, Native, Options, Tls}
+  alias Tinycluster.Candidates.Deferred
 
   # The probe claims a fixed name per poller: distinct between pollers (so they never answer
   # for each other) and never a fresh one per probe, since the peer makes an atom of it.
@@ -23,8 +24,8 @@ defmodule Tinycluster.Discovery do
 
   @doc """
   The NIF request for one scan, or `{:error, :not_distributed}`. `skip` are the nodes
-  connected now (not probed); `extra` may set the request's `hold`, `tls` and
-  `last_listings` (see native/tinycluster_nif/src/request.rs). A list longer than the NIF
+  connected now (not probed); `extra` may set the request's `hold`, `tls`, `last_listings`
+  and `first` (see native/tinycluster_nif/src/request.rs). A list longer than the NIF
   takes is cut to #{@max_listed} entries, and named in the request's `capped`.
   """
   @spec request(Options.t(), [node()], map()) :: {:ok, map()} | {:error, :not_distributed}
@@ -109,16 +110,20 @@ defmodule Tinycluster.Discovery do
   # `:epmd_timeout`, or the host failed and probes nothing.
   @rtt_factor 3
   @max_host_probe_timeout 10_000
+  # Probes in flight at once in one scan: scan.rs's MAX_PROBES_IN_FLIGHT.
+  @in_flight 256
 
   @doc """
-  The longest a scan with these options can take, with a wide margin: a far host's probes,
-  with their longer timeout, included.
+  The longest a scan with these options can take, with a margin: its EPMD requests and the
+  gate's answer, then at most a budget of probes (`Tinycluster.Candidates.Deferred`) in
+  rounds of those in flight, a far host's longer timeout included.
   """
   @spec deadline(Options.t()) :: pos_integer()
   def deadline(%Options{} = opts) do
     far = min(@rtt_factor * opts.epmd_timeout, @max_host_probe_timeout)
-    # A far probe may wait its turn (inflight.rs) for as long as it may itself take.
-    opts.epmd_timeout + 40 * opts.probe_timeout + 2 * far + 5_000
+    rounds = div(Deferred.budget() + @in_flight - 1, @in_flight)
+    # A probe may wait its turn (inflight.rs) for as long as it may itself take.
+    2 * opts.epmd_timeout + rounds * 2 * max(opts.probe_timeout, far) + 5_000
   end
 
   @doc """
@@ -206,13 +211,15 @@ defmodule Tinycluster.Discovery do
 
   @doc """
   What a scan's report tells the candidates' table at its end (`Tinycluster.Candidates`):
-  the candidates listed, the hosts whose EPMD answered, and `known`, every host of the poll
-  (asked, or not yet due); a host no longer known is an address that left a DNS answer.
+  the candidates listed and those deferred, the hosts whose EPMD answered, and `known`,
+  every host of the poll (asked, or not yet due); a host no longer known is an address that
+  left a DNS answer.
   """
   @spec listing(map(), MapSet.t(String.t())) :: Tinycluster.Candidates.listing()
   def listing(report, known) do
     %{
       listed: MapSet.new(report.candidates, &{&1.host, &1.alive}),
+      deferred: for(%{state: :deferred} = c <- report.candidates, do: {c.host, c.alive}),
       answered: for(%{status: :ok, label: label} <- report.hosts, into: MapSet.new(), do: label),
       known: known
     }

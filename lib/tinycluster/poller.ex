@@ -119,7 +119,8 @@ defmodule Tinycluster.Poller do
     extra = %{
       hold: Candidates.holds(state.candidates, System.monotonic_time(:millisecond)),
       tls: Candidates.tls_probes(state.candidates),
-      last_listings: HostTable.listings(state.hosts)
+      last_listings: HostTable.listings(state.hosts),
+      first: Candidates.first(state.candidates)
     }
 
     case Discovery.request(state.opts, Node.list(:connected), extra) do
@@ -230,6 +231,7 @@ defmodule Tinycluster.Poller do
     Report.unreachable(state.opts, Enum.reverse(state.scan.unreachable))
     now = Candidates.now()
     listing = Discovery.listing(report, known)
+    warned = Report.deferred(state.opts, state.warned, length(listing.deferred))
     {candidates, changes} = Candidates.scan_ended(state.candidates, listing, now)
     connected = Candidates.count(candidates, :connected)
     Report.scan_stop(state.opts, started, report, connected, DnsSeed.counts(state.dns))
@@ -241,6 +243,7 @@ defmodule Tinycluster.Poller do
     %{
       state
       | scan: nil,
+        warned: warned,
         hosts: hosts,
         scans: state.scans + 1,
         last_scan: Status.last_scan(report, candidates, now.at)

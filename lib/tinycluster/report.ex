@@ -8,6 +8,7 @@ defmodule Tinycluster.Report do
   require Logger
 
   alias Tinycluster.{Candidate, Options, Telemetry}
+  alias Tinycluster.Candidates.Deferred
 
   ## Candidates
 
@@ -220,6 +221,30 @@ defmodule Tinycluster.Report do
         "rest are probed as if new: is a host listing thousands of names?",
       []
     )
+  end
+
+  @doc """
+  Warns, once a run of scans that leave candidates to the next ones, that `count` were
+  past the scan's budget; `said` forgets it at the first scan that defers none.
+  """
+  @spec deferred(Options.t(), MapSet.t(), non_neg_integer()) :: MapSet.t()
+  def deferred(_opts, said, 0), do: MapSet.delete(said, :deferred)
+
+  def deferred(opts, said, count) do
+    if MapSet.member?(said, :deferred) do
+      said
+    else
+      log(
+        opts,
+        :warning,
+        "tinycluster: #{count} candidates past the #{Deferred.budget()} a scan probes; " <>
+          "the next scans take them, the longest-waiting first: is a host listing " <>
+          "thousands of names?",
+        []
+      )
+
+      MapSet.put(said, :deferred)
+    end
   end
 
   @doc "Logs that a scan could not start, and why."

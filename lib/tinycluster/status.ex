@@ -8,8 +8,10 @@ defmodule Tinycluster.Status do
     * `scans` - how many scans have finished.
     * `last_scan` - the last finished scan: when it ended (`at`), how long it took
       (`duration_us`), how many hosts it asked and which of them failed, how many
-      candidates their EPMDs listed, and how many of the poller's candidates are in each
-      state after it (`by_state`). `nil` before the first.
+      candidates their EPMDs listed, how many of those it left to the next scans
+      (`deferred`: a scan probes at most 1,024, the longest-waiting first), and how many of
+      the poller's candidates are in each state after it (`by_state`). `nil` before the
+      first.
     * `hosts` - every host, by label: each host of `:hosts` and each address a DNS seed
       gives. Its EPMD's last answer (`status`: `:pending` before the first, `:ok`, or
       `{:error, reason}`), the address and port asked, how many names it listed (`names`),
@@ -36,6 +38,7 @@ defmodule Tinycluster.Status do
           hosts: non_neg_integer(),
           failed_hosts: [String.t()],
           candidates: non_neg_integer(),
+          deferred: non_neg_integer(),
           by_state: %{Candidate.state() => pos_integer()}
         }
 
@@ -93,6 +96,7 @@ defmodule Tinycluster.Status do
       hosts: length(report.hosts),
       failed_hosts: Tinycluster.Report.failed_hosts(report),
       candidates: length(report.candidates),
+      deferred: Enum.count(report.candidates, &(&1.state == :deferred)),
       by_state: Enum.frequencies_by(candidates.entries, fn {_key, entry} -> entry.state end)
     }
   end
