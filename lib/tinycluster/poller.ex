@@ -33,7 +33,7 @@ defmodule Tinycluster.Poller do
       connecting: %{},
       scans: 0,
       last_scan: nil,
-      # One-time warnings said, and not to be said again: :not_distributed, :hosts.
+      # One-time warnings said, and not to be said again: see `Report.once/3`.
       warned: MapSet.new(),
       subscribers: Await.subscribers()
     }
@@ -178,11 +178,12 @@ defmodule Tinycluster.Poller do
         watchdog = Process.send_after(self(), {:scan_timeout, scan.id}, deadline)
         more = %{request: request, known: known, started: started, watchdog: watchdog}
         scan = scan |> Map.merge(more) |> Map.put(:unreachable, [])
-        %{state | scan: scan, warned: MapSet.delete(state.warned, :not_distributed)}
+        %{state | scan: scan, warned: Report.scan_started(state.warned)}
 
+      # Said once per reason: the next polls would most often meet the same refusal.
       {:error, reason} ->
-        Report.scan_not_started(state.opts, reason)
-        schedule(state, state.opts.interval)
+        warned = Report.once(state.opts, state.warned, {:scan_not_started, reason})
+        schedule(%{state | warned: warned}, state.opts.interval)
     end
   end
 

@@ -180,7 +180,7 @@ defmodule Tinycluster.Report do
   @doc """
   Says `what` once: unless `said` has it already. Returns `said` with it. `what` is
   `:not_distributed`, `:hosts` (the hosts given in a form this node cannot use, known once
-  it is distributed) or `{:capped, lists}`.
+  it is distributed), `{:capped, lists}` or `{:scan_not_started, reason}`.
   """
   @spec once(Options.t(), MapSet.t(), term()) :: MapSet.t()
   def once(opts, said, what) do
@@ -194,9 +194,22 @@ defmodule Tinycluster.Report do
 
   defp warn(opts, :not_distributed), do: not_distributed(opts)
   defp warn(opts, {:capped, lists}), do: request_capped(opts, lists)
+  defp warn(opts, {:scan_not_started, reason}), do: scan_not_started(opts, reason)
 
   defp warn(opts, :hosts),
     do: Enum.each(Tinycluster.Hosts.warnings(opts.hosts), &log(opts, :warning, &1, []))
+
+  @doc """
+  `said` once a scan has started: what kept scans from starting (`:not_distributed`,
+  `{:scan_not_started, reason}`) is said again if it comes back.
+  """
+  @spec scan_started(MapSet.t()) :: MapSet.t()
+  def scan_started(said) do
+    for what <- said,
+        what != :not_distributed and not match?({:scan_not_started, _}, what),
+        into: MapSet.new(),
+        do: what
+  end
 
   @doc "Warns that this node is not distributed, so nothing can be clustered yet."
   @spec not_distributed(Options.t()) :: :ok
@@ -247,7 +260,7 @@ defmodule Tinycluster.Report do
     end
   end
 
-  @doc "Logs that a scan could not start, and why."
+  @doc "Logs that a scan could not start, and why (the poller says it once per reason)."
   @spec scan_not_started(Options.t(), term()) :: :ok
   def scan_not_started(opts, reason),
     do: log(opts, :error, "tinycluster: could not start a scan: #{inspect(reason)}", [])
