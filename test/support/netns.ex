@@ -309,18 +309,21 @@ defmodule Tinycluster.Netns do
   `Tinycluster.NetnsAgent`, which applies the calls `call/5` sends over its stdin and writes
   the results to its stdout. It halts when its stdin closes. Options: `:name` (`"alive"` for
   `-name alive@ipv4`, or a full `-name`), `:sname` (runs with `-sname` instead), `:extra`
-  (more `erl` arguments), `:cd` (its current directory).
+  (more `erl` arguments), `:cd` (its current directory). With neither `:name` nor `:sname`
+  it is no node until `distribute/2` makes it one.
   """
   @spec start_agent(t(), host(), keyword()) :: map()
   def start_agent(net, host, opts) do
     name_args =
-      case Keyword.fetch(opts, :sname) do
-        {:ok, sname} ->
+      cond do
+        sname = opts[:sname] ->
           ["-sname", sname]
 
-        :error ->
-          name = Keyword.fetch!(opts, :name)
+        name = opts[:name] ->
           ["-name", if(String.contains?(name, "@"), do: name, else: "#{name}@#{host.ipv4}")]
+
+        true ->
+          []
       end
 
     args =
@@ -337,6 +340,19 @@ defmodule Tinycluster.Netns do
     agent = %{port: port, os_pid: os_pid, host: host}
     {:ok, name} = call(agent, :erlang, :node, [], 30_000)
     Map.put(agent, :name, name)
+  end
+
+  @doc """
+  Makes an agent started without a name (`start_agent/3`) the node `alive@<its host's IPv4
+  address>`, with the cookie its `-setcookie` gave; it is registered with its host's `epmd`
+  when this returns. Its VM is up already, so it registers moments after the call: a node
+  restarted, without a VM's boot, which a loaded machine stretches to seconds.
+  """
+  @spec distribute(map(), String.t()) :: map()
+  def distribute(agent, alive) do
+    name = :"#{alive}@#{agent.host.ipv4}"
+    {:ok, _} = call!(agent, :net_kernel, :start, [name, %{name_domain: :longnames}])
+    %{agent | name: name}
   end
 
   @doc """
