@@ -62,7 +62,8 @@ defmodule Tinycluster do
       settled host: one other than `:local` whose EPMD answered as before, every node it
       lists connected, held back or filtered out. Its waits double from `:interval` up to
       this; a node going down there, a failed connection to one of its nodes, its EPMD
-      failing or listing something new, reopen it to every interval. At least `:interval`.
+      failing or listing something new, reopen it to every interval (after a node went
+      down, for this long at least: it may be restarting). At least `:interval`.
       Default `30000`, or the `:interval` when that is longer. See the README's "How big a
       cluster".
 

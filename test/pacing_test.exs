@@ -73,6 +73,30 @@ defmodule Tinycluster.PacingTest do
     assert Pacing.reopen(Pacing.new(), "x") == Pacing.new()
   end
 
+  test "a nodedown holds its host open for :settled_interval: a restarting node is asked for" do
+    pacing = answers([true, true, true]) |> Pacing.reopen("b", 3_000 + 10_000)
+
+    # Its EPMD answers unchanged (the node is not back yet) poll after poll: still open.
+    pacing =
+      Enum.reduce(3..12, pacing, fn t, acc ->
+        acc = Pacing.answered(acc, "b", true, @opts, t * 1_000)
+        refute Pacing.view(acc, "b", t * 1_000).settled, "settled at #{t} s"
+        assert Pacing.view(acc, "b", t * 1_000).next_ask_in_ms == 1_000
+        acc
+      end)
+
+    # Past it, it settles as before, from twice the interval.
+    pacing = Pacing.answered(pacing, "b", true, @opts, 13_000)
+    assert Pacing.view(pacing, "b", 13_000) == %{settled: true, next_ask_in_ms: 2_000}
+
+    # A refused connection reopens without holding it open, and never shortens a hold.
+    refused = answers([true]) |> Pacing.reopen("b") |> Pacing.answered("b", true, @opts, 1_000)
+    assert Pacing.view(refused, "b", 1_000).settled
+    held = answers([true]) |> Pacing.reopen("b", 5_000) |> Pacing.reopen("b")
+    held = Pacing.answered(held, "b", true, @opts, 1_000)
+    refute Pacing.view(held, "b", 1_000).settled
+  end
+
   test "a host no longer kept is due again as new, and :settled_interval defaults sensibly" do
     pacing = answers([true]) |> Pacing.keep([])
     assert Pacing.due?(pacing, "b", 0, 1_000)

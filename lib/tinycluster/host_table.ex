@@ -1,8 +1,9 @@
 defmodule Tinycluster.HostTable do
   # The poller's table of hosts: each host's last EPMD answer, as pure functions with the
   # time passed in. It keeps what the NIF reported of each host (`status`, `names`,
-  # `malformed`, `latency_us`, `probe_timeout_ms`, and `listing`, the digest the next scan compares with to tell
-  # an unchanged host, native/tinycluster_nif/src/unchanged.rs), with when it was last asked
+  # `malformed`, `latency_us`, `probe_timeout_ms`, and `listing`, the digest the next scan
+  # compares with to tell an unchanged host, native/tinycluster_nif/src/unchanged.rs), with
+  # when it was last asked
   # and last answered, and when each is asked next (`Tinycluster.Pacing`). `view/4` is what
   # `Tinycluster.status/1` shows of it.
   @moduledoc false
@@ -80,14 +81,22 @@ defmodule Tinycluster.HostTable do
   @doc """
   Reopens the hosts of the candidates that `changes` (`Tinycluster.Candidates.change/0`)
   took down or saw refuse a connection: something there changed, so they are asked every
-  interval again (`Tinycluster.Pacing.reopen/2`).
+  interval again (`Tinycluster.Pacing.reopen/3`); a host whose node went down, at `now_ms`,
+  for at least `:settled_interval`, since the node may be restarting.
   """
-  @spec reopen_for(t(), [Tinycluster.Candidates.change()]) :: t()
-  def reopen_for(%__MODULE__{pacing: pacing} = table, changes) do
+  @spec reopen_for(t(), [Tinycluster.Candidates.change()], integer(), Options.t()) :: t()
+  def reopen_for(%__MODULE__{pacing: pacing} = table, changes, now_ms, %Options{} = opts) do
     pacing =
-      for {_old, %{state: new, host: host}} when new in [:down, :rejected] <- changes,
-          reduce: pacing,
-          do: (acc -> Pacing.reopen(acc, host))
+      Enum.reduce(changes, pacing, fn
+        {_old, %{state: :down, host: host}}, acc ->
+          Pacing.reopen(acc, host, now_ms + opts.settled_interval)
+
+        {_old, %{state: :rejected, host: host}}, acc ->
+          Pacing.reopen(acc, host)
+
+        _other, acc ->
+          acc
+      end)
 
     %{table | pacing: pacing}
   end

@@ -6,19 +6,30 @@ defmodule Tinycluster.Pacing do
   # ask waits twice as long as the last, from `:interval` up to `:settled_interval`. Anything
   # that may have changed there reopens it to every interval: its EPMD failing or listing
   # something new (an answer that is not `unchanged`), a node of it going down, a refused
-  # connection to one of its nodes (`reopen/2`). `:local` is asked every interval: it is
-  # loopback, and where a developer's nodes appear. A host never seen is due at once (a DNS
-  # seed's new address). Pure: the time is passed in, in monotonic milliseconds.
+  # connection to one of its nodes (`reopen/3`). A node that went down may be restarting,
+  # and a release takes seconds to boot: its host stays open, whatever it answers meanwhile,
+  # for `:settled_interval`, so that the node is found within an interval of registering
+  # again rather than at a wait that doubled while it booted. `:local` is asked every
+  # interval: it is loopback, and where a developer's nodes appear. A host never seen is due
+  # at once (a DNS seed's new address). Pure: the time is passed in, in monotonic ms.
   @moduledoc false
 
   alias Tinycluster.Options
 
   defstruct hosts: %{}
 
-  @typedoc "Per host label: whether settled, the last wait, and when it is due."
+  @typedoc """
+  Per host label: whether settled, the last wait, when it is due, and until when it may not
+  settle (after a nodedown there).
+  """
   @type t :: %__MODULE__{
           hosts: %{
-            String.t() => %{settled: boolean(), wait_ms: pos_integer(), due_ms: integer() | nil}
+            String.t() => %{
+              settled: boolean(),
+              wait_ms: pos_integer(),
+              due_ms: integer() | nil,
+              open_until_ms: integer() | nil
+            }
           }
         }
 
@@ -48,11 +59,18 @@ defmodule Tinycluster.Pacing do
   @doc """
   Records a host's answer to the scan that started at `started_ms`: `settled?` when its
   EPMD answered as the time before, with nothing to probe. A settled host's wait doubles,
-  from `:interval` up to `:settled_interval`; any other answer makes it `:interval`.
+  from `:interval` up to `:settled_interval`; any other answer makes it `:interval`, and
+  so does any answer while the host is held open (`reopen/3`).
   """
   @spec answered(t(), String.t(), boolean(), Options.t(), integer()) :: t()
   def answered(%__MODULE__{hosts: hosts} = pacing, label, settled?, %Options{} = opts, started_ms) do
-    settled? = settled? and label != "local"
+    open_until =
+      case Map.get(hosts, label) do
+        %{open_until_ms: until} when is_integer(until) and started_ms < until -> until
+        _ -> nil
+      end
+
+    settled? = settled? and label != "local" and open_until == nil
 
     wait =
       case Map.get(hosts, label) do
@@ -61,21 +79,37 @@ defmodule Tinycluster.Pacing do
         _ -> opts.interval
       end
 
-    host = %{settled: settled?, wait_ms: wait, due_ms: started_ms + wait}
+    host = %{
+      settled: settled?,
+      wait_ms: wait,
+      due_ms: started_ms + wait,
+      open_until_ms: open_until
+    }
+
     %{pacing | hosts: Map.put(hosts, label, host)}
   end
 
   @doc """
   Reopens the host `label`: due at the next poll, and every interval until it settles
-  again. For a node of it going down, or refusing a connection.
+  again, which it may not before `open_until_ms` (nil: at once). For a node of it going
+  down (held open for `:settled_interval`), or refusing a connection.
   """
-  @spec reopen(t(), String.t()) :: t()
-  def reopen(%__MODULE__{hosts: hosts} = pacing, label) do
+  @spec reopen(t(), String.t(), integer() | nil) :: t()
+  def reopen(%__MODULE__{hosts: hosts} = pacing, label, open_until_ms \\ nil) do
     case Map.get(hosts, label) do
-      nil -> pacing
-      host -> %{pacing | hosts: Map.put(hosts, label, %{host | settled: false, due_ms: nil})}
+      nil ->
+        pacing
+
+      host ->
+        until = later(host.open_until_ms, open_until_ms)
+        host = %{host | settled: false, due_ms: nil, open_until_ms: until}
+        %{pacing | hosts: Map.put(hosts, label, host)}
     end
   end
+
+  defp later(nil, b), do: b
+  defp later(a, nil), do: a
+  defp later(a, b), do: max(a, b)
 
   @doc "Keeps only the hosts labelled in `labels`: the others are no longer asked at all."
   @spec keep(t(), Enumerable.t()) :: t()

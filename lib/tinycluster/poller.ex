@@ -276,10 +276,12 @@ defmodule Tinycluster.Poller do
   end
 
   # Takes the candidates' table a rule returned, reports its changes, and reopens the hosts
-  # they call for (`HostTable.reopen_for/2`).
+  # they call for (`HostTable.reopen_for/4`).
   defp apply_changes(state, {candidates, changes}) do
     Report.changes(state.opts, changes)
-    %{state | candidates: candidates, hosts: HostTable.reopen_for(state.hosts, changes)}
+    now = System.monotonic_time(:millisecond)
+    hosts = HostTable.reopen_for(state.hosts, changes, now, state.opts)
+    %{state | candidates: candidates, hosts: hosts}
   end
 
   defp ms(native), do: System.convert_time_unit(native, :native, :millisecond)
