@@ -22,7 +22,8 @@ scenarios = [
   dns: Bench.Scenario.Dns,
   every: Bench.Scenario.Every,
   far: Bench.Scenario.Far,
-  hosts: Bench.Scenario.Hosts
+  hosts: Bench.Scenario.Hosts,
+  names: Bench.Scenario.Names
 ]
 
 only =

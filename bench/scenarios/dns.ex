@@ -1,4 +1,4 @@
-# Scenario 8: a DNS seed. Network namespaces as hosts (Tinycluster.Netns, root only): host 1
+# Scenario 7: a DNS seed. Network namespaces as hosts (Tinycluster.Netns, root only): host 1
 # runs dnsmasq and the measuring node; hosts 2-4 each run one live node, `app@198.18.0.i`.
 # The name `app.test` has five A records: the three live hosts and two addresses that
 # black-hole (a permanent neighbour entry nobody answers for, so a connect hangs as to a
@@ -23,7 +23,7 @@ defmodule Bench.Scenario.Dns do
   def run(ctx) do
     case Netns.available() do
       :ok -> measure_all(ctx)
-      {:error, why} -> "## 8. DNS seed\n\nSkipped: #{why}.\n"
+      {:error, why} -> "## 7. DNS seed\n\nSkipped: #{why}.\n"
     end
   end
 
@@ -182,7 +182,7 @@ defmodule Bench.Scenario.Dns do
       end
 
     """
-    ## 8. DNS seed: 3 live hosts and 2 black-holed addresses in one name
+    ## 7. DNS seed: 3 live hosts and 2 black-holed addresses in one name
 
     Network namespaces as hosts; one A record per host and two for addresses that never
     answer. Fresh nodes for every measurement; #{ctx.runs} rounds. "All live connected":

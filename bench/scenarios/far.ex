@@ -1,4 +1,4 @@
-# Scenario 9: a far host. Network namespaces as hosts (Tinycluster.Netns, root only): host 1
+# Scenario 10: a far host. Network namespaces as hosts (Tinycluster.Netns, root only): host 1
 # runs the measuring node; host 2 is made far by a userspace delay line
 # (Tinycluster.DelayLine, Tinycluster.FarHost; the kernel has no netem) in front of its EPMD
 # and its nodes' fixed distribution ports, which listen on its loopback only. The line holds
@@ -31,7 +31,7 @@ defmodule Bench.Scenario.Far do
   def run(ctx) do
     case Netns.available() do
       :ok -> measure_all(ctx)
-      {:error, why} -> "## 9. Far host\n\nSkipped: #{why}.\n"
+      {:error, why} -> "## 10. Far host\n\nSkipped: #{why}.\n"
     end
   end
 
@@ -160,7 +160,7 @@ defmodule Bench.Scenario.Far do
       end
 
     """
-    ## 9. Far host: connect time 0, 100 and 250 ms away
+    ## 10. Far host: connect time 0, 100 and 250 ms away
 
     Network namespaces as hosts; host 2's EPMD and node behind a userspace delay line that
     holds every chunk the given time each way. A connect costs nothing through it (as in
