@@ -26,7 +26,8 @@ use crate::error::Error;
 use crate::probe::{self, FirstFlight, Outcome, Probe, ProbeRequest};
 
 /// The longest a parked probe waits for its answer. Long enough that a frozen node collects
-/// about one connection a minute; past it the probe closes, and the next scan opens another.
+/// about one connection a minute; past it the probe closes, and the next scan that asks
+/// opens another.
 pub const PARK_FOR: Duration = Duration::from_secs(60);
 
 /// The most probes parked at once, process-wide: a bound on the sockets they hold open.
@@ -63,13 +64,18 @@ pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
     };
     let waiting = PARKED.lock().ok().and_then(|mut p| p.remove(&key));
     if let Some(handle) = waiting {
-        if handle.is_finished() {
-            return joined(handle.await);
+        if !handle.is_finished() {
+            if let Ok(mut p) = PARKED.lock() {
+                p.insert(key, handle);
+            }
+            return silent(req.timeout);
         }
-        if let Ok(mut p) = PARKED.lock() {
-            p.insert(key, handle);
+        let ended = joined(handle.await);
+        // A probe that met only silence to its end teaches nothing this scan's own would
+        // not: the node is asked afresh, on a new connection, rather than a scan later.
+        if ended.outcome != Outcome::Unreachable(Error::Timeout) {
+            return ended;
         }
-        return silent(req.timeout);
     }
 
     let answered = Arc::new(AtomicBool::new(false));
