@@ -91,11 +91,23 @@ defmodule Tinycluster.StatusTest do
       assert %{status: {:error, :timeout}, checked_at: ^later, last_ok_at: @at} = view
     end
 
-    test "gives each listing's digest back, and forgets them after a scan that did not end" do
+    test "gives the asked hosts' listing digests back, and forgets them after a scan that " <>
+           "did not end" do
       {table, _} = HostTable.answered(HostTable.new(), report("h", :ok), @at)
       {table, _} = HostTable.answered(table, report("g", {:error, :x}, listing: nil), @at)
-      assert HostTable.listings(table) == [{"h", 42}]
-      assert HostTable.listings(HostTable.forget_listings(table)) == []
+      {table, _} = HostTable.answered(table, report("f", :ok), @at)
+      asked = [%{label: "h"}, %{label: "g"}, %{label: "new"}]
+      assert HostTable.listings(table, asked) == [{"h", 42}]
+      assert HostTable.listings(HostTable.forget_listings(table), asked) == []
+    end
+
+    test "makes the host specs once, and again when the node's name or family changes" do
+      entries = [:local, {"10.0.0.9", 4369}]
+      {table, specs} = HostTable.specs(HostTable.new(), entries, :a@h, :inet)
+      assert specs == Tinycluster.Hosts.specs(entries, :a@h, :inet)
+      assert {^table, ^specs} = HostTable.specs(table, entries, :a@h, :inet)
+      {_table, renamed} = HostTable.specs(table, entries, :b@g, :inet6)
+      assert hd(renamed) == %{hd(specs) | node_host: "g", address: "::1"}
     end
 
     test "shows every configured host, :pending before its first answer, and no other" do
@@ -106,7 +118,7 @@ defmodule Tinycluster.StatusTest do
       assert %{status: :pending, nodes: [], names: nil} = view["10.0.0.8"]
       assert %{status: :ok, nodes: ["a@h"], names: 1} = view["10.0.0.9"]
       # A host no longer asked (an address that left a DNS answer) is dropped.
-      assert HostTable.view(HostTable.keep(table, []), [], candidates, 0) == %{}
+      assert HostTable.view(HostTable.keep(table, MapSet.new()), [], candidates, 0) == %{}
     end
   end
 end

@@ -25,7 +25,8 @@ defmodule Tinycluster.Discovery do
   @doc """
   The NIF request for one scan, or `{:error, :not_distributed}`. `skip` are the nodes
   connected now (not probed); `extra` may set the request's `hold`, `tls`, `last_listings`
-  and `first` (see native/tinycluster_nif/src/request.rs). A list longer than the NIF
+  and `first` (see native/tinycluster_nif/src/request.rs), and give its `hosts` (the specs
+  of `opts.hosts`, which it makes otherwise). A list longer than the NIF
   takes is cut to #{@max_listed} entries, and named in the request's `capped`.
   """
   @spec request(Options.t(), [node()], map()) :: {:ok, map()} | {:error, :not_distributed}
@@ -36,7 +37,7 @@ defmodule Tinycluster.Discovery do
       family = Hosts.family()
 
       request = %{
-        hosts: Hosts.specs(opts.hosts, node(), family),
+        hosts: Map.get_lazy(extra, :hosts, fn -> Hosts.specs(opts.hosts, node(), family) end),
         family: family,
         probe_name: probe_name,
         creation: :erlang.phash2(probe_name, 0xFFFF_FFFE) + 1,

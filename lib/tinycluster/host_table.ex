@@ -10,10 +10,19 @@ defmodule Tinycluster.HostTable do
 
   alias Tinycluster.{Hosts, Options, Pacing}
 
-  defstruct hosts: %{}, pacing: Pacing.new()
+  defstruct hosts: %{}, pacing: Pacing.new(), specs: nil, kept: nil
 
-  @typedoc "The table: each asked host's last report, by label, and their pacing."
-  @type t :: %__MODULE__{hosts: %{String.t() => map()}, pacing: Pacing.t()}
+  @typedoc """
+  The table: each asked host's last report, by label, and their pacing; the host specs last
+  made (`specs/4`) and the labels last kept (`keep/2`), so that a poll with nothing new does
+  not make them again.
+  """
+  @type t :: %__MODULE__{
+          hosts: %{String.t() => map()},
+          pacing: Pacing.t(),
+          specs: {term(), [map()]} | nil,
+          kept: MapSet.t(String.t()) | nil
+        }
 
   @typedoc "A host as `Tinycluster.status/1` shows it."
   @type host_view :: %{
@@ -48,11 +57,29 @@ defmodule Tinycluster.HostTable do
     {%{table | hosts: Map.put(hosts, report.label, host)}, previous}
   end
 
-  @doc "Keeps only the hosts labelled in `labels`: the others are no longer asked."
-  @spec keep(t(), Enumerable.t()) :: t()
+  @doc """
+  The host specs of `entries` (the `:hosts` option: `Tinycluster.Hosts.specs/3`) for the
+  local node `node` of `family`: made once, and again only when one of them changes. Every
+  poll asks for them, and a poller of hundreds of hosts spent most of an idle poll making
+  them.
+  """
+  @spec specs(t(), [Hosts.entry()], node(), Hosts.family()) :: {t(), [map()]}
+  def specs(%__MODULE__{specs: {{entries, node, family}, specs}} = table, entries, node, family),
+    do: {table, specs}
+
+  def specs(%__MODULE__{} = table, entries, node, family) do
+    specs = Hosts.specs(entries, node, family)
+    {%{table | specs: {{entries, node, family}, specs}}, specs}
+  end
+
+  @doc "Keeps only the hosts labelled in `labels` (a set): the others are no longer asked."
+  @spec keep(t(), MapSet.t(String.t())) :: t()
+  def keep(%__MODULE__{kept: labels} = table, labels), do: table
+
   def keep(%__MODULE__{hosts: hosts} = table, labels) do
-    labels = Enum.to_list(labels)
-    %{table | hosts: Map.take(hosts, labels), pacing: Pacing.keep(table.pacing, labels)}
+    list = MapSet.to_list(labels)
+    pacing = Pacing.keep(table.pacing, list)
+    %{table | hosts: Map.take(hosts, list), pacing: pacing, kept: labels}
   end
 
   @doc """
@@ -102,12 +129,16 @@ defmodule Tinycluster.HostTable do
   end
 
   @doc """
-  The scan request's `last_listings`: each host's last listing digest. A host whose EPMD
-  lists the same again, with nothing to probe, then sends no event of its own.
+  The scan request's `last_listings` for the hosts of `specs` (those it asks): each one's
+  last listing digest. A host whose EPMD lists the same again, with nothing to probe, then
+  sends no event of its own.
   """
-  @spec listings(t()) :: [{String.t(), non_neg_integer()}]
-  def listings(%__MODULE__{hosts: hosts}),
-    do: for({label, %{listing: digest}} when is_integer(digest) <- hosts, do: {label, digest})
+  @spec listings(t(), [map()]) :: [{String.t(), non_neg_integer()}]
+  def listings(%__MODULE__{hosts: hosts}, specs) do
+    for %{label: label} <- specs,
+        %{listing: digest} when is_integer(digest) <- [Map.get(hosts, label)],
+        do: {label, digest}
+  end
 
   @doc """
   Forgets every host's listing, so that the next scan reports every candidate again: after

@@ -102,7 +102,7 @@ defmodule Tinycluster.Hosts do
   defp one_seed_per_name!(entries) do
     entries
     |> DnsSeed.seeds()
-    |> Enum.group_by(fn {:dns, name, _} -> String.downcase(name) end)
+    |> Enum.group_by(fn {:dns, name, _} -> String.downcase(name, :ascii) end)
     |> Enum.find(fn {_name, seeds} -> length(seeds) > 1 end)
     |> case do
       nil ->
@@ -183,8 +183,8 @@ defmodule Tinycluster.Hosts do
   end
 
   defp identity(:local), do: :local
-  defp identity({:dns, name, _opts}), do: {:dns, String.downcase(name)}
-  defp identity({host, port}), do: {String.downcase(host), port}
+  defp identity({:dns, name, _opts}), do: {:dns, String.downcase(name, :ascii)}
+  defp identity({host, port}), do: {String.downcase(host, :ascii), port}
   defp identity(host), do: identity({host, Options.default_epmd_port()})
 
   ## The local node
@@ -277,7 +277,8 @@ defmodule Tinycluster.Hosts do
     for entry <- entries,
         entry != :local and not DnsSeed.seed?(entry),
         reduce: %{} do
-      acc -> Map.update(acc, entry |> host_port() |> elem(0) |> String.downcase(), 1, &(&1 + 1))
+      acc ->
+        Map.update(acc, entry |> host_port() |> elem(0) |> String.downcase(:ascii), 1, &(&1 + 1))
     end
     |> Map.filter(fn {_host, count} -> count > 1 end)
   end
@@ -286,7 +287,7 @@ defmodule Tinycluster.Hosts do
     {host, port} = host_port(entry)
 
     cond do
-      not Map.has_key?(shared, String.downcase(host)) -> host
+      not Map.has_key?(shared, String.downcase(host, :ascii)) -> host
       String.contains?(host, ":") -> "[#{host}]:#{port}"
       true -> "#{host}:#{port}"
     end

@@ -8,7 +8,8 @@ defmodule Tinycluster.Poller do
 
   use GenServer
 
-  alias Tinycluster.{Await, Batch, Candidates, Discovery, DnsSeed, HostTable, Report, Status}
+  alias Tinycluster.{Await, Batch, Candidates, Discovery, DnsSeed, HostTable, Hosts, Report}
+  alias Tinycluster.Status
 
   @doc false
   def start_link(%Tinycluster.Options{} = opts) do
@@ -114,13 +115,15 @@ defmodule Tinycluster.Poller do
   ## Polls
 
   defp poll(%{scan: nil} = state) do
-    state = %{state | candidates: Candidates.cookies(state.candidates, &:erlang.get_cookie/1)}
+    candidates = Candidates.cookies(state.candidates, &:erlang.get_cookie/1)
+    {hosts, specs} = HostTable.specs(state.hosts, state.opts.hosts, node(), Hosts.family())
+    state = %{state | candidates: candidates, hosts: hosts}
 
     extra = %{
-      hold: Candidates.holds(state.candidates, System.monotonic_time(:millisecond)),
-      tls: Candidates.tls_probes(state.candidates),
-      last_listings: HostTable.listings(state.hosts),
-      first: Candidates.first(state.candidates)
+      hosts: specs,
+      hold: Candidates.holds(candidates, System.monotonic_time(:millisecond)),
+      tls: Candidates.tls_probes(candidates),
+      first: Candidates.first(candidates)
     }
 
     case Discovery.request(state.opts, Node.list(:connected), extra) do
@@ -165,10 +168,10 @@ defmodule Tinycluster.Poller do
     started = System.monotonic_time()
     known = MapSet.new(request.hosts, & &1.label)
 
-    request = %{
-      request
-      | hosts: HostTable.due(state.hosts, request.hosts, ms(started), state.opts)
-    }
+    due = HostTable.due(state.hosts, request.hosts, ms(started), state.opts)
+
+    request =
+      Map.merge(request, %{hosts: due, last_listings: HostTable.listings(state.hosts, due)})
 
     case Discovery.start(request) do
       {:ok, scan} ->

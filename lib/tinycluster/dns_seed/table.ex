@@ -86,7 +86,7 @@ defmodule Tinycluster.DnsSeed.Table do
   """
   @spec specs(map(), [map()]) :: [map()]
   def specs(seeds, taken) do
-    taken = MapSet.new(taken, &{String.downcase(&1.address), &1.epmd_port})
+    taken = MapSet.new(taken, &{String.downcase(&1.address, :ascii), &1.epmd_port})
 
     seeds
     |> Map.values()
