@@ -18,6 +18,9 @@ defmodule Tinycluster.PacingTest do
 
   defp due_at(pacing, label \\ "b"), do: Pacing.view(pacing, label, 0).next_ask_in_ms
 
+  # A settled host's wait `w`: cut by up to a quarter, so that hosts drift apart.
+  defp spread?(wait, w), do: wait <= w and wait >= w - div(w, 4)
+
   test "a host never seen, and :local, are always due" do
     assert Pacing.due?(Pacing.new(), "b", 0, 1_000)
     local = answers(Pacing.new(), "local", List.duplicate(true, 5))
@@ -41,7 +44,20 @@ defmodule Tinycluster.PacingTest do
       end)
       |> elem(0)
 
-    assert waits == [2_000, 4_000, 8_000, 10_000, 10_000, 10_000]
+    expected = [2_000, 4_000, 8_000, 10_000, 10_000, 10_000]
+
+    assert Enum.all?(Enum.zip(waits, expected), fn {wait, w} -> spread?(wait, w) end),
+           inspect(waits)
+  end
+
+  test "hosts that settle together are asked apart" do
+    labels = for i <- 1..200, do: "10.0.0.#{i}"
+    pacing = Enum.reduce(labels, Pacing.new(), &Pacing.answered(&2, &1, true, @opts, 0))
+    dues = for label <- labels, do: Pacing.view(pacing, label, 0).next_ask_in_ms
+    assert Enum.all?(dues, &spread?(&1, 2_000))
+    # Over the quarter of the wait they may fall in (500 ms), 200 hosts spread wide.
+    assert length(Enum.uniq(dues)) > 100
+    assert Enum.max(dues) - Enum.min(dues) > 400
   end
 
   test "a settled host is not due before its time, and due a little before it" do
@@ -49,7 +65,8 @@ defmodule Tinycluster.PacingTest do
     refute Pacing.due?(pacing, "b", 1_000, 1_000)
     # A timer that fires a few ms early still asks it.
     assert Pacing.due?(pacing, "b", 1_990, 1_000)
-    assert Pacing.view(pacing, "b", 500) == %{settled: true, next_ask_in_ms: 1_500}
+    assert %{settled: true, next_ask_in_ms: next} = Pacing.view(pacing, "b", 500)
+    assert spread?(next + 500, 2_000)
   end
 
   test "an answer that is not unchanged (EPMD failed, or lists something new) reopens it" do
@@ -58,7 +75,7 @@ defmodule Tinycluster.PacingTest do
     assert due_at(pacing) == 3_000 + 1_000
     # And it settles again from the start: twice the interval.
     pacing = Pacing.answered(pacing, "b", true, @opts, 4_000)
-    assert due_at(pacing) == 4_000 + 2_000
+    assert spread?(due_at(pacing) - 4_000, 2_000)
   end
 
   test "reopen (a nodedown there, a refused connection) makes it due at the next poll" do
@@ -87,7 +104,8 @@ defmodule Tinycluster.PacingTest do
 
     # Past it, it settles as before, from twice the interval.
     pacing = Pacing.answered(pacing, "b", true, @opts, 13_000)
-    assert Pacing.view(pacing, "b", 13_000) == %{settled: true, next_ask_in_ms: 2_000}
+    assert %{settled: true, next_ask_in_ms: next} = Pacing.view(pacing, "b", 13_000)
+    assert spread?(next, 2_000)
 
     # A refused connection reopens without holding it open, and never shortens a hold.
     refused = answers([true]) |> Pacing.reopen("b") |> Pacing.answered("b", true, @opts, 1_000)

@@ -49,16 +49,17 @@ defmodule Tinycluster.Discovery do
         tls: Tls.probes(%{})
       }
 
+      # Only the lists past the bound are copied: most polls cut nothing.
       capped = for {key, list} <- extra, is_list(list), length(list) > @max_listed, do: key
-      extra = Map.new(extra, fn {key, value} -> {key, cap(value)} end)
+
+      extra =
+        Enum.reduce(capped, extra, &Map.update!(&2, &1, fn l -> Enum.take(l, @max_listed) end))
+
       {:ok, request |> Map.merge(extra) |> Map.put(:capped, Enum.sort(capped))}
     else
       {:error, :not_distributed}
     end
   end
-
-  defp cap(list) when is_list(list), do: Enum.take(list, @max_listed)
-  defp cap(other), do: other
 
   @doc """
   `request` with the hosts the DNS seeds `seeds` (`Tinycluster.DnsSeed.new/1`, updated)
