@@ -25,6 +25,12 @@ defmodule Bench.EpmdFront do
     }
   end
 
+  @doc "Requests counted so far for `slots`, summed kind by kind."
+  def count_all(counters, slots) do
+    counts = Enum.map(slots, &count(counters, &1))
+    Map.new([:names, :port_please, :other], fn k -> {k, Enum.sum(Enum.map(counts, & &1[k]))} end)
+  end
+
   @doc "Requests of every kind counted so far for `slots`, summed."
   def total(counters, slots) do
     Enum.sum(for slot <- slots, {_kind, n} <- count(counters, slot), do: n)
