@@ -23,7 +23,8 @@ scenarios = [
   every: Bench.Scenario.Every,
   far: Bench.Scenario.Far,
   hosts: Bench.Scenario.Hosts,
-  names: Bench.Scenario.Names
+  names: Bench.Scenario.Names,
+  cluster: Bench.Scenario.Cluster
 ]
 
 only =

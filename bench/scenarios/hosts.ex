@@ -2,15 +2,14 @@
 # loopback address 127.1.x.y with its own EPMD; hosts 1-3 carry a real node each,
 # `<prefix>_app@127.1.0.k` (`-name`, so a node that connects to it asks that address's EPMD).
 #
-# EPMDs. OTP registers a node with the EPMD at 127.0.0.1 only, and an epmd always listens on
-# 127.0.0.1 too, so real epmds cannot share a port: each real one runs as
-# `epmd -address 127.1.x.y -port Q` on a port of its own, and a node of that host registers
-# with it through `ERL_EPMD_PORT=Q`. In front of each host, for each poller, the driver
-# listens at `127.1.x.y:P` (P: that poller's own EPMD port, as `ERL_EPMD_PORT` gives it to
-# the poller's `Node.connect/1` too) with a counting front (`Bench.EpmdFront`): it counts
-# every request, then forwards it to the host's real epmd. Real epmds for every host up to
-# 200 hosts; at 1000, only the 3 carrying hosts have one, and the fronts of the other 997
-# answer as an empty epmd would (NAMES: no line; PORT_PLEASE2: not found).
+# EPMDs (`Bench.Loopback` says how the hosts and their nodes are built and named). Each
+# host's real epmd runs as `epmd -address 127.1.x.y -port Q` on a port of its own. In front
+# of each host, for each poller, the driver listens at `127.1.x.y:P` (P: that poller's own
+# EPMD port, as `ERL_EPMD_PORT` gives it to the poller's `Node.connect/1` too) with a
+# counting front (`Bench.EpmdFront`): it counts every request, then forwards it to the
+# host's real epmd. Real epmds for every host up to 200 hosts; at 1000, only the 3 carrying
+# hosts have one, and the fronts of the other 997 answer as an empty epmd would (NAMES: no
+# line; PORT_PLEASE2: not found).
 #
 # Pollers, in one round per N, all at once (fresh VMs, `-connect_all false` everywhere so
 # that no node connects on another's behalf), interval 1 s, each with a private EPMD of its
@@ -46,7 +45,7 @@
 # "A new address added to a DNS seed" is not measured: it needs a DNS seed (dnsmasq and
 # network namespaces, as the `dns` scenario builds, root only), beyond this scenario's time.
 defmodule Bench.Scenario.Hosts do
-  alias Bench.{Driver, Epmd, EpmdFront, Proc, Stats, VM}
+  alias Bench.{Child, Driver, EpmdFront, Loopback, Proc, Stats, VM}
 
   @interval 1_000
   @carrying 3
@@ -71,156 +70,103 @@ defmodule Bench.Scenario.Hosts do
   ## The driver's side
 
   defp measure(ctx, n, warmup, window, discover?) do
-    ips = for i <- 1..n, do: {127, 1, div(i - 1, 250), rem(i - 1, 250) + 1}
+    Driver.owning(fn own -> measure(ctx, n, warmup, window, discover?, own) end)
+  end
+
+  defp measure(ctx, n, warmup, window, discover?, own) do
+    ips = Loopback.ips(n)
     counters = EpmdFront.counters(length(@pollers))
-    owned = %{epmds: [], fronts: [], vms: []}
-    {:ok, agent} = Agent.start_link(fn -> owned end)
-    own = fn key, x -> Agent.update(agent, &Map.update!(&1, key, fn l -> [x | l] end)) end
 
-    try do
-      # Smoke runs take both paths: real epmds for hosts 1-4 of 6, stand-ins for the rest.
-      real =
-        cond do
-          ctx.smoke -> @carrying + 1
-          n <= @real_epmds_up_to -> n
-          true -> @carrying
-        end
-
-      host_epmds =
-        for {ip, i} <- Enum.with_index(ips, 1), i <= real do
-          epmd = Epmd.start(to_string(:inet.ntoa(ip)))
-          own.(:epmds, epmd)
-          if ctx[:noise], do: Bench.Noise.own(ctx.noise, [epmd.os_pid])
-          {i, epmd}
-        end
-        |> Map.new()
-
-      local_epmds =
-        for p <- @pollers ++ [:control], into: %{} do
-          epmd = Epmd.start()
-          own.(:epmds, epmd)
-          if ctx[:noise], do: Bench.Noise.own(ctx.noise, [epmd.os_pid])
-          {p, epmd}
-        end
-
-      for {p, slot} <- Enum.with_index(@pollers), {ip, i} <- Enum.with_index(ips, 1) do
-        target = if e = host_epmds[i], do: {:forward, e.port}, else: :empty
-        own.(:fronts, EpmdFront.start(ip, local_epmds[p].port, counters, slot, target))
+    # Smoke runs take both paths: real epmds for hosts 1-4 of 6, stand-ins for the rest.
+    real =
+      cond do
+        ctx.smoke -> @carrying + 1
+        n <= @real_epmds_up_to -> n
+        true -> @carrying
       end
 
-      carriers =
-        for i <- 1..@carrying do
-          vm = host_node(ctx, host_epmds[i], "app", Enum.at(ips, i - 1))
-          own.(:vms, vm)
-          vm
-        end
-
-      app_nodes = Enum.map(carriers, & &1.node)
-      hosts = for ip <- ips, do: to_string(:inet.ntoa(ip))
-
-      vms =
-        for p <- @pollers ++ [:control], into: %{} do
-          name = "#{ctx.prefix}_#{p}#{System.unique_integer([:positive])}@127.0.0.1"
-          vm = VM.start(%{ctx | epmd_port: local_epmds[p].port}, elixir: true, args: flags(name))
-          own.(:vms, vm)
-          :ok = VM.call(vm, Bench.Child, :setup, [[preload: true, all: not ctx.smoke]])
-          {p, vm}
-        end
-
-      for p <- @pollers do
-        :ok =
-          VM.call(vms[p], __MODULE__, :child_start, [p, hosts, local_epmds[p].port, ctx.prefix])
+    host_epmds =
+      for {ip, i} <- Enum.with_index(ips, 1), i <= real, into: %{} do
+        {i, own.(:epmds, Loopback.epmd(ctx, Loopback.address(ip)))}
       end
 
-      # Every poller has connected the three nodes before the warm-up counts.
-      for p <- @pollers, p != :local do
-        VM.call(vms[p], __MODULE__, :child_await, [app_nodes, @timeout], @timeout + 5_000)
-      end
+    local_epmds =
+      for p <- @pollers ++ [:control], into: %{}, do: {p, own.(:epmds, Loopback.epmd(ctx))}
 
-      Process.sleep(warmup)
-      settled_before = VM.call(vms[:paced], __MODULE__, :child_settled, [])
-      cpu0 = for {p, vm} <- vms, into: %{}, do: {p, Proc.threads_cpu(vm.os_pid)}
-
-      req0 =
-        for {p, slot} <- Enum.with_index(@pollers),
-            into: %{},
-            do: {p, EpmdFront.count(counters, slot)}
-
-      t0 = System.monotonic_time(:microsecond)
-      peaks = peaks(counters, window)
-      cpu1 = for {p, vm} <- vms, into: %{}, do: {p, Proc.threads_cpu(vm.os_pid)}
-
-      req1 =
-        for {p, slot} <- Enum.with_index(@pollers),
-            into: %{},
-            do: {p, EpmdFront.count(counters, slot)}
-
-      seconds = (System.monotonic_time(:microsecond) - t0) / 1.0e6
-      settled_after = VM.call(vms[:paced], __MODULE__, :child_settled, [])
-
-      steady =
-        for p <- @pollers ++ [:control], into: %{} do
-          cpu = Proc.by_category(cpu0[p], cpu1[p])
-          total = Enum.sum(Map.values(cpu))
-
-          req =
-            if p == :control,
-              do: nil,
-              else: Map.new(req1[p], fn {k, v} -> {k, (v - req0[p][k]) / seconds} end)
-
-          {p,
-           %{
-             cpu_per_s: total / seconds,
-             nif_per_s: cpu.tinycluster / seconds,
-             req: req,
-             peak: peaks[p]
-           }}
-        end
-
-      discovery =
-        if discover?,
-          do: discover(ctx, vms, host_epmds, ips, hd(carriers), own),
-          else: nil
-
-      %{steady: steady, settled: {settled_before, settled_after}, discovery: discovery}
-    after
-      owned = Agent.get(agent, & &1)
-      Agent.stop(agent)
-      Driver.kill(owned.vms)
-      Enum.each(owned.fronts, &EpmdFront.stop/1)
-      Enum.each(owned.epmds, &Epmd.stop/1)
-    end
-  end
-
-  # Waits out the window, second by second: the most requests each poller made in one
-  # second. Hosts that settled together are asked together, in bursts, so the mean a
-  # second hides what one poll may ask.
-  defp peaks(counters, window) do
-    total = fn slot ->
-      c = EpmdFront.count(counters, slot)
-      c.names + c.port_please + c.other
+    for {p, slot} <- Enum.with_index(@pollers), {ip, i} <- Enum.with_index(ips, 1) do
+      target = if e = host_epmds[i], do: {:forward, e.port}, else: :empty
+      own.(:fronts, EpmdFront.start(ip, local_epmds[p].port, counters, slot, target))
     end
 
-    slots = Enum.with_index(@pollers)
-    totals = fn -> Map.new(slots, fn {p, slot} -> {p, total.(slot)} end) end
-    zero = Map.new(@pollers, &{&1, 0})
+    carriers =
+      for i <- 1..@carrying do
+        own.(:vms, Loopback.host_node(ctx, host_epmds[i], "app", Enum.at(ips, i - 1)))
+      end
 
-    {_, peaks} =
-      Enum.reduce(1..div(window, 1000), {totals.(), zero}, fn _, {last, peaks} ->
-        Process.sleep(1000)
-        now = totals.()
-        {now, Map.new(peaks, fn {p, peak} -> {p, max(peak, now[p] - last[p])} end)}
-      end)
+    app_nodes = Enum.map(carriers, & &1.node)
+    hosts = Enum.map(ips, &Loopback.address/1)
 
-    peaks
-  end
+    vms =
+      for p <- @pollers ++ [:control], into: %{} do
+        {p, own.(:vms, Loopback.measuring(ctx, "#{p}", local_epmds[p].port))}
+      end
 
-  defp flags(name), do: ["-name", name, "-connect_all", "false"]
+    for p <- @pollers do
+      :ok = VM.call(vms[p], __MODULE__, :child_start, [p, hosts, local_epmds[p].port, ctx.prefix])
+    end
 
-  # A plain node of host `ip`, registered with that host's real epmd.
-  defp host_node(ctx, epmd, role, ip) do
-    name = "#{ctx.prefix}_#{role}@#{:inet.ntoa(ip)}"
-    VM.start(%{ctx | epmd_port: epmd.port}, args: flags(name))
+    # Every poller has connected the three nodes before the warm-up counts.
+    for p <- @pollers, p != :local do
+      VM.call(vms[p], Child, :await_connected, [app_nodes, @timeout], @timeout + 5_000)
+    end
+
+    Process.sleep(warmup)
+    settled_before = VM.call(vms[:paced], Child, :settled_hosts, [])
+    cpu0 = for {p, vm} <- vms, into: %{}, do: {p, Proc.threads_cpu(vm.os_pid)}
+
+    req0 =
+      for {p, slot} <- Enum.with_index(@pollers),
+          into: %{},
+          do: {p, EpmdFront.count(counters, slot)}
+
+    t0 = System.monotonic_time(:microsecond)
+    groups = for {p, slot} <- Enum.with_index(@pollers), into: %{}, do: {p, [slot]}
+    peaks = EpmdFront.peaks(counters, groups, window)
+    cpu1 = for {p, vm} <- vms, into: %{}, do: {p, Proc.threads_cpu(vm.os_pid)}
+
+    req1 =
+      for {p, slot} <- Enum.with_index(@pollers),
+          into: %{},
+          do: {p, EpmdFront.count(counters, slot)}
+
+    seconds = (System.monotonic_time(:microsecond) - t0) / 1.0e6
+    settled_after = VM.call(vms[:paced], Child, :settled_hosts, [])
+
+    steady =
+      for p <- @pollers ++ [:control], into: %{} do
+        cpu = Proc.by_category(cpu0[p], cpu1[p])
+        total = Enum.sum(Map.values(cpu))
+
+        req =
+          if p == :control,
+            do: nil,
+            else: Map.new(req1[p], fn {k, v} -> {k, (v - req0[p][k]) / seconds} end)
+
+        {p,
+         %{
+           cpu_per_s: total / seconds,
+           nif_per_s: cpu.tinycluster / seconds,
+           req: req,
+           peak: peaks[p]
+         }}
+      end
+
+    discovery =
+      if discover?,
+        do: discover(ctx, vms, host_epmds, ips, hd(carriers), own),
+        else: nil
+
+    %{steady: steady, settled: {settled_before, settled_after}, discovery: discovery}
   end
 
   defp discover(ctx, vms, host_epmds, ips, first, own) do
@@ -230,12 +176,12 @@ defmodule Bench.Scenario.Hosts do
     # Restarted: every poller sees the node go down before it comes back.
     VM.kill(first)
     for p <- waiters, do: VM.call(vms[p], __MODULE__, :child_await_gone, [first.node, 10_000])
-    restarted = host_node(ctx, host_epmds[1], "app", Enum.at(ips, 0))
+    restarted = Loopback.host_node(ctx, host_epmds[1], "app", Enum.at(ips, 0))
     own.(:vms, restarted)
     restart = time_until(vms, waiters, restarted.node)
 
     # A new plain node on host 2, settled (for :paced) since the warm-up.
-    fresh = host_node(ctx, host_epmds[2], "new", Enum.at(ips, 1))
+    fresh = Loopback.host_node(ctx, host_epmds[2], "new", Enum.at(ips, 1))
     own.(:vms, fresh)
     new_node = time_until(vms, waiters -- [:dns_cluster], fresh.node)
 
@@ -249,7 +195,7 @@ defmodule Bench.Scenario.Hosts do
     pollers
     |> Task.async_stream(
       fn p ->
-        case VM.call(vms[p], __MODULE__, :child_await, [[node], @timeout], @timeout + 5_000) do
+        case VM.call(vms[p], Child, :await_connected, [[node], @timeout], @timeout + 5_000) do
           :ok -> {p, System.monotonic_time(:microsecond) - t0}
           :timeout -> {p, nil}
         end
@@ -302,21 +248,9 @@ defmodule Bench.Scenario.Hosts do
   end
 
   @doc false
-  def child_await(nodes, timeout) do
-    if Bench.Util.wait_until(fn -> Enum.all?(nodes, &(&1 in Node.list())) end, timeout),
-      do: :ok,
-      else: :timeout
-  end
-
-  @doc false
   def child_await_gone(node, timeout) do
     Bench.Util.wait_until(fn -> node not in Node.list() end, timeout)
     :ok
-  end
-
-  @doc false
-  def child_settled do
-    Tinycluster.status(:bench_poller).hosts |> Enum.count(fn {_, h} -> h.settled end)
   end
 
   ## The report

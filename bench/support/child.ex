@@ -1,6 +1,6 @@
 # Helpers that run inside a measuring node (a fresh BEAM started by the driver with Elixir,
-# tinycluster and these modules on its code path): setting it up, and recording when other
-# nodes come up, on this node's monotonic clock.
+# tinycluster and these modules on its code path): setting it up, recording when other
+# nodes come up, on this node's monotonic clock, and waiting for them.
 defmodule Bench.Child do
   @doc """
   Starts Logger (tinycluster logs through it) and loads every module of kernel, stdlib,
@@ -99,5 +99,17 @@ defmodule Bench.Child do
     else
       waiter
     end
+  end
+
+  @doc "Waits until every node of `nodes` is connected: `:ok`, or `:timeout` after `timeout` ms."
+  def await_connected(nodes, timeout) do
+    if Bench.Util.wait_until(fn -> Enum.all?(nodes, &(&1 in Node.list())) end, timeout),
+      do: :ok,
+      else: :timeout
+  end
+
+  @doc "How many hosts the poller `:bench_poller` holds settled."
+  def settled_hosts do
+    Tinycluster.status(:bench_poller).hosts |> Enum.count(fn {_, h} -> h.settled end)
   end
 end

@@ -1,6 +1,6 @@
 # The driver's context and the chores every scenario shares: the run's cookie and node-name
 # prefix, the code paths of the measuring nodes, a private EPMD per scenario, node names,
-# letting fresh VMs settle, and stopping every node a scenario started.
+# letting fresh VMs settle, and stopping every node (and EPMD and front) a scenario started.
 defmodule Bench.Driver do
   alias Bench.{Epmd, VM}
 
@@ -52,6 +52,31 @@ defmodule Bench.Driver do
     vm = VM.start(ctx, opts)
     :ok = VM.call(vm, Bench.Child, :setup, [setup])
     vm
+  end
+
+  @doc """
+  Runs `fun.(own)` and then, also when it raises, stops what `fun` handed to
+  `own.(kind, x)` (which returns `x`): nodes (`:vms`) first, then the counting fronts
+  (`:fronts`), then the epmds (`:epmds`). A scenario that builds many processes step by
+  step leaves none behind when a step fails.
+  """
+  def owning(fun) do
+    {:ok, agent} = Agent.start_link(fn -> %{epmds: [], fronts: [], vms: []} end)
+
+    own = fn kind, x ->
+      Agent.update(agent, &Map.update!(&1, kind, fn l -> [x | l] end))
+      x
+    end
+
+    try do
+      fun.(own)
+    after
+      owned = Agent.get(agent, & &1)
+      Agent.stop(agent)
+      kill(owned.vms)
+      Enum.each(owned.fronts, &Bench.EpmdFront.stop/1)
+      Enum.each(owned.epmds, &Epmd.stop/1)
+    end
   end
 
   @doc "Kills nodes concurrently and waits for each to exit."

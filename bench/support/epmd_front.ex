@@ -1,10 +1,12 @@
-# A host's EPMD as the `hosts` scenario's pollers see it: a listener at the host's address
-# and a poller's EPMD port that counts each request by kind, then answers it. It forwards the
-# request to a real epmd of that host (`{:forward, port}`: the front is then a counting TCP
-# forwarder in front of a real EPMD) or, where that many real epmds are impractical, answers
-# as an epmd with no node registered would (`:empty`: NAMES lists nothing, PORT_PLEASE2 says
-# not found). One front per host and poller, so each poller's requests are counted apart:
-# on loopback every connection comes from 127.0.0.1, and only the port tells them apart.
+# A host's EPMD as the pollers of the `hosts` and `cluster` scenarios see it: a listener at
+# the host's address and the pollers' EPMD port that counts each request by kind, then
+# answers it. It forwards the request to a real epmd of that host (`{:forward, port}`: the
+# front is then a counting TCP forwarder in front of a real EPMD) or, where that many real
+# epmds are impractical, answers as an epmd with no node registered would (`:empty`: NAMES
+# lists nothing, PORT_PLEASE2 says not found). On loopback every connection comes from
+# 127.0.0.1, and only the port tells pollers apart: `hosts` gives each poller its own EPMD
+# port and so its own fronts, counted apart; `cluster`'s pollers share one EPMD port, so a
+# host's one front counts them all.
 defmodule Bench.EpmdFront do
   @names 110
   @port_please2 122
@@ -21,6 +23,36 @@ defmodule Bench.EpmdFront do
       port_please: :counters.get(counters, base + 2),
       other: :counters.get(counters, base + 3)
     }
+  end
+
+  @doc "Requests counted so far for `slots`, summed kind by kind."
+  def count_all(counters, slots) do
+    counts = Enum.map(slots, &count(counters, &1))
+    Map.new([:names, :port_please, :other], fn k -> {k, Enum.sum(Enum.map(counts, & &1[k]))} end)
+  end
+
+  @doc "Requests of every kind counted so far for `slots`, summed."
+  def total(counters, slots) do
+    Enum.sum(for slot <- slots, {_kind, n} <- count(counters, slot), do: n)
+  end
+
+  @doc """
+  Waits out `window` ms, second by second, and returns for each group (`%{key => slots}`)
+  the most requests its slots got in one second. Hosts that settled together are asked
+  together, in bursts, so the mean a second hides what one poll may ask.
+  """
+  def peaks(counters, groups, window) do
+    totals = fn -> Map.new(groups, fn {key, slots} -> {key, total(counters, slots)} end) end
+    zero = Map.new(groups, fn {key, _} -> {key, 0} end)
+
+    {_, peaks} =
+      Enum.reduce(1..div(window, 1000), {totals.(), zero}, fn _, {last, peaks} ->
+        Process.sleep(1000)
+        now = totals.()
+        {now, Map.new(peaks, fn {key, peak} -> {key, max(peak, now[key] - last[key])} end)}
+      end)
+
+    peaks
   end
 
   @doc """
