@@ -11,7 +11,7 @@ defmodule Tinycluster.Candidates do
   @moduledoc false
 
   alias Tinycluster.{AtomBudget, Backoff, Candidate, Options, Tls}
-  alias Tinycluster.Candidates.{Connect, Deferred}
+  alias Tinycluster.Candidates.{Connect, Deferred, Refusals}
 
   # A candidate no longer listed anywhere is forgotten after this long, so that the status
   # of a node that sees many short-lived nodes (remote shells, scripts) stays bounded...
@@ -22,8 +22,7 @@ defmodule Tinycluster.Candidates do
 
   defstruct entries: %{},
             tls: %{},
-            refused: %{},
-            refusals: %{},
+            refusals: Refusals.new(),
             budget: AtomBudget.new(),
             deferred: Deferred.new()
 
@@ -31,17 +30,14 @@ defmodule Tinycluster.Candidates do
   @type key :: {String.t(), String.t()}
 
   @typedoc """
-  The table: candidates by key, the TLS listeners seen (`Tinycluster.Tls`), and for each
-  candidate left alone after its refusals, a digest of the cookie it refused; and the
-  refused connections of each candidate at its port (a failed probe in between, which moves
-  `attempts`, does not clear them); and the candidates the last scan deferred
-  (`Tinycluster.Candidates.Deferred`).
+  The table: candidates by key, the TLS listeners seen (`Tinycluster.Tls`), the refused
+  connections (`Tinycluster.Candidates.Refusals`), the atom budget, and the candidates the
+  last scan deferred (`Tinycluster.Candidates.Deferred`).
   """
   @type t :: %__MODULE__{
           entries: %{key() => Candidate.t()},
           tls: Tls.known(),
-          refused: %{key() => non_neg_integer()},
-          refusals: %{key() => {:inet.port_number(), pos_integer()}},
+          refusals: Refusals.t(),
           budget: AtomBudget.t(),
           deferred: Deferred.t()
         }
@@ -238,44 +234,19 @@ defmodule Tinycluster.Candidates do
         {table, []}
 
       entry ->
-        refusals = refusals(table.refusals, key, entry.port, result)
-        new = after_connect(entry, result, opts, now.ms, refusals)
+        n = Refusals.count(table.refusals, key, entry.port, result)
+        new = after_connect(entry, result, opts, now.ms, n)
 
-        refused =
-          if new.retry_at == :never,
-            do: Map.put(table.refused, key, cookie),
-            else: Map.delete(table.refused, key)
+        refusals =
+          Refusals.record(table.refusals, key, entry.port, n, new.retry_at == :never, cookie)
 
-        counts =
-          if refusals > 0,
-            do: Map.put(table.refusals, key, {entry.port, refusals}),
-            else: Map.delete(table.refusals, key)
-
-        put(%{table | refused: refused, refusals: counts}, key, entry, new)
+        put(%{table | refusals: refusals}, key, entry, new)
     end
   end
 
   @doc "The digest of a cookie that `connect_ended/6` and `cookies/2` compare."
   @spec cookie_digest(atom()) :: non_neg_integer()
-  def cookie_digest(cookie), do: :erlang.phash2(cookie)
-
-  # Refused connections so far at this port, this attempt's included: `false` is a refusal
-  # (another cookie, or an allow list); anything else clears the count, but a crash.
-  defp refusals(counts, key, port, false) do
-    case Map.get(counts, key) do
-      {^port, n} -> n + 1
-      _ -> 1
-    end
-  end
-
-  defp refusals(counts, key, port, {:crashed, _}) do
-    case Map.get(counts, key) do
-      {^port, n} -> n
-      _ -> 0
-    end
-  end
-
-  defp refusals(_counts, _key, _port, _result), do: 0
+  defdelegate cookie_digest(cookie), to: Refusals
 
   defp after_connect(entry, true, _opts, _now_ms, _refusals),
     do: %{entry | state: :connected, reason: nil, attempts: 0, retry_at: nil}
@@ -300,24 +271,27 @@ defmodule Tinycluster.Candidates do
   since (`Node.set_cookie/1,2`): they are tried again at once. Called as each poll starts.
   """
   @spec cookies(t(), (node() -> atom())) :: t()
-  def cookies(%__MODULE__{refused: refused} = table, _cookie_of) when refused == %{}, do: table
-
   def cookies(%__MODULE__{} = table, cookie_of) do
-    Enum.reduce(table.refused, table, fn {key, refused}, acc ->
-      case Map.get(acc.entries, key) do
-        %Candidate{retry_at: :never, node: node} = entry when node != nil ->
-          if cookie_digest(cookie_of.(node)) == refused do
-            acc
-          else
-            entries = Map.put(acc.entries, key, %{entry | attempts: 0, retry_at: nil})
-            refusals = Map.delete(acc.refusals, key)
-            %{acc | entries: entries, refused: Map.delete(acc.refused, key), refusals: refusals}
-          end
-
-        _gone_or_restarted ->
-          %{acc | refused: Map.delete(acc.refused, key)}
+    # Only a candidate still left alone, with its atom, has a cookie to compare.
+    node_of = fn key ->
+      case Map.get(table.entries, key) do
+        %Candidate{retry_at: :never, node: node} -> node
+        _gone_or_restarted -> nil
       end
-    end)
+    end
+
+    case Refusals.changed(table.refusals, node_of, cookie_of) do
+      {refusals, []} ->
+        %{table | refusals: refusals}
+
+      {refusals, again} ->
+        entries =
+          Enum.reduce(again, table.entries, fn key, acc ->
+            Map.update!(acc, key, &%{&1 | attempts: 0, retry_at: nil})
+          end)
+
+        %{table | refusals: refusals, entries: entries}
+    end
   end
 
   @doc "A `nodeup` of `node`: its candidate, if any, is `:connected`."
