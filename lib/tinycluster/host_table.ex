@@ -3,9 +3,8 @@ defmodule Tinycluster.HostTable do
   # time passed in. It keeps what the NIF reported of each host (`status`, `names`,
   # `malformed`, `latency_us`, `probe_timeout_ms`, and `listing`, the digest the next scan
   # compares with to tell an unchanged host, native/tinycluster_nif/src/unchanged.rs), with
-  # when it was last asked
-  # and last answered, and when each is asked next (`Tinycluster.Pacing`). `view/4` is what
-  # `Tinycluster.status/1` shows of it.
+  # when it was last asked and last answered, and when each is asked next
+  # (`Tinycluster.Pacing`). `view/4` is what `Tinycluster.status/1` shows of it.
   @moduledoc false
 
   alias Tinycluster.{Hosts, Options, Pacing}
