@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use common::{names_reply, EpmdScript, FakeEpmd, BOUND};
 use tinycluster_nif::error::Error;
 use tinycluster_nif::park;
 use tinycluster_nif::probe::{FirstFlight, Outcome, ProbeRequest};
-use tinycluster_nif::scan::{self, HostSpec, ScanSpec};
+use tinycluster_nif::scan::{self, ScanSpec};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -103,25 +102,12 @@ async fn one_scan_holds_at_most_max_probes_in_flight() {
     }
     let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&lines))).await;
     let spec = ScanSpec {
-        hosts: vec![HostSpec {
-            label: "local".into(),
-            address: epmd.addr.ip().to_string(),
-            epmd_port: epmd.addr.port(),
-            node_host: Some("h".into()),
-        }],
-        probe_name: "tinycluster_probe_caps@127.0.0.1".into(),
-        creation: 1,
-        local_name: "me@h".into(),
-        skip: HashSet::new(),
         // Far longer than the check below, which runs while the first wave waits.
         probe_timeout: Duration::from_secs(6),
-        epmd_timeout: Duration::from_secs(10),
-        gate: None,
-        tls: scan::TlsProbes::None,
-        hold: HashSet::new(),
-        park: false,
-        last_listings: Default::default(),
-        budget: Default::default(),
+        ..common::spec(
+            vec![common::host("local", epmd.addr, Some("h"))],
+            "tinycluster_probe_caps@127.0.0.1",
+        )
     };
 
     let scan = tokio::spawn(scan::run(spec, Arc::new(|_| {})));

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,29 +54,14 @@ fn a_near_host_keeps_the_probe_timeout_and_a_far_one_waits_its_round_trips_up_to
 }
 
 fn host(label: &str, epmd: SocketAddr) -> HostSpec {
-    HostSpec {
-        label: label.into(),
-        address: epmd.ip().to_string(),
-        epmd_port: epmd.port(),
-        node_host: Some("h".into()),
-    }
+    common::host(label, epmd, Some("h"))
 }
 
 fn spec(hosts: Vec<HostSpec>) -> ScanSpec {
     ScanSpec {
-        hosts,
-        probe_name: "tinycluster_probe_1@127.0.0.1".into(),
         creation: 7,
-        local_name: "me@h".into(),
-        skip: HashSet::new(),
         probe_timeout: PROBE_TIMEOUT,
-        epmd_timeout: Duration::from_secs(10),
-        gate: None,
-        tls: scan::TlsProbes::None,
-        hold: HashSet::new(),
-        park: false,
-        last_listings: Default::default(),
-        budget: Default::default(),
+        ..common::spec(hosts, "tinycluster_probe_1@127.0.0.1")
     }
 }
 

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use common::{names_reply, EpmdScript, FakeEpmd};
 use tinycluster_nif::error::Error;
 use tinycluster_nif::park::PARK_FOR;
 use tinycluster_nif::probe::Outcome;
-use tinycluster_nif::scan::{self, HostSpec, ScanSpec};
+use tinycluster_nif::scan::{self, ScanSpec};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
@@ -69,26 +68,14 @@ async fn scan_node(peer: SocketAddr) -> Outcome {
     let line = format!("name app at port {}\n", peer.port());
     let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&line))).await;
     let spec = ScanSpec {
-        hosts: vec![HostSpec {
-            label: "local".into(),
-            address: epmd.addr.ip().to_string(),
-            epmd_port: epmd.addr.port(),
-            node_host: Some("h".into()),
-        }],
-        probe_name: "tinycluster_probe_expiry@127.0.0.1".into(),
-        creation: 1,
-        local_name: "me@h".into(),
-        skip: HashSet::new(),
         // Longer than a loaded machine takes to connect on loopback, so that the first
         // probe reaches the listener and parks rather than failing to connect.
         probe_timeout: Duration::from_secs(2),
-        epmd_timeout: Duration::from_secs(10),
-        gate: None,
-        tls: scan::TlsProbes::None,
-        hold: HashSet::new(),
         park: true,
-        last_listings: Default::default(),
-        budget: Default::default(),
+        ..common::spec(
+            vec![common::host("local", epmd.addr, Some("h"))],
+            "tinycluster_probe_expiry@127.0.0.1",
+        )
     };
     let report = scan::run(spec, Arc::new(|_| {})).await;
     epmd.seen().await;

@@ -8,12 +8,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    closed_port, names_reply, ok_and_challenge, EpmdScript, FakeEpmd, FakePeer, Script, ENDLESS_CAP,
+    closed_port, host, names_reply, ok_and_challenge, EpmdScript, FakeEpmd, FakePeer, Script,
+    ENDLESS_CAP,
 };
 use tinycluster_nif::epmd::{MAX_NAMES, MAX_REPLY_BYTES};
 use tinycluster_nif::error::Error;
@@ -24,30 +24,10 @@ use tokio::net::TcpListener;
 const PROBE_NAME: &str = "tinycluster_probe_1@127.0.0.1";
 const CREATION: u32 = 0x0A0B_0C0D;
 
-fn host(label: &str, epmd: SocketAddr, node_host: Option<&str>) -> HostSpec {
-    HostSpec {
-        label: label.into(),
-        address: epmd.ip().to_string(),
-        epmd_port: epmd.port(),
-        node_host: node_host.map(Into::into),
-    }
-}
-
 fn spec(hosts: Vec<HostSpec>) -> ScanSpec {
     ScanSpec {
-        hosts,
-        probe_name: PROBE_NAME.into(),
         creation: CREATION,
-        local_name: "me@h".into(),
-        skip: HashSet::new(),
-        probe_timeout: Duration::from_secs(10),
-        epmd_timeout: Duration::from_secs(10),
-        gate: None,
-        tls: scan::TlsProbes::None,
-        hold: HashSet::new(),
-        park: false,
-        last_listings: Default::default(),
-        budget: Default::default(),
+        ..common::spec(hosts, PROBE_NAME)
     }
 }
 

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{names_reply, ok_and_challenge, EpmdScript, FakeEpmd, FakePeer, Script, BOUND};
 use tinycluster_nif::error::Error;
 use tinycluster_nif::probe::{probe, FirstFlight, Outcome, ProbeRequest, TlsSeen};
-use tinycluster_nif::scan::{self, CandidateReport, Event, HostSpec, ScanSpec, TlsProbes};
+use tinycluster_nif::scan::{self, CandidateReport, Event, ScanSpec, TlsProbes};
 use tinycluster_nif::tls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -173,24 +172,11 @@ async fn a_peer_that_closes_on_the_hello_is_not_tls() {
 
 fn spec(epmd: SocketAddr, tls: TlsProbes) -> ScanSpec {
     ScanSpec {
-        hosts: vec![HostSpec {
-            label: "h".into(),
-            address: epmd.ip().to_string(),
-            epmd_port: epmd.port(),
-            node_host: Some("vm".into()),
-        }],
-        probe_name: PROBE_NAME.into(),
-        creation: 1,
         local_name: "me@vm".into(),
-        skip: HashSet::new(),
         probe_timeout: LONG,
         epmd_timeout: LONG,
-        gate: None,
         tls,
-        hold: HashSet::new(),
-        park: false,
-        last_listings: Default::default(),
-        budget: Default::default(),
+        ..common::spec(vec![common::host("h", epmd, Some("vm"))], PROBE_NAME)
     }
 }
 

@@ -9,8 +9,11 @@
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use tinycluster_nif::scan::{HostSpec, ScanSpec, TlsProbes};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -290,4 +293,36 @@ pub fn names_reply(text: &str) -> Vec<u8> {
     let mut reply = vec![0, 0, 0x11, 0x11];
     reply.extend_from_slice(text.as_bytes());
     reply
+}
+
+/// A host whose EPMD is the fake at `epmd`; with `node_host`, its nodes are named
+/// `<alive>@<node_host>`, else after the host as given.
+pub fn host(label: &str, epmd: SocketAddr, node_host: Option<&str>) -> HostSpec {
+    HostSpec {
+        label: label.into(),
+        address: epmd.ip().to_string(),
+        epmd_port: epmd.port(),
+        node_host: node_host.map(Into::into),
+    }
+}
+
+/// A scan of `hosts` under `probe_name`, as the local node `me@h`: 10 s timeouts, nothing
+/// skipped, held, parked or probed with TLS, the default budget. Tests change what they
+/// test with struct update syntax.
+pub fn spec(hosts: Vec<HostSpec>, probe_name: &str) -> ScanSpec {
+    ScanSpec {
+        hosts,
+        probe_name: probe_name.into(),
+        creation: 1,
+        local_name: "me@h".into(),
+        skip: HashSet::new(),
+        probe_timeout: Duration::from_secs(10),
+        epmd_timeout: Duration::from_secs(10),
+        gate: None,
+        tls: TlsProbes::None,
+        hold: HashSet::new(),
+        park: false,
+        last_listings: Default::default(),
+        budget: Default::default(),
+    }
 }
