@@ -31,7 +31,8 @@ defmodule Tinycluster.CandidatesTest do
   defp probed(table, maps, opts \\ @opts, ms \\ 0),
     do: Candidates.probed(table, List.wrap(maps), opts, now(ms))
 
-  defp entry(table, alive), do: table.entries[{"h", alive}]
+  defp entry(table, alive), do: entry_of(table, "h", alive)
+  defp entry_of(table, host, alive), do: table.entries[{host, alive}]
 
   defp states(changes), do: Enum.map(changes, fn {old, new} -> {old && old.state, new.state} end)
 
@@ -185,13 +186,13 @@ defmodule Tinycluster.CandidatesTest do
       assert %{state: :rejected, attempts: 2, retry_at: :never} = entry(table, "a")
       assert states(changes) == [{:connecting, :rejected}]
       # Held for good, probe included, however long it waits.
-      assert Candidates.holds(table, 10_000_000) == [{"h", "a", 4000}]
+      assert Candidates.holds(table, 10_000_000, []) == [{"h", "a", 4000}]
       {table, [], []} = probed(table, probe("a", :live), @opts, 10_000_000)
 
-      assert Tinycluster.Status.candidates(table, 0)["a@vm"].description =~
+      assert elem(Tinycluster.Status.candidates(table, 0), 0)["a@vm"].description =~
                "left alone until it restarts"
 
-      assert Tinycluster.Status.candidates(table, 0)["a@vm"].retry_at == :never
+      assert elem(Tinycluster.Status.candidates(table, 0), 0)["a@vm"].retry_at == :never
 
       # A new port is a restarted node: tried again at once.
       {restarted, [_], _} = probed(table, probe("a", :live, port: 4001), @opts, 10_000_001)
@@ -237,7 +238,7 @@ defmodule Tinycluster.CandidatesTest do
       for {state, reason} <- [unreachable: :timeout, bad_reply: :closed, hidden: nil] do
         {late, [], _} = probed(table, probe("a", state, reason: reason), @opts, 150)
         assert %{state: :rejected, retry_at: :never} = entry(late, "a"), inspect(state)
-        assert Candidates.holds(late, 10_000_000) == [{"h", "a", 4000}]
+        assert Candidates.holds(late, 10_000_000, []) == [{"h", "a", 4000}]
         {late, [], []} = probed(late, probe("a", :live), @opts, 10_000_000)
         assert entry(late, "a").retry_at == :never
       end
@@ -295,36 +296,178 @@ defmodule Tinycluster.CandidatesTest do
   end
 
   describe "the atom budget" do
-    test "a host's new names make at most the budget's atoms a minute; one notice says so" do
-      budget = Tinycluster.AtomBudget.per_window()
-      prefix = "fresh#{System.unique_integer([:positive])}_"
-      names = for i <- 1..(budget + 5), do: "#{prefix}#{i}"
-      maps = for alive <- names, do: probe(alive, :live)
+    alias Tinycluster.AtomBudget
+
+    defp fresh_names(prefix, n) do
+      tag = "#{prefix}#{System.unique_integer([:positive])}_"
+      for i <- 1..n, do: "#{tag}#{i}"
+    end
+
+    defp atoms_of(names), do: Enum.count(names, &Tinycluster.NodeName.existing("#{&1}@vm"))
+
+    # Every connection the batch started ends with `result`.
+    defp end_all(table, connects, result, ms) do
+      Enum.reduce(connects, table, fn {key, _node}, acc ->
+        {acc, _} = Candidates.connect_ended(acc, key, result, @opts, now(ms))
+        acc
+      end)
+    end
+
+    test "names of all hosts together make at most the rate's atoms a minute; one notice" do
+      budget = AtomBudget.per_window()
+      names = fresh_names("fresh", budget + 5)
+      # Spread over several hosts: the rate is the poller's, not each host's.
+      maps =
+        for {alive, i} <- Enum.with_index(names), do: probe(alive, :live, host: "h#{rem(i, 4)}")
+
       {table, connects, changes} = probed(Candidates.new(), maps, @opts, 0)
       assert length(connects) == budget
-      # An atom for each name connected, and none for the others.
-      made = for name <- names, Tinycluster.NodeName.existing("#{name}@vm"), do: name
-      assert length(made) == budget
-      assert Enum.count(changes, &match?({:atom_budget, "h"}, &1)) == 1
+      assert atoms_of(names) == budget
+      assert [{:atom_budget, :window, _host}] = for({:atom_budget, _, _} = n <- changes, do: n)
       held = for {_, %{reason: :atom_budget} = c} <- table.entries, do: c
       assert length(held) == 5
       assert Enum.all?(held, &(&1.state == :live and &1.node == nil))
 
-      # The same minute: still held, and said no more.
-      late = for c <- held, do: probe(c.alive, :live)
+      # Their connections fail: the same minute, the others still wait, said no more.
+      table = end_all(table, connects, false, 1_000)
+      late = for c <- held, do: probe(c.alive, :live, host: c.host)
       {table, [], changes} = probed(table, late, @opts, 30_000)
-      refute Enum.any?(changes, &match?({:atom_budget, _}, &1))
+      refute Enum.any?(changes, &match?({:atom_budget, _, _}, &1))
+      assert AtomBudget.view(table.budget, 30_000).wasted == budget
 
       # The next minute: connected.
       {_table, connects, _} = probed(table, late, @opts, 60_000)
       assert length(connects) == 5
     end
 
-    test "a name that is an atom already costs nothing, and another host has its own" do
+    test "a connection repays its atom: real nodes under new names are never held back" do
+      # Five times the rate within one minute, each connecting before the next is listed.
+      names = fresh_names("real", AtomBudget.per_window() * 5)
+
+      table =
+        Enum.reduce(names, Candidates.new(), fn alive, table ->
+          {table, [connect], _} = probed(table, probe(alive, :live), @opts, 1_000)
+          end_all(table, [connect], true, 1_000)
+        end)
+
+      assert atoms_of(names) == length(names)
+      assert Candidates.count(table, :connected) == length(names)
+      assert %{window: 0, wasted: 0, proven_hosts: 1} = AtomBudget.view(table.budget, 1_000)
+    end
+
+    test "past the lifetime cap, only hosts whose new nodes connected make atoms" do
+      cap = 3
+      table = %{Candidates.new() | budget: AtomBudget.new(cap)}
+      # A real host proves itself once.
+      [first] = fresh_names("proof", 1)
+      {table, [proof], _} = probed(table, probe(first, :live, host: "real"), @opts, 0)
+      table = end_all(table, [proof], true, 0)
+
+      # A hostile host's names never connect: each loses its atom, up to the cap...
+      hostile = fresh_names("hostile", cap)
+      maps = for alive <- hostile, do: probe(alive, :live, host: "bad")
+      {table, connects, _} = probed(table, maps, @opts, 0)
+      table = end_all(table, connects, false, 0)
+      assert AtomBudget.view(table.budget, 0).wasted == cap
+
+      # ...and past it, in every later minute, its new names stay strings, said once.
+      {table, notices} =
+        Enum.reduce(1..5, {table, []}, fn minute, {table, notices} ->
+          more = fresh_names("hostile_more", 10)
+          maps = for alive <- more, do: probe(alive, :live, host: "bad")
+          {table, [], changes} = probed(table, maps, @opts, minute * 60_000)
+          assert atoms_of(more) == 0
+          assert Enum.all?(more, &(entry_of(table, "bad", &1).reason == :atom_cap))
+          {table, notices ++ for({:atom_budget, _, _} = n <- changes, do: n)}
+        end)
+
+      assert notices == [{:atom_budget, :lifetime, "bad"}]
+      # Nor does a host never heard of...
+      [stranger] = fresh_names("stranger", 1)
+      {table, [], _} = probed(table, probe(stranger, :live, host: "new"), @opts, 400_000)
+      assert atoms_of([stranger]) == 0
+
+      # ...while real nodes of the proven host, many more than the cap, all connect.
+      real = fresh_names("real_more", cap * 20)
+
+      table =
+        Enum.reduce(real, table, fn alive, table ->
+          {table, [connect], _} = probed(table, probe(alive, :live, host: "real"), @opts, 400_000)
+          end_all(table, [connect], true, 400_000)
+        end)
+
+      assert atoms_of(real) == length(real)
+      assert AtomBudget.view(table.budget, 400_000).wasted == cap
+    end
+
+    test "a proven host that then invents names loses its proof within one window" do
+      table = %{Candidates.new() | budget: AtomBudget.new(1)}
+      [first] = fresh_names("proof", 1)
+      {table, [proof], _} = probed(table, probe(first, :live, host: "turn"), @opts, 0)
+      table = end_all(table, [proof], true, 0)
+      # The lifetime cap is spent by another host.
+      [waste] = fresh_names("waste", 1)
+      {table, [c], _} = probed(table, probe(waste, :live, host: "other"), @opts, 0)
+      table = end_all(table, [c], false, 0)
+
+      invented = fresh_names("turned", AtomBudget.per_window() * 3)
+
+      Enum.reduce(Enum.with_index(invented), table, fn {alive, i}, table ->
+        ms = 60_000 * (1 + div(i, 10))
+        {table, connects, _} = probed(table, probe(alive, :live, host: "turn"), @opts, ms)
+        end_all(table, connects, false, ms)
+      end)
+
+      assert atoms_of(invented) == AtomBudget.per_window()
+    end
+
+    test "a name that is an atom already costs nothing" do
       maps = for i <- 1..100, do: probe("known#{i}", :live, name: "a@vm")
       {_, connects, changes} = probed(Candidates.new(), maps, @opts, 0)
       assert length(connects) == 100
-      assert changes |> Enum.filter(&match?({:atom_budget, _}, &1)) == []
+      assert changes |> Enum.filter(&match?({:atom_budget, _, _}, &1)) == []
+    end
+  end
+
+  describe "a name that more than one host lists" do
+    # The second host's listener answers the probe under the real node's name: it only
+    # claims it. Both entries are connected while the node is (the name is in Node.list).
+    defp claimed_pair do
+      maps = [probe("a", :skipped, host: "fake"), probe("a", :skipped, host: "real", port: 5000)]
+      {table, [], _} = probed(Candidates.new(), maps, @opts, 0)
+      table
+    end
+
+    test "a nodedown marks every entry of the name :down, so each host is asked again" do
+      table = claimed_pair()
+      assert Candidates.count(table, :connected) == 2
+      {table, changes} = Candidates.node_down(table, :a@vm, :connection_closed)
+
+      assert Enum.sort(for {_, new} <- changes, do: {new.host, new.state}) ==
+               [{"fake", :down}, {"real", :down}]
+
+      {table, changes} = Candidates.node_up(table, :a@vm)
+      assert length(changes) == 2
+      assert Candidates.count(table, :connected) == 2
+    end
+
+    test "a :connected entry is held only while its node is connected" do
+      table = claimed_pair()
+
+      assert Enum.sort(Candidates.holds(table, 0, [:a@vm])) ==
+               [{"fake", "a", 4000}, {"real", "a", 5000}]
+
+      assert Candidates.holds(table, 0, []) == []
+    end
+
+    test "status shows it once in candidates and every entry, with its host, in claimed" do
+      {table, _, _} = probed(claimed_pair(), probe("a", :live, host: "fake"), @opts, 10)
+      {table, _} = Candidates.node_down(table, :a@vm, :connection_closed)
+      {table, _} = Candidates.node_up(table, :a@vm)
+      {candidates, claimed} = Tinycluster.Status.candidates(table, 0)
+      assert map_size(candidates) == 1
+      assert [%{host: "fake"}, %{host: "real"}] = claimed["a@vm"]
+      refute Map.has_key?(claimed, "b@vm")
     end
   end
 
@@ -332,14 +475,14 @@ defmodule Tinycluster.CandidatesTest do
     test ":unreachable is asked again after one interval, then two at most" do
       table =
         Enum.reduce([0, 100, 300, 500], Candidates.new(), fn ms, table ->
-          assert Candidates.holds(table, ms) == []
+          assert Candidates.holds(table, ms, []) == []
           {table, [], _} = probed(table, probe("a", :unreachable, reason: :timeout), @opts, ms)
           table
         end)
 
       assert %{attempts: 4, retry_at: 700} = entry(table, "a")
-      assert Candidates.holds(table, 699) == [{"h", "a", 4000}]
-      assert Candidates.holds(table, 700) == []
+      assert Candidates.holds(table, 699, []) == [{"h", "a", 4000}]
+      assert Candidates.holds(table, 700, []) == []
     end
 
     test ":bad_reply, :tls and :not_allowed (connect: false) double up to :max_backoff" do
@@ -468,10 +611,11 @@ defmodule Tinycluster.CandidatesTest do
   describe "the view" do
     test "is by full name, with the state in words and the wait in ms, no monotonic time" do
       {table, _, _} = probed(Candidates.new(), probe("a", :bad_reply, reason: :closed))
-      view = Tinycluster.Status.candidates(table, 30)
+      {view, claimed} = Tinycluster.Status.candidates(table, 30)
+      assert claimed == %{}
       assert %Candidate{retry_in_ms: 70, retry_at: nil, description: text} = view["a@vm"]
       assert text == Candidate.describe(entry(table, "a"))
-      assert Tinycluster.Status.candidates(table, 1_000)["a@vm"].retry_in_ms == 0
+      assert elem(Tinycluster.Status.candidates(table, 1_000), 0)["a@vm"].retry_in_ms == 0
     end
   end
 end

@@ -46,10 +46,12 @@ defmodule Tinycluster.Candidates do
   @type now :: %{ms: integer(), at: DateTime.t()}
 
   @typedoc """
-  A change of state: the entry before (nil if new) and after; or `{:atom_budget, host}`, a
-  host whose new names are held back past `Tinycluster.AtomBudget` (once per window).
+  A change of state: the entry before (nil if new) and after; or `{:atom_budget, bound,
+  host}`: a bound of `Tinycluster.AtomBudget` first held back a new name, one of `host`'s.
   """
-  @type change :: {Candidate.t() | nil, Candidate.t()} | {:atom_budget, String.t()}
+  @type change ::
+          {Candidate.t() | nil, Candidate.t()}
+          | {:atom_budget, AtomBudget.bound(), String.t()}
 
   @typedoc """
   What the scan's end tells of the hosts: who was listed, whose EPMD answered, which hosts
@@ -240,7 +242,14 @@ defmodule Tinycluster.Candidates do
         refusals =
           Refusals.record(table.refusals, key, entry.port, n, new.retry_at == :never, cookie)
 
-        put(%{table | refusals: refusals}, key, entry, new)
+        budget =
+          case result do
+            true -> AtomBudget.connected(table.budget, entry.name)
+            :ignored -> table.budget
+            _failed -> AtomBudget.failed(table.budget, entry.name)
+          end
+
+        put(%{table | refusals: refusals, budget: budget}, key, entry, new)
     end
   end
 
@@ -294,16 +303,21 @@ defmodule Tinycluster.Candidates do
     end
   end
 
-  @doc "A `nodeup` of `node`: its candidate, if any, is `:connected`."
+  @doc """
+  A `nodeup` of `node`: every candidate of that name is `:connected` (more than one host
+  may list it: one may only claim it), and its atom is repaid (`Tinycluster.AtomBudget`).
+  """
   @spec node_up(t(), node()) :: {t(), [change()]}
   def node_up(%__MODULE__{} = table, node) do
+    table = %{table | budget: AtomBudget.connected(table.budget, Atom.to_string(node))}
     update_named(table, node, &%{&1 | state: :connected, node: node, reason: nil})
   end
 
   @doc """
-  A `nodedown` of `node` for `reason`: its candidate, if connected, is `:down`. A refused
-  connection attempt may end in a `nodedown` too; it tells nothing the attempt's result
-  does not, and taken as a loss it once cleared the refusals' count.
+  A `nodedown` of `node` for `reason`: every candidate of that name that was connected is
+  `:down`, so that each of their hosts is asked again. A refused connection attempt may
+  end in a `nodedown` too; it tells nothing the attempt's result does not, and taken as a
+  loss it once cleared the refusals' count.
   """
   @spec node_down(t(), node(), term()) :: {t(), [change()]}
   def node_down(%__MODULE__{} = table, node, reason) do
@@ -313,12 +327,15 @@ defmodule Tinycluster.Candidates do
     end)
   end
 
+  # Every entry of the name: a hostile host that claims a real node's name must not be the
+  # only one to hear of that node's nodedown, or the real entry stays `:connected` and held.
   defp update_named(table, node, fun) do
     name = Atom.to_string(node)
 
-    case Enum.find(table.entries, fn {_key, entry} -> entry.name == name end) do
-      nil -> {table, []}
-      {key, entry} -> put(table, key, entry, fun.(entry))
+    for {key, %Candidate{name: ^name} = entry} <- table.entries, reduce: {table, []} do
+      {table, changes} ->
+        {table, change} = put(table, key, entry, fun.(entry))
+        {table, changes ++ change}
     end
   end
 
@@ -332,16 +349,22 @@ defmodule Tinycluster.Candidates do
   @doc """
   The candidates not to probe at `now_ms`, as the scan request's `hold` wants them: those
   backing off (`Tinycluster.Backoff.holds/2`), and those connected, at the port they are
-  connected at. A connected node of another host is named otherwise before its probe
-  (`a@10.0.0.2` for `a@hostb`), so the NIF's skip list, by name, does not know it: held,
-  it is not probed, and its host can settle (`Tinycluster.Pacing`).
+  connected at, while their node is one of `connected` (`Node.list(:connected)`). A
+  connected node of another host is named otherwise before its probe (`a@10.0.0.2` for
+  `a@hostb`), so the NIF's skip list, by name, does not know it: held, it is not probed,
+  and its host can settle (`Tinycluster.Pacing`). One whose node is not connected (its
+  nodedown lost, or taken by another entry of the same name) is probed again.
   """
-  @spec holds(t(), integer()) :: [{String.t(), String.t(), :inet.port_number()}]
-  def holds(%__MODULE__{entries: entries}, now_ms) do
-    connected =
-      for {{host, alive}, %{state: :connected, port: port}} <- entries, do: {host, alive, port}
+  @spec holds(t(), integer(), [node()]) :: [{String.t(), String.t(), :inet.port_number()}]
+  def holds(%__MODULE__{entries: entries}, now_ms, connected) do
+    connected = MapSet.new(connected)
 
-    connected ++ Backoff.holds(entries, now_ms)
+    held =
+      for {{host, alive}, %{state: :connected, port: port, node: node}} <- entries,
+          MapSet.member?(connected, node),
+          do: {host, alive, port}
+
+    held ++ Backoff.holds(entries, now_ms)
   end
 
   @doc "The scan request's `tls` field (see `Tinycluster.Tls.probes/1`)."

@@ -119,14 +119,16 @@ defmodule Tinycluster.Poller do
     {hosts, specs} = HostTable.specs(state.hosts, state.opts.hosts, node(), Hosts.family())
     state = %{state | candidates: candidates, hosts: hosts}
 
+    connected = Node.list(:connected)
+
     extra = %{
       hosts: specs,
-      hold: Candidates.holds(candidates, System.monotonic_time(:millisecond)),
+      hold: Candidates.holds(candidates, System.monotonic_time(:millisecond), connected),
       tls: Candidates.tls_probes(candidates),
       first: Candidates.first(candidates)
     }
 
-    case Discovery.request(state.opts, Node.list(:connected), extra) do
+    case Discovery.request(state.opts, connected, extra) do
       {:ok, request} ->
         warned = Report.once(state.opts, state.warned, :hosts)
 

@@ -24,7 +24,7 @@ defmodule Tinycluster.Report do
   @spec changes(Options.t(), [Tinycluster.Candidates.change()]) :: :ok
   def changes(opts, changes) do
     Enum.each(changes, fn
-      {:atom_budget, host} -> atom_budget(opts, host)
+      {:atom_budget, bound, host} -> atom_budget(opts, bound, host)
       {_old, %Candidate{state: :unreachable} = new} -> node(opts, :unreachable, new)
       {old, new} -> change(opts, old, new)
     end)
@@ -56,15 +56,30 @@ defmodule Tinycluster.Report do
     end)
   end
 
-  @doc "Warns that a host's new names are held back by the atom budget, once a window."
-  @spec atom_budget(Options.t(), String.t()) :: :ok
-  def atom_budget(opts, host) do
+  @doc """
+  Warns that a bound of the atom budget (`Tinycluster.AtomBudget`) held back a new name of
+  `host`: the rate once a window, the lifetime cap once while it holds.
+  """
+  @spec atom_budget(Options.t(), Tinycluster.AtomBudget.bound(), String.t()) :: :ok
+  def atom_budget(opts, :window, host) do
     log(
       opts,
       :warning,
-      "tinycluster: #{host} named more than #{Tinycluster.AtomBudget.per_window()} new " <>
-        "nodes within a minute; the others wait for the next minute, since every node " <>
-        "connected is an atom and atoms are never freed (a host that invents names?)",
+      "tinycluster: more than #{Tinycluster.AtomBudget.per_window()} new nodes within a " <>
+        "minute not yet connected (the last from #{host}); the others wait for the next " <>
+        "minute, since every node connected is an atom and atoms are never freed (a host " <>
+        "that invents names?)",
+      tinycluster_host: host
+    )
+  end
+
+  def atom_budget(opts, :lifetime, host) do
+    log(
+      opts,
+      :warning,
+      "tinycluster: #{Tinycluster.AtomBudget.max_wasted()} names made atoms never connected " <>
+        "(the atom budget's lifetime cap); new names of hosts none of whose new nodes " <>
+        "connected, such as #{host}, now stay strings and are not connected",
       tinycluster_host: host
     )
   end

@@ -26,10 +26,19 @@ defmodule Tinycluster.Status do
     * `dns` - each DNS seed's last lookup, by name (see `Tinycluster.DnsSeed`).
     * `candidates` - every node the poller has seen, by full name
       (`Tinycluster.Candidate`), with its state in words (`description`) and, while it is
-      held back, the milliseconds until it is tried again (`retry_in_ms`).
+      held back, the milliseconds until it is tried again (`retry_in_ms`). A name that more
+      than one host lists is here once, its most advanced entry (connected first).
+    * `claimed` - every name that more than one host lists, with each of its entries (and
+      so each host): one of them may only claim the name (a stale EPMD entry, a port
+      reused, or a hostile listener that answers under a real node's name). Each entry
+      follows the node of that name: a nodedown marks them all `:down`.
+    * `atoms` - the atom budget (see "Security" in the README): the node names made atoms
+      this minute that have not connected (`window`, against `per_window`), those whose
+      connection failed for good (`wasted`, against the lifetime cap `max_wasted`), and
+      the hosts that proved themselves by a new node connecting (`proven_hosts`).
   """
 
-  alias Tinycluster.{Candidate, Candidates, DnsSeed, HostTable, Options}
+  alias Tinycluster.{AtomBudget, Candidate, Candidates, DnsSeed, HostTable, Options}
 
   @typedoc "The last finished scan, as `status/1` shows it."
   @type last_scan :: %{
@@ -51,7 +60,9 @@ defmodule Tinycluster.Status do
           last_scan: last_scan() | nil,
           hosts: %{String.t() => HostTable.host_view()},
           dns: %{String.t() => DnsSeed.seed_status()},
-          candidates: %{String.t() => Candidate.t()}
+          candidates: %{String.t() => Candidate.t()},
+          claimed: %{String.t() => [Candidate.t()]},
+          atoms: map()
         }
 
   @doc """
@@ -70,7 +81,7 @@ defmodule Tinycluster.Status do
           integer()
         ) :: t()
   def build(parts, now_ms) do
-    candidates = candidates(parts.candidates, now_ms)
+    {candidates, claimed} = candidates(parts.candidates, now_ms)
 
     %{
       node: node(),
@@ -80,7 +91,9 @@ defmodule Tinycluster.Status do
       last_scan: parts.last_scan,
       hosts: HostTable.view(parts.hosts, parts.opts.hosts, candidates, now_ms),
       dns: DnsSeed.status(parts.dns),
-      candidates: candidates
+      candidates: candidates,
+      claimed: claimed,
+      atoms: AtomBudget.view(parts.candidates.budget, now_ms)
     }
   end
 
@@ -102,22 +115,42 @@ defmodule Tinycluster.Status do
   end
 
   @doc """
-  The candidates as status shows them, by full name: each with its state in words
-  (`description`) and, while it is held back, the milliseconds until its retry
-  (`retry_in_ms`), as of `now_ms`; `retry_at` only as `:never`.
+  The candidates as status shows them, by full name, and the names more than one host
+  lists, with every entry: each with its state in words (`description`) and, while it is
+  held back, the milliseconds until its retry (`retry_in_ms`), as of `now_ms`; `retry_at`
+  only as `:never`.
   """
-  @spec candidates(Candidates.t(), integer()) :: %{String.t() => Candidate.t()}
+  @spec candidates(Candidates.t(), integer()) ::
+          {%{String.t() => Candidate.t()}, %{String.t() => [Candidate.t()]}}
   def candidates(%Candidates{entries: entries}, now_ms) do
-    Map.new(entries, fn {_key, entry} ->
-      retry_in = if is_integer(entry.retry_at), do: max(entry.retry_at - now_ms, 0)
+    by_name =
+      entries
+      |> Enum.map(fn {_key, entry} -> shown(entry, now_ms) end)
+      |> Enum.group_by(& &1.name)
 
-      {entry.name,
-       %{
-         entry
-         | description: Candidate.describe(entry),
-           retry_in_ms: retry_in,
-           retry_at: if(entry.retry_at == :never, do: :never)
-       }}
-    end)
+    candidates =
+      Map.new(by_name, fn {name, [_ | _] = all} -> {name, Enum.max_by(all, &rank/1)} end)
+
+    claimed =
+      for {name, [_, _ | _] = all} <- by_name, into: %{}, do: {name, Enum.sort_by(all, & &1.host)}
+
+    {candidates, claimed}
+  end
+
+  defp shown(entry, now_ms) do
+    retry_in = if is_integer(entry.retry_at), do: max(entry.retry_at - now_ms, 0)
+
+    %{
+      entry
+      | description: Candidate.describe(entry),
+        retry_in_ms: retry_in,
+        retry_at: if(entry.retry_at == :never, do: :never)
+    }
+  end
+
+  # Which entry of a name shared by hosts stands for it: the most advanced.
+  @rank [:connected, :connecting, :live, :down]
+  defp rank(%Candidate{state: state, host: host}) do
+    {length(@rank) - (Enum.find_index(@rank, &(&1 == state)) || length(@rank)), host}
   end
 end

@@ -1,6 +1,6 @@
 defmodule Tinycluster.Candidates.Connect do
   # Whom `Tinycluster.Candidates` connects now, and under which atom: the one place a
-  # candidate's name becomes an atom, within its host's atom budget. Pure: the budget and
+  # candidate's name becomes an atom, within the poller's atom budget. Pure: the budget and
   # the time are passed in.
   @moduledoc false
 
@@ -9,13 +9,15 @@ defmodule Tinycluster.Candidates.Connect do
   @doc """
   Whether to connect the candidate `entry` (at `key`) at `now_ms`: `{budget, entry,
   connects, notices}`, where `connects` is `[{key, node}]` and the entry is then
-  `:connecting`. The atom it is connected under is made here, from its host's `budget`
+  `:connecting`. The atom it is connected under is made here, from the poller's `budget`
   (`Tinycluster.AtomBudget`) when it is new; past the budget the entry keeps its state with
-  reason `:atom_budget`, and `notices` has `{:atom_budget, host}` the first time a window.
+  reason `:atom_budget` (the rate: it waits for the next window) or `:atom_cap` (the
+  lifetime cap: its name stays a string), and `notices` has `{:atom_budget, bound, host}`
+  the first time the bound holds a name back.
   """
   @spec now(AtomBudget.t(), Tinycluster.Candidates.key(), Candidate.t(), Options.t(), integer()) ::
           {AtomBudget.t(), Candidate.t(), [{Tinycluster.Candidates.key(), node()}],
-           [{:atom_budget, String.t()}]}
+           [{:atom_budget, AtomBudget.bound(), String.t()}]}
   def now(budget, _key, entry, %Options{connect: false}, _now_ms), do: {budget, entry, [], []}
 
   def now(budget, key, entry, opts, now_ms) do
@@ -27,9 +29,10 @@ defmodule Tinycluster.Candidates.Connect do
           reason = if entry.state == :not_allowed, do: :not_allowed, else: entry.reason
           {budget, %{entry | state: :connecting, node: node, reason: reason}, [{key, node}], []}
 
-        {:over, budget, first?} ->
-          notice = if first?, do: [{:atom_budget, entry.host}], else: []
-          {budget, %{entry | reason: :atom_budget}, [], notice}
+        {:over, budget, bound, first?} ->
+          notice = if first?, do: [{:atom_budget, bound, entry.host}], else: []
+          reason = if bound == :window, do: :atom_budget, else: :atom_cap
+          {budget, %{entry | reason: reason}, [], notice}
 
         {:error, reason} ->
           {budget, %{entry | state: :bad_reply, reason: reason}, [], []}
@@ -54,8 +57,8 @@ defmodule Tinycluster.Candidates.Connect do
 
   defp due?(_entry, _now_ms), do: true
 
-  # The atom to connect under: made here, the only place a candidate gets one, and from its
-  # host's budget when it is new to the atom table.
+  # The atom to connect under: made here, the only place a candidate gets one, and from the
+  # poller's budget when it is new to the atom table.
   defp node_of(budget, %Candidate{node: nil, name: name, host: host}, now_ms) do
     with :ok <- NodeName.check(name) do
       case NodeName.existing(name) do
@@ -68,7 +71,7 @@ defmodule Tinycluster.Candidates.Connect do
   defp node_of(budget, %Candidate{node: node}, _now_ms), do: {:ok, node, budget}
 
   defp new_atom(budget, name, host, now_ms) do
-    case AtomBudget.take(budget, host, now_ms) do
+    case AtomBudget.take(budget, host, name, now_ms) do
       {:ok, budget} ->
         {:ok, node} = NodeName.to_atom(name)
         {:ok, node, budget}
