@@ -10,8 +10,9 @@
 //! seen live by the first scan after it answered.
 //!
 //! Parked probes are process-wide (one map for every scan and poller), at most
-//! [`MAX_PARKED`]; past the cap a probe closes at its deadline, as it always did. A peer that
-//! started an answer and stalled is not parked: it is talking, badly.
+//! [`MAX_PARKED`], and at most [`MAX_PARKED_PER_ADDRESS`] of them to one address; past either
+//! cap a probe closes at its deadline, as it always did. A peer that started an answer and
+//! stalled is not parked: it is talking, badly.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +33,11 @@ pub const PARK_FOR: Duration = Duration::from_secs(60);
 
 /// The most probes parked at once, process-wide: a bound on the sockets they hold open.
 pub const MAX_PARKED: usize = 64;
+
+/// The most probes parked at once to one address: a quarter of [`MAX_PARKED`], so that one
+/// host's silent listeners (its EPMD may list a thousand) cannot take every slot and leave
+/// a frozen node of another host unparked.
+pub const MAX_PARKED_PER_ADDRESS: usize = MAX_PARKED / 4;
 
 /// What makes two probes the same: same poller (its probe name), same listener, same
 /// candidate and first flight, so that a parked answer is read as that probe would have.
@@ -111,7 +117,9 @@ pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
                     if p.len() >= MAX_PARKED {
                         p.retain(|_, h| !h.is_finished());
                     }
-                    if p.len() < MAX_PARKED {
+                    let ip = key.addr.ip();
+                    let here = p.keys().filter(|k| k.addr.ip() == ip).count();
+                    if p.len() < MAX_PARKED && here < MAX_PARKED_PER_ADDRESS {
                         p.insert(key, handle);
                     } else {
                         handle.abort();

@@ -1,5 +1,5 @@
-//! The caps that bound what probes hold open, against a listener that accepts every
-//! connection and never answers (a frozen node): at most [`park::MAX_PARKED`] probes parked
+//! The caps that bound what probes hold open, against listeners that accept every
+//! connection and never answer (frozen nodes): at most [`park::MAX_PARKED`] probes parked
 //! per process, and at most [`scan::MAX_PROBES_IN_FLIGHT`] probes in flight per scan.
 //!
 //! A test binary of its own: parked probes are process-wide, and the other tests park some.
@@ -23,15 +23,23 @@ use tokio::task::JoinSet;
 /// it (`None` while open).
 type Connections = Arc<Mutex<Vec<(Instant, Option<Instant>)>>>;
 
-/// Accepts every connection, reads until the client closes it, and answers nothing.
-async fn silent_listener() -> (SocketAddr, Connections) {
+/// Accepts every connection on loopback address `ip`, reads until the client closes it, and
+/// answers nothing.
+async fn silent_listener(ip: &str) -> (SocketAddr, Connections) {
     let connections: Connections = Arc::default();
-    (silent_listener_into(connections.clone()).await, connections)
+    (
+        silent_listener_on(ip, connections.clone()).await,
+        connections,
+    )
 }
 
 /// A silent listener that records its connections into `connections`.
 async fn silent_listener_into(connections: Connections) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    silent_listener_on("127.0.0.1", connections).await
+}
+
+async fn silent_listener_on(ip: &str, connections: Connections) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -78,15 +86,35 @@ async fn round(addr: SocketAddr, count: usize) {
 
 #[tokio::test]
 async fn at_most_max_parked_probes_are_parked_and_the_rest_close_at_their_deadline() {
-    let (addr, connections) = silent_listener().await;
-    let count = park::MAX_PARKED + 6;
-    round(addr, count).await;
-    assert_eq!(connections.lock().unwrap().len(), count);
+    // Hosts enough to fill the process-wide cap, each within its own share.
+    let hosts = park::MAX_PARKED / park::MAX_PARKED_PER_ADDRESS;
+    let mut listeners = Vec::new();
+    for i in 1..=hosts {
+        listeners.push(silent_listener(&format!("127.0.0.{i}")).await);
+    }
+    for (addr, _) in &listeners {
+        round(*addr, park::MAX_PARKED_PER_ADDRESS).await;
+    }
+    assert_eq!(park::parked(), park::MAX_PARKED);
+
+    // One more host: none of its probes finds a place.
+    let (addr, connections) = silent_listener(&format!("127.0.0.{}", hosts + 1)).await;
+    round(addr, 6).await;
+    assert_eq!(connections.lock().unwrap().len(), 6);
     assert_eq!(park::parked(), park::MAX_PARKED);
 
     // Asked again: the parked ones open nothing; the six past the cap open a connection each.
-    round(addr, count).await;
-    assert_eq!(connections.lock().unwrap().len(), count + 6);
+    for (addr, _) in &listeners {
+        round(*addr, park::MAX_PARKED_PER_ADDRESS).await;
+    }
+    round(addr, 6).await;
+    for (_, connections) in &listeners {
+        assert_eq!(
+            connections.lock().unwrap().len(),
+            park::MAX_PARKED_PER_ADDRESS
+        );
+    }
+    assert_eq!(connections.lock().unwrap().len(), 12);
     assert_eq!(park::parked(), park::MAX_PARKED);
 }
 
