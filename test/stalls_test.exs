@@ -4,7 +4,13 @@ defmodule Tinycluster.StallsTest do
   # same against a real node behind a proxy that stalls its handshakes.
   use ExUnit.Case, async: false
 
+  import ExUnit.CaptureLog
+
+  alias Tinycluster.{Candidates, Options, Report}
   alias Tinycluster.Candidates.Stalls
+
+  @opts Options.new!(interval: 100, max_backoff: 1_000)
+  @at ~U[2026-01-01 00:00:00Z]
 
   describe "the rule" do
     test "net_setuptime is read as net_kernel reads it: seconds, 7 unset, 120 at most" do
@@ -40,6 +46,48 @@ defmodule Tinycluster.StallsTest do
       assert {_, 1} = Stalls.note(cleared, :a, 4000, :stalled)
       {cleared, 0} = Stalls.note(stalls, :a, 4000, true)
       assert {_, 1} = Stalls.note(cleared, :a, 4000, :stalled)
+    end
+  end
+
+  describe "what is said" do
+    setup do
+      test = self()
+      id = {__MODULE__, make_ref()}
+      events = [[:tinycluster, :node, :unreachable], [:tinycluster, :node, :rejected]]
+      handler = fn event, _, meta, _ -> send(test, {:event, event, meta}) end
+      :telemetry.attach_many(id, events, handler, nil)
+      on_exit(fn -> :telemetry.detach(id) end)
+    end
+
+    test "one warning and one event for a run of stalls, none of them a refusal" do
+      opts = %{@opts | name: :"stalls_test_#{System.unique_integer([:positive])}"}
+      probe = %{host: "h", alive: "a", name: "a@vm", address: "127.0.0.1", port: 4000}
+      probe = Map.merge(probe, %{state: :live, reason: nil, latency_us: 50})
+
+      log =
+        capture_log(fn ->
+          Enum.reduce(0..2, Candidates.new(), fn n, table ->
+            now = %{ms: n * 1_000, at: DateTime.add(@at, n, :second)}
+            {table, [_], changes} = Candidates.probed(table, [probe], opts, now)
+            Report.changes(opts, changes)
+            {table, changes} = Candidates.connect_ended(table, {"h", "a"}, :stalled, opts, now)
+            Report.changes(opts, changes)
+            table
+          end)
+        end)
+
+      assert Tinycluster.TestNodes.count(log, "a@vm answered the probe, but the connection's") ==
+               1,
+             log
+
+      assert log =~ "not a refusal"
+      refute log =~ "refused"
+      name = opts.name
+
+      assert_received {:event, [:tinycluster, :node, :unreachable],
+                       %{poller: ^name, state: :unreachable, reason: :connect_timeout}}
+
+      refute_received {:event, _, %{poller: ^name}}
     end
   end
 end
