@@ -12,14 +12,16 @@ defmodule Tinycluster.Candidates.Stalls do
   # reset after the EPMD lookup and after the challenge reply is sent, both after the
   # attempt started here, and never fires early: every attempt the timer ends took at least
   # `net_setuptime`. A refusal comes one round trip after the reply, or after the name for
-  # `not_allowed`: milliseconds on a LAN, a second or so on the farthest links. So a `false`
-  # that took at least half of `net_setuptime` is a stall. The half leaves room for a peer
-  # whose own, shorter `net_setuptime` closes first, and for a refusal slowed by a pause:
-  # taken for a stall, it costs one more attempt, later; the next, prompt one counts.
+  # `not_allowed`: the whole attempt is a few round trips. So a `false` that took at least
+  # half of `net_setuptime` is a stall. The half leaves room for a peer whose own
+  # `net_setuptime` is shorter (down to half this one) and closes first, for a setting
+  # changed since net_kernel read it (when distribution started; it is read here at each
+  # attempt), and for a refusal slowed by a pause: taken for a stall, that costs one more
+  # attempt, later, and the next, prompt one counts.
   #
   # Also kept here: each candidate's stalls in a row at its port, apart from its
   # `attempts`, which the probe that answers between two attempts clears. They set its
-  # backoff and say when a run of stalls starts (`Tinycluster.Report` says only that).
+  # backoff and tell when a run of stalls starts (`Tinycluster.Report` says only the first).
   # Pure: the duration, the setup time and the table are passed in.
   @moduledoc false
 
