@@ -48,6 +48,16 @@ defmodule Tinycluster.BackoffTest do
            ]
   end
 
+  test "a stalled connection backs off as an unreachable node, never for good" do
+    first = Backoff.after_stall(entry(:connecting), 1, @opts, 0)
+
+    assert {first.state, first.reason, first.attempts, first.retry_at} ==
+             {:unreachable, :connect_timeout, 1, 100}
+
+    assert Backoff.after_stall(first, 2, @opts, 500).retry_at == 700
+    assert Backoff.after_stall(first, 50, @opts, 500).retry_at == 700
+  end
+
   test "a new port starts over with the new node's state" do
     old = entry(:rejected, attempts: 5, retry_at: 10_000, reason: :connect_failed)
     assert Backoff.restarted(old, entry(:live)) == old

@@ -177,6 +177,56 @@ defmodule Tinycluster.CandidatesTest do
     end
   end
 
+  describe "stalls" do
+    # A connection attempt that ran into net_setuptime (`Tinycluster.Candidates.Stalls`).
+    test "a node whose handshakes stall is unreachable, retried within two intervals, never left alone" do
+      table =
+        Enum.reduce(1..5, Candidates.new(), fn n, table ->
+          at = n * 1_000
+          {table, [{{"h", "a"}, :a@vm}], _} = probed(table, probe("a", :live), @opts, at)
+          {table, changes} = Candidates.connect_ended(table, {"h", "a"}, :stalled, @opts, now(at))
+          assert states(changes) == [{:connecting, :unreachable}]
+          entry = entry(table, "a")
+          assert %{state: :unreachable, reason: :connect_timeout, attempts: ^n} = entry
+          assert is_integer(entry.retry_at) and entry.retry_at <= at + 2 * @opts.interval
+          table
+        end)
+
+      # Held back until its retry, then probed and connected as before.
+      assert Candidates.holds(table, 5_000) == [{"h", "a", 4000}]
+      assert Candidates.holds(table, 5_200) == []
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 5_200)
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, true, @opts, now(5_200))
+      assert %{state: :connected, attempts: 0, retry_at: nil} = entry(table, "a")
+
+      assert Tinycluster.Status.candidates(table, 0)["a@vm"].state == :connected
+    end
+
+    test "a stall between two refusals neither counts nor clears them" do
+      {table, _, _} = probed(Candidates.new(), probe("a", :live))
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(0))
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 100)
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, :stalled, @opts, now(100))
+      assert %{state: :unreachable, retry_at: retry_at} = entry(table, "a")
+      assert is_integer(retry_at)
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 300)
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(300))
+      assert %{state: :rejected, reason: :connect_failed, retry_at: :never} = entry(table, "a")
+    end
+
+    test "a stall says what it is, and starts a new run after a connection" do
+      {table, _, _} = probed(Candidates.new(), probe("a", :live))
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, :stalled, @opts, now(0))
+      assert Tinycluster.Status.candidates(table, 0)["a@vm"].description =~ "stalled"
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 100)
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, true, @opts, now(100))
+      {table, _} = Candidates.node_down(table, :a@vm, :connection_closed)
+      {table, [_], _} = probed(table, probe("a", :live), @opts, 200)
+      {table, _} = Candidates.connect_ended(table, {"h", "a"}, :stalled, @opts, now(200))
+      assert %{state: :unreachable, attempts: 1} = entry(table, "a")
+    end
+  end
+
   describe "refusals" do
     test "after #{Tinycluster.Backoff.max_refusals()} refused connections a node is left alone" do
       {table, _, _} = probed(Candidates.new(), probe("a", :live))

@@ -17,6 +17,11 @@ defmodule Tinycluster.Backoff do
   # reads. The cap is what a thawed node waits at most, beyond the scan itself. (Closing
   # silent probes instead, with a cap of 8 intervals, was measured against it: see
   # bench/RESULTS.md, "frozen-node trade-off".)
+  #
+  # A connection attempt that stalled (`Tinycluster.Candidates.Stalls`: the handshake ran
+  # into `net_setuptime`) is the same kind of silence, met later: the candidate is
+  # `:unreachable` with reason `:connect_timeout` and waits as one does, never counted
+  # among the refusals.
   @moduledoc false
 
   alias Tinycluster.{Candidate, Options}
@@ -86,6 +91,19 @@ defmodule Tinycluster.Backoff do
     if reason in @refusals and refusals >= @max_refusals,
       do: %{entry | retry_at: :never},
       else: entry
+  end
+
+  @doc """
+  Counts a stalled connection attempt (`Tinycluster.Candidates.Stalls`): the entry becomes
+  `:unreachable` with reason `:connect_timeout`, its `attempts` are `stalls` (the stalls
+  in a row at its port: the probe that answers between two attempts clears `attempts`),
+  and it is tried again as an `:unreachable` candidate is, within #{@unreachable_cap}
+  intervals. It is never left alone for it.
+  """
+  @spec after_stall(Candidate.t(), pos_integer(), Options.t(), integer()) :: Candidate.t()
+  def after_stall(entry, stalls, opts, now_ms) do
+    retry_at = now_ms + delay(stalls, :unreachable, opts)
+    %{entry | state: :unreachable, reason: :connect_timeout, attempts: stalls, retry_at: retry_at}
   end
 
   @doc "How many refused connections leave a candidate alone for good."

@@ -33,7 +33,12 @@ defmodule Tinycluster.Candidate do
       Left alone, probe included, and retried with exponential backoff up to `:max_backoff`.
     * `:unreachable` - listed by EPMD, but no answer within its host's probe timeout
       (`:probe_timeout`, or longer for a far host: see `Tinycluster`): the node is frozen,
-      overloaded, or behind a firewall, or it just died.
+      overloaded, or behind a firewall, or it just died. With reason `:connect_timeout`, it
+      answered the probe, but the connection attempt stalled: `Node.connect/1` failed
+      after half of `net_setuptime` or more (a GC pause, an overloaded or frozen node, a
+      network stall), where a refusal comes within a few round trips. A stall is not a
+      refusal and never counts as one: the node is tried again within two intervals, and
+      `attempts` counts the stalls in a row.
     * `:not_allowed` - the node restricts connections with `net_kernel:allow/1`, so it
       refuses the probe, which no allow list names (and logs an error for it). A poller
       that connects then tries a real connection: it may well let this node in.
@@ -202,6 +207,12 @@ defmodule Tinycluster.Candidate do
 
   defp describe(:unreachable, :timeout),
     do: "listed by EPMD but silent within the probe timeout: frozen, overloaded or firewalled"
+
+  defp describe(:unreachable, :connect_timeout),
+    do:
+      "answered the probe, but the connection's handshake stalled (it failed after half " <>
+        "of net_setuptime or more): paused (GC), overloaded or frozen, or a network " <>
+        "stall; not a refusal, tried again within two intervals"
 
   defp describe(:unreachable, :econnrefused),
     do: "listed by EPMD but nothing listens on its port: it probably just stopped"

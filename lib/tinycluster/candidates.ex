@@ -11,7 +11,7 @@ defmodule Tinycluster.Candidates do
   @moduledoc false
 
   alias Tinycluster.{AtomBudget, Backoff, Candidate, Options, Tls}
-  alias Tinycluster.Candidates.{Connect, Deferred, Refusals}
+  alias Tinycluster.Candidates.{Connect, Deferred, Refusals, Stalls}
 
   # A candidate no longer listed anywhere is forgotten after this long, so that the status
   # of a node that sees many short-lived nodes (remote shells, scripts) stays bounded...
@@ -23,6 +23,7 @@ defmodule Tinycluster.Candidates do
   defstruct entries: %{},
             tls: %{},
             refusals: Refusals.new(),
+            stalls: Stalls.new(),
             budget: AtomBudget.new(),
             deferred: Deferred.new()
 
@@ -31,13 +32,15 @@ defmodule Tinycluster.Candidates do
 
   @typedoc """
   The table: candidates by key, the TLS listeners seen (`Tinycluster.Tls`), the refused
-  connections (`Tinycluster.Candidates.Refusals`), the atom budget, and the candidates the
-  last scan deferred (`Tinycluster.Candidates.Deferred`).
+  connections (`Tinycluster.Candidates.Refusals`), the stalled ones
+  (`Tinycluster.Candidates.Stalls`), the atom budget, and the candidates the last scan
+  deferred (`Tinycluster.Candidates.Deferred`).
   """
   @type t :: %__MODULE__{
           entries: %{key() => Candidate.t()},
           tls: Tls.known(),
           refusals: Refusals.t(),
+          stalls: Stalls.t(),
           budget: AtomBudget.t(),
           deferred: Deferred.t()
         }
@@ -218,14 +221,16 @@ defmodule Tinycluster.Candidates do
 
   @doc """
   A connection attempt to the candidate at `key` ended with `result` (what `Node.connect/1`
-  returned, or `{:crashed, reason}`), made with the cookie whose digest is `cookie`
-  (`cookie_digest/1`): a candidate left alone after it is tried again when its cookie
-  changes (`cookies/2`).
+  returned, `:stalled` for a `false` that `Tinycluster.Candidates.Stalls` tells a stall, or
+  `{:crashed, reason}`), made with the cookie whose digest is `cookie` (`cookie_digest/1`):
+  a candidate left alone after it is tried again when its cookie changes (`cookies/2`). A
+  stall is no refusal: the candidate is `:unreachable` (`:connect_timeout`) and backs off
+  as such.
   """
   @spec connect_ended(
           t(),
           key(),
-          boolean() | :ignored | term(),
+          boolean() | :ignored | :stalled | term(),
           Options.t(),
           now(),
           non_neg_integer() | nil
@@ -237,7 +242,12 @@ defmodule Tinycluster.Candidates do
 
       entry ->
         n = Refusals.count(table.refusals, key, entry.port, result)
-        new = after_connect(entry, result, opts, now.ms, n)
+        {stalls, in_a_row} = Stalls.note(table.stalls, key, entry.port, result)
+
+        new =
+          if result == :stalled,
+            do: Backoff.after_stall(entry, in_a_row, opts, now.ms),
+            else: after_connect(entry, result, opts, now.ms, n)
 
         refusals =
           Refusals.record(table.refusals, key, entry.port, n, new.retry_at == :never, cookie)
@@ -249,7 +259,8 @@ defmodule Tinycluster.Candidates do
             _failed -> AtomBudget.failed(table.budget, entry.name)
           end
 
-        put(%{table | refusals: refusals, budget: budget}, key, entry, new)
+        table = %{table | refusals: refusals, stalls: stalls, budget: budget}
+        put(table, key, entry, new)
     end
   end
 

@@ -106,9 +106,9 @@ defmodule Tinycluster.HostTable do
 
   @doc """
   Reopens the hosts of the candidates that `changes` (`Tinycluster.Candidates.change/0`)
-  took down or saw refuse a connection: something there changed, so they are asked every
-  interval again (`Tinycluster.Pacing.reopen/3`); a host whose node went down, at `now_ms`,
-  for at least `:settled_interval`, since the node may be restarting.
+  took down or saw refuse or stall a connection: something there changed, so they are
+  asked every interval again (`Tinycluster.Pacing.reopen/3`); a host whose node went down,
+  at `now_ms`, for at least `:settled_interval`, since the node may be restarting.
   """
   @spec reopen_for(t(), [Tinycluster.Candidates.change()], integer(), Options.t()) :: t()
   def reopen_for(%__MODULE__{pacing: pacing} = table, changes, now_ms, %Options{} = opts) do
@@ -118,6 +118,9 @@ defmodule Tinycluster.HostTable do
           Pacing.reopen(acc, host, now_ms + opts.settled_interval)
 
         {_old, %{state: :rejected, host: host}}, acc ->
+          Pacing.reopen(acc, host)
+
+        {_old, %{state: :unreachable, reason: :connect_timeout, host: host}}, acc ->
           Pacing.reopen(acc, host)
 
         _other, acc ->

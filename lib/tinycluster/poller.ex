@@ -10,6 +10,7 @@ defmodule Tinycluster.Poller do
 
   alias Tinycluster.{Await, Batch, Candidates, Discovery, DnsSeed, HostTable, Hosts, Report}
   alias Tinycluster.Status
+  alias Tinycluster.Candidates.Stalls
 
   @doc false
   def start_link(%Tinycluster.Options{} = opts) do
@@ -267,10 +268,16 @@ defmodule Tinycluster.Poller do
 
   ## Connections
 
-  # In a task: the connection attempt, and the digest of the cookie it was made with.
+  # In a task: the connection attempt, and the digest of the cookie it was made with. A
+  # `false` is timed here, where it happens, since only its duration tells a stall from a
+  # refusal (`Stalls`).
   defp connect(node) do
     cookie = Candidates.cookie_digest(:erlang.get_cookie(node))
-    {Node.connect(node), cookie}
+    setup_ms = Stalls.setup_ms(:application.get_env(:kernel, :net_setuptime))
+    started = System.monotonic_time(:millisecond)
+    result = Node.connect(node)
+    took_ms = System.monotonic_time(:millisecond) - started
+    {Stalls.classify(result, took_ms, setup_ms), cookie}
   end
 
   defp connect_ended(state, ref, result, cookie) do

@@ -18,15 +18,23 @@ defmodule Tinycluster.Report do
 
   @doc """
   Reports each change of `Tinycluster.Candidates` (`{old, new}`), in order, but for the
-  log lines of candidates that became `:unreachable`, which `unreachable/2` says at the end
-  of the scan (each has its node event at once).
+  log lines of candidates whose probe found them `:unreachable`, which `unreachable/2` says
+  at the end of the scan (each has its node event at once).
   """
   @spec changes(Options.t(), [Tinycluster.Candidates.change()]) :: :ok
   def changes(opts, changes) do
     Enum.each(changes, fn
-      {:atom_budget, bound, host} -> atom_budget(opts, bound, host)
-      {_old, %Candidate{state: :unreachable} = new} -> node(opts, :unreachable, new)
-      {old, new} -> change(opts, old, new)
+      {:atom_budget, bound, host} ->
+        atom_budget(opts, bound, host)
+
+      {old, %Candidate{state: :unreachable, reason: :connect_timeout} = new} ->
+        change(opts, old, new)
+
+      {_old, %Candidate{state: :unreachable} = new} ->
+        node(opts, :unreachable, new)
+
+      {old, new} ->
+        change(opts, old, new)
     end)
   end
 
@@ -109,6 +117,15 @@ defmodule Tinycluster.Report do
       {_, :rejected} ->
         candidate_line(opts, entry)
         node(opts, :rejected, entry)
+
+      # A stalled connection attempt, not a probe: said at once, and only the first of a
+      # run of them (`attempts` counts the stalls in a row).
+      {_, :unreachable} when entry.reason == :connect_timeout and entry.attempts > 1 ->
+        :ok
+
+      {_, :unreachable} when entry.reason == :connect_timeout ->
+        candidate_line(opts, entry)
+        node(opts, :unreachable, entry)
 
       # Said at the end of the scan, with the others of its host: see `unreachable/2`.
       {_, :unreachable} ->

@@ -19,7 +19,9 @@ defmodule Tinycluster.Telemetry do
     * `[:tinycluster, :node, :connected]` - a candidate became connected.
     * `[:tinycluster, :node, :rejected]` - a candidate answered the probe but refused the
       connection (the first refusal of a run; retries with backoff are not repeated).
-    * `[:tinycluster, :node, :unreachable]` - a candidate stopped answering the probe.
+    * `[:tinycluster, :node, :unreachable]` - a candidate stopped answering the probe, or
+      (reason `:connect_timeout`) its connection attempt stalled (the first stall of a
+      run; retries are not repeated).
     * `[:tinycluster, :node, :lost]` - a connected candidate's connection went down.
 
   Node events have the measurement `:system_time` and, when known, `:latency_us` (the last

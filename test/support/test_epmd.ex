@@ -106,6 +106,48 @@ defmodule Tinycluster.TestEpmd do
     end
   end
 
+  @doc """
+  Registers `alive` with the EPMD on `epmd_port` of 127.0.0.1 at `port`, as a node does
+  (`ALIVE2_REQ`), whatever listens there: a proxy in front of a node, say. The
+  registration lasts as long as the returned socket, which the caller owns: it ends when
+  the caller exits.
+  """
+  @spec register(:inet.port_number(), String.t(), :inet.port_number()) :: :gen_tcp.socket()
+  def register(epmd_port, alive, port) do
+    {:ok, socket} = :gen_tcp.connect({127, 0, 0, 1}, epmd_port, [:binary, active: false], 5_000)
+    # A normal node (77) over TCP/IPv4 (0), distribution versions 6 down to 5, no extra.
+    body = <<120, port::16, 77, 0, 6::16, 5::16, byte_size(alive)::16, alive::binary, 0::16>>
+    :ok = :gen_tcp.send(socket, [<<byte_size(body)::16>>, body])
+
+    case :gen_tcp.recv(socket, 0, 5_000) do
+      {:ok, <<118, 0, _creation::32>>} -> socket
+      {:ok, <<121, 0, _creation::16>>} -> socket
+      other -> raise "epmd -port #{epmd_port} refused #{alive} at #{port}: #{inspect(other)}"
+    end
+  end
+
+  @doc "The port the EPMD on `epmd_port` of 127.0.0.1 lists `alive` at, or nil."
+  @spec port_of(:inet.port_number(), String.t()) :: :inet.port_number() | nil
+  def port_of(epmd_port, alive) do
+    {:ok, socket} = :gen_tcp.connect({127, 0, 0, 1}, epmd_port, [:binary, active: false], 5_000)
+    :ok = :gen_tcp.send(socket, <<1::16, ?n>>)
+    # The answer: EPMD's own port (4 bytes), then a line per name.
+    <<_epmd_port::32, lines::binary>> = read_all(socket, "")
+    :gen_tcp.close(socket)
+
+    case Regex.run(~r/^name #{Regex.escape(alive)} at port (\d+)$/m, lines) do
+      [_, port] -> String.to_integer(port)
+      nil -> nil
+    end
+  end
+
+  defp read_all(socket, acc) do
+    case :gen_tcp.recv(socket, 0, 5_000) do
+      {:ok, data} -> read_all(socket, acc <> data)
+      {:error, _} -> acc
+    end
+  end
+
   @doc "Whether the EPMD on `port` lists `alive`."
   defdelegate registered?(alive, port), to: OSNode
 end

@@ -28,7 +28,9 @@ defmodule Tinycluster.Candidates.Refusals do
   @doc """
   The refused connections of `key` at `port` so far, this attempt's included, for a
   connection attempt that ended with `result`: `false` is a refusal (another cookie, or an
-  allow list); a crash neither counts nor clears; anything else clears the count.
+  allow list); a stall (`:stalled`, see `Tinycluster.Candidates.Stalls`) tells nothing of
+  the cookie, and neither counts nor clears, nor does a crash; anything else clears the
+  count.
   """
   @spec count(t(), term(), :inet.port_number(), term()) :: non_neg_integer()
   def count(%__MODULE__{counts: counts}, key, port, false) do
@@ -38,7 +40,8 @@ defmodule Tinycluster.Candidates.Refusals do
     end
   end
 
-  def count(%__MODULE__{counts: counts}, key, port, {:crashed, _}) do
+  def count(%__MODULE__{counts: counts}, key, port, result)
+      when result == :stalled or (is_tuple(result) and elem(result, 0) == :crashed) do
     case Map.get(counts, key) do
       {^port, n} -> n
       _ -> 0
