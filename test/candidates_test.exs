@@ -193,8 +193,8 @@ defmodule Tinycluster.CandidatesTest do
         end)
 
       # Held back until its retry, then probed and connected as before.
-      assert Candidates.holds(table, 5_000) == [{"h", "a", 4000}]
-      assert Candidates.holds(table, 5_200) == []
+      assert Candidates.holds(table, 5_000, []) == [{"h", "a", 4000}]
+      assert Candidates.holds(table, 5_200, []) == []
       {table, [_], _} = probed(table, probe("a", :live), @opts, 5_200)
       {table, _} = Candidates.connect_ended(table, {"h", "a"}, true, @opts, now(5_200))
       assert %{state: :connected, attempts: 0, retry_at: nil} = entry(table, "a")
