@@ -199,7 +199,7 @@ defmodule Tinycluster.CandidatesTest do
       {table, _} = Candidates.connect_ended(table, {"h", "a"}, true, @opts, now(5_200))
       assert %{state: :connected, attempts: 0, retry_at: nil} = entry(table, "a")
 
-      assert Tinycluster.Status.candidates(table, 0)["a@vm"].state == :connected
+      assert elem(Tinycluster.Status.candidates(table, 0), 0)["a@vm"].state == :connected
     end
 
     test "a stall between two refusals neither counts nor clears them" do
@@ -217,7 +217,7 @@ defmodule Tinycluster.CandidatesTest do
     test "a stall says what it is, and starts a new run after a connection" do
       {table, _, _} = probed(Candidates.new(), probe("a", :live))
       {table, _} = Candidates.connect_ended(table, {"h", "a"}, :stalled, @opts, now(0))
-      assert Tinycluster.Status.candidates(table, 0)["a@vm"].description =~ "stalled"
+      assert elem(Tinycluster.Status.candidates(table, 0), 0)["a@vm"].description =~ "stalled"
       {table, [_], _} = probed(table, probe("a", :live), @opts, 100)
       {table, _} = Candidates.connect_ended(table, {"h", "a"}, true, @opts, now(100))
       {table, _} = Candidates.node_down(table, :a@vm, :connection_closed)
