@@ -391,10 +391,6 @@ async fn scan_host(
             let request = ProbeRequest {
                 addr: SocketAddr::new(address.ip(), candidate.port),
                 alive: &candidate.alive,
-                // Any host part, on every host: a node of this host may call it otherwise
-                // (`a@localhost`, `a@host.example`), and is connected under the name it
-                // gives, as on other hosts; the naming mode is checked below.
-                expected_host: None,
                 probe_name: &spec.probe_name,
                 creation: spec.creation,
                 timeout: probe_timeout,

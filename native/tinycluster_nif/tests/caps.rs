@@ -56,7 +56,6 @@ async fn parked_probe(addr: SocketAddr, alive: String) -> Outcome {
     let req = ProbeRequest {
         addr,
         alive: &alive,
-        expected_host: None,
         probe_name: "tinycluster_probe_caps@h",
         creation: 7,
         timeout: Duration::from_secs(2),

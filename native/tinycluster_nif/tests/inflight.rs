@@ -59,7 +59,6 @@ async fn three_probes(addr: SocketAddr, names: [&str; 3]) -> Vec<Outcome> {
         let req = ProbeRequest {
             addr,
             alive: "app",
-            expected_host: Some("vm1"),
             probe_name,
             creation: 1,
             timeout: Duration::from_secs(5),

@@ -69,7 +69,6 @@ fn request(addr: SocketAddr, timeout: Duration) -> ProbeRequest<'static> {
     ProbeRequest {
         addr,
         alive: "app",
-        expected_host: None,
         probe_name: PROBE_NAME,
         creation: 1,
         timeout,
