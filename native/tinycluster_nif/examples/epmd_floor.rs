@@ -104,7 +104,11 @@ fn main() {
 
     let rt = runtime::build().expect("a runtime");
     let quiet: Arc<dyn Fn(scan::Event) + Send + Sync> = Arc::new(|_| {});
-    let first = rt.block_on(scan::run(spec(port, &skip, &HashMap::new()), quiet.clone()));
+    let first = rt.block_on(scan::run(
+        spec(port, &skip, &HashMap::new()),
+        scan::Local::default(),
+        quiet.clone(),
+    ));
     let last: HashMap<String, u64> = first.hosts[0]
         .listing
         .map(|d| ("local".into(), d))
@@ -117,7 +121,7 @@ fn main() {
         let (spec, sink) = (spec(port, &skip, &last), quiet.clone());
         // Spawned from outside the runtime, as `start_scan` does from a BEAM scheduler.
         rt.spawn(async move {
-            let report = scan::run(spec, sink).await;
+            let report = scan::run(spec, scan::Local::default(), sink).await;
             let _ = tx.send(report.hosts[0].unchanged);
         });
         assert!(

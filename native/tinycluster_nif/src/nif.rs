@@ -88,7 +88,7 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
                     .encode(env)
             }),
         });
-        let report = scan::run_as(spec, local, batcher.sink()).await;
+        let report = scan::run(spec, local, batcher.sink()).await;
         batcher.finish().await;
         send(&pid, id, atoms::done(), |env| encode::report(env, &report));
     });

@@ -232,14 +232,9 @@ pub struct ScanReport {
 
 type Sink = Arc<dyn Fn(Event) + Send + Sync>;
 
-/// Runs one pass with no naming or family rule; see [`run_as`].
-pub async fn run(spec: ScanSpec, on_event: Sink) -> ScanReport {
-    run_as(spec, Local::default(), on_event).await
-}
-
-/// Runs one pass on behalf of `local` and returns its report; `on_event` sees each host and
-/// candidate first.
-pub async fn run_as(spec: ScanSpec, local: Local, on_event: Sink) -> ScanReport {
+/// Runs one pass on behalf of `local` (`Local::default()` applies no naming or family rule)
+/// and returns its report; `on_event` sees each host and candidate first.
+pub async fn run(spec: ScanSpec, local: Local, on_event: Sink) -> ScanReport {
     let start = Instant::now();
     let spec = Arc::new(spec);
     let permits = Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT));

@@ -109,7 +109,7 @@ async fn one_scan_holds_at_most_max_probes_in_flight() {
         )
     };
 
-    let scan = tokio::spawn(scan::run(spec, Arc::new(|_| {})));
+    let scan = tokio::spawn(scan::run(spec, scan::Local::default(), Arc::new(|_| {})));
 
     // The first wave: the cap's worth of probes connect, and wait out their timeout with the
     // listener silent. While they wait, no other probe connects.

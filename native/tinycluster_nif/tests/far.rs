@@ -77,7 +77,7 @@ async fn scan(spec: ScanSpec) -> (Vec<HostReport>, Vec<(Duration, CandidateRepor
             }
         })
     };
-    let report = scan::run(spec, sink).await;
+    let report = scan::run(spec, scan::Local::default(), sink).await;
     let candidates = seen.lock().unwrap().clone();
     (report.hosts, candidates)
 }

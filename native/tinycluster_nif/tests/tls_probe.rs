@@ -184,6 +184,7 @@ async fn run(spec: ScanSpec) -> Vec<CandidateReport> {
     let sink = found.clone();
     scan::run(
         spec,
+        scan::Local::default(),
         Arc::new(move |e| {
             if let Event::Candidate(c) = e {
                 sink.lock().unwrap().push(c);
