@@ -73,7 +73,6 @@ fn spec(port: u16, skip: &HashSet<String>, last: &HashMap<String, u64>) -> ScanS
         gate: None,
         tls: TlsProbes::None,
         hold: HashSet::new(),
-        park: true,
         last_listings: last.clone(),
         budget: Default::default(),
     }

@@ -180,8 +180,6 @@ impl Request {
             gate: None,
             tls: self.tls,
             hold: self.hold,
-            // A poller's scans come back for a parked probe every interval: see park.rs.
-            park: true,
             last_listings: self.last_listings,
             budget: self.budget,
         };

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::inflight;
 use crate::naming::{self, Naming};
 use crate::park;
-use crate::probe::{self, FirstFlight, Outcome, Probe, ProbeRequest, TlsSeen};
+use crate::probe::{FirstFlight, Outcome, Probe, ProbeRequest, TlsSeen};
 use crate::resolve::{self, Family};
 use crate::unchanged;
 
@@ -152,9 +152,6 @@ pub struct ScanSpec {
     /// Candidates not to probe now, as `(host label, alive, port)`: held back after a
     /// failure, reported as held. Per port, so a node that restarts is probed at once.
     pub hold: HashSet<(String, String, u16)>,
-    /// Park the probes that meet only silence ([`crate::park`]) rather than close them at
-    /// the deadline.
-    pub park: bool,
     /// Per host label, the [`unchanged::digest`] of its last listing: a host that lists the
     /// same and has nothing to probe sends no candidate events.
     pub last_listings: HashMap<String, u64>,
@@ -393,15 +390,11 @@ async fn scan_host(
                     .tls
                     .first_flight(&host.label, &candidate.alive, candidate.port),
             };
-            // Parked or not, the probe waits for its turn: never two handshakes under one
-            // name to one listener at once.
-            let probing = async {
-                if spec.park {
-                    park::probe(&request).await
-                } else {
-                    probe::probe(&request).await
-                }
-            };
+            // A silent node's probe is parked rather than closed at the deadline: a poller's
+            // scans come back for it every interval, and a frozen node then collects one
+            // connection per park instead of one per scan (see park.rs). It waits for its
+            // turn: never two handshakes under one name to one listener at once.
+            let probing = park::probe(&request);
             let mut result = inflight::in_turn(&request, probing).await;
             if spec.tls == TlsProbes::All && result.outcome == Outcome::Tls(TlsSeen::ServerHello) {
                 result.outcome = Outcome::TlsLive;
