@@ -10,13 +10,9 @@ defmodule Tinycluster.NodeName do
   # is 255 characters; counting bytes keeps a margin for anything else.
   @max_bytes 255
 
-  @doc "The longest node name, in bytes, that becomes an atom."
-  @spec max_bytes() :: pos_integer()
-  def max_bytes, do: @max_bytes
-
   @doc """
   Checks a full node name and makes its atom: `{:error, {:name_too_long, bytes}}` past
-  `max_bytes/0`, `{:error, {:malformed, what}}` for a name that is not UTF-8.
+  the longest name an atom holds, `{:error, {:malformed, what}}` for a name that is not UTF-8.
   Callers make an atom only of a name that a probe proved live (or of the user's own input).
   """
   @spec to_atom(String.t()) ::

@@ -65,9 +65,8 @@ struct ScanOpts {
 /// `family` (`:inet`, `:inet6` or nil), the local node's distribution family; `tls`: `:all`
 /// (the local node runs TLS distribution) or a list of `{host_label, alive, port}` to probe
 /// with the TLS ClientHello; `hold`: such a list not to probe now; `last_listings`: a list of
-/// `{host_label, digest}` (see [`crate::unchanged`]); `first`: a list of `{host_label,
-/// alive}` to probe before any other, and `probe_budget`: the most candidates to probe (see
-/// [`crate::budget`]).
+/// `{host_label, digest}` (see [`crate::unchanged`]); and `first`: a list of `{host_label,
+/// alive}` to probe before any other (see [`crate::budget`]).
 pub struct Request {
     opts: ScanOpts,
     family: Option<Family>,
