@@ -33,12 +33,13 @@ pub const MAX_PROBES_IN_FLIGHT: usize = 256;
 /// live node answers it in about one EPMD round trip (measured through a delay line, from
 /// 100 to 250 ms each way: 0.97 to 1.02 of it); the two more leave room for a node slower
 /// to answer than its EPMD and for a lost segment's retransmission. `Discovery.deadline/1`
-/// on the Elixir side counts on this factor.
+/// on the Elixir side counts on this factor, read through [`crate::limits`].
 pub const RTT_FACTOR: u32 = 3;
 
 /// The longest a host's distance makes its probe timeout: a frozen node on a host that far
 /// costs no more than this (a `probe_timeout` above it is kept as it is).
-/// `Discovery.deadline/1` on the Elixir side counts on this cap.
+/// `Discovery.deadline/1` on the Elixir side counts on this cap, read through
+/// [`crate::limits`].
 pub const MAX_HOST_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The probe timeout of a host whose EPMD answered the scan's request in `rtt`:

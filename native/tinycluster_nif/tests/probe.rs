@@ -172,6 +172,46 @@ async fn huge_challenge_length_is_refused_at_once() {
     assert!(started.elapsed() < LONG / 4, "took {:?}", started.elapsed());
 }
 
+/// A challenge frame of exactly `len` payload bytes naming `name`: the bytes past the name
+/// are the fields a later release may append, which a probe reads and ignores.
+fn challenge_of_len(name: &str, len: usize) -> Vec<u8> {
+    let mut payload = challenge_frame(PUBLISHED, name)[2..].to_vec();
+    payload.resize(len, 0);
+    let mut frame = (len as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// The README's caps, at their exact limits: a status of 512 bytes and a challenge of 530
+/// are read whole; one byte more is refused on the length alone, before any of it is read.
+#[tokio::test]
+async fn frames_are_read_up_to_their_caps_and_refused_one_byte_past() {
+    // 512: `s` and 511 bytes of a status no node sends, read to its end.
+    let (result, _) = probe_answering(status_frame(&"x".repeat(511)), "app").await;
+    assert_eq!(
+        result.outcome,
+        Outcome::BadReply(Error::UnknownStatus("x".repeat(64)))
+    );
+    let (result, _) = probe_answering(513u16.to_be_bytes().to_vec(), "app").await;
+    assert_eq!(result.outcome, Outcome::BadReply(Error::FrameTooLarge(513)));
+
+    let mut answer = status_frame("ok");
+    answer.extend_from_slice(&challenge_of_len("app@vm1", 530));
+    let (result, after) = probe_answering(answer, "app").await;
+    assert_eq!(
+        result.outcome,
+        Outcome::Live {
+            name: "app@vm1".into(),
+            hidden: false
+        }
+    );
+    assert!(after.is_empty(), "the probe sent {after:?}");
+    let mut answer = status_frame("ok");
+    answer.extend_from_slice(&531u16.to_be_bytes());
+    let (result, _) = probe_answering(answer, "app").await;
+    assert_eq!(result.outcome, Outcome::BadReply(Error::FrameTooLarge(531)));
+}
+
 #[tokio::test]
 async fn a_tls_alert_is_told_apart_from_an_oversized_frame() {
     // What a TLS distribution listener answers to plain text: an alert record, whose first
