@@ -182,10 +182,9 @@ defmodule Tinycluster do
   """
   @spec start_link(keyword()) :: GenServer.on_start()
   def start_link(opts \\ []) do
-    opts = Options.new!(opts)
-
+    # The NIF first: some options are checked against its limits.
     case Tinycluster.Native.load_error() do
-      nil -> Tinycluster.Application.start_poller(opts)
+      nil -> opts |> Options.new!() |> Tinycluster.Application.start_poller()
       {path, reason} -> {:error, {:nif_not_loaded, path, reason}}
     end
   end

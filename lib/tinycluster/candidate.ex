@@ -258,7 +258,8 @@ defmodule Tinycluster.Candidate do
 
   defp describe(:bad_reply, {:name_too_long, bytes}),
     do:
-      "names itself with #{bytes} bytes, more than the 255 a node name can have: " <>
+      "names itself with #{bytes} bytes, more than the " <>
+        "#{Tinycluster.Limits.get(:max_name_bytes)} a node name can have: " <>
         "not an Erlang node, left alone"
 
   defp describe(:bad_reply, reason),

@@ -6,18 +6,12 @@ defmodule Tinycluster.Discovery do
   # probes too, and the filters see those names (native/tinycluster_nif/src/scan.rs).
   @moduledoc false
 
-  alias Tinycluster.{Candidate, DnsSeed, Filter, Hosts, Native, Options, Tls}
+  alias Tinycluster.{Candidate, DnsSeed, Filter, Hosts, Limits, Native, Options, Tls}
   alias Tinycluster.Candidates.Deferred
 
   # The probe claims a fixed name per poller: distinct between pollers (so they never answer
   # for each other) and never a fresh one per probe, since the peer makes an atom of it.
   @probe_prefix "tinycluster_probe_"
-
-  # The most entries the NIF takes in each of a request's lists (`hold`, `tls`,
-  # `last_listings`): native/tinycluster_nif/src/request.rs's MAX_LISTED. A longer list is
-  # cut here rather than refused there, so that a poller with that many candidates still
-  # scans (the ones cut are probed, or asked in plain, as if never seen).
-  @max_listed 65_536
 
   @typedoc "A scan under way: its id (in its messages) and the handle that cancels it."
   @type scan :: %{id: non_neg_integer(), handle: reference()}
@@ -26,8 +20,9 @@ defmodule Tinycluster.Discovery do
   The NIF request for one scan, or `{:error, :not_distributed}`. `skip` are the nodes
   connected now (not probed); `extra` may set the request's `hold`, `tls`, `last_listings`
   and `first` (see native/tinycluster_nif/src/request.rs), and give its `hosts` (the specs
-  of `opts.hosts`, which it makes otherwise). A list longer than the NIF
-  takes is cut to #{@max_listed} entries, and named in the request's `capped`.
+  of `opts.hosts`, which it makes otherwise). A list longer than the NIF takes
+  (`Tinycluster.Limits`' `max_listed`) is cut to that many entries, and named in the
+  request's `capped`.
   """
   @spec request(Options.t(), [node()], map()) :: {:ok, map()} | {:error, :not_distributed}
   def request(%Options{} = opts, skip, extra \\ %{}) do
@@ -49,11 +44,12 @@ defmodule Tinycluster.Discovery do
         tls: Tls.probes(%{})
       }
 
-      # Only the lists past the bound are copied: most polls cut nothing.
-      capped = for {key, list} <- extra, is_list(list), length(list) > @max_listed, do: key
-
-      extra =
-        Enum.reduce(capped, extra, &Map.update!(&2, &1, fn l -> Enum.take(l, @max_listed) end))
+      # A list past the NIF's bound is cut here rather than refused there, so that a poller
+      # with that many candidates still scans (the ones cut are probed, or asked in plain,
+      # as if never seen). Only the lists past it are copied: most polls cut nothing.
+      max = Limits.get(:max_listed)
+      capped = for {key, list} <- extra, is_list(list), length(list) > max, do: key
+      extra = Enum.reduce(capped, extra, &Map.update!(&2, &1, fn l -> Enum.take(l, max) end))
 
       {:ok, request |> Map.merge(extra) |> Map.put(:capped, Enum.sort(capped))}
     else
@@ -75,11 +71,12 @@ defmodule Tinycluster.Discovery do
   The name the probes of poller `name` on this node claim: `tinycluster_probe_<alive>@host`,
   with a suffix for a poller not named `Tinycluster`.
 
-  The peer makes an atom of it, and an atom holds at most 255 characters: a longer name makes
-  every probed node fail `list_to_atom/1` and log an error report for every probe. So the
-  alive part is cut (and, where the host part leaves no room for the prefix, replaced by a
-  short hash of it) until the whole name fits 255 bytes. It keeps to the characters every
-  node accepts, one `@`, and is the same for every call with the same arguments.
+  The peer makes an atom of it, and an atom holds a bounded number of characters (the NIF's
+  `max_name_bytes`, `Tinycluster.Limits`): a longer name makes every probed node fail
+  `list_to_atom/1` and log an error report for every probe. So the alive part is cut (and,
+  where the host part leaves no room for the prefix, replaced by a short hash of it) until
+  the whole name fits that bound. It keeps to the characters every node accepts, one `@`,
+  and is the same for every call with the same arguments.
   """
   @spec probe_name(String.t(), String.t(), atom()) :: String.t()
   def probe_name(alive, host, name) do
@@ -87,7 +84,7 @@ defmodule Tinycluster.Discovery do
     # Only what an alive part may hold everywhere: a node with UTF-8 in its name still
     # probes under a name every peer and EPMD accepts.
     clean = String.replace(alive, ~r/[^A-Za-z0-9_-]/, "_")
-    room = 255 - byte_size("@" <> host)
+    room = Limits.get(:max_name_bytes) - byte_size("@" <> host)
     probe_alive = fit(@probe_prefix <> clean <> suffix, @probe_prefix, clean, suffix, room)
     probe_alive <> "@" <> host
   end
@@ -107,14 +104,6 @@ defmodule Tinycluster.Discovery do
     end
   end
 
-  # A far host's probes have up to 3 of its EPMD round trips, at most 10 s
-  # (native/tinycluster_nif/src/scan.rs, `host_probe_timeout`); a round trip is shorter than
-  # `:epmd_timeout`, or the host failed and probes nothing.
-  @rtt_factor 3
-  @max_host_probe_timeout 10_000
-  # Probes in flight at once in one scan: scan.rs's MAX_PROBES_IN_FLIGHT.
-  @in_flight 256
-
   @doc """
   The longest a scan with these options can take, with a margin: its EPMD requests and the
   gate's answer, then at most a budget of probes (`Tinycluster.Candidates.Deferred`) in
@@ -122,8 +111,13 @@ defmodule Tinycluster.Discovery do
   """
   @spec deadline(Options.t()) :: pos_integer()
   def deadline(%Options{} = opts) do
-    far = min(@rtt_factor * opts.epmd_timeout, @max_host_probe_timeout)
-    rounds = div(Deferred.budget() + @in_flight - 1, @in_flight)
+    limits = Limits.all()
+    # A far host's probes have a few of its EPMD round trips, up to a cap
+    # (native/tinycluster_nif/src/scan.rs, `host_probe_timeout`); a round trip is shorter than
+    # `:epmd_timeout`, or the host failed and probes nothing.
+    far = min(limits.rtt_factor * opts.epmd_timeout, limits.max_host_probe_timeout_ms)
+    in_flight = limits.max_probes_in_flight
+    rounds = div(Deferred.budget() + in_flight - 1, in_flight)
     # A probe may wait its turn (inflight.rs) for as long as it may itself take.
     2 * opts.epmd_timeout + rounds * 2 * max(opts.probe_timeout, far) + 5_000
   end

@@ -252,17 +252,10 @@ defmodule Tinycluster.Hosts do
   defp host_port(host), do: {host, Options.default_epmd_port()}
 
   @doc """
-  How `entry` is named in reports and in `Tinycluster.status/1`: `"local"`, or the host as
-  given; `"host:port"` (`"[v6]:port"`) when `entries` list the same host with several EPMD
-  ports.
+  The labels of every entry but the DNS seeds (a seed is no host), in order: how each is
+  named in reports and in `Tinycluster.status/1`: `"local"`, or the host as given;
+  `"host:port"` (`"[v6]:port"`) when `entries` list the same host with several EPMD ports.
   """
-  @spec label(entry(), [entry()]) :: String.t()
-  def label(:local, _entries), do: "local"
-  def label({:dns, name, _opts}, _entries), do: "dns:" <> name
-
-  def label(entry, entries), do: label_of(entry, shared_hosts(entries))
-
-  @doc "The labels of every entry but the DNS seeds (a seed is no host), in order."
   @spec labels([entry()]) :: [String.t()]
   def labels(entries) do
     shared = shared_hosts(entries)

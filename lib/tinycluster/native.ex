@@ -34,4 +34,7 @@ defmodule Tinycluster.Native do
 
   @doc false
   def admit(_scan_id, _index, _names), do: :erlang.nif_error(:nif_not_loaded)
+
+  @doc false
+  def limits, do: :erlang.nif_error(:nif_not_loaded)
 end

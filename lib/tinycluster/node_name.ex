@@ -1,22 +1,20 @@
 defmodule Tinycluster.NodeName do
-  # The one place where a node's name becomes an atom. Atoms are never freed and hold at most
-  # 255 characters: `String.to_atom/1` of a longer name raises `SystemLimitError`, which in
-  # the poller would crash it, restart it and crash it again until its application, and in a
-  # release the VM, stopped. The NIF already reports such names as `:bad_reply`
-  # (native/tinycluster_nif/src/naming.rs); this check keeps every caller safe on its own.
+  # The one place where a node's name becomes an atom. Atoms are never freed and hold a
+  # bounded number of characters: `String.to_atom/1` of a longer name raises
+  # `SystemLimitError`, which in the poller would crash it, restart it and crash it again
+  # until its application, and in a release the VM, stopped. The NIF already reports such
+  # names as `:bad_reply` (native/tinycluster_nif/src/naming.rs, whose bound this check
+  # reads); this check keeps every caller safe on its own.
+  #
+  # Names are ASCII by the time they get here (the NIF admits no other byte), so the bound's
+  # bytes are as many characters; counting bytes keeps a margin for anything else.
   @moduledoc false
 
-  # Names are ASCII by the time they get here (the NIF admits no other byte), so 255 bytes
-  # is 255 characters; counting bytes keeps a margin for anything else.
-  @max_bytes 255
-
-  @doc "The longest node name, in bytes, that becomes an atom."
-  @spec max_bytes() :: pos_integer()
-  def max_bytes, do: @max_bytes
+  alias Tinycluster.Limits
 
   @doc """
   Checks a full node name and makes its atom: `{:error, {:name_too_long, bytes}}` past
-  `max_bytes/0`, `{:error, {:malformed, what}}` for a name that is not UTF-8.
+  the longest name an atom holds, `{:error, {:malformed, what}}` for a name that is not UTF-8.
   Callers make an atom only of a name that a probe proved live (or of the user's own input).
   """
   @spec to_atom(String.t()) ::
@@ -33,7 +31,7 @@ defmodule Tinycluster.NodeName do
           :ok | {:error, {:name_too_long, pos_integer()} | {:malformed, String.t()}}
   def check(name) when is_binary(name) do
     cond do
-      byte_size(name) > @max_bytes -> {:error, {:name_too_long, byte_size(name)}}
+      byte_size(name) > Limits.get(:max_name_bytes) -> {:error, {:name_too_long, byte_size(name)}}
       not String.valid?(name) -> {:error, {:malformed, "node name is not UTF-8"}}
       true -> :ok
     end

@@ -14,6 +14,8 @@ defmodule Tinycluster.Options do
       ** (ArgumentError) invalid value for tinycluster option :interval: 0 (expected a positive integer of milliseconds)
   """
 
+  alias Tinycluster.Limits
+
   @default_epmd_port 4369
 
   defstruct name: Tinycluster,
@@ -49,7 +51,6 @@ defmodule Tinycluster.Options do
           log: false | Logger.level()
         }
 
-  @max_timeout 60_000
   @log_levels [:emergency, :alert, :critical, :error, :warning, :notice, :info, :debug]
 
   @doc "Validates a keyword list of options and fills in the defaults."
@@ -141,10 +142,11 @@ defmodule Tinycluster.Options do
        when key in [:interval, :max_backoff, :settled_interval] and is_integer(ms) and ms > 0,
        do: ms
 
+  # The NIF's bound, so that a scan always ends: refused here with words rather than there.
   defp validate!(key, ms)
-       when key in [:probe_timeout, :epmd_timeout, :dns_timeout] and is_integer(ms) and ms > 0 and
-              ms <= @max_timeout,
-       do: ms
+       when key in [:probe_timeout, :epmd_timeout, :dns_timeout] and is_integer(ms) and ms > 0 do
+    if ms <= Limits.get(:max_timeout_ms), do: ms, else: invalid!(key, ms)
+  end
 
   defp validate!(key, flag) when key in [:connect, :include_hidden] and is_boolean(flag),
     do: flag
@@ -178,7 +180,7 @@ defmodule Tinycluster.Options do
     do: "a pattern or a list of patterns: name prefixes, regexes or 1-arity functions"
 
   defp expected(key) when key in [:probe_timeout, :epmd_timeout, :dns_timeout],
-    do: "a positive integer of milliseconds, at most #{@max_timeout}"
+    do: "a positive integer of milliseconds, at most #{Limits.get(:max_timeout_ms)}"
 
   defp expected(_), do: "a positive integer of milliseconds"
 end

@@ -73,7 +73,6 @@ fn spec(port: u16, skip: &HashSet<String>, last: &HashMap<String, u64>) -> ScanS
         gate: None,
         tls: TlsProbes::None,
         hold: HashSet::new(),
-        park: true,
         last_listings: last.clone(),
         budget: Default::default(),
     }
@@ -104,7 +103,11 @@ fn main() {
 
     let rt = runtime::build().expect("a runtime");
     let quiet: Arc<dyn Fn(scan::Event) + Send + Sync> = Arc::new(|_| {});
-    let first = rt.block_on(scan::run(spec(port, &skip, &HashMap::new()), quiet.clone()));
+    let first = rt.block_on(scan::run(
+        spec(port, &skip, &HashMap::new()),
+        scan::Local::default(),
+        quiet.clone(),
+    ));
     let last: HashMap<String, u64> = first.hosts[0]
         .listing
         .map(|d| ("local".into(), d))
@@ -117,7 +120,7 @@ fn main() {
         let (spec, sink) = (spec(port, &skip, &last), quiet.clone());
         // Spawned from outside the runtime, as `start_scan` does from a BEAM scheduler.
         rt.spawn(async move {
-            let report = scan::run(spec, sink).await;
+            let report = scan::run(spec, scan::Local::default(), sink).await;
             let _ = tx.send(report.hosts[0].unchanged);
         });
         assert!(

@@ -37,7 +37,7 @@ pub enum Delivery {
     Candidates(Vec<CandidateReport>),
 }
 
-/// The sending half: a sink for [`crate::scan::run_as`], and [`Batcher::finish`] to flush.
+/// The sending half: a sink for [`crate::scan::run`], and [`Batcher::finish`] to flush.
 pub struct Batcher {
     tx: mpsc::UnboundedSender<Option<Event>>,
     forwarder: JoinHandle<()>,

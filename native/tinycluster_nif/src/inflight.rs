@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use once_cell::sync::Lazy;
 
-use crate::probe::{self, Probe, ProbeRequest};
+use crate::probe::{Probe, ProbeRequest};
 
 type Key = (String, SocketAddr);
 type Turn = Arc<tokio::sync::Mutex<()>>;
@@ -21,11 +21,6 @@ type Turn = Arc<tokio::sync::Mutex<()>>;
 /// The turn of every listener that has a probe in flight or waiting. An entry leaves with
 /// the last probe that holds it, so the map stays as small as the probes in flight.
 static TURNS: Lazy<Mutex<HashMap<Key, Turn>>> = Lazy::new(|| Mutex::new(HashMap::new()));
-
-/// Probes like [`probe::probe`], in turn; see [`in_turn`].
-pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
-    in_turn(req, probe::probe(req)).await
-}
 
 /// Runs `probing` (a probe of `req`, made but not yet polled) after any probe in flight
 /// under the same name to the same address has ended. The wait is bounded by the request's

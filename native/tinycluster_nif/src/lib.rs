@@ -15,13 +15,15 @@
 //!   each host's probes wait as long as its EPMD's round trip says it is far.
 //! - [`batch`]: a pass's candidates whose probes finish together, handed over together.
 //! - [`unchanged`]: a host whose answer changes nothing, told without per-candidate events.
+//! - [`limits`]: every bound above, in the one table the owner reads instead of restating.
 //! - [`runtime`]: the process-wide tokio runtime's configuration.
 //! - [`error`]: the one error type and its Erlang encoding.
 //! - [`gate`]: the gates where a scan waits for its owner to say which names to probe.
 //! - [`encode`]: reports as Erlang terms (feature `nif`).
 //! - [`request`]: a scan request from Erlang terms: decoding, bounds, validation (feature
 //!   `nif`).
-//! - `nif`: the NIF entry points: start a scan, cancel it, answer its gate (feature `nif`).
+//! - `nif`: the NIF entry points: start a scan, cancel it, answer its gate, tell the limits
+//!   (feature `nif`).
 //!
 //! The NIF entry point, `start_scan/1`, only validates its argument and spawns the pass on a
 //! process-wide tokio runtime, then returns `{:ok, scan_id, handle}` at once: no scheduler ever
@@ -37,6 +39,7 @@ pub mod error;
 pub mod gate;
 pub mod handshake;
 pub mod inflight;
+pub mod limits;
 pub mod naming;
 pub mod park;
 pub mod probe;

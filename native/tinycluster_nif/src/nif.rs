@@ -10,6 +10,7 @@ use tokio::task::AbortHandle;
 
 use crate::batch::{Batcher, Delivery};
 use crate::error::Error;
+use crate::limits::{Limits, LIMITS};
 use crate::request::Request;
 use crate::{encode, gate, runtime, scan};
 
@@ -88,7 +89,7 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
                     .encode(env)
             }),
         });
-        let report = scan::run_as(spec, local, batcher.sink()).await;
+        let report = scan::run(spec, local, batcher.sink()).await;
         batcher.finish().await;
         send(&pid, id, atoms::done(), |env| encode::report(env, &report));
     });
@@ -138,6 +139,13 @@ fn admit(env: Env<'_>, scan_id: u64, index: usize, names: Vec<String>) -> Term<'
     } else {
         (atoms::error(), atoms::unknown_scan()).encode(env)
     }
+}
+
+/// Every bound the engine enforces ([`crate::limits`]), as a map: the owner reads them here
+/// rather than restating them.
+#[rustler::nif]
+fn limits() -> Limits {
+    LIMITS
 }
 
 rustler::init!("Elixir.Tinycluster.Native");

@@ -46,7 +46,6 @@ struct Key {
     probe_name: String,
     addr: SocketAddr,
     alive: String,
-    expected_host: Option<String>,
     first_flight: FirstFlight,
 }
 
@@ -65,7 +64,6 @@ pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
         probe_name: req.probe_name.to_owned(),
         addr: req.addr,
         alive: req.alive.to_owned(),
-        expected_host: req.expected_host.map(str::to_owned),
         first_flight: req.first_flight,
     };
     let waiting = PARKED.lock().ok().and_then(|mut p| p.remove(&key));
@@ -90,7 +88,6 @@ pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
         let req = ProbeRequest {
             addr: owned.addr,
             alive: &owned.alive,
-            expected_host: owned.expected_host.as_deref(),
             probe_name: &owned.probe_name,
             creation,
             timeout: PARK_FOR,

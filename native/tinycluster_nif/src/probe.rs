@@ -45,9 +45,6 @@ pub struct ProbeRequest<'a> {
     pub addr: SocketAddr,
     /// The alive part EPMD registered the candidate under.
     pub alive: &'a str,
-    /// The host part the candidate's name must have, when it is known (the local host).
-    /// `None` accepts the host the challenge names, as long as the alive part matches.
-    pub expected_host: Option<&'a str>,
     /// The name the probe claims in `send_name`: fixed per poller, never a real node's.
     pub probe_name: &'a str,
     /// The creation sent in `send_name`: nonzero.
@@ -171,11 +168,9 @@ async fn distribution(
     // Closing here, before the challenge reply, is what keeps the probe silent on the peer.
     drop(stream);
 
-    let expected = match req.expected_host {
-        Some(host) => challenge.name == format!("{}@{}", req.alive, host),
-        None => challenge.name.split('@').next() == Some(req.alive),
-    };
-    Ok(if expected {
+    // Any host part: a node may call its host otherwise than its EPMD's host is named
+    // (`a@localhost`, `a@host.example`); the scan checks the naming mode and uses this name.
+    Ok(if challenge.name.split('@').next() == Some(req.alive) {
         Outcome::Live {
             hidden: challenge.hidden(),
             name: challenge.name,

@@ -10,6 +10,7 @@ use rustler::{Decoder, NifMap, NifResult, Term};
 
 use crate::budget::ProbeBudget;
 use crate::handshake;
+use crate::limits::{MAX_LISTED, MAX_TIMEOUT_MS};
 use crate::naming::Naming;
 use crate::resolve::Family;
 use crate::scan;
@@ -27,17 +28,6 @@ mod atoms {
         first,
     }
 }
-
-/// The most `{host, alive, port}` a request may name in `tls` or `hold`, and the most
-/// `first` and `last_listings`: far more than any host lists (EPMD replies are capped at
-/// 1024 names).
-/// The Elixir side keeps its lists within it (it keeps only what the last listings hold).
-pub const MAX_LISTED: usize = 65_536;
-
-/// The longest a deadline may be, so that a scan always ends. `Tinycluster.Options` refuses
-/// the same bound with a clear error first; this one guards the NIF's own input (a test
-/// checks that the two agree).
-pub const MAX_TIMEOUT_MS: u64 = 60_000;
 
 /// A host as the Elixir side describes it.
 #[derive(NifMap)]
@@ -65,9 +55,8 @@ struct ScanOpts {
 /// `family` (`:inet`, `:inet6` or nil), the local node's distribution family; `tls`: `:all`
 /// (the local node runs TLS distribution) or a list of `{host_label, alive, port}` to probe
 /// with the TLS ClientHello; `hold`: such a list not to probe now; `last_listings`: a list of
-/// `{host_label, digest}` (see [`crate::unchanged`]); `first`: a list of `{host_label,
-/// alive}` to probe before any other, and `probe_budget`: the most candidates to probe (see
-/// [`crate::budget`]).
+/// `{host_label, digest}` (see [`crate::unchanged`]); and `first`: a list of `{host_label,
+/// alive}` to probe before any other (see [`crate::budget`]).
 pub struct Request {
     opts: ScanOpts,
     family: Option<Family>,
@@ -142,17 +131,19 @@ impl Request {
 
     /// Checks the request and makes the pass's spec (without a gate) and the local node's
     /// view, or says what is wrong.
-    pub fn into_spec(self) -> Result<(scan::ScanSpec, scan::Local), &'static str> {
+    pub fn into_spec(self) -> Result<(scan::ScanSpec, scan::Local), String> {
         let opts = self.opts;
         if !handshake::valid_node_name(opts.probe_name.as_bytes()) {
-            return Err("probe_name is not a node name");
+            return Err("probe_name is not a node name".into());
         }
         if opts.creation == 0 {
-            return Err("creation must be nonzero");
+            return Err("creation must be nonzero".into());
         }
         for t in [opts.probe_timeout_ms, opts.epmd_timeout_ms] {
             if t == 0 || t > MAX_TIMEOUT_MS {
-                return Err("timeouts must be between 1 and 60000 ms");
+                return Err(format!(
+                    "timeouts must be between 1 and {MAX_TIMEOUT_MS} ms"
+                ));
             }
         }
         // The local node's own name tells its naming mode, as net_kernel reads it.
@@ -180,8 +171,6 @@ impl Request {
             gate: None,
             tls: self.tls,
             hold: self.hold,
-            // A poller's scans come back for a parked probe every interval: see park.rs.
-            park: true,
             last_listings: self.last_listings,
             budget: self.budget,
         };

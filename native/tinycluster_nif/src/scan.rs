@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::inflight;
 use crate::naming::{self, Naming};
 use crate::park;
-use crate::probe::{self, FirstFlight, Outcome, Probe, ProbeRequest, TlsSeen};
+use crate::probe::{FirstFlight, Outcome, Probe, ProbeRequest, TlsSeen};
 use crate::resolve::{self, Family};
 use crate::unchanged;
 
@@ -33,12 +33,13 @@ pub const MAX_PROBES_IN_FLIGHT: usize = 256;
 /// live node answers it in about one EPMD round trip (measured through a delay line, from
 /// 100 to 250 ms each way: 0.97 to 1.02 of it); the two more leave room for a node slower
 /// to answer than its EPMD and for a lost segment's retransmission. `Discovery.deadline/1`
-/// on the Elixir side counts on this factor.
+/// on the Elixir side counts on this factor, read through [`crate::limits`].
 pub const RTT_FACTOR: u32 = 3;
 
 /// The longest a host's distance makes its probe timeout: a frozen node on a host that far
 /// costs no more than this (a `probe_timeout` above it is kept as it is).
-/// `Discovery.deadline/1` on the Elixir side counts on this cap.
+/// `Discovery.deadline/1` on the Elixir side counts on this cap, read through
+/// [`crate::limits`].
 pub const MAX_HOST_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The probe timeout of a host whose EPMD answered the scan's request in `rtt`:
@@ -152,9 +153,6 @@ pub struct ScanSpec {
     /// Candidates not to probe now, as `(host label, alive, port)`: held back after a
     /// failure, reported as held. Per port, so a node that restarts is probed at once.
     pub hold: HashSet<(String, String, u16)>,
-    /// Park the probes that meet only silence ([`crate::park`]) rather than close them at
-    /// the deadline.
-    pub park: bool,
     /// Per host label, the [`unchanged::digest`] of its last listing: a host that lists the
     /// same and has nothing to probe sends no candidate events.
     pub last_listings: HashMap<String, u64>,
@@ -232,14 +230,9 @@ pub struct ScanReport {
 
 type Sink = Arc<dyn Fn(Event) + Send + Sync>;
 
-/// Runs one pass with no naming or family rule; see [`run_as`].
-pub async fn run(spec: ScanSpec, on_event: Sink) -> ScanReport {
-    run_as(spec, Local::default(), on_event).await
-}
-
-/// Runs one pass on behalf of `local` and returns its report; `on_event` sees each host and
-/// candidate first.
-pub async fn run_as(spec: ScanSpec, local: Local, on_event: Sink) -> ScanReport {
+/// Runs one pass on behalf of `local` (`Local::default()` applies no naming or family rule)
+/// and returns its report; `on_event` sees each host and candidate first.
+pub async fn run(spec: ScanSpec, local: Local, on_event: Sink) -> ScanReport {
     let start = Instant::now();
     let spec = Arc::new(spec);
     let permits = Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT));
@@ -391,10 +384,6 @@ async fn scan_host(
             let request = ProbeRequest {
                 addr: SocketAddr::new(address.ip(), candidate.port),
                 alive: &candidate.alive,
-                // Any host part, on every host: a node of this host may call it otherwise
-                // (`a@localhost`, `a@host.example`), and is connected under the name it
-                // gives, as on other hosts; the naming mode is checked below.
-                expected_host: None,
                 probe_name: &spec.probe_name,
                 creation: spec.creation,
                 timeout: probe_timeout,
@@ -402,15 +391,11 @@ async fn scan_host(
                     .tls
                     .first_flight(&host.label, &candidate.alive, candidate.port),
             };
-            // Parked or not, the probe waits for its turn: never two handshakes under one
-            // name to one listener at once.
-            let probing = async {
-                if spec.park {
-                    park::probe(&request).await
-                } else {
-                    probe::probe(&request).await
-                }
-            };
+            // A silent node's probe is parked rather than closed at the deadline: a poller's
+            // scans come back for it every interval, and a frozen node then collects one
+            // connection per park instead of one per scan (see park.rs). It waits for its
+            // turn: never two handshakes under one name to one listener at once.
+            let probing = park::probe(&request);
             let mut result = inflight::in_turn(&request, probing).await;
             if spec.tls == TlsProbes::All && result.outcome == Outcome::Tls(TlsSeen::ServerHello) {
                 result.outcome = Outcome::TlsLive;

@@ -64,7 +64,6 @@ async fn parked_probe(addr: SocketAddr, alive: String) -> Outcome {
     let req = ProbeRequest {
         addr,
         alive: &alive,
-        expected_host: None,
         probe_name: "tinycluster_probe_caps@h",
         creation: 7,
         timeout: Duration::from_secs(2),
@@ -138,7 +137,7 @@ async fn one_scan_holds_at_most_max_probes_in_flight() {
         )
     };
 
-    let scan = tokio::spawn(scan::run(spec, Arc::new(|_| {})));
+    let scan = tokio::spawn(scan::run(spec, scan::Local::default(), Arc::new(|_| {})));
 
     // The first wave: the cap's worth of probes connect, and wait out their timeout with the
     // listener silent. While they wait, no other probe connects.

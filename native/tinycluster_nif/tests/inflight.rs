@@ -1,4 +1,4 @@
-//! `inflight::probe` against one fake peer that counts the handshakes open at once: probes
+//! `inflight::in_turn` against one fake peer that counts the handshakes open at once: probes
 //! under one name take turns, probes under different names do not wait for each other.
 
 mod common;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::ok_and_challenge;
 use tinycluster_nif::inflight;
-use tinycluster_nif::probe::{FirstFlight, Outcome, ProbeRequest};
+use tinycluster_nif::probe::{self, FirstFlight, Outcome, ProbeRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Barrier;
@@ -59,13 +59,12 @@ async fn three_probes(addr: SocketAddr, names: [&str; 3]) -> Vec<Outcome> {
         let req = ProbeRequest {
             addr,
             alive: "app",
-            expected_host: Some("vm1"),
             probe_name,
             creation: 1,
             timeout: Duration::from_secs(5),
             first_flight: FirstFlight::SendName,
         };
-        inflight::probe(&req).await.outcome
+        inflight::in_turn(&req, probe::probe(&req)).await.outcome
     });
     let [a, b, c] = probes;
     let (a, b, c) = tokio::join!(a, b, c);

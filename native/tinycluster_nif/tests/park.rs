@@ -23,7 +23,6 @@ fn request(addr: SocketAddr, probe_name: &str) -> ProbeRequest<'_> {
     ProbeRequest {
         addr,
         alive: "app",
-        expected_host: None,
         probe_name,
         creation: 7,
         timeout: Duration::from_secs(1),

@@ -62,8 +62,8 @@ async fn silent_listener() -> (SocketAddr, Connections) {
     (addr, connections)
 }
 
-/// One scan, with parking on as a poller's scans have it, of a host whose EPMD lists the one
-/// node `app` at `peer`'s port; returns what the scan reports of it.
+/// One scan (which parks a silent probe, as every scan does) of a host whose EPMD lists the
+/// one node `app` at `peer`'s port; returns what the scan reports of it.
 async fn scan_node(peer: SocketAddr) -> Outcome {
     let line = format!("name app at port {}\n", peer.port());
     let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&line))).await;
@@ -71,13 +71,12 @@ async fn scan_node(peer: SocketAddr) -> Outcome {
         // Longer than a loaded machine takes to connect on loopback, so that the first
         // probe reaches the listener and parks rather than failing to connect.
         probe_timeout: Duration::from_secs(2),
-        park: true,
         ..common::spec(
             vec![common::host("local", epmd.addr, Some("h"))],
             "tinycluster_probe_expiry@127.0.0.1",
         )
     };
-    let report = scan::run(spec, Arc::new(|_| {})).await;
+    let report = scan::run(spec, scan::Local::default(), Arc::new(|_| {})).await;
     epmd.seen().await;
     assert_eq!(report.candidates.len(), 1, "{:?}", report.candidates);
     let candidate = &report.candidates[0];

@@ -19,15 +19,10 @@ const CREATION: u32 = 0x0102_0304;
 /// the outcome, not on the clock.
 const LONG: Duration = Duration::from_secs(10);
 
-fn request<'a>(
-    addr: SocketAddr,
-    alive: &'a str,
-    expected_host: Option<&'a str>,
-) -> ProbeRequest<'a> {
+fn request(addr: SocketAddr, alive: &str) -> ProbeRequest<'_> {
     ProbeRequest {
         addr,
         alive,
-        expected_host,
         probe_name: PROBE_NAME,
         creation: CREATION,
         timeout: LONG,
@@ -37,13 +32,9 @@ fn request<'a>(
 
 /// Probes a fake peer that answers `answer` and waits for the close; returns the probe and
 /// what the peer received after its answer.
-async fn probe_answering(
-    answer: Vec<u8>,
-    alive: &str,
-    expected_host: Option<&str>,
-) -> (Probe, Vec<u8>) {
+async fn probe_answering(answer: Vec<u8>, alive: &str) -> (Probe, Vec<u8>) {
     let peer = FakePeer::start(Script::Answer(answer)).await;
-    let result = probe(&request(peer.addr, alive, expected_host)).await;
+    let result = probe(&request(peer.addr, alive)).await;
     let seen = peer.seen().await;
     assert_send_name(&seen.send_name);
     (result, seen.after.expect("the peer waited for the close"))
@@ -68,8 +59,7 @@ fn assert_send_name(frame: &[u8]) {
 
 #[tokio::test]
 async fn published_challenge_is_a_live_visible_node_and_nothing_follows_it() {
-    let (result, after) =
-        probe_answering(ok_and_challenge("app@vm1", false), "app", Some("vm1")).await;
+    let (result, after) = probe_answering(ok_and_challenge("app@vm1", false), "app").await;
     assert_eq!(
         result.outcome,
         Outcome::Live {
@@ -86,8 +76,7 @@ async fn published_challenge_is_a_live_visible_node_and_nothing_follows_it() {
 
 #[tokio::test]
 async fn challenge_without_published_is_a_hidden_node() {
-    let (result, after) =
-        probe_answering(ok_and_challenge("app@vm1", true), "app", Some("vm1")).await;
+    let (result, after) = probe_answering(ok_and_challenge("app@vm1", true), "app").await;
     assert_eq!(
         result.outcome,
         Outcome::Live {
@@ -105,7 +94,7 @@ async fn challenge_without_published_is_a_hidden_node() {
 async fn ok_simultaneous_goes_on_to_the_challenge() {
     let mut answer = status_frame("ok_simultaneous");
     answer.extend_from_slice(&challenge_frame(PUBLISHED, "app@vm1"));
-    let (result, after) = probe_answering(answer, "app", Some("vm1")).await;
+    let (result, after) = probe_answering(answer, "app").await;
     assert_eq!(
         result.outcome,
         Outcome::Live {
@@ -122,7 +111,7 @@ async fn ok_simultaneous_goes_on_to_the_challenge() {
 #[tokio::test]
 async fn nok_and_alive_are_busy() {
     for (text, status) in [("nok", Status::Nok), ("alive", Status::Alive)] {
-        let (result, after) = probe_answering(status_frame(text), "app", Some("vm1")).await;
+        let (result, after) = probe_answering(status_frame(text), "app").await;
         assert_eq!(result.outcome, Outcome::Busy(status), "status {text}");
         assert!(after.is_empty(), "status {text}: the probe sent {after:?}");
     }
@@ -130,14 +119,14 @@ async fn nok_and_alive_are_busy() {
 
 #[tokio::test]
 async fn not_allowed_is_reported() {
-    let (result, after) = probe_answering(status_frame("not_allowed"), "app", None).await;
+    let (result, after) = probe_answering(status_frame("not_allowed"), "app").await;
     assert_eq!(result.outcome, Outcome::NotAllowed);
     assert!(after.is_empty(), "the probe sent {after:?}");
 }
 
 #[tokio::test]
 async fn unknown_status_is_a_bad_reply() {
-    let (result, _) = probe_answering(status_frame("maybe"), "app", None).await;
+    let (result, _) = probe_answering(status_frame("maybe"), "app").await;
     assert_eq!(
         result.outcome,
         Outcome::BadReply(Error::UnknownStatus("maybe".into()))
@@ -146,7 +135,7 @@ async fn unknown_status_is_a_bad_reply() {
 
 #[tokio::test]
 async fn status_frame_without_s_is_malformed() {
-    let (result, _) = probe_answering(vec![0, 3, b'x', b'o', b'k'], "app", None).await;
+    let (result, _) = probe_answering(vec![0, 3, b'x', b'o', b'k'], "app").await;
     assert!(
         matches!(result.outcome, Outcome::BadReply(Error::Malformed(_))),
         "{:?}",
@@ -158,7 +147,7 @@ async fn status_frame_without_s_is_malformed() {
 async fn huge_status_length_is_refused_at_once() {
     let peer = FakePeer::start(Script::Answer(vec![0xFF, 0xFF])).await;
     let started = Instant::now();
-    let result = probe(&request(peer.addr, "app", None)).await;
+    let result = probe(&request(peer.addr, "app")).await;
     let elapsed = started.elapsed();
     assert_eq!(
         result.outcome,
@@ -175,12 +164,52 @@ async fn huge_challenge_length_is_refused_at_once() {
     let mut answer = status_frame("ok");
     answer.extend_from_slice(&[0xFF, 0xFF]);
     let started = Instant::now();
-    let (result, _) = probe_answering(answer, "app", None).await;
+    let (result, _) = probe_answering(answer, "app").await;
     assert_eq!(
         result.outcome,
         Outcome::BadReply(Error::FrameTooLarge(65535))
     );
     assert!(started.elapsed() < LONG / 4, "took {:?}", started.elapsed());
+}
+
+/// A challenge frame of exactly `len` payload bytes naming `name`: the bytes past the name
+/// are the fields a later release may append, which a probe reads and ignores.
+fn challenge_of_len(name: &str, len: usize) -> Vec<u8> {
+    let mut payload = challenge_frame(PUBLISHED, name)[2..].to_vec();
+    payload.resize(len, 0);
+    let mut frame = (len as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// The README's caps, at their exact limits: a status of 512 bytes and a challenge of 530
+/// are read whole; one byte more is refused on the length alone, before any of it is read.
+#[tokio::test]
+async fn frames_are_read_up_to_their_caps_and_refused_one_byte_past() {
+    // 512: `s` and 511 bytes of a status no node sends, read to its end.
+    let (result, _) = probe_answering(status_frame(&"x".repeat(511)), "app").await;
+    assert_eq!(
+        result.outcome,
+        Outcome::BadReply(Error::UnknownStatus("x".repeat(64)))
+    );
+    let (result, _) = probe_answering(513u16.to_be_bytes().to_vec(), "app").await;
+    assert_eq!(result.outcome, Outcome::BadReply(Error::FrameTooLarge(513)));
+
+    let mut answer = status_frame("ok");
+    answer.extend_from_slice(&challenge_of_len("app@vm1", 530));
+    let (result, after) = probe_answering(answer, "app").await;
+    assert_eq!(
+        result.outcome,
+        Outcome::Live {
+            name: "app@vm1".into(),
+            hidden: false
+        }
+    );
+    assert!(after.is_empty(), "the probe sent {after:?}");
+    let mut answer = status_frame("ok");
+    answer.extend_from_slice(&531u16.to_be_bytes());
+    let (result, _) = probe_answering(answer, "app").await;
+    assert_eq!(result.outcome, Outcome::BadReply(Error::FrameTooLarge(531)));
 }
 
 #[tokio::test]
@@ -190,7 +219,7 @@ async fn a_tls_alert_is_told_apart_from_an_oversized_frame() {
     let alert = vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
     let peer = FakePeer::start(Script::AnswerAndClose(alert)).await;
     let started = Instant::now();
-    let result = probe(&request(peer.addr, "app", None)).await;
+    let result = probe(&request(peer.addr, "app")).await;
     assert_eq!(result.outcome, Outcome::Tls(TlsSeen::Alert));
     assert!(started.elapsed() < LONG / 4, "took {:?}", started.elapsed());
     assert_send_name(&peer.seen().await.send_name);
@@ -202,7 +231,7 @@ async fn version_5_challenge_is_a_bad_reply() {
     let mut v5 = challenge_frame(PUBLISHED, "app@vm1");
     v5[2] = b'n';
     answer.extend_from_slice(&v5);
-    let (result, _) = probe_answering(answer, "app", None).await;
+    let (result, _) = probe_answering(answer, "app").await;
     assert!(
         matches!(result.outcome, Outcome::BadReply(Error::Malformed(_))),
         "{:?}",
@@ -217,7 +246,7 @@ async fn silent_peer_times_out_as_unreachable() {
     let started = Instant::now();
     let result = probe(&ProbeRequest {
         timeout,
-        ..request(peer.addr, "app", None)
+        ..request(peer.addr, "app")
     })
     .await;
     let elapsed = started.elapsed();
@@ -240,7 +269,7 @@ async fn peer_stalling_inside_the_status_is_a_bad_reply_at_the_deadline() {
     let started = Instant::now();
     let result = probe(&ProbeRequest {
         timeout,
-        ..request(peer.addr, "app", None)
+        ..request(peer.addr, "app")
     })
     .await;
     assert_eq!(result.outcome, Outcome::BadReply(Error::Timeout));
@@ -255,16 +284,15 @@ async fn peer_stalling_inside_the_status_is_a_bad_reply_at_the_deadline() {
 #[tokio::test]
 async fn closed_port_is_refused() {
     let addr = closed_port().await;
-    let result = probe(&request(addr, "app", None)).await;
+    let result = probe(&request(addr, "app")).await;
     assert_eq!(result.outcome, Outcome::Unreachable(Error::Refused));
     assert!(result.latency < LONG / 4);
 }
 
 #[tokio::test]
-async fn challenge_naming_another_node_is_a_mismatch_with_an_expected_host() {
-    for claimed in ["app@vm2", "other@vm1", "app@vm1x", "apps@vm1"] {
-        let (result, after) =
-            probe_answering(ok_and_challenge(claimed, false), "app", Some("vm1")).await;
+async fn challenge_naming_another_node_is_a_mismatch() {
+    for claimed in ["other@vm1", "apps@vm1", "ap@vm1"] {
+        let (result, after) = probe_answering(ok_and_challenge(claimed, false), "app").await;
         assert_eq!(
             result.outcome,
             Outcome::NameMismatch {
@@ -277,22 +305,8 @@ async fn challenge_naming_another_node_is_a_mismatch_with_an_expected_host() {
             "claimed {claimed}: the probe sent {after:?}"
         );
     }
-}
-
-#[tokio::test]
-async fn challenge_naming_another_node_is_a_mismatch_without_an_expected_host() {
-    for claimed in ["other@vm1", "apps@vm1", "ap@vm1"] {
-        let (result, _) = probe_answering(ok_and_challenge(claimed, false), "app", None).await;
-        assert_eq!(
-            result.outcome,
-            Outcome::NameMismatch {
-                claimed: claimed.into()
-            },
-            "claimed {claimed}"
-        );
-    }
-    // Without an expected host, any host the challenge names is accepted.
-    let (result, _) = probe_answering(ok_and_challenge("app@elsewhere", true), "app", None).await;
+    // Any host the challenge names is accepted: the scan checks the naming mode.
+    let (result, _) = probe_answering(ok_and_challenge("app@elsewhere", true), "app").await;
     assert_eq!(
         result.outcome,
         Outcome::Live {
@@ -307,7 +321,7 @@ async fn every_cut_of_the_answer_has_its_documented_outcome() {
     let full = ok_and_challenge("app@vm1", false);
     for cut in 0..=full.len() {
         let peer = FakePeer::start(Script::AnswerAndClose(full[..cut].to_vec())).await;
-        let result = probe(&request(peer.addr, "app", Some("vm1"))).await;
+        let result = probe(&request(peer.addr, "app")).await;
         let seen = peer.seen().await;
         assert_send_name(&seen.send_name);
         let expected = if cut == 0 {
@@ -334,7 +348,7 @@ async fn every_cut_of_a_busy_status_has_its_documented_outcome() {
     let full = status_frame("not_allowed");
     for cut in 0..full.len() {
         let peer = FakePeer::start(Script::AnswerAndClose(full[..cut].to_vec())).await;
-        let result = probe(&request(peer.addr, "app", None)).await;
+        let result = probe(&request(peer.addr, "app")).await;
         peer.seen().await;
         let expected = if cut == 0 {
             Outcome::Unreachable(Error::Closed)
@@ -353,7 +367,7 @@ async fn a_challenge_with_bytes_after_the_name_is_a_live_node() {
     let mut answer = status_frame("ok");
     answer.extend_from_slice(&(challenge.len() as u16).to_be_bytes());
     answer.extend_from_slice(&challenge);
-    let (result, after) = probe_answering(answer, "app", Some("vm1")).await;
+    let (result, after) = probe_answering(answer, "app").await;
     assert_eq!(
         result.outcome,
         Outcome::Live {

@@ -69,7 +69,6 @@ fn request(addr: SocketAddr, timeout: Duration) -> ProbeRequest<'static> {
     ProbeRequest {
         addr,
         alive: "app",
-        expected_host: None,
         probe_name: PROBE_NAME,
         creation: 1,
         timeout,
@@ -185,6 +184,7 @@ async fn run(spec: ScanSpec) -> Vec<CandidateReport> {
     let sink = found.clone();
     scan::run(
         spec,
+        scan::Local::default(),
         Arc::new(move |e| {
             if let Event::Candidate(c) = e {
                 sink.lock().unwrap().push(c);

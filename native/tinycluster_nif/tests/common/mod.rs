@@ -307,8 +307,8 @@ pub fn host(label: &str, epmd: SocketAddr, node_host: Option<&str>) -> HostSpec 
 }
 
 /// A scan of `hosts` under `probe_name`, as the local node `me@h`: 10 s timeouts, nothing
-/// skipped, held, parked or probed with TLS, the default budget. Tests change what they
-/// test with struct update syntax.
+/// skipped, held or probed with TLS, the default budget. Tests change what they test with
+/// struct update syntax.
 pub fn spec(hosts: Vec<HostSpec>, probe_name: &str) -> ScanSpec {
     ScanSpec {
         hosts,
@@ -321,7 +321,6 @@ pub fn spec(hosts: Vec<HostSpec>, probe_name: &str) -> ScanSpec {
         gate: None,
         tls: TlsProbes::None,
         hold: HashSet::new(),
-        park: false,
         last_listings: Default::default(),
         budget: Default::default(),
     }

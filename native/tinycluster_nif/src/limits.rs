@@ -1,0 +1,69 @@
+//! Every bound the engine enforces, in one table its owner reads through the `limits/0` NIF,
+//! so that the Elixir side restates none of these numbers: a bound changed here changes
+//! there too.
+//!
+//! Each bound is defined where it is enforced ([`crate::budget`], [`crate::scan`],
+//! [`crate::park`], [`crate::naming`], [`crate::epmd`], [`crate::handshake`]). The two that
+//! bound the owner's request are defined here, since the request's decoder is only built with
+//! the NIF.
+
+use crate::{budget, epmd, handshake, naming, park, scan};
+
+/// The most entries a request may name in each of its lists (`tls`, `hold`, `first`,
+/// `last_listings`): far more than any host lists (EPMD replies are capped at
+/// [`epmd::MAX_NAMES`]). The owner cuts its lists to it rather than have the request refused.
+pub const MAX_LISTED: usize = 65_536;
+
+/// The longest a request's timeouts may be, in milliseconds, so that a scan always ends.
+/// `Tinycluster.Options` refuses a longer one with a clear error before any request.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+
+/// The engine's bounds, as the owner reads them: a map with these keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "nif", derive(rustler::NifMap))]
+pub struct Limits {
+    /// [`MAX_LISTED`].
+    pub max_listed: usize,
+    /// [`MAX_TIMEOUT_MS`].
+    pub max_timeout_ms: u64,
+    /// [`budget::MAX_PROBES_PER_SCAN`]: the most candidates one scan probes.
+    pub max_probes_per_scan: usize,
+    /// [`scan::MAX_PROBES_IN_FLIGHT`]: the most probes in flight at once in one scan.
+    pub max_probes_in_flight: usize,
+    /// [`scan::RTT_FACTOR`]: how many of its EPMD round trips a far host's probes may take.
+    pub rtt_factor: u32,
+    /// [`scan::MAX_HOST_PROBE_TIMEOUT`], in milliseconds: the most a host's distance
+    /// lengthens its probes.
+    pub max_host_probe_timeout_ms: u64,
+    /// [`naming::MAX_NAME_BYTES`]: the longest node name, in bytes, reported as a node.
+    pub max_name_bytes: usize,
+    /// [`park::MAX_PARKED`]: the most probes parked at once, process-wide.
+    pub max_parked: usize,
+    /// [`park::PARK_FOR`], in milliseconds: the longest a parked probe waits.
+    pub park_for_ms: u64,
+    /// [`epmd::MAX_REPLY_BYTES`]: the most bytes read from one EPMD.
+    pub max_reply_bytes: usize,
+    /// [`epmd::MAX_NAMES`]: the most names taken from one EPMD.
+    pub max_names: usize,
+    /// [`handshake::MAX_STATUS_LEN`]: the largest status payload a probe reads.
+    pub max_status_len: usize,
+    /// [`handshake::MAX_CHALLENGE_LEN`]: the largest challenge payload a probe reads.
+    pub max_challenge_len: usize,
+}
+
+/// The bounds in force.
+pub const LIMITS: Limits = Limits {
+    max_listed: MAX_LISTED,
+    max_timeout_ms: MAX_TIMEOUT_MS,
+    max_probes_per_scan: budget::MAX_PROBES_PER_SCAN,
+    max_probes_in_flight: scan::MAX_PROBES_IN_FLIGHT,
+    rtt_factor: scan::RTT_FACTOR,
+    max_host_probe_timeout_ms: scan::MAX_HOST_PROBE_TIMEOUT.as_millis() as u64,
+    max_name_bytes: naming::MAX_NAME_BYTES,
+    max_parked: park::MAX_PARKED,
+    park_for_ms: park::PARK_FOR.as_millis() as u64,
+    max_reply_bytes: epmd::MAX_REPLY_BYTES,
+    max_names: epmd::MAX_NAMES,
+    max_status_len: handshake::MAX_STATUS_LEN,
+    max_challenge_len: handshake::MAX_CHALLENGE_LEN,
+};
