@@ -79,7 +79,7 @@ defmodule Tinycluster do
   failing and once when it answers again; `scan/1` returns `{:error, {:epmd, host,
   reason}}` when no host answered. `reason` is one of `:timeout`, `:econnrefused`,
   `:closed`, `{:io, text}`, `{:resolve, text}`, `{:malformed, text}` (not an EPMD reply),
-  `{:reply_too_large, 262_144}`, `{:too_many_names, 1024}` or `:filter_timeout`. Lines
+  `{:reply_too_large, 262_144}`, `{:too_many_names, 1024}` or `:plan_timeout`. Lines
   with a bad name or port are skipped and listed in the host's `malformed` (the first 64,
   then one entry that counts the rest), with a warning the first time.
 

@@ -80,7 +80,7 @@ defmodule Tinycluster.BatchTest do
     end
   end
 
-  # Starts a poller, suspends it before its first probes answer, lets the candidates queue,
+  # Starts a poller, suspends it once it planned but before its first probes answer, lets the candidates queue,
   # resumes it and returns the alive names of each batch it took (traced). Tries again with
   # a fresh poller if a candidate of `names` was taken before the suspension (a busy host),
   # once the nodes are disconnected again, so that it connects them itself. Returns the
@@ -113,8 +113,21 @@ defmodule Tinycluster.BatchTest do
 
   defp try_batches(names) do
     name = TestNodes.poller_name()
+    # Suspended as soon as it has planned the local host's listing (its plan is sent while
+    # it handles that message), so that the probes' answers queue up behind it.
+    :erlang.trace(:new_processes, true, [:receive])
     pid = start_supervised!({Tinycluster, name: name, interval: 60_000}, id: name)
+    :erlang.trace(:new_processes, false, [:receive])
+
+    receive do
+      {:trace, ^pid, :receive, {:tinycluster_scan, _, {:listed, _}}} -> :ok
+    after
+      10_000 -> flunk("the poller got no listing")
+    end
+
     :ok = :sys.suspend(pid)
+    :erlang.trace(pid, false, [:receive])
+    flush_traces()
     :erlang.trace_pattern({Batch, :take_queued, 2}, [{:_, [], [{:return_trace}]}], [:local])
     :erlang.trace(pid, true, [:call])
 
@@ -140,6 +153,14 @@ defmodule Tinycluster.BatchTest do
     batches = traced_batches([])
     stop_supervised!(name)
     {queued?, batches}
+  end
+
+  defp flush_traces do
+    receive do
+      {:trace, _, :receive, _} -> flush_traces()
+    after
+      0 -> :ok
+    end
   end
 
   # The names of our candidates' messages in the poller's mailbox, that it has not taken.

@@ -40,9 +40,19 @@ defmodule Tinycluster.CandidatesTest do
     %{
       listed: MapSet.new(listed, &{"h", &1}),
       deferred: [],
+      asked: MapSet.new(answered),
       answered: MapSet.new(answered),
       known: MapSet.new(known)
     }
+  end
+
+  # The candidates a plan at `ms` holds back, with the nodes `connected` connected.
+  defp holds(table, ms, connected \\ []) do
+    connected = MapSet.new(connected, &Atom.to_string/1)
+
+    for {{host, alive} = key, %{port: port}} <- table.entries,
+        Candidates.held?(table, key, port, ms, connected),
+        do: {host, alive, port}
   end
 
   describe "a probe's answer" do
@@ -193,8 +203,8 @@ defmodule Tinycluster.CandidatesTest do
         end)
 
       # Held back until its retry, then probed and connected as before.
-      assert Candidates.holds(table, 5_000, []) == [{"h", "a", 4000}]
-      assert Candidates.holds(table, 5_200, []) == []
+      assert holds(table, 5_000, []) == [{"h", "a", 4000}]
+      assert holds(table, 5_200, []) == []
       {table, [_], _} = probed(table, probe("a", :live), @opts, 5_200)
       {table, _} = Candidates.connect_ended(table, {"h", "a"}, true, @opts, now(5_200))
       assert %{state: :connected, attempts: 0, retry_at: nil} = entry(table, "a")
@@ -236,7 +246,7 @@ defmodule Tinycluster.CandidatesTest do
       assert %{state: :rejected, attempts: 2, retry_at: :never} = entry(table, "a")
       assert states(changes) == [{:connecting, :rejected}]
       # Held for good, probe included, however long it waits.
-      assert Candidates.holds(table, 10_000_000, []) == [{"h", "a", 4000}]
+      assert holds(table, 10_000_000, []) == [{"h", "a", 4000}]
       {table, [], []} = probed(table, probe("a", :live), @opts, 10_000_000)
 
       assert elem(Tinycluster.Status.candidates(table, 0), 0)["a@vm"].description =~
@@ -288,7 +298,7 @@ defmodule Tinycluster.CandidatesTest do
       for {state, reason} <- [unreachable: :timeout, bad_reply: :closed, hidden: nil] do
         {late, [], _} = probed(table, probe("a", state, reason: reason), @opts, 150)
         assert %{state: :rejected, retry_at: :never} = entry(late, "a"), inspect(state)
-        assert Candidates.holds(late, 10_000_000, []) == [{"h", "a", 4000}]
+        assert holds(late, 10_000_000, []) == [{"h", "a", 4000}]
         {late, [], []} = probed(late, probe("a", :live), @opts, 10_000_000)
         assert entry(late, "a").retry_at == :never
       end
@@ -319,29 +329,22 @@ defmodule Tinycluster.CandidatesTest do
   end
 
   describe "deferred candidates" do
-    alias Tinycluster.Candidates.Deferred
-
-    test "are named first in the next request, the longest-waiting first, within a budget" do
+    test "keep the time they were first deferred, while their host's scans defer them" do
       table = Candidates.new()
       {table, []} = Candidates.scan_ended(table, %{listing([]) | deferred: [{"h", "b"}]}, now(0))
-      assert Candidates.first(table) == [{"h", "b"}]
+      assert table.deferred == %{{"h", "b"} => 0}
 
-      # Still deferred, "b" keeps its place before the newly deferred "a".
+      # Still deferred, "b" keeps its time, before the newly deferred "a"; another host's
+      # are kept while no scan of it says otherwise.
       deferred = [{"h", "a"}, {"h", "b"}, {"g", "c"}]
       {table, []} = Candidates.scan_ended(table, %{listing([]) | deferred: deferred}, now(100))
-      assert Candidates.first(table) == [{"h", "b"}, {"g", "c"}, {"h", "a"}]
+      assert table.deferred == %{{"h", "b"} => 0, {"h", "a"} => 100, {"g", "c"} => 100}
 
       # Probed, connected or gone: no longer deferred.
       {table, []} =
         Candidates.scan_ended(table, %{listing([]) | deferred: [{"h", "a"}]}, now(200))
 
-      assert Candidates.first(table) == [{"h", "a"}]
-    end
-
-    test "no more are named first than a scan probes" do
-      many = for i <- 1..(Deferred.budget() + 10), do: {"h", "n#{i}"}
-      deferred = Deferred.scan_ended(Deferred.new(), many, 0)
-      assert length(Deferred.first(deferred)) == Deferred.budget()
+      assert table.deferred == %{{"h", "a"} => 100, {"g", "c"} => 100}
     end
   end
 
@@ -504,10 +507,10 @@ defmodule Tinycluster.CandidatesTest do
     test "a :connected entry is held only while its node is connected" do
       table = claimed_pair()
 
-      assert Enum.sort(Candidates.holds(table, 0, [:a@vm])) ==
+      assert Enum.sort(holds(table, 0, [:a@vm])) ==
                [{"fake", "a", 4000}, {"real", "a", 5000}]
 
-      assert Candidates.holds(table, 0, []) == []
+      assert holds(table, 0, []) == []
     end
 
     test "status shows it once in candidates and every entry, with its host, in claimed" do
@@ -525,14 +528,14 @@ defmodule Tinycluster.CandidatesTest do
     test ":unreachable is asked again after one interval, then two at most" do
       table =
         Enum.reduce([0, 100, 300, 500], Candidates.new(), fn ms, table ->
-          assert Candidates.holds(table, ms, []) == []
+          assert holds(table, ms, []) == []
           {table, [], _} = probed(table, probe("a", :unreachable, reason: :timeout), @opts, ms)
           table
         end)
 
       assert %{attempts: 4, retry_at: 700} = entry(table, "a")
-      assert Candidates.holds(table, 699, []) == [{"h", "a", 4000}]
-      assert Candidates.holds(table, 700, []) == []
+      assert holds(table, 699, []) == [{"h", "a", 4000}]
+      assert holds(table, 700, []) == []
     end
 
     test ":bad_reply, :tls and :not_allowed (connect: false) double up to :max_backoff" do
@@ -562,13 +565,14 @@ defmodule Tinycluster.CandidatesTest do
   describe "TLS listeners" do
     test "are probed with the TLS hello at the port they answered on, while listed" do
       {table, _, _} = probed(Candidates.new(), probe("t", :tls, reason: :alert))
-      assert Candidates.tls_probes(table) == [{"h", "t", 4000}]
+      assert Tinycluster.Tls.listener?(table.tls, "h", "t", 4000)
+      refute Tinycluster.Tls.listener?(table.tls, "h", "t", 4001)
       {table, _} = Candidates.scan_ended(table, listing(["t"]), now(10))
-      assert Candidates.tls_probes(table) == [{"h", "t", 4000}]
+      assert Tinycluster.Tls.listener?(table.tls, "h", "t", 4000)
       # No longer listed: forgotten, with its TLS port.
       {table, _} = Candidates.scan_ended(table, listing([]), now(20))
       assert entry(table, "t").state == :gone
-      assert Candidates.tls_probes(table) == []
+      assert table.tls == %{}
     end
   end
 

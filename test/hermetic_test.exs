@@ -14,7 +14,7 @@ defmodule Tinycluster.HermeticTest do
     port = SuiteEpmd.port()
     assert port != 4369
     assert :init.get_argument(:epmd_port) == {:ok, [[~c"#{port}"]]}
-    assert Tinycluster.Options.local_epmd_port() == port
+    assert Tinycluster.LocalNode.epmd_port() == port
 
     node = TestNodes.start()
     assert TestEpmd.registered?(node.alive, port)

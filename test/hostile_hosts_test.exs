@@ -95,6 +95,68 @@ defmodule Tinycluster.HostileHostsTest do
     end
   end
 
+  describe "a slow host that lists a thousand fresh names at one silent port" do
+    # Its EPMD answers after 0.9 s (its probes then wait 3 round trips), every time with
+    # 1,024 names never seen before: once, each scan waited for all of its probes, its
+    # per-listener turns doubled them, and the next poll waited for the scan (22.6 s).
+    test "does not set the pace: a node of a healthy host is connected within 2 intervals" do
+      interval = 1_000
+      silent = FakeServer.start(Peer.silent())
+      generation = :atomics.new(1, [])
+      hostile = "slow#{System.pid()}x#{System.unique_integer([:positive])}g"
+
+      slow =
+        FakeServer.start(fn socket ->
+          FakeServer.recv(socket, 3)
+          Process.sleep(900)
+          g = :atomics.add_get(generation, 1, 1)
+          names = for i <- 1..1_024, do: {"#{hostile}#{g}_#{i}", silent.port}
+          :gen_tcp.send(socket, Epmd.names_reply(names))
+        end)
+
+      {:ok, host} = :inet.gethostname()
+      healthy = TestNodes.unique_alive("healthy")
+      test = self()
+      ref = make_ref()
+
+      :telemetry.attach(
+        {__MODULE__, ref},
+        [:tinycluster, :scan, :start],
+        fn _, _, meta, _ -> send(test, {ref, meta.hosts}) end,
+        nil
+      )
+
+      on_exit(fn -> :telemetry.detach({__MODULE__, ref}) end)
+
+      capture_log(fn ->
+        poller =
+          start_poller(
+            hosts: [{"127.0.0.1", slow.port}, {List.to_string(host), SuiteEpmd.port()}],
+            interval: interval,
+            only: [hostile, healthy]
+          )
+
+        # A scan of the slow host is under way, and has been for 2 s.
+        assert_receive {^ref, ["127.0.0.1" | _]}, 10_000
+        Process.sleep(2_000)
+        node = TestNodes.start(name: healthy)
+        registered = System.monotonic_time(:millisecond)
+
+        TestNodes.wait_until(
+          fn -> node.name in Node.list() end,
+          "the healthy host's node to be connected",
+          30_000
+        )
+
+        took = elapsed_ms(registered)
+        assert took <= 2 * interval + 1_000, "connected #{took} ms after registering"
+        # The slow host was asked meanwhile, and keeps being asked.
+        assert :atomics.get(generation, 1) >= 1
+        assert Process.alive?(Process.whereis(poller))
+      end)
+    end
+  end
+
   describe "many hosts that keep inventing live names" do
     # 16 hosts (as one DNS seed may give), each listing 8 names never seen before at every
     # query, each at a listener whose challenge confirms it. The atom budget is the

@@ -199,18 +199,18 @@ defmodule Tinycluster.HostsTest do
 
   describe "the local node" do
     test "naming/1 tells the mode by the host part, as net_kernel does" do
-      assert Hosts.naming(:a@vm) == :shortnames
-      assert Hosts.naming(:a@localhost) == :shortnames
-      assert Hosts.naming(:"a@vm.example.com") == :longnames
-      assert Hosts.naming(:"a@198.18.0.1") == :longnames
-      assert Hosts.naming(:"a@2001:2::1") == :longnames
-      assert Hosts.naming(:nonode@nohost) == nil
+      assert Tinycluster.LocalNode.naming(:a@vm) == :shortnames
+      assert Tinycluster.LocalNode.naming(:a@localhost) == :shortnames
+      assert Tinycluster.LocalNode.naming(:"a@vm.example.com") == :longnames
+      assert Tinycluster.LocalNode.naming(:"a@198.18.0.1") == :longnames
+      assert Tinycluster.LocalNode.naming(:"a@2001:2::1") == :longnames
+      assert Tinycluster.LocalNode.naming(:nonode@nohost) == nil
       # The test VM runs with -sname.
-      assert Hosts.naming() == :shortnames
+      assert Tinycluster.LocalNode.naming() == :shortnames
     end
 
     test "family/0 follows -proto_dist" do
-      assert Hosts.family() == :inet
+      assert Tinycluster.LocalNode.family() == :inet
     end
 
     @tag :tmp_dir
@@ -218,7 +218,7 @@ defmodule Tinycluster.HostsTest do
          %{tmp_dir: dir} do
       elixir = System.find_executable("elixir")
       # A copy of the modules, so that a concurrent `mix compile` cannot pull them away.
-      for mod <- [Options, Tinycluster.VmArgs] do
+      for mod <- [Options, Tinycluster.LocalNode] do
         {module, beam, _} = :code.get_object_code(mod)
         File.write!(Path.join(dir, "#{module}.beam"), beam)
       end
@@ -226,7 +226,7 @@ defmodule Tinycluster.HostsTest do
       port_of = fn erl_flags, env ->
         args =
           if(erl_flags == "", do: [], else: ["--erl", erl_flags]) ++
-            ["-pa", dir, "-e", ~s|IO.write("port=\#{Tinycluster.Options.local_epmd_port()}")|]
+            ["-pa", dir, "-e", ~s|IO.write("port=\#{Tinycluster.LocalNode.epmd_port()}")|]
 
         case System.cmd(elixir, args, env: [{"ERL_EPMD_PORT", env}], stderr_to_stdout: true) do
           {out, 0} ->
@@ -265,7 +265,7 @@ defmodule Tinycluster.HostsTest do
                %{label: "198.18.0.2", address: "198.18.0.2", epmd_port: 4370, node_host: nil}
              ] = Hosts.specs(entries, :a@vm, :inet)
 
-      assert local == Options.local_epmd_port()
+      assert local == Tinycluster.LocalNode.epmd_port()
       assert [%{address: "::1"}] = Hosts.specs([:local], :a@vm, :inet6)
     end
 

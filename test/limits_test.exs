@@ -16,26 +16,25 @@ defmodule Tinycluster.LimitsTest do
   test "the NIF's bounds are the README's" do
     assert Limits.all() == %{
              max_timeout_ms: 60_000,
-             max_probes_per_scan: 1_024,
              max_probes_in_flight: 256,
+             min_host_probes_in_flight: 8,
              rtt_factor: 3,
              max_host_probe_timeout_ms: 10_000,
              max_name_bytes: 255,
              max_parked: 64,
+             max_parked_per_address: 16,
              park_for_ms: 60_000,
              max_reply_bytes: 262_144,
              max_names: 1_024,
              max_status_len: 512,
-             max_challenge_len: 530,
-             # Not in the README: how many entries a request's lists may have.
-             max_listed: 65_536
+             max_challenge_len: 530
            }
 
     readme_says!("at most 60000")
     readme_says!("at most 256 probes in flight and 1,024 in all per scan")
     readme_says!("up to 3 of its EPMD round trips, at most 10 s")
     readme_says!("a name over 255 bytes is `:bad_reply`")
-    readme_says!("parked, at most 64 per VM for at most 60 s")
+    readme_says!("parked, at most 64 per VM and 16 per address for at most 60 s")
     readme_says!("It cannot send more than 262,144 bytes or 1,024 names")
     readme_says!("one status frame of 512 bytes and one challenge of 530")
   end
@@ -69,6 +68,11 @@ defmodule Tinycluster.LimitsTest do
 
     readme_says!("at most 64 atoms a minute")
     readme_says!("at most 4,096 atoms of names that never connected")
+  end
+
+  test "a scan probes at most 1,024 candidates, shared between its hosts" do
+    assert Tinycluster.Plan.budget() == 1_024
+    readme_says!("at most 256 probes in flight and 1,024 in all per scan")
   end
 
   test "gone candidates: forgotten after an hour, 4,096 kept" do

@@ -104,12 +104,12 @@ defmodule Tinycluster.RobustnessTest do
       assert FakeServer.connections(peer) == 0
     end
 
-    # Issue 17.4: 12 such hosts at one silent port once gave no finished scan in a minute.
+    # 12 such hosts at one silent port once gave no finished scan in a minute.
     test "hosts listing more names than a scan probes: the rest wait, and each is probed in turn" do
       # Every name's port answers under one other name: a :name_mismatch, which is not held
       # back, so each scan would probe the same ones again without the deferred going first.
       peer = FakeServer.start(Peer.respond(Peer.answer("impostor@127.0.0.1")))
-      budget = Tinycluster.Candidates.Deferred.budget()
+      budget = Tinycluster.Plan.budget()
       listing = fn prefix -> for i <- 1..budget, do: {"#{prefix}#{i}", peer.port} end
       epmds = for prefix <- ["d#{System.unique_integer([:positive])}_", "e"], do: listing.(prefix)
       epmds = Enum.map(epmds, &fake_epmd(Epmd.reply(Epmd.names_reply(&1))))

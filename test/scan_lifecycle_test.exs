@@ -1,8 +1,9 @@
 defmodule Tinycluster.ScanLifecycleTest do
   # A scan's life: it starts when asked for and tells so at once, in telemetry; it can be
   # cancelled, and is when its owner is gone (its handle is collected), so no scan runs on
-  # for nobody; an idle poll is two wake-ups of the poller (its timer and the report) and
-  # nothing else; a node whose connection went down is probed at the next poll.
+  # for nobody; an idle poll wakes the poller for its timer, the host's listing and the
+  # scan's end, and nothing else; a node whose connection went down is probed at the next
+  # poll.
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureLog
@@ -54,8 +55,9 @@ defmodule Tinycluster.ScanLifecycleTest do
     test "a scan whose handle is kept runs to its report", %{listen: l, request: r} do
       assert {:ok, id, _handle} = Native.start_scan(%{r | epmd_timeout_ms: 300})
       assert {:ok, _socket} = :gen_tcp.accept(l, 10_000)
-      assert_receive {:tinycluster_scan, ^id, {:done, %{hosts: [host]}}}, 5_000
+      assert_receive {:tinycluster_scan, ^id, {:listed, host}}, 5_000
       assert host.status == {:error, :timeout}
+      assert_receive {:tinycluster_scan, ^id, {:done, %{candidates: []}}}, 5_000
     end
   end
 
@@ -134,8 +136,8 @@ defmodule Tinycluster.ScanLifecycleTest do
         assert Enum.count(received, &match?({:tinycluster_scan, _, {:done, _}}, &1)) >= 4
         assert Enum.count(received, &(&1 == :poll)) >= 4
 
-        # With a filter, the scan also asks which names to probe (`:listed`); no host or
-        # candidate event comes of a host that changed nothing.
+        # The host's listing (`:listed`), which the poller plans, and no candidate event
+        # of a host that changed nothing.
         assert Enum.all?(received, &idle_message?/1), inspect(received, limit: 8)
       end)
     end
@@ -185,10 +187,8 @@ defmodule Tinycluster.ScanLifecycleTest do
       probe_name: "tinycluster_probe_lifecycle@h",
       creation: 1,
       local_name: "lifecycle_test@h",
-      skip: [],
       probe_timeout_ms: 500,
-      epmd_timeout_ms: 5_000,
-      gate: false
+      epmd_timeout_ms: 5_000
     }
   end
 end

@@ -35,7 +35,7 @@ defmodule Tinycluster.SettledHostsTest do
   defp host(status, label), do: status.hosts[label]
 
   test "a settled host is asked less often, and reopens when its node goes down" do
-    proxy = counted(Tinycluster.Options.local_epmd_port())
+    proxy = counted(Tinycluster.LocalNode.epmd_port())
     # Only its own node: others on this host's EPMD would change what it lists.
     prefix = "settle#{System.unique_integer([:positive])}_"
     node = TestNodes.start(name: TestNodes.unique_alive(prefix))

@@ -84,10 +84,7 @@ defmodule Tinycluster.SoakTest do
       0 ->
         :erlang.yield()
         {us, {:ok, id, handle}} = :timer.tc(Tinycluster.Native, :start_scan, [request])
-
-        receive do
-          {:tinycluster_scan, ^id, {:done, _}} -> :ok
-        end
+        await_scan(id)
 
         # Held until the scan is done: a handle collected earlier would cancel it.
         :ok = Tinycluster.Native.cancel(handle)
@@ -97,17 +94,32 @@ defmodule Tinycluster.SoakTest do
     end
   end
 
+  # Waits for a scan started on the NIF directly, planning every name each host lists.
+  defp await_scan(id) do
+    receive do
+      {:tinycluster_scan, ^id, {:done, _}} ->
+        :ok
+
+      {:tinycluster_scan, ^id, {:listed, %{index: index, names: names}}} ->
+        Tinycluster.Native.plan(id, index, for({a, p, _} <- names, do: {a, p, :send_name}))
+        await_scan(id)
+
+      {:tinycluster_scan, ^id, _} ->
+        await_scan(id)
+    end
+  end
+
   # Runs the pollers, the scan loops and one NIF loop until they made `n` scans between
   # them, then stops them all. Returns the NIF loop's pid and how long its calls took.
   defp run_scans(hosts, n) do
     counter = :atomics.new(@scanners + 1, [])
     opts = Tinycluster.Options.new!(hosts: hosts, probe_timeout: @probe_timeout, name: :soak_nif)
-    {:ok, request} = Tinycluster.Discovery.request(opts, [])
+    {:ok, request} = Tinycluster.Discovery.request(opts)
 
     pollers =
       for i <- 1..@pollers do
         name = :"soak_poller_#{i}"
-        # One filters, so that the gate (a round trip to the poller per host) is soaked too.
+        # One filters, so that its plans leave names out.
         filter = if i == 1, do: [except: ["nobody_"]], else: []
 
         start_supervised!(

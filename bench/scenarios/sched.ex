@@ -43,7 +43,7 @@ defmodule Bench.Scenario.Sched do
   @doc false
   def child_run(names, scans, polls) do
     opts = Tinycluster.Options.new!(name: :bench_sched)
-    {:ok, request} = Tinycluster.Discovery.request(opts, [])
+    {:ok, request} = Tinycluster.Discovery.request(opts)
     {cold_ns, candidates} = timed_scan(request)
 
     # Warm up: load every module a poller uses, as a release would have at boot, so that
@@ -205,8 +205,16 @@ defmodule Bench.Scenario.Sched do
 
   defp await(id) do
     receive do
-      {:tinycluster_scan, ^id, {:done, report}} -> length(report.candidates)
-      {:tinycluster_scan, ^id, _event} -> await(id)
+      {:tinycluster_scan, ^id, {:done, report}} ->
+        length(report.candidates)
+
+      # Every name each host lists is probed, as a poller with nothing held back plans it.
+      {:tinycluster_scan, ^id, {:listed, %{index: index, names: names}}} ->
+        Tinycluster.Native.plan(id, index, for({a, p, _} <- names, do: {a, p, :send_name}))
+        await(id)
+
+      {:tinycluster_scan, ^id, _event} ->
+        await(id)
     after
       30_000 -> raise "scan #{id} did not finish"
     end

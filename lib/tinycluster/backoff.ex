@@ -116,16 +116,8 @@ defmodule Tinycluster.Backoff do
     %{entry | attempts: attempts, retry_at: now_ms + delay(attempts, entry.state, opts)}
   end
 
-  @doc """
-  The candidates held back at `now_ms`, as the scan request's `hold` field wants them:
-  `{host label, alive, port}`. The NIF does not probe these; a node listed at another port
-  is probed.
-  """
-  @spec holds(%{{String.t(), String.t()} => Candidate.t()}, integer()) ::
-          [{String.t(), String.t(), :inet.port_number()}]
-  def holds(candidates, now_ms) do
-    for {{host, alive}, %Candidate{state: state, retry_at: at, port: port}} <- candidates,
-        state in @held and (at == :never or (is_integer(at) and now_ms < at)),
-        do: {host, alive, port}
-  end
+  @doc "Whether `entry` is held back at `now_ms`: failed, and its retry not yet due."
+  @spec held?(Candidate.t(), integer()) :: boolean()
+  def held?(%Candidate{state: state, retry_at: at}, now_ms),
+    do: state in @held and (at == :never or (is_integer(at) and now_ms < at))
 end

@@ -64,6 +64,7 @@ defmodule Tinycluster.Candidates do
   @type listing :: %{
           listed: MapSet.t(key()),
           deferred: [key()],
+          asked: MapSet.t(String.t()),
           answered: MapSet.t(String.t()),
           known: MapSet.t(String.t())
         }
@@ -177,17 +178,10 @@ defmodule Tinycluster.Candidates do
     entries = cap_gone(entries)
     tls = Map.filter(table.tls, fn {key, _port} -> listed?(entries, key) end)
     budget = AtomBudget.keep(table.budget, listing.known)
-    deferred = Deferred.scan_ended(table.deferred, listing.deferred, now.ms)
+    deferred = Deferred.scan_ended(table.deferred, listing.deferred, listing.asked, now.ms)
     table = %{table | entries: entries, tls: tls, budget: budget, deferred: deferred}
     {table, Enum.reverse(changes)}
   end
-
-  @doc """
-  The candidates the scan request names first (its `first`): those the last scan deferred,
-  the longest-waiting first.
-  """
-  @spec first(t()) :: [key()]
-  def first(%__MODULE__{deferred: deferred}), do: Deferred.first(deferred)
 
   defp gone({entries, changes}, key, %Candidate{state: :gone, last_seen: last}, now) do
     if DateTime.diff(now.at, last, :millisecond) > @forget_gone_after_ms,
@@ -358,29 +352,21 @@ defmodule Tinycluster.Candidates do
   defp change(old, new), do: [{old, new}]
 
   @doc """
-  The candidates not to probe at `now_ms`, as the scan request's `hold` wants them: those
-  backing off (`Tinycluster.Backoff.holds/2`), and those connected, at the port they are
-  connected at, while their node is one of `connected` (`Node.list(:connected)`). A
-  connected node of another host is named otherwise before its probe (`a@10.0.0.2` for
-  `a@hostb`), so the NIF's skip list, by name, does not know it: held, it is not probed,
-  and its host can settle (`Tinycluster.Pacing`). One whose node is not connected (its
-  nodedown lost, or taken by another entry of the same name) is probed again.
+  Whether the candidate at `key`, listed at `port`, is held back at `now_ms`: backing off
+  (`Tinycluster.Backoff.held?/3`), or connected at that port while its node is one of
+  `connected` (full names). A connected node of another host is named otherwise before its
+  probe (`a@10.0.0.2` for `a@hostb`), so the skip by name does not know it: held, it is not
+  probed, and its host can settle (`Tinycluster.Pacing`). One whose node is not connected
+  (its nodedown lost, or taken by another entry of the same name) is probed again.
   """
-  @spec holds(t(), integer(), [node()]) :: [{String.t(), String.t(), :inet.port_number()}]
-  def holds(%__MODULE__{entries: entries}, now_ms, connected) do
-    connected = MapSet.new(connected)
-
-    held =
-      for {{host, alive}, %{state: :connected, port: port, node: node}} <- entries,
-          MapSet.member?(connected, node),
-          do: {host, alive, port}
-
-    held ++ Backoff.holds(entries, now_ms)
+  @spec held?(t(), key(), :inet.port_number(), integer(), MapSet.t(String.t())) :: boolean()
+  def held?(%__MODULE__{entries: entries}, key, port, now_ms, connected) do
+    case Map.get(entries, key) do
+      %Candidate{port: ^port, state: :connected, name: name} -> MapSet.member?(connected, name)
+      %Candidate{port: ^port} = entry -> Backoff.held?(entry, now_ms)
+      _ -> false
+    end
   end
-
-  @doc "The scan request's `tls` field (see `Tinycluster.Tls.probes/1`)."
-  @spec tls_probes(t()) :: :all | [{String.t(), String.t(), :inet.port_number()}]
-  def tls_probes(%__MODULE__{tls: tls}), do: Tls.probes(tls)
 
   @doc "How many candidates are in `state`."
   @spec count(t(), Candidate.state()) :: non_neg_integer()

@@ -1,57 +1,58 @@
 defmodule Tinycluster.Discovery do
   # One scan's protocol with the NIF, written once for the poller, `Tinycluster.scan/1` and
   # `mix tinycluster.scan`: build the request from options and the local node, start it,
-  # answer its gate with the filters, cancel it, and run one synchronously. The one place
-  # that knows how probe names are made; candidates are named by the NIF, before their
-  # probes too, and the filters see those names (native/tinycluster_nif/src/scan.rs).
+  # answer each host's listing with its plan (`Tinycluster.Plan`), put the report together,
+  # cancel it, and run one synchronously. The one place that knows how probe names are
+  # made; candidates are named by the NIF before their probes (the filters see those
+  # names), and by their challenge after (native/tinycluster_nif/src/scan.rs).
   @moduledoc false
 
-  alias Tinycluster.{Candidate, DnsSeed, Filter, Hosts, Limits, Native, Options, Tls}
-  alias Tinycluster.Candidates.Deferred
+  alias Tinycluster.{Candidate, DnsSeed, Hosts, Limits, LocalNode, Native, Options, Plan}
 
   # The probe claims a fixed name per poller: distinct between pollers (so they never answer
   # for each other) and never a fresh one per probe, since the peer makes an atom of it.
   @probe_prefix "tinycluster_probe_"
 
-  @typedoc "A scan under way: its id (in its messages) and the handle that cancels it."
-  @type scan :: %{id: non_neg_integer(), handle: reference()}
+  @typedoc """
+  A scan under way: its id (in its messages), the handle that cancels it, and what its
+  hosts' listings made of it so far: the budget of probes left and the hosts not yet
+  listed (`Tinycluster.Plan.share/2`), whether this node runs TLS distribution (read once
+  per scan), each host's report by index, and the candidates
+  that are not probed (`planned`), every admitted name (`listed`).
+  """
+  @type scan :: %{
+          id: non_neg_integer(),
+          handle: reference(),
+          budget: non_neg_integer(),
+          waiting: non_neg_integer(),
+          tls_local: boolean(),
+          hosts: %{non_neg_integer() => map()},
+          planned: [map()],
+          listed: [Tinycluster.Candidates.key()]
+        }
 
   @doc """
-  The NIF request for one scan, or `{:error, :not_distributed}`. `skip` are the nodes
-  connected now (not probed); `extra` may set the request's `hold`, `tls`, `last_listings`
-  and `first` (see native/tinycluster_nif/src/request.rs), and give its `hosts` (the specs
-  of `opts.hosts`, which it makes otherwise). A list longer than the NIF takes
-  (`Tinycluster.Limits`' `max_listed`) is cut to that many entries, and named in the
-  request's `capped`.
+  The NIF request for one scan of the hosts `hosts` (the specs of `opts.hosts`, made here
+  when nil), or `{:error, :not_distributed}`. It carries no candidate: which names to
+  probe is decided per host listing (`listed/3`).
   """
-  @spec request(Options.t(), [node()], map()) :: {:ok, map()} | {:error, :not_distributed}
-  def request(%Options{} = opts, skip, extra \\ %{}) do
+  @spec request(Options.t(), [map()] | nil) :: {:ok, map()} | {:error, :not_distributed}
+  def request(%Options{} = opts, hosts \\ nil) do
     if Node.alive?() do
       [alive, host] = node() |> Atom.to_string() |> String.split("@", parts: 2)
       probe_name = probe_name(alive, host, opts.name)
-      family = Hosts.family()
+      family = LocalNode.family()
 
-      request = %{
-        hosts: Map.get_lazy(extra, :hosts, fn -> Hosts.specs(opts.hosts, node(), family) end),
-        family: family,
-        probe_name: probe_name,
-        creation: :erlang.phash2(probe_name, 0xFFFF_FFFE) + 1,
-        local_name: Atom.to_string(node()),
-        skip: Enum.map(skip, &Atom.to_string/1),
-        probe_timeout_ms: opts.probe_timeout,
-        epmd_timeout_ms: opts.epmd_timeout,
-        gate: Filter.active?(opts),
-        tls: Tls.probes(%{})
-      }
-
-      # A list past the NIF's bound is cut here rather than refused there, so that a poller
-      # with that many candidates still scans (the ones cut are probed, or asked in plain,
-      # as if never seen). Only the lists past it are copied: most polls cut nothing.
-      max = Limits.get(:max_listed)
-      capped = for {key, list} <- extra, is_list(list), length(list) > max, do: key
-      extra = Enum.reduce(capped, extra, &Map.update!(&2, &1, fn l -> Enum.take(l, max) end))
-
-      {:ok, request |> Map.merge(extra) |> Map.put(:capped, Enum.sort(capped))}
+      {:ok,
+       %{
+         hosts: hosts || Hosts.specs(opts.hosts, node(), family),
+         family: family,
+         probe_name: probe_name,
+         creation: :erlang.phash2(probe_name, 0xFFFF_FFFE) + 1,
+         local_name: Atom.to_string(node()),
+         probe_timeout_ms: opts.probe_timeout,
+         epmd_timeout_ms: opts.epmd_timeout
+       }}
     else
       {:error, :not_distributed}
     end
@@ -106,8 +107,8 @@ defmodule Tinycluster.Discovery do
 
   @doc """
   The longest a scan with these options can take, with a margin: its EPMD requests and the
-  gate's answer, then at most a budget of probes (`Tinycluster.Candidates.Deferred`) in
-  rounds of those in flight, a far host's longer timeout included.
+  plan's answer, then at most a budget of probes (`Tinycluster.Plan.budget/0`) in rounds of
+  those in flight, a far host's longer timeout included.
   """
   @spec deadline(Options.t()) :: pos_integer()
   def deadline(%Options{} = opts) do
@@ -117,20 +118,34 @@ defmodule Tinycluster.Discovery do
     # `:epmd_timeout`, or the host failed and probes nothing.
     far = min(limits.rtt_factor * opts.epmd_timeout, limits.max_host_probe_timeout_ms)
     in_flight = limits.max_probes_in_flight
-    rounds = div(Deferred.budget() + in_flight - 1, in_flight)
+    rounds = div(Plan.budget() + in_flight - 1, in_flight)
     # A probe may wait its turn (inflight.rs) for as long as it may itself take.
     2 * opts.epmd_timeout + rounds * 2 * max(opts.probe_timeout, far) + 5_000
   end
 
   @doc """
   Starts the scan `request` asks for: `{:ok, scan}`, or `{:error, reason}` when the NIF
-  refuses the request. Its events then come to the calling process.
+  refuses the request. Its events then come to the calling process: each host's listing
+  (`{:listed, listing}`, answered with `listed/3`), the probes' candidates, and its end.
   """
   @spec start(map()) :: {:ok, scan()} | {:error, term()}
   def start(request) do
     case Native.start_scan(request) do
-      {:ok, id, handle} -> {:ok, %{id: id, handle: handle}}
-      {:error, reason} -> {:error, reason}
+      {:ok, id, handle} ->
+        {:ok,
+         %{
+           id: id,
+           handle: handle,
+           budget: Plan.budget(),
+           waiting: length(request.hosts),
+           tls_local: LocalNode.tls?(),
+           hosts: %{},
+           planned: [],
+           listed: []
+         }}
+
+      {:error, reason} ->
+        {:error, reason}
     end
   end
 
@@ -139,15 +154,107 @@ defmodule Tinycluster.Discovery do
   def cancel(%{handle: handle}), do: Native.cancel(handle)
 
   @doc """
-  Answers a scan's `{:listed, {index, label, names}}` event: lets through the names (full
-  node names, as the NIF names the candidates) that the options' `:only`/`:except` admit,
-  so that the others are never probed.
+  Answers a scan's `{:listed, listing}` event: plans the host's names
+  (`Tinycluster.Plan.host/2`, with `context` less its `share` and `tls_local`, which this
+  scan gives), hands
+  the targets to the NIF, and returns the scan, the host's report (as
+  `Tinycluster.HostTable` keeps it) and the plan, or nil for a host whose EPMD failed.
   """
-  @spec admit(Options.t(), scan(), {non_neg_integer(), String.t(), [String.t()]}) ::
-          :ok | {:error, :unknown_scan}
-  def admit(%Options{} = opts, %{id: id}, {index, _label, names}) do
-    Native.admit(id, index, Enum.filter(names, &Filter.allowed?(opts, &1)))
+  @spec listed(scan(), map(), map()) :: {scan(), map(), Plan.t() | nil}
+  def listed(scan, %{status: :ok} = listing, context) do
+    share = Plan.share(scan.budget, max(scan.waiting, 1))
+    plan = Plan.host(listing, Map.merge(context, %{share: share, tls_local: scan.tls_local}))
+    # A scan that no longer waits (cancelled, or past its deadline) probes nothing: its
+    # report says so in time.
+    _ = Native.plan(scan.id, listing.index, plan.targets)
+    host = host_report(listing, length(plan.listed), plan.digest, plan.unchanged)
+
+    scan = %{
+      scan
+      | budget: scan.budget - length(plan.targets),
+        waiting: scan.waiting - 1,
+        hosts: Map.put(scan.hosts, listing.index, host),
+        planned: plan.planned ++ scan.planned,
+        listed: plan.listed ++ scan.listed
+    }
+
+    {scan, host, plan}
   end
+
+  def listed(scan, listing, _context) do
+    host = host_report(listing, 0, nil, false)
+    scan = %{scan | waiting: scan.waiting - 1, hosts: Map.put(scan.hosts, listing.index, host)}
+    {scan, host, nil}
+  end
+
+  defp host_report(listing, admitted, digest, unchanged) do
+    listing
+    |> Map.drop([:index, :names])
+    |> Map.merge(%{
+      names: admitted,
+      listed: length(Map.get(listing, :names, [])),
+      listing: digest,
+      unchanged: unchanged
+    })
+  end
+
+  @doc """
+  Candidates as the NIF sends them, after their probes, read for this node: one whose probe
+  confirmed a name connected now (`connected`, full names) is reported skipped, as one
+  listed under that name would have been (the host's entry could not tell it before the
+  probe: `a@10.0.0.2` for `a@hostb`); a TLS listener that answered the ClientHello is a
+  node this node can connect when it runs TLS distribution itself (`tls_local`): `:live`,
+  reason `:tls`, under the name its EPMD lists (TLS confirms no name).
+  """
+  @spec confirmed([map()], MapSet.t(String.t()), boolean()) :: [map()]
+  def confirmed(maps, connected, tls_local) do
+    Enum.map(maps, fn
+      %{state: :live, name: name} = map ->
+        if MapSet.member?(connected, name), do: %{map | state: :skipped, reason: nil}, else: map
+
+      %{state: :tls, reason: :server_hello} = map when tls_local ->
+        %{map | state: :live, reason: :tls}
+
+      map ->
+        map
+    end)
+  end
+
+  @doc """
+  The whole report of a scan that ended with the NIF's `done` (`%{duration_us,
+  candidates, plan_timeouts}`: the probed candidates, and the hosts whose plan came too
+  late, which probed nothing): every host, in the order asked, and every candidate, probed
+  or not.
+  """
+  @spec report(scan(), map()) :: map()
+  def report(scan, done) do
+    late = Map.get(done, :plan_timeouts, [])
+
+    hosts =
+      for {index, host} <- Enum.sort(scan.hosts) do
+        if index in late, do: %{host | status: {:error, :plan_timeout}}, else: host
+      end
+
+    %{duration_us: done.duration_us, hosts: hosts, candidates: scan.planned ++ done.candidates}
+  end
+
+  @doc "The context `Tinycluster.Plan.host/2` plans a listing in, for a poller or one scan."
+  @spec context(Tinycluster.Candidates.t(), Options.t(), integer(), non_neg_integer() | nil) ::
+          map()
+  def context(table, %Options{} = opts, now_ms, last_listing) do
+    %{
+      table: table,
+      connected: connected(),
+      local_name: Atom.to_string(node()),
+      opts: opts,
+      now_ms: now_ms,
+      last_listing: last_listing
+    }
+  end
+
+  @doc "The full names of the nodes connected now."
+  @spec connected() :: MapSet.t(String.t())
+  def connected, do: MapSet.new(Node.list(:connected), &Atom.to_string/1)
 
   @doc "Runs one scan in the calling process and waits for its end."
   @spec scan(Options.t()) :: {:ok, [Candidate.t()]} | {:error, term()}
@@ -161,7 +268,7 @@ defmodule Tinycluster.Discovery do
   """
   @spec run(Options.t()) :: {:ok, map()} | {:error, term()}
   def run(%Options{} = opts) do
-    with {:ok, request} <- request(opts, Node.list(:connected)),
+    with {:ok, request} <- request(opts),
          {:ok, request} <- look_up_seeds(opts, request),
          {:ok, scan} <- start(request) do
       await(opts, scan, deadline(opts))
@@ -189,11 +296,13 @@ defmodule Tinycluster.Discovery do
 
   defp await(opts, %{id: id} = scan, timeout) do
     receive do
-      {:tinycluster_scan, ^id, {:done, report}} ->
-        {:ok, report}
+      {:tinycluster_scan, ^id, {:done, done}} ->
+        probed = confirmed(done.candidates, connected(), scan.tls_local)
+        {:ok, report(scan, %{done | candidates: probed})}
 
-      {:tinycluster_scan, ^id, {:listed, listed}} ->
-        admit(opts, scan, listed)
+      {:tinycluster_scan, ^id, {:listed, listing}} ->
+        context = context(Tinycluster.Candidates.new(), opts, 0, nil)
+        {scan, _host, _plan} = listed(scan, listing, context)
         await(opts, scan, timeout)
 
       {:tinycluster_scan, ^id, _event} ->
@@ -207,16 +316,17 @@ defmodule Tinycluster.Discovery do
 
   @doc """
   What a scan's report tells the candidates' table at its end (`Tinycluster.Candidates`):
-  the candidates listed and those deferred, the hosts whose EPMD answered, and `known`,
-  every host of the poll (asked, or not yet due); a host no longer known is an address that
-  left a DNS answer.
+  the candidates listed and those deferred, the hosts it asked and those whose EPMD
+  answered, and `known`, every host of the poll (asked, or not yet due, or asked by
+  another scan under way); a host no longer known is an address that left a DNS answer.
   """
-  @spec listing(map(), MapSet.t(String.t())) :: Tinycluster.Candidates.listing()
-  def listing(report, known) do
+  @spec listing(scan(), map(), MapSet.t(String.t())) :: Tinycluster.Candidates.listing()
+  def listing(scan, report, known) do
     %{
-      listed: MapSet.new(report.candidates, &{&1.host, &1.alive}),
+      listed: MapSet.new(scan.listed),
       deferred: for(%{state: :deferred} = c <- report.candidates, do: {c.host, c.alive}),
       answered: for(%{status: :ok, label: label} <- report.hosts, into: MapSet.new(), do: label),
+      asked: MapSet.new(report.hosts, & &1.label),
       known: known
     }
   end

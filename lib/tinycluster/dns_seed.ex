@@ -162,7 +162,7 @@ defmodule Tinycluster.DnsSeed do
   ## Lookups and bookkeeping, under the names the poller calls
 
   @doc "See `Tinycluster.DnsSeed.Lookup.lookup_all/3`."
-  @spec lookup_all([Hosts.entry()], Hosts.family(), pos_integer()) :: %{
+  @spec lookup_all([Hosts.entry()], Tinycluster.LocalNode.family(), pos_integer()) :: %{
           String.t() => {:ok, [address()]} | {:error, term()}
         }
   defdelegate lookup_all(entries, family, timeout), to: Lookup
@@ -217,7 +217,11 @@ defmodule Tinycluster.DnsSeed do
   once: addresses under short names (nodes are then found under their short host names,
   which must resolve here), and AAAA records under an IPv4 distribution.
   """
-  @spec warnings([Hosts.entry()], Hosts.naming() | nil, Hosts.family()) :: [String.t()]
+  @spec warnings(
+          [Hosts.entry()],
+          Tinycluster.LocalNode.naming() | nil,
+          Tinycluster.LocalNode.family()
+        ) :: [String.t()]
   def warnings(entries, naming, family) do
     for {:dns, name, opts} <- seeds(entries), line <- warning(name, opts, naming, family) do
       line

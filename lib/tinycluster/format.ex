@@ -56,7 +56,7 @@ defmodule Tinycluster.Format do
   defp host_error({:malformed, text}), do: "not an EPMD reply (#{text})"
   defp host_error({:reply_too_large, n}), do: "reply over #{n} bytes: refused whole"
   defp host_error({:too_many_names, n}), do: "over #{n} names: refused whole"
-  defp host_error(:filter_timeout), do: "the name filter did not answer in time"
+  defp host_error(:plan_timeout), do: "the poller did not plan its names in time"
   defp host_error(other), do: inspect(other)
 
   defp plural(1, word), do: word

@@ -62,7 +62,7 @@ defmodule Tinycluster.HostTable do
   poll asks for them, and a poller of hundreds of hosts spent most of an idle poll making
   them.
   """
-  @spec specs(t(), [Hosts.entry()], node(), Hosts.family()) :: {t(), [map()]}
+  @spec specs(t(), [Hosts.entry()], node(), Tinycluster.LocalNode.family()) :: {t(), [map()]}
   def specs(%__MODULE__{specs: {{entries, node, family}, specs}} = table, entries, node, family),
     do: {table, specs}
 
@@ -140,6 +140,15 @@ defmodule Tinycluster.HostTable do
     for %{label: label} <- specs,
         %{listing: digest} when is_integer(digest) <- [Map.get(hosts, label)],
         do: {label, digest}
+  end
+
+  @doc "The digest of the last listing of the host `label`, or nil."
+  @spec listing(t(), String.t()) :: non_neg_integer() | nil
+  def listing(%__MODULE__{hosts: hosts}, label) do
+    case Map.get(hosts, label) do
+      %{listing: digest} -> digest
+      _ -> nil
+    end
   end
 
   @doc """

@@ -6,7 +6,7 @@ defmodule Tinycluster.Hosts do
 
     * `:local` - this host's EPMD, asked at the loopback address of this node's distribution
       family (`127.0.0.1`, or `::1` under `-proto_dist inet6_tcp`) on the local EPMD port
-      (`Tinycluster.Options.local_epmd_port/0`). Its nodes are named with this node's host
+      (`LocalNode.epmd_port/0`). Its nodes are named with this node's host
       part until their probe gives their own (`a@localhost`, say).
     * `"host"` - a host name, an IPv4 address or an IPv6 address (brackets optional), whose
       EPMD listens on port 4369.
@@ -45,7 +45,7 @@ defmodule Tinycluster.Hosts do
   so, once, when the poller starts scanning.
   """
 
-  alias Tinycluster.{DnsSeed, Options}
+  alias Tinycluster.{DnsSeed, LocalNode}
   alias Tinycluster.Hosts.ErlangHosts
 
   @typedoc "A validated entry of `:hosts`."
@@ -60,11 +60,11 @@ defmodule Tinycluster.Hosts do
           | {:dns, String.t()}
           | {:dns, String.t(), keyword()}
 
-  @typedoc "Erlang's naming modes: `-sname` or `-name`."
-  @type naming :: :shortnames | :longnames
+  @typedoc "Erlang's naming modes (`Tinycluster.LocalNode`)."
+  @type naming :: LocalNode.naming()
 
-  @typedoc "The address family of a node's distribution."
-  @type family :: :inet | :inet6
+  @typedoc "The address family of a node's distribution (`Tinycluster.LocalNode`)."
+  @type family :: LocalNode.family()
 
   @expected ":local, :erlang_hosts, \"host\", an IP address, {host, epmd_port} or {:dns, name}"
 
@@ -185,31 +185,7 @@ defmodule Tinycluster.Hosts do
   defp identity(:local), do: :local
   defp identity({:dns, name, _opts}), do: {:dns, String.downcase(name, :ascii)}
   defp identity({host, port}), do: {String.downcase(host, :ascii), port}
-  defp identity(host), do: identity({host, Options.default_epmd_port()})
-
-  ## The local node
-
-  @doc """
-  The naming mode of `node` (default: this node), told by its host part as `net_kernel`
-  tells it: a dot or an IP address is a long name. `nil` for a node that is not distributed.
-  """
-  @spec naming(node()) :: naming() | nil
-  def naming(node \\ node())
-  def naming(:nonode@nohost), do: nil
-
-  def naming(node) do
-    [_alive, host] = node |> Atom.to_string() |> String.split("@", parts: 2)
-    if String.contains?(host, ".") or ip?(host), do: :longnames, else: :shortnames
-  end
-
-  @doc "The address family of this node's distribution: `:inet6` under `-proto_dist inet6_*`."
-  @spec family() :: family()
-  def family do
-    case Tinycluster.VmArgs.get(:proto_dist) do
-      {:ok, [[~c"inet6" ++ _ | _] | _]} -> :inet6
-      _ -> :inet
-    end
-  end
+  defp identity(host), do: identity({host, LocalNode.default_epmd_port()})
 
   ## The scan request
 
@@ -220,7 +196,7 @@ defmodule Tinycluster.Hosts do
   addresses they give do (`Tinycluster.DnsSeed.specs/2`).
   """
   @spec specs([entry()], node(), family()) :: [map()]
-  def specs(entries, local_node \\ node(), family \\ family()) do
+  def specs(entries, local_node \\ node(), family \\ LocalNode.family()) do
     [_alive, local_host] = local_node |> Atom.to_string() |> String.split("@", parts: 2)
     # Counted once: asking each entry's label of all the entries made every poll quadratic
     # in the hosts (128 ms of CPU a second at 1000 hosts, bench hosts).
@@ -233,7 +209,7 @@ defmodule Tinycluster.Hosts do
         %{
           label: "local",
           address: loopback(family),
-          epmd_port: Options.local_epmd_port(),
+          epmd_port: LocalNode.epmd_port(),
           node_host: local_host
         }
 
@@ -249,7 +225,7 @@ defmodule Tinycluster.Hosts do
   defp loopback(:inet), do: "127.0.0.1"
 
   defp host_port({host, port}), do: {host, port}
-  defp host_port(host), do: {host, Options.default_epmd_port()}
+  defp host_port(host), do: {host, LocalNode.default_epmd_port()}
 
   @doc """
   The labels of every entry but the DNS seeds (a seed is no host), in order: how each is
@@ -298,7 +274,7 @@ defmodule Tinycluster.Hosts do
       #=> ["tinycluster: :hosts lists the address 198.18.0.2, but this node runs with short names (-sname), ..."]
   """
   @spec warnings([entry()], naming() | nil, family()) :: [String.t()]
-  def warnings(entries, naming \\ naming(), family \\ family()) do
+  def warnings(entries, naming \\ LocalNode.naming(), family \\ LocalNode.family()) do
     static =
       for entry <- entries,
           entry != :local,

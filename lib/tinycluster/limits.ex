@@ -12,14 +12,14 @@ defmodule Tinycluster.Limits do
 
   @typedoc "A bound's name, as limits.rs names it."
   @type name ::
-          :max_listed
-          | :max_timeout_ms
-          | :max_probes_per_scan
+          :max_timeout_ms
           | :max_probes_in_flight
+          | :min_host_probes_in_flight
           | :rtt_factor
           | :max_host_probe_timeout_ms
           | :max_name_bytes
           | :max_parked
+          | :max_parked_per_address
           | :park_for_ms
           | :max_reply_bytes
           | :max_names

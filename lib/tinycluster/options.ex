@@ -16,8 +16,6 @@ defmodule Tinycluster.Options do
 
   alias Tinycluster.Limits
 
-  @default_epmd_port 4369
-
   defstruct name: Tinycluster,
             interval: 1_000,
             probe_timeout: 300,
@@ -103,36 +101,6 @@ defmodule Tinycluster.Options do
         Map.put(opts, key, interval)
     end
   end
-
-  @doc """
-  The EPMD port of the local host, as OTP's own EPMD client finds it: the `-epmd_port` flag
-  (which `erl` also sets from `ERL_EPMD_PORT`), then `ERL_EPMD_PORT`, then 4369.
-
-  `-erl_epmd_port` is not it: in OTP it is the port a node's own distribution listens on
-  when it runs without EPMD.
-  """
-  @spec local_epmd_port() :: :inet.port_number()
-  def local_epmd_port do
-    with :error <- port_from(Tinycluster.VmArgs.get(:epmd_port)),
-         :error <- port_from(System.get_env("ERL_EPMD_PORT")) do
-      @default_epmd_port
-    end
-  end
-
-  @doc "The EPMD port used for a host given without one."
-  @spec default_epmd_port() :: :inet.port_number()
-  def default_epmd_port, do: @default_epmd_port
-
-  defp port_from({:ok, [[value | _] | _]}), do: port_from(List.to_string(value))
-
-  defp port_from(value) when is_binary(value) do
-    case Integer.parse(value) do
-      {port, ""} when port in 1..65_535 -> port
-      _ -> :error
-    end
-  end
-
-  defp port_from(_), do: :error
 
   defp known, do: %__MODULE__{} |> Map.from_struct() |> Map.keys() |> Enum.sort()
 

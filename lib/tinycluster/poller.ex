@@ -8,7 +8,7 @@ defmodule Tinycluster.Poller do
 
   use GenServer
 
-  alias Tinycluster.{Await, Batch, Candidates, Discovery, DnsSeed, HostTable, Hosts, Report}
+  alias Tinycluster.{Await, Batch, Candidates, Discovery, DnsSeed, HostTable, LocalNode, Report}
   alias Tinycluster.Status
   alias Tinycluster.Candidates.Stalls
 
@@ -26,14 +26,16 @@ defmodule Tinycluster.Poller do
     state = %{
       opts: opts,
       tasks: tasks,
-      # nil, %{dns: ref, request: request} while the seeds are looked up, or the scan.
-      scan: nil,
+      # The DNS seeds' lookup under way (`%{ref: ref, started: ms}`), or nil.
+      lookup: nil,
+      # The scans under way, by id: each asks the hosts no other scan asks.
+      scans: %{},
       candidates: Candidates.new(),
       hosts: HostTable.new(),
       dns: DnsSeed.new(opts.hosts),
       # Connect tasks: task ref -> candidate key.
       connecting: %{},
-      scans: 0,
+      scans_done: 0,
       last_scan: nil,
       # One-time warnings said, and not to be said again: see `Report.once/3`.
       warned: MapSet.new(),
@@ -62,29 +64,30 @@ defmodule Tinycluster.Poller do
   @impl true
   def handle_info(:poll, state), do: {:noreply, poll(state)}
 
-  def handle_info({:tinycluster_scan, id, event}, %{scan: %{id: id}} = state),
-    do: {:noreply, scan_event(event, state)}
+  def handle_info({:tinycluster_scan, id, event}, state) when is_map_key(state.scans, id),
+    do: {:noreply, scan_event(event, id, state)}
 
   # A late message from a scan the watchdog already cancelled.
   def handle_info({:tinycluster_scan, _id, _event}, state), do: {:noreply, state}
 
-  def handle_info({:scan_timeout, id}, %{scan: %{id: id} = scan} = state) do
+  def handle_info({:scan_timeout, id}, state) when is_map_key(state.scans, id) do
+    {scan, scans} = Map.pop(state.scans, id)
     Discovery.cancel(scan)
     Report.unreachable(state.opts, Enum.reverse(scan.unreachable))
     Report.scan_timed_out(state.opts)
     # Its candidates' events may be lost: the next scan reports every candidate again.
     hosts = HostTable.forget_listings(state.hosts)
-    {:noreply, %{state | scan: nil, hosts: hosts} |> schedule(0)}
+    {:noreply, %{state | scans: scans, hosts: hosts}}
   end
 
   def handle_info({:scan_timeout, _id}, state), do: {:noreply, state}
 
-  def handle_info({ref, answers}, %{scan: %{dns: ref}} = state) do
+  def handle_info({ref, answers}, %{lookup: %{ref: ref}} = state) do
     Process.demonitor(ref, [:flush])
     {:noreply, seeds_answered(state, answers)}
   end
 
-  def handle_info({:DOWN, ref, :process, _, _reason}, %{scan: %{dns: ref}} = state) do
+  def handle_info({:DOWN, ref, :process, _, _reason}, %{lookup: %{ref: ref}} = state) do
     answers = Map.new(state.dns, fn {name, _} -> {name, {:error, :lookup_crashed}} end)
     {:noreply, seeds_answered(state, answers)}
   end
@@ -115,85 +118,93 @@ defmodule Tinycluster.Poller do
 
   ## Polls
 
-  defp poll(%{scan: nil} = state) do
+  # Every `interval`, from start to start: a scan still under way does not delay the next
+  # poll, which asks the hosts due that no scan is asking (a slow or hostile host's late
+  # probes hold back no other host).
+  defp poll(%{lookup: nil} = state) do
+    state = schedule(state, state.opts.interval)
     candidates = Candidates.cookies(state.candidates, &:erlang.get_cookie/1)
-    {hosts, specs} = HostTable.specs(state.hosts, state.opts.hosts, node(), Hosts.family())
+
+    {hosts, specs} = HostTable.specs(state.hosts, state.opts.hosts, node(), LocalNode.family())
+
     state = %{state | candidates: candidates, hosts: hosts}
 
-    connected = Node.list(:connected)
-
-    extra = %{
-      hosts: specs,
-      hold: Candidates.holds(candidates, System.monotonic_time(:millisecond), connected),
-      tls: Candidates.tls_probes(candidates),
-      first: Candidates.first(candidates)
-    }
-
-    case Discovery.request(state.opts, connected, extra) do
+    case Discovery.request(state.opts, specs) do
       {:ok, request} ->
-        warned = Report.once(state.opts, state.warned, :hosts)
+        state = %{state | warned: Report.once(state.opts, state.warned, :hosts)}
 
-        warned =
-          if request.capped == [],
-            do: warned,
-            else: Report.once(state.opts, warned, {:capped, request.capped})
-
-        state = %{state | warned: warned}
-        if map_size(state.dns) == 0, do: start_scan(state, request), else: look_up(state, request)
+        if map_size(state.dns) == 0,
+          do: start_scan(state, request, System.monotonic_time()),
+          else: look_up(state, request)
 
       {:error, :not_distributed} ->
-        warned = Report.once(state.opts, state.warned, :not_distributed)
-        schedule(%{state | warned: warned}, state.opts.interval)
+        %{state | warned: Report.once(state.opts, state.warned, :not_distributed)}
     end
   end
 
-  # A timer from before a scan that is still under way: that scan's end schedules the next.
-  defp poll(state), do: state
+  # A timer while the seeds are looked up: their answer starts the scan.
+  defp poll(state), do: schedule(state, state.opts.interval)
 
-  # DNS seeds are looked up in a task, never here, and the scan starts when they answered;
-  # `scan` holds the lookup meanwhile, so that no second poll starts.
+  # DNS seeds are looked up in a task, never here, and the scan starts when they answered.
   defp look_up(state, request) do
     args = [state.opts.hosts, request.family, state.opts.dns_timeout]
     task = Task.Supervisor.async_nolink(state.tasks, DnsSeed, :lookup_all, args)
-    %{state | scan: %{dns: task.ref, request: request}}
+    %{state | lookup: %{ref: task.ref, request: request, started: System.monotonic_time()}}
   end
 
   defp seeds_answered(state, answers) do
     {dns, lines} = DnsSeed.update(state.dns, answers)
     Report.lines(state.opts, lines)
-    request = Discovery.with_seeds(state.scan.request, dns)
-    start_scan(%{state | dns: dns, scan: nil}, request)
+    request = Discovery.with_seeds(state.lookup.request, dns)
+    start_scan(%{state | dns: dns, lookup: nil}, request, state.lookup.started)
   end
 
-  # Only the hosts due are asked (`Tinycluster.Pacing`); the others are still known, so
-  # that their candidates are not taken for gone.
-  defp start_scan(state, request) do
-    started = System.monotonic_time()
+  # Only the hosts due are asked (`Tinycluster.Pacing`), and of those only the ones no scan
+  # under way asks; the others are still known, so that their candidates are not taken for
+  # gone.
+  defp start_scan(state, request, started) do
     known = MapSet.new(request.hosts, & &1.label)
+    busy = for {_id, scan} <- state.scans, label <- scan.labels, into: MapSet.new(), do: label
 
-    due = HostTable.due(state.hosts, request.hosts, ms(started), state.opts)
+    due =
+      state.hosts
+      |> HostTable.due(request.hosts, ms(started), state.opts)
+      |> Enum.reject(&MapSet.member?(busy, &1.label))
 
-    request =
-      Map.merge(request, %{hosts: due, last_listings: HostTable.listings(state.hosts, due)})
+    if due == [] and map_size(state.scans) > 0 do
+      state
+    else
+      start_scan(state, %{request | hosts: due}, started, known)
+    end
+  end
 
+  defp start_scan(state, request, started, known) do
     case Discovery.start(request) do
       {:ok, scan} ->
         labels = Enum.map(request.hosts, & &1.label)
         started = Report.scan_start(state.opts, labels, DnsSeed.counts(state.dns), started)
         deadline = Discovery.deadline(state.opts)
         watchdog = Process.send_after(self(), {:scan_timeout, scan.id}, deadline)
-        more = %{request: request, known: known, started: started, watchdog: watchdog}
-        scan = scan |> Map.merge(more) |> Map.put(:unreachable, [])
-        %{state | scan: scan, warned: Report.scan_started(state.warned)}
+
+        more = %{
+          probed: [],
+          labels: labels,
+          known: known,
+          started: started,
+          watchdog: watchdog,
+          unreachable: []
+        }
+
+        scans = Map.put(state.scans, scan.id, Map.merge(scan, more))
+        %{state | scans: scans, warned: Report.scan_started(state.warned)}
 
       # Said once per reason: the next polls would most often meet the same refusal.
       {:error, reason} ->
-        warned = Report.once(state.opts, state.warned, {:scan_not_started, reason})
-        schedule(%{state | warned: warned}, state.opts.interval)
+        %{state | warned: Report.once(state.opts, state.warned, {:scan_not_started, reason})}
     end
   end
 
-  # The next poll comes `delay` ms from now, or at once.
+  # The next poll comes `delay` ms from now.
   defp schedule(state, delay) do
     Process.send_after(self(), :poll, max(delay, 0))
     state
@@ -201,19 +212,74 @@ defmodule Tinycluster.Poller do
 
   ## A scan's events
 
-  defp scan_event({:listed, listed}, state) do
-    Discovery.admit(state.opts, state.scan, listed)
-    state
+  # A host's listing: planned here, once (`Tinycluster.Plan`), and its targets handed to the
+  # NIF at once. A host whose listing changed nothing sends no candidate of its own.
+  defp scan_event({:listed, listing}, id, state) do
+    now_ms = System.monotonic_time(:millisecond)
+    last = HostTable.listing(state.hosts, listing.label)
+    context = Discovery.context(state.candidates, state.opts, now_ms, last)
+    {scan, host, plan} = Discovery.listed(state.scans[id], listing, context)
+    state = host_answered(%{state | scans: Map.put(state.scans, id, scan)}, host)
+
+    case plan do
+      %{unchanged: false, planned: [_ | _] = planned} -> candidates(state, id, planned)
+      _ -> state
+    end
   end
 
-  defp scan_event({:host, host}, state), do: host_answered(state, host)
-
   # With the others of the same scan already queued: see `Tinycluster.Batch`.
-  defp scan_event({:candidates, maps}, state) do
-    maps = Batch.take_queued(state.scan.id, maps)
+  defp scan_event({:candidates, maps}, id, state) do
+    maps = Batch.take_queued(id, maps)
+    scan = state.scans[id]
+    maps = Discovery.confirmed(maps, Discovery.connected(), scan.tls_local)
+    scans = Map.put(state.scans, id, %{scan | probed: Enum.reverse(maps, scan.probed)})
+    candidates(%{state | scans: scans}, id, maps)
+  end
+
+  defp scan_event({:done, done}, id, state) do
+    {scan, scans} = Map.pop(state.scans, id)
+    :erlang.cancel_timer(scan.watchdog, async: true, info: false)
+    state = %{state | scans: scans}
+    # Its candidates as they came, read then (`candidates/3`): a node connected since is
+    # counted as the probe found it.
+    report = Discovery.report(scan, %{done | candidates: Enum.reverse(scan.probed)})
+
+    # A host whose plan came too late probed nothing: its status says so.
+    state =
+      for %{status: {:error, :plan_timeout}} = host <- report.hosts, reduce: state do
+        acc -> host_answered(acc, host)
+      end
+
+    Report.unreachable(state.opts, Enum.reverse(scan.unreachable))
+    now = Candidates.now()
+    listing = Discovery.listing(scan, report, scan.known)
+    warned = Report.deferred(state.opts, state.warned, length(listing.deferred))
+    {candidates, changes} = Candidates.scan_ended(state.candidates, listing, now)
+    connected = Candidates.count(candidates, :connected)
+    Report.scan_stop(state.opts, scan.started, report, connected, DnsSeed.counts(state.dns))
+
+    hosts =
+      state.hosts
+      |> HostTable.keep(scan.known)
+      |> HostTable.paced(report.hosts, state.opts, ms(scan.started))
+
+    %{
+      state
+      | warned: warned,
+        hosts: hosts,
+        scans_done: state.scans_done + 1,
+        last_scan: Status.last_scan(report, candidates, now.at)
+    }
+    |> apply_changes({candidates, changes})
+    |> notify()
+  end
+
+  # Candidate maps of scan `id`, probed or planned: merged into the table, their connects
+  # started first (every one of the batch), then logs, telemetry and the rest.
+  defp candidates(state, id, maps) do
     now = Candidates.now()
     {candidates, connects, changes} = Candidates.probed(state.candidates, maps, state.opts, now)
-    # Every connect of the batch starts first; logs, telemetry and the rest come after.
+
     connecting =
       Enum.reduce(connects, state.connecting, fn {key, node}, acc ->
         task = Task.Supervisor.async_nolink(state.tasks, fn -> connect(node) end)
@@ -222,42 +288,8 @@ defmodule Tinycluster.Poller do
 
     # Said together at the scan's end (`Report.unreachable/2`).
     unreachable = for {_, %{state: :unreachable} = entry} <- changes, do: entry
-    scan = %{state.scan | unreachable: unreachable ++ state.scan.unreachable}
-    apply_changes(%{state | connecting: connecting, scan: scan}, {candidates, changes})
-  end
-
-  defp scan_event({:done, report}, state) do
-    :erlang.cancel_timer(state.scan.watchdog, async: true, info: false)
-    # An unchanged host sent no event of its own (native/tinycluster_nif/src/unchanged.rs).
-    state =
-      for %{unchanged: true} = host <- report.hosts, reduce: state do
-        acc -> host_answered(acc, host)
-      end
-
-    %{known: known, started: started} = state.scan
-    Report.unreachable(state.opts, Enum.reverse(state.scan.unreachable))
-    now = Candidates.now()
-    listing = Discovery.listing(report, known)
-    warned = Report.deferred(state.opts, state.warned, length(listing.deferred))
-    {candidates, changes} = Candidates.scan_ended(state.candidates, listing, now)
-    connected = Candidates.count(candidates, :connected)
-    Report.scan_stop(state.opts, started, report, connected, DnsSeed.counts(state.dns))
-    elapsed = ms(System.monotonic_time() - started)
-
-    hosts =
-      HostTable.keep(state.hosts, known) |> HostTable.paced(report.hosts, state.opts, ms(started))
-
-    %{
-      state
-      | scan: nil,
-        warned: warned,
-        hosts: hosts,
-        scans: state.scans + 1,
-        last_scan: Status.last_scan(report, candidates, now.at)
-    }
-    |> apply_changes({candidates, changes})
-    |> notify()
-    |> schedule(state.opts.interval - elapsed)
+    scans = Map.update!(state.scans, id, &%{&1 | unreachable: unreachable ++ &1.unreachable})
+    apply_changes(%{state | connecting: connecting, scans: scans}, {candidates, changes})
   end
 
   defp host_answered(state, host) do
@@ -304,8 +336,8 @@ defmodule Tinycluster.Poller do
   end
 
   defp status(state) do
-    parts = Map.take(state, [:opts, :scans, :last_scan, :hosts, :dns, :candidates])
-    scanning = match?(%{id: _}, state.scan)
-    Status.build(Map.put(parts, :scanning, scanning), System.monotonic_time(:millisecond))
+    parts = Map.take(state, [:opts, :last_scan, :hosts, :dns, :candidates])
+    parts = Map.merge(parts, %{scans: state.scans_done, scanning: map_size(state.scans) > 0})
+    Status.build(parts, System.monotonic_time(:millisecond))
   end
 end

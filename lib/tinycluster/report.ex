@@ -8,7 +8,6 @@ defmodule Tinycluster.Report do
   require Logger
 
   alias Tinycluster.{Candidate, Options, Telemetry}
-  alias Tinycluster.Candidates.Deferred
 
   ## Candidates
 
@@ -212,7 +211,7 @@ defmodule Tinycluster.Report do
   @doc """
   Says `what` once: unless `said` has it already. Returns `said` with it. `what` is
   `:not_distributed`, `:hosts` (the hosts given in a form this node cannot use, known once
-  it is distributed), `{:capped, lists}` or `{:scan_not_started, reason}`.
+  it is distributed) or `{:scan_not_started, reason}`.
   """
   @spec once(Options.t(), MapSet.t(), term()) :: MapSet.t()
   def once(opts, said, what) do
@@ -225,7 +224,6 @@ defmodule Tinycluster.Report do
   end
 
   defp warn(opts, :not_distributed), do: not_distributed(opts)
-  defp warn(opts, {:capped, lists}), do: request_capped(opts, lists)
   defp warn(opts, {:scan_not_started, reason}), do: scan_not_started(opts, reason)
 
   defp warn(opts, :hosts),
@@ -256,18 +254,6 @@ defmodule Tinycluster.Report do
     )
   end
 
-  @doc "Warns that a scan request's lists were cut to what the NIF takes."
-  @spec request_capped(Options.t(), [atom()]) :: :ok
-  def request_capped(opts, lists) do
-    log(
-      opts,
-      :warning,
-      "tinycluster: more candidates than a scan request carries (#{inspect(lists)}); the " <>
-        "rest are probed as if new: is a host listing thousands of names?",
-      []
-    )
-  end
-
   @doc """
   Warns, once a run of scans that leave candidates to the next ones, that `count` were
   past the scan's budget; `said` forgets it at the first scan that defers none.
@@ -282,7 +268,7 @@ defmodule Tinycluster.Report do
       log(
         opts,
         :warning,
-        "tinycluster: #{count} candidates past the #{Deferred.budget()} a scan probes; " <>
+        "tinycluster: #{count} candidates past the #{Tinycluster.Plan.budget()} a scan probes; " <>
           "the next scans take them, the longest-waiting first: is a host listing " <>
           "thousands of names?",
         []

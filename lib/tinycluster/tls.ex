@@ -15,25 +15,9 @@ defmodule Tinycluster.Tls do
   @typedoc "The TLS listeners seen: `{host label, alive}` to the port that answered TLS."
   @type known :: %{{String.t(), String.t()} => :inet.port_number()}
 
-  @doc "Whether this node runs TLS distribution (`-proto_dist inet_tls` or `inet6_tls`)."
-  @spec local?() :: boolean()
-  def local? do
-    case Tinycluster.VmArgs.get(:proto_dist) do
-      {:ok, [[proto | _] | _]} -> proto in [~c"inet_tls", ~c"inet6_tls"]
-      _ -> false
-    end
-  end
-
-  @doc """
-  The scan request's `tls` field: `:all` when this node runs TLS distribution, else the
-  `{host label, alive, port}` of the TLS listeners in `known`.
-  """
-  @spec probes(known()) :: :all | [{String.t(), String.t(), :inet.port_number()}]
-  def probes(known) do
-    if local?(),
-      do: :all,
-      else: for({{host, alive}, port} <- known, do: {host, alive, port})
-  end
+  @doc "Whether the candidate `{label, alive}` answered TLS at `port` (`known`)."
+  @spec listener?(known(), String.t(), String.t(), :inet.port_number()) :: boolean()
+  def listener?(known, label, alive, port), do: Map.get(known, {label, alive}) == port
 
   @doc """
   Updates `known` with what a probe found: a TLS listener is remembered at its port; a

@@ -6,7 +6,7 @@ defmodule Tinycluster.DnsSeed.Lookup do
   poller in a task; nothing here keeps state.
   """
 
-  alias Tinycluster.{DnsSeed, Hosts, Options}
+  alias Tinycluster.{DnsSeed, Hosts, LocalNode}
 
   @max_addresses 1024
   @system "a system port (below 1024), where no EPMD listens"
@@ -15,7 +15,7 @@ defmodule Tinycluster.DnsSeed.Lookup do
   Looks `seed` up once, for a node of `family`, within `timeout` ms: the addresses it gives,
   or why it gives none. Blocks the caller, so a poller runs it in a task (`lookup_all/3`).
   """
-  @spec lookup(DnsSeed.t(), Hosts.family(), pos_integer()) ::
+  @spec lookup(DnsSeed.t(), LocalNode.family(), pos_integer()) ::
           {:ok, [DnsSeed.address()]} | {:error, term()}
   def lookup({:dns, name, %{type: :srv} = opts}, family, timeout) do
     deadline = System.monotonic_time(:millisecond) + timeout
@@ -51,7 +51,7 @@ defmodule Tinycluster.DnsSeed.Lookup do
 
   def lookup({:dns, name, opts}, family, timeout) do
     with {:ok, ips} <- host_addresses(name, family, opts, timeout) do
-      {:ok, Enum.map(ips, &address(&1, Options.default_epmd_port()))}
+      {:ok, Enum.map(ips, &address(&1, LocalNode.default_epmd_port()))}
     end
   end
 
@@ -221,7 +221,7 @@ defmodule Tinycluster.DnsSeed.Lookup do
 
     label =
       cond do
-        port == Options.default_epmd_port() -> string
+        port == LocalNode.default_epmd_port() -> string
         tuple_size(ip) == 8 -> "[#{string}]:#{port}"
         true -> "#{string}:#{port}"
       end
@@ -234,7 +234,7 @@ defmodule Tinycluster.DnsSeed.Lookup do
   (and a little more for the lookups' own bookkeeping): the result of `lookup/3` by seed
   name. A lookup that overruns is killed and answers `{:error, :timeout}`.
   """
-  @spec lookup_all([Hosts.entry()], Hosts.family(), pos_integer()) :: %{
+  @spec lookup_all([Hosts.entry()], LocalNode.family(), pos_integer()) :: %{
           String.t() => {:ok, [DnsSeed.address()]} | {:error, term()}
         }
   def lookup_all(entries, family, timeout) do

@@ -15,7 +15,7 @@ defmodule Tinycluster.Hosts.ErlangHosts do
   @spec search_path() :: [Path.t()]
   def search_path do
     home =
-      case Tinycluster.VmArgs.get(:home) do
+      case Tinycluster.LocalNode.arg(:home) do
         {:ok, [[home | _] | _]} -> [List.to_string(home)]
         _ -> List.wrap(System.user_home())
       end

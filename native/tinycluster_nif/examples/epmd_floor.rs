@@ -7,10 +7,10 @@
 //! request costs more), so that the runtime parks between requests as it does between
 //! polls, and prints one line:
 //! `blocking_us=… runtime_us=… runtime_switches=…`, CPU time per request from
-//! `/proc/self/task/*/schedstat`. Every name listed counts as connected, so no probe is
-//! made: the runtime's figure is one unchanged host, an idle poll. bench `idle` runs it.
+//! `/proc/self/task/*/schedstat`. The plan probes nothing, as when every name listed is
+//! connected: the runtime's figure is one unchanged host, an idle poll (its plan answered at
+//! once, here, rather than by the owner). bench `idle` runs it.
 
-use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tinycluster_nif::epmd;
 use tinycluster_nif::runtime;
-use tinycluster_nif::scan::{self, HostSpec, ScanSpec, TlsProbes};
+use tinycluster_nif::scan::{self, HostSpec, Planner, ScanSpec};
 
 /// CPU time (ns) and times scheduled of the calling thread, or of the runtime's threads.
 fn cpu(runtime_threads: bool) -> (u64, u64) {
@@ -56,7 +56,7 @@ fn blocking_request(port: u16) -> Vec<u8> {
     reply
 }
 
-fn spec(port: u16, skip: &HashSet<String>, last: &HashMap<String, u64>) -> ScanSpec {
+fn spec(port: u16) -> ScanSpec {
     ScanSpec {
         hosts: vec![HostSpec {
             label: "local".into(),
@@ -67,14 +67,8 @@ fn spec(port: u16, skip: &HashSet<String>, last: &HashMap<String, u64>) -> ScanS
         probe_name: "epmd_floor@floor".into(),
         creation: 1,
         local_name: "epmd_floor@floor".into(),
-        skip: skip.clone(),
         probe_timeout: Duration::from_secs(1),
         epmd_timeout: Duration::from_secs(5),
-        gate: None,
-        tls: TlsProbes::None,
-        hold: HashSet::new(),
-        last_listings: last.clone(),
-        budget: Default::default(),
     }
 }
 
@@ -87,12 +81,7 @@ fn main() {
     let requests: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(200);
     let pause = Duration::from_millis(args.next().and_then(|n| n.parse().ok()).unwrap_or(20));
 
-    let names = epmd::parse_names(&blocking_request(port)).expect("a NAMES reply");
-    let skip: HashSet<String> = names
-        .entries
-        .iter()
-        .map(|e| format!("{}@floor", e.alive))
-        .collect();
+    epmd::parse_names(&blocking_request(port)).expect("a NAMES reply");
 
     let start = cpu(false);
     for _ in 0..requests {
@@ -103,30 +92,32 @@ fn main() {
 
     let rt = runtime::build().expect("a runtime");
     let quiet: Arc<dyn Fn(scan::Event) + Send + Sync> = Arc::new(|_| {});
+    // Every name connected: nothing to probe.
+    let idle = Planner::with(|_| Vec::new());
+    let listed = |report: &scan::ScanReport| {
+        let (names, _) = report.hosts[0].result.clone().expect("EPMD answers");
+        names
+    };
     let first = rt.block_on(scan::run(
-        spec(port, &skip, &HashMap::new()),
+        spec(port),
         scan::Local::default(),
+        idle.clone(),
         quiet.clone(),
     ));
-    let last: HashMap<String, u64> = first.hosts[0]
-        .listing
-        .map(|d| ("local".into(), d))
-        .into_iter()
-        .collect();
+    let first = listed(&first);
     std::thread::sleep(pause);
     let (ns0, runs0) = cpu(true);
     for _ in 0..requests {
         let (tx, rx) = std::sync::mpsc::channel();
-        let (spec, sink) = (spec(port, &skip, &last), quiet.clone());
+        let (spec, planner, sink) = (spec(port), idle.clone(), quiet.clone());
         // Spawned from outside the runtime, as `start_scan` does from a BEAM scheduler.
         rt.spawn(async move {
-            let report = scan::run(spec, scan::Local::default(), sink).await;
-            let _ = tx.send(report.hosts[0].unchanged);
+            let report = scan::run(spec, scan::Local::default(), planner, sink).await;
+            let _ = tx.send(report);
         });
-        assert!(
-            rx.recv().expect("a report"),
-            "the listing changed during the run"
-        );
+        let report = rx.recv().expect("a report");
+        assert!(report.candidates.is_empty(), "a probe was made");
+        assert_eq!(listed(&report), first, "the listing changed during the run");
         std::thread::sleep(pause);
     }
     let (ns1, runs1) = cpu(true);

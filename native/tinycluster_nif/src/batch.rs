@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::scan::{CandidateReport, Event, HostReport};
+use crate::scan::{CandidateReport, Event, HostListing};
 
 /// How long a batch stays open after its first candidate, unless the scan ends first. A
 /// little more than the spread of warm probes' answers on a busy 2-core host (1.6 ms seen),
@@ -31,7 +31,7 @@ pub const WINDOW: Duration = Duration::from_millis(2);
 #[derive(Debug, Clone)]
 pub enum Delivery {
     /// A host's EPMD answered or failed.
-    Host(HostReport),
+    Listed(HostListing),
     /// Candidates whose probes finished within one window, in the order they finished;
     /// never empty.
     Candidates(Vec<CandidateReport>),
@@ -65,8 +65,8 @@ impl Batcher {
             // `None` in the channel, or the channel closed: the scan ended.
             while let Some(Some(event)) = rx.recv().await {
                 let first = match event {
-                    Event::Host(h) => {
-                        deliver(Delivery::Host(h));
+                    Event::Listed(h) => {
+                        deliver(Delivery::Listed(h));
                         continue;
                     }
                     Event::Candidate(c) => c,
@@ -79,7 +79,7 @@ impl Batcher {
                         biased;
                         item = rx.recv() => match item {
                             Some(Some(Event::Candidate(c))) => batch.push(c),
-                            Some(Some(Event::Host(h))) => deliver(Delivery::Host(h)),
+                            Some(Some(Event::Listed(h))) => deliver(Delivery::Listed(h)),
                             Some(None) | None => {
                                 flush(&mut batch, &mut deliver);
                                 return;

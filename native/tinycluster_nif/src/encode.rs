@@ -7,16 +7,13 @@ use rustler::{Atom, Encoder, Env, Term};
 
 use crate::naming::Naming;
 use crate::probe::Outcome;
-use crate::scan::{CandidateReport, HostReport, ScanReport};
+use crate::scan::{CandidateReport, HostListing, ScanReport};
 
 mod atoms {
     rustler::atoms! {
         nil,
         ok,
         error,
-        skipped,
-        held,
-        deferred,
         live,
         hidden,
         name_mismatch,
@@ -34,25 +31,23 @@ mod atoms {
         server_hello,
         // Map keys, made once at load rather than looked up in the atom table per key per
         // report (an idle poll's report holds a map per candidate).
+        index,
         label,
         address,
         epmd_port,
         status,
         names,
-        listed,
         malformed,
         latency_us,
         probe_timeout_ms,
-        listing,
-        unchanged,
         host,
         name,
         port,
         state,
         reason,
         duration_us,
-        hosts,
         candidates,
+        plan_timeouts,
     }
 }
 
@@ -62,17 +57,21 @@ fn map<'a>(env: Env<'a>, pairs: &[(Atom, Term<'a>)]) -> Term<'a> {
     Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
 }
 
-/// Encodes a host as `%{label, address, epmd_port, status, names, listed, malformed, latency_us,
-/// probe_timeout_ms, listing, unchanged}`; `status` is `:ok` or `{:error, reason}`,
-/// `malformed` a list of `{sample, reason}`, `latency_us` its EPMD's round trip,
+/// Encodes a host's listing as `%{index, label, address, epmd_port, status, names,
+/// malformed, latency_us, probe_timeout_ms}`; `status` is `:ok` or `{:error, reason}`,
+/// `names` a list of `{alive, port, name}` (the name its node has until its probe says
+/// otherwise), `malformed` a list of `{sample, reason}`, `latency_us` its EPMD's round trip,
 /// `probe_timeout_ms` the probe timeout in force for its candidates (nil when its EPMD did
-/// not answer), `listing` the digest of what it listed or nil, `unchanged` whether that
-/// changed nothing (no candidate events followed).
-pub fn host<'a>(env: Env<'a>, report: &HostReport) -> Term<'a> {
-    let (status, names, malformed) = match &report.result {
+/// not answer).
+pub fn listing<'a>(env: Env<'a>, listing: &HostListing) -> Term<'a> {
+    let (status, names, malformed) = match &listing.result {
         Ok((names, malformed)) => (
             atoms::ok().encode(env),
-            *names,
+            names
+                .iter()
+                .map(|l| (l.alive.as_str(), l.port, l.name.as_str()))
+                .collect::<Vec<_>>()
+                .encode(env),
             malformed
                 .iter()
                 .map(|m| (m.sample.as_str(), m.reason))
@@ -81,76 +80,59 @@ pub fn host<'a>(env: Env<'a>, report: &HostReport) -> Term<'a> {
         ),
         Err(e) => (
             (atoms::error(), e).encode(env),
-            0,
+            Vec::<u8>::new().encode(env),
             Vec::<u8>::new().encode(env),
         ),
     };
     map(
         env,
         &[
-            (atoms::label(), report.label.encode(env)),
-            (atoms::address(), report.address.encode(env)),
-            (atoms::epmd_port(), report.epmd_port.encode(env)),
+            (atoms::index(), listing.index.encode(env)),
+            (atoms::label(), listing.label.encode(env)),
+            (atoms::address(), listing.address.encode(env)),
+            (atoms::epmd_port(), listing.epmd_port.encode(env)),
             (atoms::status(), status),
-            (atoms::names(), names.encode(env)),
-            (atoms::listed(), report.listed.encode(env)),
+            (atoms::names(), names),
             (atoms::malformed(), malformed),
             (
                 atoms::latency_us(),
-                (report.latency.as_micros() as u64).encode(env),
+                (listing.latency.as_micros() as u64).encode(env),
             ),
             (
                 atoms::probe_timeout_ms(),
-                report
+                listing
                     .probe_timeout
                     .map(|t| t.as_millis() as u64)
                     .encode(env),
             ),
-            (atoms::listing(), report.listing.encode(env)),
-            (atoms::unchanged(), report.unchanged.encode(env)),
         ],
     )
 }
 
-/// Encodes a candidate as `%{host, alive, name, address, port, state, reason, latency_us}`.
-/// A held-back candidate is `state: :held`, one past the scan's budget `:deferred`, one in
-/// the skip set `:skipped`.
-/// A TLS listener is `state: :tls` (reason `:alert` or `:server_hello`: how it was told), or
-/// `state: :live, reason: :tls` for a local node that runs TLS distribution.
+/// Encodes a probed candidate as `%{host, alive, name, address, port, state, reason,
+/// latency_us}`. A TLS listener is `state: :tls`, reason `:alert` or `:server_hello` (how it
+/// was told).
 pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
     let nil = atoms::nil().encode(env);
-    let (state, reason, latency) = match &c.probe {
-        None if c.held => (atoms::held(), nil, nil),
-        None if c.deferred => (atoms::deferred(), nil, nil),
-        None => (atoms::skipped(), nil, nil),
-        Some(p) => {
-            let (state, reason) = match &p.outcome {
-                Outcome::Live { hidden: false, .. } => (atoms::live(), nil),
-                Outcome::Live { hidden: true, .. } => (atoms::hidden(), nil),
-                Outcome::NameMismatch { claimed } => (
-                    atoms::name_mismatch(),
-                    (atoms::claimed(), claimed).encode(env),
-                ),
-                Outcome::OtherNaming { claimed } => {
-                    (atoms::name_mismatch(), other_naming(env, claimed))
-                }
-                Outcome::NotAllowed => (atoms::not_allowed(), nil),
-                Outcome::Busy(crate::handshake::Status::Alive) => {
-                    (atoms::busy(), atoms::alive().encode(env))
-                }
-                Outcome::Busy(_) => (atoms::busy(), atoms::nok().encode(env)),
-                Outcome::Tls(crate::probe::TlsSeen::Alert) => {
-                    (atoms::tls(), atoms::alert().encode(env))
-                }
-                Outcome::Tls(crate::probe::TlsSeen::ServerHello) => {
-                    (atoms::tls(), atoms::server_hello().encode(env))
-                }
-                Outcome::TlsLive => (atoms::live(), atoms::tls().encode(env)),
-                Outcome::Unreachable(e) => (atoms::unreachable(), e.encode(env)),
-                Outcome::BadReply(e) => (atoms::bad_reply(), e.encode(env)),
-            };
-            (state, reason, (p.latency.as_micros() as u64).encode(env))
+    let (state, reason) = match &c.probe.outcome {
+        Outcome::Live { hidden: false, .. } => (atoms::live(), nil),
+        Outcome::Live { hidden: true, .. } => (atoms::hidden(), nil),
+        Outcome::NameMismatch { claimed } => (
+            atoms::name_mismatch(),
+            (atoms::claimed(), claimed).encode(env),
+        ),
+        Outcome::OtherNaming { claimed } => (atoms::name_mismatch(), other_naming(env, claimed)),
+        Outcome::NotAllowed => (atoms::not_allowed(), nil),
+        Outcome::Busy(crate::handshake::Status::Alive) => {
+            (atoms::busy(), atoms::alive().encode(env))
         }
+        Outcome::Busy(_) => (atoms::busy(), atoms::nok().encode(env)),
+        Outcome::Tls(crate::probe::TlsSeen::Alert) => (atoms::tls(), atoms::alert().encode(env)),
+        Outcome::Tls(crate::probe::TlsSeen::ServerHello) => {
+            (atoms::tls(), atoms::server_hello().encode(env))
+        }
+        Outcome::Unreachable(e) => (atoms::unreachable(), e.encode(env)),
+        Outcome::BadReply(e) => (atoms::bad_reply(), e.encode(env)),
     };
     map(
         env,
@@ -162,7 +144,10 @@ pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
             (atoms::port(), c.port.encode(env)),
             (atoms::state(), state.encode(env)),
             (atoms::reason(), reason),
-            (atoms::latency_us(), latency),
+            (
+                atoms::latency_us(),
+                (c.probe.latency.as_micros() as u64).encode(env),
+            ),
         ],
     )
 }
@@ -179,10 +164,17 @@ fn other_naming<'a>(env: Env<'a>, claimed: &str) -> Term<'a> {
     (form, claimed).encode(env)
 }
 
-/// Encodes the whole pass as `%{duration_us, hosts, candidates}`.
+/// Encodes the end of the pass as `%{duration_us, candidates, plan_timeouts}`: every
+/// candidate probed (the hosts came in their `:listed` messages), and the indexes of the
+/// hosts whose plan did not come in time, which probed nothing.
 pub fn report<'a>(env: Env<'a>, r: &ScanReport) -> Term<'a> {
-    let hosts: Vec<Term<'a>> = r.hosts.iter().map(|h| host(env, h)).collect();
     let candidates: Vec<Term<'a>> = r.candidates.iter().map(|c| candidate(env, c)).collect();
+    let late: Vec<usize> = r
+        .hosts
+        .iter()
+        .filter(|h| matches!(h.result, Err(crate::error::Error::PlanTimeout)))
+        .map(|h| h.index)
+        .collect();
     map(
         env,
         &[
@@ -190,8 +182,8 @@ pub fn report<'a>(env: Env<'a>, r: &ScanReport) -> Term<'a> {
                 atoms::duration_us(),
                 (r.duration.as_micros() as u64).encode(env),
             ),
-            (atoms::hosts(), hosts.encode(env)),
             (atoms::candidates(), candidates.encode(env)),
+            (atoms::plan_timeouts(), late.encode(env)),
         ],
     )
 }

@@ -49,9 +49,9 @@ pub enum Error {
     /// does (`:not_tls`).
     #[error("closed on the TLS hello: not a TLS listener")]
     NotTls,
-    /// The scan's owner did not say in time which names to probe (`:filter_timeout`).
-    #[error("no answer from the filter in time")]
-    FilterTimeout,
+    /// The scan's owner did not say in time which names to probe (`:plan_timeout`).
+    #[error("no plan from the owner in time")]
+    PlanTimeout,
     /// The runtime could not be started or a task failed (`{:internal, text}`).
     #[error("internal error: {0}")]
     Internal(String),
@@ -89,7 +89,7 @@ mod atoms {
         unknown_status,
         reply_too_large,
         too_many_names,
-        filter_timeout,
+        plan_timeout,
         tls_alert,
         not_tls,
         internal,
@@ -119,7 +119,7 @@ impl rustler::Encoder for Error {
                 (atoms::tls_alert(), what).encode(env)
             }
             Error::NotTls => atoms::not_tls().encode(env),
-            Error::FilterTimeout => atoms::filter_timeout().encode(env),
+            Error::PlanTimeout => atoms::plan_timeout().encode(env),
             Error::Internal(text) => (atoms::internal(), text).encode(env),
         }
     }

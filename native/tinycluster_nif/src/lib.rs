@@ -10,19 +10,18 @@
 //!   deadline.
 //! - [`park`]: the probe of a silent (frozen) node kept open rather than replaced each scan.
 //! - [`inflight`]: one probe at a time per probe name and listener, across all scans.
-//! - [`budget`]: how many candidates one scan probes, and which go first.
-//! - [`scan`]: a whole pass over many hosts and candidates, concurrently, streaming results;
-//!   each host's probes wait as long as its EPMD's round trip says it is far.
+//! - [`scan`]: a whole pass over many hosts, concurrently: each host's listing goes to the
+//!   owner, whose plan names the targets; their probes share the scan fairly between hosts,
+//!   one per listener, each host's waiting as long as its EPMD's round trip says it is far.
+//! - [`plans`]: where a scan's hosts wait for their owner's plan.
 //! - [`batch`]: a pass's candidates whose probes finish together, handed over together.
-//! - [`unchanged`]: a host whose answer changes nothing, told without per-candidate events.
 //! - [`limits`]: every bound above, in the one table the owner reads instead of restating.
 //! - [`runtime`]: the process-wide tokio runtime's configuration.
 //! - [`error`]: the one error type and its Erlang encoding.
-//! - [`gate`]: the gates where a scan waits for its owner to say which names to probe.
 //! - [`encode`]: reports as Erlang terms (feature `nif`).
 //! - [`request`]: a scan request from Erlang terms: decoding, bounds, validation (feature
 //!   `nif`).
-//! - `nif`: the NIF entry points: start a scan, cancel it, answer its gate, tell the limits
+//! - `nif`: the NIF entry points: start a scan, cancel it, answer its plans, tell the limits
 //!   (feature `nif`).
 //!
 //! The NIF entry point, `start_scan/1`, only validates its argument and spawns the pass on a
@@ -31,17 +30,16 @@
 //! `{:tinycluster_scan, scan_id, event}`, sent from the runtime's threads.
 
 pub mod batch;
-pub mod budget;
 #[cfg(feature = "nif")]
 pub mod encode;
 pub mod epmd;
 pub mod error;
-pub mod gate;
 pub mod handshake;
 pub mod inflight;
 pub mod limits;
 pub mod naming;
 pub mod park;
+pub mod plans;
 pub mod probe;
 #[cfg(feature = "nif")]
 pub mod request;
@@ -49,7 +47,6 @@ pub mod resolve;
 pub mod runtime;
 pub mod scan;
 pub mod tls;
-pub mod unchanged;
 
 #[cfg(feature = "nif")]
 mod nif;

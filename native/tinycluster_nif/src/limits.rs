@@ -2,17 +2,11 @@
 //! so that the Elixir side restates none of these numbers: a bound changed here changes
 //! there too.
 //!
-//! Each bound is defined where it is enforced ([`crate::budget`], [`crate::scan`],
-//! [`crate::park`], [`crate::naming`], [`crate::epmd`], [`crate::handshake`]). The two that
-//! bound the owner's request are defined here, since the request's decoder is only built with
-//! the NIF.
+//! Each bound is defined where it is enforced ([`crate::scan`], [`crate::park`],
+//! [`crate::naming`], [`crate::epmd`], [`crate::handshake`]). The one that bounds the owner's
+//! request is defined here, since the request's decoder is only built with the NIF.
 
-use crate::{budget, epmd, handshake, naming, park, scan};
-
-/// The most entries a request may name in each of its lists (`tls`, `hold`, `first`,
-/// `last_listings`): far more than any host lists (EPMD replies are capped at
-/// [`epmd::MAX_NAMES`]). The owner cuts its lists to it rather than have the request refused.
-pub const MAX_LISTED: usize = 65_536;
+use crate::{epmd, handshake, naming, park, scan};
 
 /// The longest a request's timeouts may be, in milliseconds, so that a scan always ends.
 /// `Tinycluster.Options` refuses a longer one with a clear error before any request.
@@ -22,14 +16,12 @@ pub const MAX_TIMEOUT_MS: u64 = 60_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "nif", derive(rustler::NifMap))]
 pub struct Limits {
-    /// [`MAX_LISTED`].
-    pub max_listed: usize,
     /// [`MAX_TIMEOUT_MS`].
     pub max_timeout_ms: u64,
-    /// [`budget::MAX_PROBES_PER_SCAN`]: the most candidates one scan probes.
-    pub max_probes_per_scan: usize,
     /// [`scan::MAX_PROBES_IN_FLIGHT`]: the most probes in flight at once in one scan.
     pub max_probes_in_flight: usize,
+    /// [`scan::MIN_HOST_PROBES_IN_FLIGHT`]: the fewest in flight a host of a scan may have.
+    pub min_host_probes_in_flight: usize,
     /// [`scan::RTT_FACTOR`]: how many of its EPMD round trips a far host's probes may take.
     pub rtt_factor: u32,
     /// [`scan::MAX_HOST_PROBE_TIMEOUT`], in milliseconds: the most a host's distance
@@ -39,6 +31,8 @@ pub struct Limits {
     pub max_name_bytes: usize,
     /// [`park::MAX_PARKED`]: the most probes parked at once, process-wide.
     pub max_parked: usize,
+    /// [`park::MAX_PARKED_PER_ADDRESS`]: the most probes parked at once to one address.
+    pub max_parked_per_address: usize,
     /// [`park::PARK_FOR`], in milliseconds: the longest a parked probe waits.
     pub park_for_ms: u64,
     /// [`epmd::MAX_REPLY_BYTES`]: the most bytes read from one EPMD.
@@ -53,14 +47,14 @@ pub struct Limits {
 
 /// The bounds in force.
 pub const LIMITS: Limits = Limits {
-    max_listed: MAX_LISTED,
     max_timeout_ms: MAX_TIMEOUT_MS,
-    max_probes_per_scan: budget::MAX_PROBES_PER_SCAN,
     max_probes_in_flight: scan::MAX_PROBES_IN_FLIGHT,
+    min_host_probes_in_flight: scan::MIN_HOST_PROBES_IN_FLIGHT,
     rtt_factor: scan::RTT_FACTOR,
     max_host_probe_timeout_ms: scan::MAX_HOST_PROBE_TIMEOUT.as_millis() as u64,
     max_name_bytes: naming::MAX_NAME_BYTES,
     max_parked: park::MAX_PARKED,
+    max_parked_per_address: park::MAX_PARKED_PER_ADDRESS,
     park_for_ms: park::PARK_FOR.as_millis() as u64,
     max_reply_bytes: epmd::MAX_REPLY_BYTES,
     max_names: epmd::MAX_NAMES,

@@ -11,16 +11,17 @@ use tokio::task::AbortHandle;
 use crate::batch::{Batcher, Delivery};
 use crate::error::Error;
 use crate::limits::{Limits, LIMITS};
+use crate::probe::FirstFlight;
 use crate::request::Request;
-use crate::{encode, gate, runtime, scan};
+use crate::{encode, plans, runtime, scan};
 
 mod atoms {
     rustler::atoms! {
         ok,
         error,
         tinycluster_scan,
-        host,
         candidates,
+        client_hello,
         done,
         listed,
         badarg,
@@ -48,40 +49,30 @@ where
 }
 
 /// Starts one scan and returns `{:ok, scan_id, handle}` at once, or `{:error, reason}` for
-/// bad options. The caller then receives `{:tinycluster_scan, scan_id, {:host, map}}` per
-/// host, `{:tinycluster_scan, scan_id, {:candidates, [map]}}` as probes end (those that end
-/// together in one message, see [`crate::batch`]), and last
-/// `{:tinycluster_scan, scan_id, {:done, map}}`. With `gate: true`, each host's names first
-/// come as `{:tinycluster_scan, scan_id, {:listed, {index, label, names}}}` (the full names
-/// the candidates will have), and none is probed until [`admit`] answers with the names to
-/// probe. `handle` cancels the scan: see [`cancel`].
+/// bad options. The caller then receives, per host, `{:tinycluster_scan, scan_id, {:listed,
+/// map}}` (its EPMD's answer and the names it lists), which it answers with [`plan`]; then
+/// `{:tinycluster_scan, scan_id, {:candidates, [map]}}` as the probes of the targets it
+/// planned end (those that end together in one message, see [`crate::batch`]), and last
+/// `{:tinycluster_scan, scan_id, {:done, map}}`. `handle` cancels the scan: see [`cancel`].
 #[rustler::nif]
 fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
     let runtime = match RUNTIME.as_ref() {
         Ok(rt) => rt,
         Err(e) => return (atoms::error(), Error::Internal(e.clone())).encode(env),
     };
-    let gated = request.gated();
-    let (mut spec, local) = match request.into_spec() {
+    let (spec, local) = match request.into_spec() {
         Ok(parts) => parts,
         Err(why) => return (atoms::error(), (atoms::badarg(), why)).encode(env),
     };
     let pid = env.pid();
     let id = NEXT_SCAN_ID.fetch_add(1, Ordering::Relaxed);
-    if gated {
-        spec.gate = Some(scan::Gate(Arc::new(move |index, label, names| {
-            let answer = gate::wait(id, index);
-            send(&pid, id, atoms::listed(), |env| {
-                (index, label, names).encode(env)
-            });
-            answer
-        })));
-    }
+    let planner = scan::Planner(Arc::new(move |listing| plans::wait(id, listing.index)));
     let task = runtime.spawn(async move {
-        // Whatever ends the scan, its gates go: dropped with the task when it is cancelled.
-        let _gates = ForgetGates(id);
+        // Whatever ends the scan, its waiting plans go: dropped with the task when it is
+        // cancelled.
+        let _plans = ForgetPlans(id);
         let batcher = Batcher::spawn(move |delivery| match delivery {
-            Delivery::Host(h) => send(&pid, id, atoms::host(), |env| encode::host(env, &h)),
+            Delivery::Listed(h) => send(&pid, id, atoms::listed(), |env| encode::listing(env, &h)),
             Delivery::Candidates(cs) => send(&pid, id, atoms::candidates(), |env| {
                 cs.iter()
                     .map(|c| encode::candidate(env, c))
@@ -89,7 +80,7 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
                     .encode(env)
             }),
         });
-        let report = scan::run(spec, local, batcher.sink()).await;
+        let report = scan::run(spec, local, planner, batcher.sink()).await;
         batcher.finish().await;
         send(&pid, id, atoms::done(), |env| encode::report(env, &report));
     });
@@ -97,12 +88,12 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
     (atoms::ok(), id, handle).encode(env)
 }
 
-/// Forgets a scan's gates when dropped: at its end, or when its task is cancelled.
-struct ForgetGates(u64);
+/// Forgets a scan's waiting plans when dropped: at its end, or when its task is cancelled.
+struct ForgetPlans(u64);
 
-impl Drop for ForgetGates {
+impl Drop for ForgetPlans {
     fn drop(&mut self) {
-        gate::forget(self.0);
+        plans::forget(self.0);
     }
 }
 
@@ -129,12 +120,30 @@ fn cancel(handle: ResourceArc<ScanHandle>) -> Atom {
     atoms::ok()
 }
 
-/// Answers a scan's `{:listed, index, label, names}` message with the full names to probe
-/// on that host. Returns `:ok`, or `{:error, :unknown_scan}` when the scan no longer waits
-/// (it timed out, ended or was cancelled).
+/// Answers a scan's `{:listed, map}` message with the targets to probe on that host, in
+/// order: `{alive, port, hello}`, `hello` being `:send_name` or `:client_hello`. Only names
+/// the host listed are probed. Returns `:ok`, or `{:error, :unknown_scan}` when the scan no
+/// longer waits (it timed out, ended or was cancelled).
 #[rustler::nif]
-fn admit(env: Env<'_>, scan_id: u64, index: usize, names: Vec<String>) -> Term<'_> {
-    if gate::answer(scan_id, index, names) {
+fn plan<'a>(
+    env: Env<'a>,
+    scan_id: u64,
+    index: usize,
+    targets: Vec<(String, u16, Atom)>,
+) -> Term<'a> {
+    let targets = targets
+        .into_iter()
+        .map(|(alive, port, hello)| scan::Target {
+            alive,
+            port,
+            first_flight: if hello == atoms::client_hello() {
+                FirstFlight::ClientHello
+            } else {
+                FirstFlight::SendName
+            },
+        })
+        .collect();
+    if plans::answer(scan_id, index, targets) {
         atoms::ok().encode(env)
     } else {
         (atoms::error(), atoms::unknown_scan()).encode(env)

@@ -39,13 +39,13 @@ pub const MAX_PARKED: usize = 64;
 /// a frozen node of another host unparked.
 pub const MAX_PARKED_PER_ADDRESS: usize = MAX_PARKED / 4;
 
-/// What makes two probes the same: same poller (its probe name), same listener, same
-/// candidate and first flight, so that a parked answer is read as that probe would have.
+/// What makes two probes the same: same poller (its probe name), same listener and first
+/// flight, so that a parked answer is read as that probe would have. A listener is one
+/// node, whatever names its EPMD lists for it: one parked probe serves them all.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 struct Key {
     probe_name: String,
     addr: SocketAddr,
-    alive: String,
     first_flight: FirstFlight,
 }
 
@@ -63,7 +63,6 @@ pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
     let key = Key {
         probe_name: req.probe_name.to_owned(),
         addr: req.addr,
-        alive: req.alive.to_owned(),
         first_flight: req.first_flight,
     };
     let waiting = PARKED.lock().ok().and_then(|mut p| p.remove(&key));
@@ -87,7 +86,6 @@ pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
     let mut handle = tokio::spawn(async move {
         let req = ProbeRequest {
             addr: owned.addr,
-            alive: &owned.alive,
             probe_name: &owned.probe_name,
             creation,
             timeout: PARK_FOR,

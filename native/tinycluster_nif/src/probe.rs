@@ -43,8 +43,6 @@ pub enum TlsSeen {
 pub struct ProbeRequest<'a> {
     /// The candidate's distribution listener.
     pub addr: SocketAddr,
-    /// The alive part EPMD registered the candidate under.
-    pub alive: &'a str,
     /// The name the probe claims in `send_name`: fixed per poller, never a real node's.
     pub probe_name: &'a str,
     /// The creation sent in `send_name`: nonzero.
@@ -58,7 +56,7 @@ pub struct ProbeRequest<'a> {
 /// What a probe learned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// A live node that named itself as expected; `name` is its full name.
+    /// A live node; `name` is its full name, as its challenge gives it.
     Live { name: String, hidden: bool },
     /// A live listener whose challenge names another node.
     NameMismatch { claimed: String },
@@ -73,12 +71,9 @@ pub enum Outcome {
     Busy(Status),
     /// A TLS distribution listener. No challenge comes from TLS, so nothing confirms its
     /// name: what is proven is that EPMD lists it and that a TLS server listens on its port.
+    /// Whether the local node can connect it (it runs TLS distribution too) is its owner's
+    /// to say.
     Tls(TlsSeen),
-    /// A live TLS listener ([`Outcome::Tls`] with a ServerHello) probed for a local node that
-    /// runs TLS distribution itself, so it can connect it under the name EPMD implies; hidden
-    /// or not is unknown. A probe never decides this itself: a scan in
-    /// [`crate::scan::TlsProbes::All`] mode turns a ServerHello into it.
-    TlsLive,
     /// No status arrived: nothing listens, the node is frozen, or it closed at once.
     Unreachable(Error),
     /// The peer answered, but not in the protocol: a frame too large, cut short, unknown.
@@ -168,18 +163,26 @@ async fn distribution(
     // Closing here, before the challenge reply, is what keeps the probe silent on the peer.
     drop(stream);
 
-    // Any host part: a node may call its host otherwise than its EPMD's host is named
-    // (`a@localhost`, `a@host.example`); the scan checks the naming mode and uses this name.
-    Ok(if challenge.name.split('@').next() == Some(req.alive) {
-        Outcome::Live {
-            hidden: challenge.hidden(),
-            name: challenge.name,
-        }
-    } else {
-        Outcome::NameMismatch {
-            claimed: challenge.name,
-        }
+    // Whatever name it gives: a listener answers one probe for every name listed at it, and
+    // each is read against that name's alive part ([`expect`]).
+    Ok(Outcome::Live {
+        hidden: challenge.hidden(),
+        name: challenge.name,
     })
+}
+
+/// A probe's outcome read for a candidate listed as `alive`: a live node that names itself
+/// with another alive part claims a name not its own ([`Outcome::NameMismatch`]: a stale
+/// EPMD entry, a port reused, or a listener that lies). Any host part is the node's: a node
+/// may call its host otherwise than its EPMD's host is named (`a@localhost`,
+/// `a@host.example`); the scan checks the naming mode and uses this name.
+pub fn expect(outcome: Outcome, alive: &str) -> Outcome {
+    match outcome {
+        Outcome::Live { name, .. } if name.split('@').next() != Some(alive) => {
+            Outcome::NameMismatch { claimed: name }
+        }
+        other => other,
+    }
 }
 
 /// The TLS exchange: the ClientHello, then the first record of the answer, as far as it tells

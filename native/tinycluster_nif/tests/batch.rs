@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tinycluster_nif::batch::{self, Batcher, Delivery};
-use tinycluster_nif::scan::{CandidateReport, Event, HostReport};
+use tinycluster_nif::error::Error;
+use tinycluster_nif::probe::{Outcome, Probe};
+use tinycluster_nif::scan::{CandidateReport, Event, HostListing};
 use tokio::sync::Notify;
 
 fn candidate(alive: &str) -> CandidateReport {
@@ -18,23 +20,22 @@ fn candidate(alive: &str) -> CandidateReport {
         name: format!("{alive}@127.0.0.1"),
         address: "127.0.0.1".into(),
         port: 4370,
-        probe: None,
-        held: false,
-        deferred: false,
+        probe: Probe {
+            outcome: Outcome::Unreachable(Error::Refused),
+            latency: Duration::ZERO,
+        },
     }
 }
 
-fn host(label: &str) -> HostReport {
-    HostReport {
+fn host(label: &str) -> HostListing {
+    HostListing {
+        index: 0,
         label: label.into(),
         address: "127.0.0.1".into(),
         epmd_port: 4369,
-        result: Ok((0, Vec::new())),
-        listed: 0,
+        result: Ok((Vec::new(), Vec::new())),
         latency: Duration::ZERO,
         probe_timeout: Some(Duration::from_millis(300)),
-        listing: None,
-        unchanged: false,
     }
 }
 
@@ -47,7 +48,7 @@ fn recording(window: Duration) -> (Batcher, Seen) {
     let log = seen.clone();
     let batcher = Batcher::with_window(window, move |delivery| {
         let entry = match delivery {
-            Delivery::Host(h) => ("host", vec![h.label]),
+            Delivery::Listed(h) => ("host", vec![h.label]),
             Delivery::Candidates(cs) => ("candidates", cs.into_iter().map(|c| c.alive).collect()),
         };
         log.lock().unwrap().push((Instant::now(), entry.0, entry.1));
@@ -170,7 +171,7 @@ async fn hosts_never_wait_and_split_no_batch() {
     let sink = batcher.sink();
     let start = Instant::now();
     sink(Event::Candidate(candidate("a")));
-    sink(Event::Host(host("other")));
+    sink(Event::Listed(host("other")));
     sink(Event::Candidate(candidate("b")));
     // The host is out while the batch (a window of a minute) is still open.
     delivered(&seen, 1).await;

@@ -7,63 +7,31 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{names_reply, EpmdScript, FakeEpmd, BOUND};
+use common::{names_reply, silent_listener_on, Connections, EpmdScript, FakeEpmd, BOUND};
 use tinycluster_nif::error::Error;
 use tinycluster_nif::park;
 use tinycluster_nif::probe::{FirstFlight, Outcome, ProbeRequest};
 use tinycluster_nif::scan::{self, ScanSpec};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-/// When each connection a silent listener accepted was opened, and when its client closed
-/// it (`None` while open).
-type Connections = Arc<Mutex<Vec<(Instant, Option<Instant>)>>>;
-
-/// Accepts every connection on loopback address `ip`, reads until the client closes it, and
-/// answers nothing.
-async fn silent_listener(ip: &str) -> (SocketAddr, Connections) {
+/// `count` silent listeners on loopback address `ip` (a frozen node each: a listener is
+/// what a probe is parked for), recording their connections together.
+async fn silent_host(ip: &str, count: usize) -> (Vec<SocketAddr>, Connections) {
     let connections: Connections = Arc::default();
-    (
-        silent_listener_on(ip, connections.clone()).await,
-        connections,
-    )
+    let mut listeners = Vec::new();
+    for _ in 0..count {
+        listeners.push(silent_listener_on(ip, connections.clone()).await);
+    }
+    (listeners, connections)
 }
 
-/// A silent listener that records its connections into `connections`.
-async fn silent_listener_into(connections: Connections) -> SocketAddr {
-    silent_listener_on("127.0.0.1", connections).await
-}
-
-async fn silent_listener_on(ip: &str, connections: Connections) -> SocketAddr {
-    let listener = TcpListener::bind((ip, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let index = {
-                let mut seen = connections.lock().unwrap();
-                seen.push((Instant::now(), None));
-                seen.len() - 1
-            };
-            let seen = connections.clone();
-            tokio::spawn(async move {
-                let mut sink = Vec::new();
-                let _ = tokio::time::timeout(BOUND, stream.read_to_end(&mut sink)).await;
-                seen.lock().unwrap()[index].1 = Some(Instant::now());
-            });
-        }
-    });
-    addr
-}
-
-/// Probes `alive` at `addr` through the park, as a poller's scan does.
-async fn parked_probe(addr: SocketAddr, alive: String) -> Outcome {
+/// Probes the listener at `addr` through the park, as a poller's scan does.
+async fn parked_probe(addr: SocketAddr) -> Outcome {
     let req = ProbeRequest {
         addr,
-        alive: &alive,
         probe_name: "tinycluster_probe_caps@h",
         creation: 7,
         timeout: Duration::from_secs(2),
@@ -72,11 +40,11 @@ async fn parked_probe(addr: SocketAddr, alive: String) -> Outcome {
     park::probe(&req).await.outcome
 }
 
-/// One round of `count` probes of distinct candidates at once; every one meets silence.
-async fn round(addr: SocketAddr, count: usize) {
+/// One round of probes of every listener at once; every one meets silence.
+async fn round(listeners: &[SocketAddr]) {
     let mut probes = JoinSet::new();
-    for i in 0..count {
-        probes.spawn(parked_probe(addr, format!("n{i}")));
+    for addr in listeners {
+        probes.spawn(parked_probe(*addr));
     }
     while let Some(outcome) = probes.join_next().await {
         assert_eq!(outcome.unwrap(), Outcome::Unreachable(Error::Timeout));
@@ -87,27 +55,27 @@ async fn round(addr: SocketAddr, count: usize) {
 async fn at_most_max_parked_probes_are_parked_and_the_rest_close_at_their_deadline() {
     // Hosts enough to fill the process-wide cap, each within its own share.
     let hosts = park::MAX_PARKED / park::MAX_PARKED_PER_ADDRESS;
-    let mut listeners = Vec::new();
+    let mut full = Vec::new();
     for i in 1..=hosts {
-        listeners.push(silent_listener(&format!("127.0.0.{i}")).await);
+        full.push(silent_host(&format!("127.0.0.{i}"), park::MAX_PARKED_PER_ADDRESS).await);
     }
-    for (addr, _) in &listeners {
-        round(*addr, park::MAX_PARKED_PER_ADDRESS).await;
+    for (listeners, _) in &full {
+        round(listeners).await;
     }
     assert_eq!(park::parked(), park::MAX_PARKED);
 
     // One more host: none of its probes finds a place.
-    let (addr, connections) = silent_listener(&format!("127.0.0.{}", hosts + 1)).await;
-    round(addr, 6).await;
+    let (listeners, connections) = silent_host(&format!("127.0.0.{}", hosts + 1), 6).await;
+    round(&listeners).await;
     assert_eq!(connections.lock().unwrap().len(), 6);
     assert_eq!(park::parked(), park::MAX_PARKED);
 
     // Asked again: the parked ones open nothing; the six past the cap open a connection each.
-    for (addr, _) in &listeners {
-        round(*addr, park::MAX_PARKED_PER_ADDRESS).await;
+    for (listeners, _) in &full {
+        round(listeners).await;
     }
-    round(addr, 6).await;
-    for (_, connections) in &listeners {
+    round(&listeners).await;
+    for (_, connections) in &full {
         assert_eq!(
             connections.lock().unwrap().len(),
             park::MAX_PARKED_PER_ADDRESS
@@ -124,7 +92,7 @@ async fn one_scan_holds_at_most_max_probes_in_flight() {
     let count = scan::MAX_PROBES_IN_FLIGHT + 44;
     let mut lines = String::new();
     for i in 0..count {
-        let peer = silent_listener_into(connections.clone()).await;
+        let peer = silent_listener_on("127.0.0.1", connections.clone()).await;
         lines.push_str(&format!("name n{i} at port {}\n", peer.port()));
     }
     let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&lines))).await;
@@ -137,7 +105,12 @@ async fn one_scan_holds_at_most_max_probes_in_flight() {
         )
     };
 
-    let scan = tokio::spawn(scan::run(spec, scan::Local::default(), Arc::new(|_| {})));
+    let scan = tokio::spawn(scan::run(
+        spec,
+        scan::Local::default(),
+        common::probe_all(),
+        Arc::new(|_| {}),
+    ));
 
     // The first wave: the cap's worth of probes connect, and wait out their timeout with the
     // listener silent. While they wait, no other probe connects.

@@ -15,7 +15,7 @@ use common::{names_reply, ok_and_challenge, EpmdScript, FakeEpmd, FakePeer, Scri
 use tinycluster_nif::error::Error;
 use tinycluster_nif::probe::Outcome;
 use tinycluster_nif::scan::{
-    self, host_probe_timeout, CandidateReport, Event, HostReport, HostSpec, ScanSpec,
+    self, host_probe_timeout, CandidateReport, Event, HostListing, HostSpec, ScanSpec,
     MAX_HOST_PROBE_TIMEOUT, RTT_FACTOR,
 };
 
@@ -66,7 +66,7 @@ fn spec(hosts: Vec<HostSpec>) -> ScanSpec {
 }
 
 /// Runs one scan; returns its host reports and each candidate with when it was reported.
-async fn scan(spec: ScanSpec) -> (Vec<HostReport>, Vec<(Duration, CandidateReport)>) {
+async fn scan(spec: ScanSpec) -> (Vec<HostListing>, Vec<(Duration, CandidateReport)>) {
     let start = Instant::now();
     let seen: Arc<Mutex<Vec<(Duration, CandidateReport)>>> = Arc::default();
     let sink = {
@@ -77,7 +77,7 @@ async fn scan(spec: ScanSpec) -> (Vec<HostReport>, Vec<(Duration, CandidateRepor
             }
         })
     };
-    let report = scan::run(spec, scan::Local::default(), sink).await;
+    let report = scan::run(spec, scan::Local::default(), common::probe_all(), sink).await;
     let candidates = seen.lock().unwrap().clone();
     (report.hosts, candidates)
 }
@@ -93,7 +93,7 @@ fn find<'a>(
 }
 
 fn outcome(c: &CandidateReport) -> &Outcome {
-    &c.probe.as_ref().expect("probed").outcome
+    &c.probe.outcome
 }
 
 /// A host's EPMD (answering after `epmd_delay`) listing a node that answers after `SLOW`
@@ -129,12 +129,12 @@ async fn a_far_hosts_live_node_is_live_and_its_frozen_one_unreachable_within_its
         "{:?}",
         outcome(c)
     );
-    assert!(c.probe.as_ref().unwrap().latency >= SLOW);
+    assert!(c.probe.latency >= SLOW);
 
     // Frozen: unreachable once the host's timeout is over, and not much later.
     let (at, c) = find(&found, "frozen");
     assert_eq!(*outcome(c), Outcome::Unreachable(Error::Timeout));
-    let waited = c.probe.as_ref().unwrap().latency;
+    let waited = c.probe.latency;
     assert!(waited >= timeout, "gave up after {waited:?} of {timeout:?}");
     assert!(
         *at <= h.latency + timeout + PROBE_TIMEOUT + ms(1_000),

@@ -58,7 +58,6 @@ async fn three_probes(addr: SocketAddr, names: [&str; 3]) -> Vec<Outcome> {
     let probes = names.map(|probe_name| async move {
         let req = ProbeRequest {
             addr,
-            alive: "app",
             probe_name,
             creation: 1,
             timeout: Duration::from_secs(5),

@@ -22,7 +22,6 @@ use tokio::sync::oneshot;
 fn request(addr: SocketAddr, probe_name: &str) -> ProbeRequest<'_> {
     ProbeRequest {
         addr,
-        alive: "app",
         probe_name,
         creation: 7,
         timeout: Duration::from_secs(1),

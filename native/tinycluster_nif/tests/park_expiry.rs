@@ -76,11 +76,17 @@ async fn scan_node(peer: SocketAddr) -> Outcome {
             "tinycluster_probe_expiry@127.0.0.1",
         )
     };
-    let report = scan::run(spec, scan::Local::default(), Arc::new(|_| {})).await;
+    let report = scan::run(
+        spec,
+        scan::Local::default(),
+        common::probe_all(),
+        Arc::new(|_| {}),
+    )
+    .await;
     epmd.seen().await;
     assert_eq!(report.candidates.len(), 1, "{:?}", report.candidates);
     let candidate = &report.candidates[0];
-    candidate.probe.as_ref().expect("probed").outcome.clone()
+    candidate.probe.outcome.clone()
 }
 
 fn accepted(connections: &Connections) -> usize {

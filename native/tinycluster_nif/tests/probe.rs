@@ -11,7 +11,7 @@ use common::{
 };
 use tinycluster_nif::error::Error;
 use tinycluster_nif::handshake::{Status, PROBE_FLAGS};
-use tinycluster_nif::probe::{probe, FirstFlight, Outcome, Probe, ProbeRequest, TlsSeen};
+use tinycluster_nif::probe::{expect, probe, FirstFlight, Outcome, Probe, ProbeRequest, TlsSeen};
 
 const PROBE_NAME: &str = "tinycluster_probe_1@127.0.0.1";
 const CREATION: u32 = 0x0102_0304;
@@ -19,10 +19,9 @@ const CREATION: u32 = 0x0102_0304;
 /// the outcome, not on the clock.
 const LONG: Duration = Duration::from_secs(10);
 
-fn request(addr: SocketAddr, alive: &str) -> ProbeRequest<'_> {
+fn request(addr: SocketAddr) -> ProbeRequest<'static> {
     ProbeRequest {
         addr,
-        alive,
         probe_name: PROBE_NAME,
         creation: CREATION,
         timeout: LONG,
@@ -32,9 +31,9 @@ fn request(addr: SocketAddr, alive: &str) -> ProbeRequest<'_> {
 
 /// Probes a fake peer that answers `answer` and waits for the close; returns the probe and
 /// what the peer received after its answer.
-async fn probe_answering(answer: Vec<u8>, alive: &str) -> (Probe, Vec<u8>) {
+async fn probe_answering(answer: Vec<u8>) -> (Probe, Vec<u8>) {
     let peer = FakePeer::start(Script::Answer(answer)).await;
-    let result = probe(&request(peer.addr, alive)).await;
+    let result = probe(&request(peer.addr)).await;
     let seen = peer.seen().await;
     assert_send_name(&seen.send_name);
     (result, seen.after.expect("the peer waited for the close"))
@@ -59,7 +58,7 @@ fn assert_send_name(frame: &[u8]) {
 
 #[tokio::test]
 async fn published_challenge_is_a_live_visible_node_and_nothing_follows_it() {
-    let (result, after) = probe_answering(ok_and_challenge("app@vm1", false), "app").await;
+    let (result, after) = probe_answering(ok_and_challenge("app@vm1", false)).await;
     assert_eq!(
         result.outcome,
         Outcome::Live {
@@ -76,7 +75,7 @@ async fn published_challenge_is_a_live_visible_node_and_nothing_follows_it() {
 
 #[tokio::test]
 async fn challenge_without_published_is_a_hidden_node() {
-    let (result, after) = probe_answering(ok_and_challenge("app@vm1", true), "app").await;
+    let (result, after) = probe_answering(ok_and_challenge("app@vm1", true)).await;
     assert_eq!(
         result.outcome,
         Outcome::Live {
@@ -94,7 +93,7 @@ async fn challenge_without_published_is_a_hidden_node() {
 async fn ok_simultaneous_goes_on_to_the_challenge() {
     let mut answer = status_frame("ok_simultaneous");
     answer.extend_from_slice(&challenge_frame(PUBLISHED, "app@vm1"));
-    let (result, after) = probe_answering(answer, "app").await;
+    let (result, after) = probe_answering(answer).await;
     assert_eq!(
         result.outcome,
         Outcome::Live {
@@ -111,7 +110,7 @@ async fn ok_simultaneous_goes_on_to_the_challenge() {
 #[tokio::test]
 async fn nok_and_alive_are_busy() {
     for (text, status) in [("nok", Status::Nok), ("alive", Status::Alive)] {
-        let (result, after) = probe_answering(status_frame(text), "app").await;
+        let (result, after) = probe_answering(status_frame(text)).await;
         assert_eq!(result.outcome, Outcome::Busy(status), "status {text}");
         assert!(after.is_empty(), "status {text}: the probe sent {after:?}");
     }
@@ -119,14 +118,14 @@ async fn nok_and_alive_are_busy() {
 
 #[tokio::test]
 async fn not_allowed_is_reported() {
-    let (result, after) = probe_answering(status_frame("not_allowed"), "app").await;
+    let (result, after) = probe_answering(status_frame("not_allowed")).await;
     assert_eq!(result.outcome, Outcome::NotAllowed);
     assert!(after.is_empty(), "the probe sent {after:?}");
 }
 
 #[tokio::test]
 async fn unknown_status_is_a_bad_reply() {
-    let (result, _) = probe_answering(status_frame("maybe"), "app").await;
+    let (result, _) = probe_answering(status_frame("maybe")).await;
     assert_eq!(
         result.outcome,
         Outcome::BadReply(Error::UnknownStatus("maybe".into()))
@@ -135,7 +134,7 @@ async fn unknown_status_is_a_bad_reply() {
 
 #[tokio::test]
 async fn status_frame_without_s_is_malformed() {
-    let (result, _) = probe_answering(vec![0, 3, b'x', b'o', b'k'], "app").await;
+    let (result, _) = probe_answering(vec![0, 3, b'x', b'o', b'k']).await;
     assert!(
         matches!(result.outcome, Outcome::BadReply(Error::Malformed(_))),
         "{:?}",
@@ -147,7 +146,7 @@ async fn status_frame_without_s_is_malformed() {
 async fn huge_status_length_is_refused_at_once() {
     let peer = FakePeer::start(Script::Answer(vec![0xFF, 0xFF])).await;
     let started = Instant::now();
-    let result = probe(&request(peer.addr, "app")).await;
+    let result = probe(&request(peer.addr)).await;
     let elapsed = started.elapsed();
     assert_eq!(
         result.outcome,
@@ -164,7 +163,7 @@ async fn huge_challenge_length_is_refused_at_once() {
     let mut answer = status_frame("ok");
     answer.extend_from_slice(&[0xFF, 0xFF]);
     let started = Instant::now();
-    let (result, _) = probe_answering(answer, "app").await;
+    let (result, _) = probe_answering(answer).await;
     assert_eq!(
         result.outcome,
         Outcome::BadReply(Error::FrameTooLarge(65535))
@@ -187,17 +186,17 @@ fn challenge_of_len(name: &str, len: usize) -> Vec<u8> {
 #[tokio::test]
 async fn frames_are_read_up_to_their_caps_and_refused_one_byte_past() {
     // 512: `s` and 511 bytes of a status no node sends, read to its end.
-    let (result, _) = probe_answering(status_frame(&"x".repeat(511)), "app").await;
+    let (result, _) = probe_answering(status_frame(&"x".repeat(511))).await;
     assert_eq!(
         result.outcome,
         Outcome::BadReply(Error::UnknownStatus("x".repeat(64)))
     );
-    let (result, _) = probe_answering(513u16.to_be_bytes().to_vec(), "app").await;
+    let (result, _) = probe_answering(513u16.to_be_bytes().to_vec()).await;
     assert_eq!(result.outcome, Outcome::BadReply(Error::FrameTooLarge(513)));
 
     let mut answer = status_frame("ok");
     answer.extend_from_slice(&challenge_of_len("app@vm1", 530));
-    let (result, after) = probe_answering(answer, "app").await;
+    let (result, after) = probe_answering(answer).await;
     assert_eq!(
         result.outcome,
         Outcome::Live {
@@ -208,7 +207,7 @@ async fn frames_are_read_up_to_their_caps_and_refused_one_byte_past() {
     assert!(after.is_empty(), "the probe sent {after:?}");
     let mut answer = status_frame("ok");
     answer.extend_from_slice(&531u16.to_be_bytes());
-    let (result, _) = probe_answering(answer, "app").await;
+    let (result, _) = probe_answering(answer).await;
     assert_eq!(result.outcome, Outcome::BadReply(Error::FrameTooLarge(531)));
 }
 
@@ -219,7 +218,7 @@ async fn a_tls_alert_is_told_apart_from_an_oversized_frame() {
     let alert = vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
     let peer = FakePeer::start(Script::AnswerAndClose(alert)).await;
     let started = Instant::now();
-    let result = probe(&request(peer.addr, "app")).await;
+    let result = probe(&request(peer.addr)).await;
     assert_eq!(result.outcome, Outcome::Tls(TlsSeen::Alert));
     assert!(started.elapsed() < LONG / 4, "took {:?}", started.elapsed());
     assert_send_name(&peer.seen().await.send_name);
@@ -231,7 +230,7 @@ async fn version_5_challenge_is_a_bad_reply() {
     let mut v5 = challenge_frame(PUBLISHED, "app@vm1");
     v5[2] = b'n';
     answer.extend_from_slice(&v5);
-    let (result, _) = probe_answering(answer, "app").await;
+    let (result, _) = probe_answering(answer).await;
     assert!(
         matches!(result.outcome, Outcome::BadReply(Error::Malformed(_))),
         "{:?}",
@@ -246,7 +245,7 @@ async fn silent_peer_times_out_as_unreachable() {
     let started = Instant::now();
     let result = probe(&ProbeRequest {
         timeout,
-        ..request(peer.addr, "app")
+        ..request(peer.addr)
     })
     .await;
     let elapsed = started.elapsed();
@@ -269,7 +268,7 @@ async fn peer_stalling_inside_the_status_is_a_bad_reply_at_the_deadline() {
     let started = Instant::now();
     let result = probe(&ProbeRequest {
         timeout,
-        ..request(peer.addr, "app")
+        ..request(peer.addr)
     })
     .await;
     assert_eq!(result.outcome, Outcome::BadReply(Error::Timeout));
@@ -284,7 +283,7 @@ async fn peer_stalling_inside_the_status_is_a_bad_reply_at_the_deadline() {
 #[tokio::test]
 async fn closed_port_is_refused() {
     let addr = closed_port().await;
-    let result = probe(&request(addr, "app")).await;
+    let result = probe(&request(addr)).await;
     assert_eq!(result.outcome, Outcome::Unreachable(Error::Refused));
     assert!(result.latency < LONG / 4);
 }
@@ -292,9 +291,18 @@ async fn closed_port_is_refused() {
 #[tokio::test]
 async fn challenge_naming_another_node_is_a_mismatch() {
     for claimed in ["other@vm1", "apps@vm1", "ap@vm1"] {
-        let (result, after) = probe_answering(ok_and_challenge(claimed, false), "app").await;
+        let (result, after) = probe_answering(ok_and_challenge(claimed, false)).await;
+        // The probe takes the name the challenge gives; read for `app`, it claims another.
         assert_eq!(
             result.outcome,
+            Outcome::Live {
+                name: claimed.into(),
+                hidden: false
+            },
+            "claimed {claimed}"
+        );
+        assert_eq!(
+            expect(result.outcome, "app"),
             Outcome::NameMismatch {
                 claimed: claimed.into()
             },
@@ -306,14 +314,22 @@ async fn challenge_naming_another_node_is_a_mismatch() {
         );
     }
     // Any host the challenge names is accepted: the scan checks the naming mode.
-    let (result, _) = probe_answering(ok_and_challenge("app@elsewhere", true), "app").await;
-    assert_eq!(
-        result.outcome,
-        Outcome::Live {
-            name: "app@elsewhere".into(),
-            hidden: true
-        }
-    );
+    let (result, _) = probe_answering(ok_and_challenge("app@elsewhere", true)).await;
+    let live = Outcome::Live {
+        name: "app@elsewhere".into(),
+        hidden: true,
+    };
+    assert_eq!(result.outcome, live);
+    assert_eq!(expect(result.outcome, "app"), live);
+    // Only a live node's name is read against the alive part.
+    for other in [
+        Outcome::NotAllowed,
+        Outcome::Busy(Status::Nok),
+        Outcome::Unreachable(Error::Timeout),
+        Outcome::Tls(TlsSeen::ServerHello),
+    ] {
+        assert_eq!(expect(other.clone(), "app"), other);
+    }
 }
 
 #[tokio::test]
@@ -321,7 +337,7 @@ async fn every_cut_of_the_answer_has_its_documented_outcome() {
     let full = ok_and_challenge("app@vm1", false);
     for cut in 0..=full.len() {
         let peer = FakePeer::start(Script::AnswerAndClose(full[..cut].to_vec())).await;
-        let result = probe(&request(peer.addr, "app")).await;
+        let result = probe(&request(peer.addr)).await;
         let seen = peer.seen().await;
         assert_send_name(&seen.send_name);
         let expected = if cut == 0 {
@@ -348,7 +364,7 @@ async fn every_cut_of_a_busy_status_has_its_documented_outcome() {
     let full = status_frame("not_allowed");
     for cut in 0..full.len() {
         let peer = FakePeer::start(Script::AnswerAndClose(full[..cut].to_vec())).await;
-        let result = probe(&request(peer.addr, "app")).await;
+        let result = probe(&request(peer.addr)).await;
         peer.seen().await;
         let expected = if cut == 0 {
             Outcome::Unreachable(Error::Closed)
@@ -367,7 +383,7 @@ async fn a_challenge_with_bytes_after_the_name_is_a_live_node() {
     let mut answer = status_frame("ok");
     answer.extend_from_slice(&(challenge.len() as u16).to_be_bytes());
     answer.extend_from_slice(&challenge);
-    let (result, after) = probe_answering(answer, "app").await;
+    let (result, after) = probe_answering(answer).await;
     assert_eq!(
         result.outcome,
         Outcome::Live {

@@ -1,25 +1,27 @@
-//! `scan::run` against fake EPMDs and fake distribution peers on 127.0.0.1: what each kind of
-//! EPMD reply becomes, the skip set and the local name, and that nothing slow delays the
-//! events of what is fast.
+//! `scan::run` against fake EPMDs and fake distribution peers on loopback: what each kind of
+//! EPMD reply becomes, that exactly the plan's targets are probed, one connection per
+//! listener however many names it has, a plan that never comes, the naming rule and the
+//! local name, and that nothing slow delays the events of what is fast.
 //!
 //! Timing assertions are orderings and generous upper bounds: the tests share a small, busy
 //! machine.
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    closed_port, host, names_reply, ok_and_challenge, EpmdScript, FakeEpmd, FakePeer, Script,
-    ENDLESS_CAP,
+    closed_port, host, names, names_reply, ok_and_challenge, outcome, EpmdScript, FakeEpmd,
+    FakePeer, Recorder, Script, ServingPeer, ENDLESS_CAP,
 };
 use tinycluster_nif::epmd::{MAX_NAMES, MAX_REPLY_BYTES};
 use tinycluster_nif::error::Error;
-use tinycluster_nif::probe::Outcome;
-use tinycluster_nif::scan::{self, CandidateReport, Event, HostReport, HostSpec, ScanSpec};
+use tinycluster_nif::naming::Naming;
+use tinycluster_nif::probe::{FirstFlight, Outcome};
+use tinycluster_nif::scan::{self, HostSpec, Listed, Planner, ScanSpec, Target};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 const PROBE_NAME: &str = "tinycluster_probe_1@127.0.0.1";
 const CREATION: u32 = 0x0A0B_0C0D;
@@ -28,82 +30,6 @@ fn spec(hosts: Vec<HostSpec>) -> ScanSpec {
     ScanSpec {
         creation: CREATION,
         ..common::spec(hosts, PROBE_NAME)
-    }
-}
-
-/// Every event a scan handed to its sink, with when it arrived.
-#[derive(Clone)]
-struct Recorder {
-    start: Instant,
-    events: Arc<Mutex<Vec<(Duration, Event)>>>,
-}
-
-impl Recorder {
-    fn new() -> Recorder {
-        Recorder {
-            start: Instant::now(),
-            events: Arc::default(),
-        }
-    }
-
-    fn sink(&self) -> Arc<dyn Fn(Event) + Send + Sync> {
-        let me = self.clone();
-        Arc::new(move |event| {
-            let at = me.start.elapsed();
-            me.events.lock().unwrap().push((at, event));
-        })
-    }
-
-    fn events(&self) -> Vec<(Duration, Event)> {
-        self.events.lock().unwrap().clone()
-    }
-
-    fn host(&self, label: &str) -> (usize, Duration, HostReport) {
-        let found: Vec<_> = self
-            .events()
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, (at, e))| match e {
-                Event::Host(h) if h.label == label => Some((i, at, h)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "host {label} reported {} times",
-            found.len()
-        );
-        found.into_iter().next().unwrap()
-    }
-
-    fn candidate(&self, alive: &str) -> (usize, Duration, CandidateReport) {
-        let found: Vec<_> = self
-            .events()
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, (at, e))| match e {
-                Event::Candidate(c) if c.alive == alive => Some((i, at, c)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "candidate {alive} reported {} times",
-            found.len()
-        );
-        found.into_iter().next().unwrap()
-    }
-
-    fn candidates(&self) -> Vec<CandidateReport> {
-        self.events()
-            .into_iter()
-            .filter_map(|(_, e)| match e {
-                Event::Candidate(c) => Some(c),
-                _ => None,
-            })
-            .collect()
     }
 }
 
@@ -118,8 +44,14 @@ async fn assert_untouched(listener: &TcpListener, what: &str) {
     assert!(accepted.is_err(), "{what} was connected to");
 }
 
-fn outcome(c: &CandidateReport) -> &Outcome {
-    &c.probe.as_ref().expect("a probed candidate").outcome
+fn port_of(listener: &TcpListener) -> u16 {
+    listener.local_addr().unwrap().port()
+}
+
+/// The `send_name` this file's probes send, as a fake peer saw it.
+fn assert_our_send_name(send_name: &[u8]) {
+    assert_eq!(&send_name[17..], PROBE_NAME.as_bytes());
+    assert_eq!(&send_name[11..15], CREATION.to_be_bytes());
 }
 
 #[tokio::test]
@@ -127,33 +59,47 @@ async fn a_good_reply_leads_to_probes_of_its_nodes_and_only_those() {
     let visible = FakePeer::start(Script::Answer(ok_and_challenge("a@h", false))).await;
     let hidden = FakePeer::start(Script::Answer(ok_and_challenge("b@h", true))).await;
     let refused = closed_port().await;
-    let local = untouched_listener().await;
-    let skipped = untouched_listener().await;
+    // This node itself, listed like any other: probed (the plan would have left it out),
+    // and never reported once its challenge names it.
+    let local = FakePeer::start(Script::Answer(ok_and_challenge("me@h", false))).await;
     let reply = names_reply(&format!(
-        "name a at port {}\nname b at port {}\nname c at port {}\n\
-         name me at port {}\nname sk at port {}\n",
+        "name a at port {}\nname b at port {}\nname c at port {}\nname me at port {}\n",
         visible.addr.port(),
         hidden.addr.port(),
         refused.port(),
-        local.local_addr().unwrap().port(),
-        skipped.local_addr().unwrap().port(),
+        local.addr.port(),
     ));
     let epmd = FakeEpmd::start(EpmdScript::Reply(reply)).await;
     let recorder = Recorder::new();
-    let mut spec = spec(vec![host("local", epmd.addr, Some("h"))]);
-    spec.skip = HashSet::from(["sk@h".to_string()]);
+    let spec = spec(vec![host("local", epmd.addr, Some("h"))]);
 
-    let report = scan::run(spec, scan::Local::default(), recorder.sink()).await;
+    let report = scan::run(
+        spec,
+        scan::Local::default(),
+        common::probe_all(),
+        recorder.sink(),
+    )
+    .await;
 
     let epmd_port = epmd.addr.port();
     assert_eq!(epmd.seen().await.request, [0, 1, b'n'], "NAMES_REQ bytes");
-    let (host_index, _, host_event) = recorder.host("local");
+    let (host_index, _, listing) = recorder.listed("local");
     assert_eq!(host_index, 0, "the host is reported before its candidates");
-    assert_eq!(host_event.address, "127.0.0.1");
-    assert_eq!(host_event.epmd_port, epmd_port);
-    assert_eq!(host_event.result, Ok((5, vec![])));
+    assert_eq!(
+        (listing.index, listing.address.as_str(), listing.epmd_port),
+        (0, "127.0.0.1", epmd_port)
+    );
+    let expected = [
+        ("a", visible.addr.port()),
+        ("b", hidden.addr.port()),
+        ("c", refused.port()),
+        ("me", local.addr.port()),
+    ]
+    .map(|(alive, port)| (alive.to_owned(), port, format!("{alive}@h")));
+    assert_eq!(names(&listing), expected, "the names as listed, in order");
+    assert_eq!(listing.result.as_ref().unwrap().1, [], "nothing malformed");
     assert_eq!(report.hosts.len(), 1);
-    assert_eq!(report.hosts[0].result, host_event.result);
+    assert_eq!(report.hosts[0].result, listing.result);
 
     let (_, _, a) = recorder.candidate("a");
     assert_eq!(
@@ -178,23 +124,17 @@ async fn a_good_reply_leads_to_probes_of_its_nodes_and_only_those() {
     let (_, _, c) = recorder.candidate("c");
     assert_eq!(*outcome(&c), Outcome::Unreachable(Error::Refused));
     assert_eq!(c.name, "c@h");
-    let (_, _, sk) = recorder.candidate("sk");
-    assert!(sk.probe.is_none(), "a skipped candidate is not probed");
-    assert_eq!(sk.name, "sk@h");
-    // The local node is not a candidate at all: no event, no probe.
+    // The local node is not a candidate at all: no event, nothing in the report.
     let mut alives: Vec<_> = recorder.candidates().into_iter().map(|c| c.alive).collect();
     alives.sort();
-    assert_eq!(alives, ["a", "b", "c", "sk"]);
+    assert_eq!(alives, ["a", "b", "c"]);
     let mut reported: Vec<_> = report.candidates.iter().map(|c| c.alive.clone()).collect();
     reported.sort();
     assert_eq!(reported, alives, "the report holds what the events said");
-    assert_untouched(&local, "the local node").await;
-    assert_untouched(&skipped, "a skipped node").await;
 
-    for peer in [visible, hidden] {
+    for peer in [visible, hidden, local] {
         let seen = peer.seen().await;
-        assert_eq!(&seen.send_name[17..], PROBE_NAME.as_bytes());
-        assert_eq!(&seen.send_name[11..15], CREATION.to_be_bytes());
+        assert_our_send_name(&seen.send_name);
         assert_eq!(seen.after.unwrap(), b"", "the probe answered a challenge");
     }
 }
@@ -202,13 +142,11 @@ async fn a_good_reply_leads_to_probes_of_its_nodes_and_only_those() {
 #[tokio::test]
 async fn without_a_node_host_names_use_the_host_as_given_and_any_host_is_accepted() {
     let live = FakePeer::start(Script::Answer(ok_and_challenge("a@far.example", false))).await;
-    let local = untouched_listener().await;
-    let skipped = untouched_listener().await;
+    let local = FakePeer::start(Script::Answer(ok_and_challenge("me@127.0.0.1", false))).await;
     let reply = names_reply(&format!(
-        "name a at port {}\nname me at port {}\nname sk at port {}\n",
+        "name a at port {}\nname me at port {}\n",
         live.addr.port(),
-        local.local_addr().unwrap().port(),
-        skipped.local_addr().unwrap().port(),
+        local.addr.port(),
     ));
     let epmd = FakeEpmd::start(EpmdScript::Reply(reply)).await;
     let recorder = Recorder::new();
@@ -216,10 +154,18 @@ async fn without_a_node_host_names_use_the_host_as_given_and_any_host_is_accepte
     let label = format!("127.0.0.1:{}", epmd.addr.port());
     let mut spec = spec(vec![host(&label, epmd.addr, None)]);
     spec.local_name = "me@127.0.0.1".into();
-    spec.skip = HashSet::from(["sk@127.0.0.1".to_string(), "a@h".to_string()]);
 
-    scan::run(spec, scan::Local::default(), recorder.sink()).await;
+    scan::run(
+        spec,
+        scan::Local::default(),
+        common::probe_all(),
+        recorder.sink(),
+    )
+    .await;
 
+    let (_, _, listing) = recorder.listed(&label);
+    let listed: Vec<_> = names(&listing).into_iter().map(|(_, _, n)| n).collect();
+    assert_eq!(listed, ["a@127.0.0.1", "me@127.0.0.1"]);
     let (_, _, a) = recorder.candidate("a");
     assert_eq!(
         *outcome(&a),
@@ -232,17 +178,13 @@ async fn without_a_node_host_names_use_the_host_as_given_and_any_host_is_accepte
         a.name, "a@far.example",
         "a live node is named by its challenge"
     );
-    let (_, _, sk) = recorder.candidate("sk");
-    assert!(sk.probe.is_none());
-    assert_eq!(sk.name, "sk@127.0.0.1");
     assert_eq!(
         recorder.candidates().len(),
-        2,
+        1,
         "me@127.0.0.1 is the local node"
     );
-    assert_untouched(&local, "the local node").await;
-    assert_untouched(&skipped, "a skipped node").await;
     live.seen().await;
+    local.seen().await;
     epmd.seen().await;
 }
 
@@ -280,13 +222,21 @@ async fn bad_lines_are_skipped_and_reported_with_the_host() {
     let report = scan::run(
         spec(vec![host("local", epmd.addr, Some("h"))]),
         scan::Local::default(),
+        common::probe_all(),
         recorder.sink(),
     )
     .await;
 
-    let (_, _, h) = recorder.host("local");
-    let (count, malformed) = h.result.expect("the reply is an EPMD reply");
-    assert_eq!(count, 1);
+    let (_, _, h) = recorder.listed("local");
+    let (listed, malformed) = h.result.expect("the reply is an EPMD reply");
+    assert_eq!(
+        listed,
+        [Listed {
+            alive: "good".into(),
+            port: live.addr.port(),
+            name: "good@h".into()
+        }]
+    );
     let got: Vec<_> = malformed
         .iter()
         .map(|m| (m.sample.as_str(), m.reason))
@@ -329,19 +279,25 @@ async fn garbage_replies_are_malformed_and_probe_nothing() {
     }
     let recorder = Recorder::new();
 
-    let report = scan::run(spec(hosts), scan::Local::default(), recorder.sink()).await;
+    let report = scan::run(
+        spec(hosts),
+        scan::Local::default(),
+        common::probe_all(),
+        recorder.sink(),
+    )
+    .await;
 
     for label in ["http", "empty", "short", "port-zero", "port-too-big"] {
-        let (_, _, h) = recorder.host(label);
+        let (_, _, h) = recorder.listed(label);
         assert!(
             matches!(h.result, Err(Error::Malformed(_))),
             "{label}: {:?}",
             h.result
         );
     }
-    let (_, _, h) = recorder.host("binary-body");
-    let (count, malformed) = h.result.expect("a valid port makes it an EPMD reply");
-    assert_eq!(count, 0);
+    let (_, _, h) = recorder.listed("binary-body");
+    let (listed, malformed) = h.result.expect("a valid port makes it an EPMD reply");
+    assert!(listed.is_empty());
     let reasons: Vec<_> = malformed.iter().map(|m| m.reason).collect();
     assert_eq!(
         reasons,
@@ -373,10 +329,11 @@ async fn a_closed_epmd_port_is_refused() {
     let report = scan::run(
         spec(vec![host("gone", addr, None)]),
         scan::Local::default(),
+        common::probe_all(),
         recorder.sink(),
     )
     .await;
-    let (_, _, h) = recorder.host("gone");
+    let (_, _, h) = recorder.listed("gone");
     assert_eq!(h.result, Err(Error::Refused));
     assert_eq!(h.address, "127.0.0.1");
     assert!(report.candidates.is_empty());
@@ -389,9 +346,15 @@ async fn a_reply_that_never_ends_is_cut_at_the_byte_cap() {
     let mut spec = spec(vec![host("endless", epmd.addr, Some("h"))]);
     spec.epmd_timeout = Duration::from_secs(8);
 
-    let report = scan::run(spec, scan::Local::default(), recorder.sink()).await;
+    let report = scan::run(
+        spec,
+        scan::Local::default(),
+        common::probe_all(),
+        recorder.sink(),
+    )
+    .await;
 
-    let (_, _, h) = recorder.host("endless");
+    let (_, _, h) = recorder.listed("endless");
     // The byte cap stops it, not the clock: a Timeout here would mean the read is unbounded.
     assert_eq!(h.result, Err(Error::ReplyTooLarge(MAX_REPLY_BYTES)));
     assert!(h.latency < Duration::from_secs(8), "took {:?}", h.latency);
@@ -414,10 +377,16 @@ async fn a_silent_epmd_times_out_at_the_epmd_timeout() {
     spec.epmd_timeout = timeout;
     let started = Instant::now();
 
-    let report = scan::run(spec, scan::Local::default(), recorder.sink()).await;
+    let report = scan::run(
+        spec,
+        scan::Local::default(),
+        common::probe_all(),
+        recorder.sink(),
+    )
+    .await;
 
     let elapsed = started.elapsed();
-    let (_, _, h) = recorder.host("silent");
+    let (_, _, h) = recorder.listed("silent");
     assert_eq!(h.result, Err(Error::Timeout));
     assert!(h.latency >= timeout, "gave up early: {:?}", h.latency);
     assert!(elapsed < timeout * 3, "took {elapsed:?}");
@@ -458,11 +427,17 @@ async fn too_many_names_are_refused_without_a_probe() {
         host("huge", huge.addr, Some("h")),
     ];
 
-    let report = scan::run(spec(hosts), scan::Local::default(), recorder.sink()).await;
+    let report = scan::run(
+        spec(hosts),
+        scan::Local::default(),
+        common::probe_all(),
+        recorder.sink(),
+    )
+    .await;
 
-    let (_, _, h) = recorder.host("crowded");
+    let (_, _, h) = recorder.listed("crowded");
     assert_eq!(h.result, Err(Error::TooManyNames(MAX_NAMES)));
-    let (_, _, h) = recorder.host("huge");
+    let (_, _, h) = recorder.listed("huge");
     assert_eq!(h.result, Err(Error::ReplyTooLarge(MAX_REPLY_BYTES)));
     assert!(report.candidates.is_empty() && recorder.candidates().is_empty());
     crowded.seen().await;
@@ -485,7 +460,13 @@ async fn a_hung_candidate_does_not_delay_a_live_one() {
     let mut spec = spec(vec![host("local", epmd.addr, Some("h"))]);
     spec.probe_timeout = probe_timeout;
 
-    let report = scan::run(spec, scan::Local::default(), recorder.sink()).await;
+    let report = scan::run(
+        spec,
+        scan::Local::default(),
+        common::probe_all(),
+        recorder.sink(),
+    )
+    .await;
 
     let (live_index, live_at, live_event) = recorder.candidate("live");
     let (hung_index, hung_at, hung_event) = recorder.candidate("hung");
@@ -528,11 +509,17 @@ async fn a_silent_epmd_does_not_delay_another_host() {
     ]);
     spec.epmd_timeout = epmd_timeout;
 
-    let report = scan::run(spec, scan::Local::default(), recorder.sink()).await;
+    let report = scan::run(
+        spec,
+        scan::Local::default(),
+        common::probe_all(),
+        recorder.sink(),
+    )
+    .await;
 
-    let (good_index, good_at, _) = recorder.host("good");
+    let (good_index, good_at, _) = recorder.listed("good");
     let (live_index, live_at, _) = recorder.candidate("live");
-    let (silent_index, silent_at, silent_event) = recorder.host("silent");
+    let (silent_index, silent_at, silent_event) = recorder.listed("silent");
     assert_eq!(silent_event.result, Err(Error::Timeout));
     assert!(good_index < live_index && live_index < silent_index);
     assert!(good_at < epmd_timeout / 2, "good host after {good_at:?}");
@@ -549,143 +536,6 @@ async fn a_silent_epmd_does_not_delay_another_host() {
 }
 
 #[tokio::test]
-async fn held_candidates_are_reported_held_and_never_connected() {
-    let held = untouched_listener().await;
-    let live = FakePeer::start(Script::Answer(ok_and_challenge("b@vm", false))).await;
-    let held_port = held.local_addr().unwrap().port();
-    let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&format!(
-        "name a at port {held_port}\nname b at port {}\n",
-        live.addr.port()
-    ))))
-    .await;
-    let mut spec = spec(vec![host("h", epmd.addr, Some("vm"))]);
-    // `b` is held at another port: the node restarted, so it is probed.
-    spec.hold = [("h", "a", held_port), ("h", "b", 1)]
-        .into_iter()
-        .map(|(h, a, p)| (h.to_owned(), a.to_owned(), p))
-        .collect();
-    let recorder = Recorder::new();
-    scan::run(spec, scan::Local::default(), recorder.sink()).await;
-    let (_, _, a) = recorder.candidate("a");
-    assert!(a.held && a.probe.is_none(), "{a:?}");
-    let (_, _, b) = recorder.candidate("b");
-    assert!(!b.held && matches!(outcome(&b), Outcome::Live { .. }));
-    assert_untouched(&held, "the held candidate").await;
-    live.seen().await;
-}
-
-/// A listing of `names`, each at the port of an untouched listener (a probe would fail it).
-async fn listing_of(names: &[&str]) -> (Vec<TcpListener>, String) {
-    let mut listeners = Vec::new();
-    let mut reply = String::new();
-    for name in names {
-        let l = untouched_listener().await;
-        reply.push_str(&format!(
-            "name {name} at port {}\n",
-            l.local_addr().unwrap().port()
-        ));
-        listeners.push(l);
-    }
-    (listeners, reply)
-}
-
-async fn scan_with(reply: &str, last: Option<u64>, skip: &[&str]) -> (Recorder, scan::ScanReport) {
-    let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(reply))).await;
-    let recorder = Recorder::new();
-    let mut spec = spec(vec![host("local", epmd.addr, Some("h"))]);
-    spec.skip = skip.iter().map(|s| s.to_string()).collect();
-    spec.hold = HashSet::from([("local".into(), "held".into(), 1)]);
-    if let Some(digest) = last {
-        spec.last_listings = HashMap::from([("local".to_string(), digest)]);
-    }
-    let report = scan::run(spec, scan::Local::default(), recorder.sink()).await;
-    (recorder, report)
-}
-
-#[tokio::test]
-async fn the_same_listing_all_connected_sends_no_event_at_all() {
-    let (listeners, reply) = listing_of(&["a", "b"]).await;
-    let skip = ["a@h", "b@h"];
-    let (first, _) = scan_with(&reply, None, &skip).await;
-    let (_, _, host1) = first.host("local");
-    let digest = host1.listing.expect("a listing digest");
-    assert!(!host1.unchanged, "nothing to compare with yet");
-    assert_eq!(first.candidates().len(), 2);
-
-    let (second, report) = scan_with(&reply, Some(digest), &skip).await;
-    assert!(
-        second.events().is_empty(),
-        "no event at all: {:?}",
-        second.events()
-    );
-    let host2 = &report.hosts[0];
-    assert_eq!((host2.listing, host2.unchanged), (Some(digest), true));
-    assert_eq!(host2.result.as_ref().map(|r| r.0).ok(), Some(2));
-    let mut reported: Vec<_> = report.candidates.iter().map(|c| c.alive.clone()).collect();
-    reported.sort();
-    assert_eq!(reported, ["a", "b"], "the report still lists them");
-    for l in &listeners {
-        assert_untouched(l, "a connected node").await;
-    }
-}
-
-#[tokio::test]
-async fn a_new_port_a_new_name_or_a_name_to_probe_is_told_candidate_by_candidate() {
-    let (_listeners, reply) = listing_of(&["a", "b"]).await;
-    let (first, _) = scan_with(&reply, None, &["a@h", "b@h"]).await;
-    let digest = first.host("local").2.listing.unwrap();
-
-    // b restarted: same name, another port.
-    let (_moved, moved) = listing_of(&["a", "b"]).await;
-    let (seen, _) = scan_with(&moved, Some(digest), &["a@h", "b@h"]).await;
-    assert!(!seen.host("local").2.unchanged);
-    assert_eq!(seen.candidates().len(), 2);
-
-    // A new name.
-    let (_more, more) = listing_of(&["c"]).await;
-    let grown = format!("{reply}{more}");
-    let (seen, _) = scan_with(&grown, Some(digest), &["a@h", "b@h", "c@h"]).await;
-    assert!(!seen.host("local").2.unchanged);
-    assert_eq!(seen.candidates().len(), 3);
-
-    // Same listing, but b is no longer connected: it is probed and reported.
-    let (seen, _) = scan_with(&reply, Some(digest), &["a@h"]).await;
-    assert!(!seen.host("local").2.unchanged);
-    seen.candidate("a");
-    seen.candidate("b");
-}
-
-#[tokio::test]
-async fn held_back_candidates_count_as_nothing_to_probe() {
-    let reply = "name a at port 1\nname held at port 1\n".to_string();
-    let (first, _) = scan_with(&reply, None, &["a@h"]).await;
-    let (_, _, host1) = first.host("local");
-    let (second, report) = scan_with(&reply, host1.listing, &["a@h"]).await;
-    assert!(report.hosts[0].unchanged);
-    assert!(second.events().is_empty(), "{:?}", second.events());
-}
-
-#[tokio::test]
-async fn a_name_longer_than_an_atom_is_a_bad_reply_and_never_probed() {
-    // 250 letters and `@127.0.0.1` make 260 bytes: EPMD accepts such an alive part, but no
-    // node can have the name, and an atom of it raises in the owner.
-    let alive = "a".repeat(250);
-    let (listeners, reply) = listing_of(&[&alive]).await;
-    let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&reply))).await;
-    let recorder = Recorder::new();
-    scan::run(
-        spec(vec![host("127.0.0.1", epmd.addr, None)]),
-        scan::Local::default(),
-        recorder.sink(),
-    )
-    .await;
-    let (_, _, c) = recorder.candidate(&alive);
-    assert_eq!(c.name.len(), 260);
-    assert_eq!(outcome(&c), &Outcome::BadReply(Error::NameTooLong(260)));
-    assert_untouched(&listeners[0], "the over-long name").await;
-}
-
-#[tokio::test]
 async fn a_challenge_naming_more_than_an_atom_holds_is_a_bad_reply() {
     // EPMD lists a short alive part; the listener's challenge names a 260-byte node.
     let claimed = format!("{}@127.0.0.1", "b".repeat(250));
@@ -699,6 +549,7 @@ async fn a_challenge_naming_more_than_an_atom_holds_is_a_bad_reply() {
     scan::run(
         spec(vec![host("127.0.0.1", epmd.addr, None)]),
         scan::Local::default(),
+        common::probe_all(),
         recorder.sink(),
     )
     .await;
@@ -709,101 +560,257 @@ async fn a_challenge_naming_more_than_an_atom_holds_is_a_bad_reply() {
 }
 
 #[tokio::test]
-async fn the_gate_sees_the_full_names_the_candidates_will_have_and_admits_by_them() {
-    let (listeners, reply) = listing_of(&["a", "b"]).await;
-    let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&reply))).await;
+async fn the_plans_targets_are_probed_and_nothing_else() {
+    let left_out = untouched_listener().await;
+    let elsewhere = untouched_listener().await;
+    let unlisted = untouched_listener().await;
+    let live = FakePeer::start(Script::Answer(ok_and_challenge("b@vm", false))).await;
+    let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&format!(
+        "name a at port {}\nname b at port {}\n",
+        port_of(&left_out),
+        live.addr.port()
+    ))))
+    .await;
     let label = format!("127.0.0.1:{}", epmd.addr.port());
     let asked = Arc::new(Mutex::new(Vec::new()));
     let seen = asked.clone();
-    let mut spec = spec(vec![host(&label, epmd.addr, None)]);
-    spec.gate = Some(scan::Gate(Arc::new(move |index, label, names| {
-        seen.lock().unwrap().push((index, label.to_owned(), names));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // Only `b`, by its full name.
-        let _ = tx.send(vec!["b@127.0.0.1".to_owned()]);
-        rx
-    })));
-    spec.probe_timeout = Duration::from_millis(200);
+    let (elsewhere_port, unlisted_port) = (port_of(&elsewhere), port_of(&unlisted));
+    let target = |alive: &str, port| Target {
+        alive: alive.into(),
+        port,
+        first_flight: FirstFlight::SendName,
+    };
+    let planner = Planner::with(move |listing| {
+        seen.lock().unwrap().push(listing.clone());
+        let b = names(listing)[1].1;
+        vec![
+            // `a` is left out; `b` is asked for twice, and probed once.
+            target("b", b),
+            // Neither was listed: a name at another name's port, a listed name elsewhere.
+            target("zz", b),
+            target("zz", unlisted_port),
+            target("a", elsewhere_port),
+            target("b", b),
+        ]
+    });
     let recorder = Recorder::new();
     let local = scan::Local {
-        naming: tinycluster_nif::naming::Naming::Short,
+        naming: Naming::Short,
         family: None,
     };
-    scan::run(spec, local, recorder.sink()).await;
+
+    let report = scan::run(
+        spec(vec![host(&label, epmd.addr, None)]),
+        local,
+        planner,
+        recorder.sink(),
+    )
+    .await;
+
+    // The plan saw the listing the owner sees, names as the candidates will have them.
     let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
     assert_eq!(
-        asked,
-        vec![(
-            0,
-            label,
-            vec!["a@127.0.0.1".to_owned(), "b@127.0.0.1".to_owned()]
-        )]
+        (asked[0].index, asked[0].label.as_str()),
+        (0, label.as_str())
     );
-    let names: Vec<String> = recorder.candidates().into_iter().map(|c| c.name).collect();
-    assert_eq!(names, vec!["b@127.0.0.1".to_owned()]);
-    assert_untouched(&listeners[0], "the node the gate kept out").await;
-}
-
-/// A listener per name, none of which accepts: whether a probe connected shows in its backlog.
-async fn listeners(names: &[&str]) -> Vec<(String, TcpListener)> {
-    let mut all = Vec::new();
-    for name in names {
-        all.push((name.to_string(), untouched_listener().await));
-    }
-    all
-}
-
-async fn listing(all: &[(String, TcpListener)]) -> FakeEpmd {
-    let lines: String = all
-        .iter()
-        .map(|(name, l)| format!("name {name} at port {}\n", l.local_addr().unwrap().port()))
-        .collect();
-    FakeEpmd::start(EpmdScript::Reply(names_reply(&lines))).await
-}
-
-async fn touched(listener: &TcpListener) -> bool {
-    tokio::time::timeout(Duration::from_millis(200), listener.accept())
-        .await
-        .is_ok()
+    assert_eq!(
+        names(&asked[0]),
+        [
+            ("a".into(), port_of(&left_out), "a@127.0.0.1".into()),
+            ("b".into(), live.addr.port(), "b@127.0.0.1".into())
+        ]
+    );
+    let (_, _, b) = recorder.candidate("b");
+    assert_eq!(
+        (b.name.as_str(), b.port, outcome(&b)),
+        (
+            "b@vm",
+            live.addr.port(),
+            &Outcome::Live {
+                name: "b@vm".into(),
+                hidden: false
+            }
+        )
+    );
+    assert_eq!(
+        recorder.candidates().len(),
+        1,
+        "{:?}",
+        recorder.candidates()
+    );
+    assert_eq!(report.candidates.len(), 1);
+    assert_untouched(&left_out, "the name the plan left out").await;
+    assert_untouched(&elsewhere, "a listed name at a port it was not listed at").await;
+    assert_untouched(&unlisted, "a name the host never listed").await;
+    let seen = live.seen().await;
+    assert_our_send_name(&seen.send_name);
 }
 
 #[tokio::test]
-async fn past_its_budget_a_scan_defers_candidates_and_probes_those_named_first() {
-    let one = listeners(&["a", "b", "c"]).await;
-    let two = listeners(&["d", "e"]).await;
-    let (epmd_one, epmd_two) = (listing(&one).await, listing(&two).await);
-    let recorder = Recorder::new();
-    let mut spec = spec(vec![
-        host("one", epmd_one.addr, Some("h")),
-        host("two", epmd_two.addr, Some("h")),
-    ]);
-    spec.probe_timeout = Duration::from_millis(300);
-    spec.budget.limit = 3;
-    spec.budget.first = vec![("two".into(), "e".into()), ("one".into(), "c".into())];
+async fn names_listed_at_one_port_share_one_connection_and_each_reads_the_answer() {
+    // One node; its EPMD (stale entries, or a listener that lies) lists three names at its
+    // port.
+    let node = ServingPeer::start_on("127.0.0.1", ok_and_challenge("b@h", false)).await;
+    let port = node.addr.port();
+    let reply = format!("name a at port {port}\nname b at port {port}\nname c at port {port}\n");
 
-    let report = scan::run(spec, scan::Local::default(), recorder.sink()).await;
+    for scans in 1..=2 {
+        let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&reply))).await;
+        let recorder = Recorder::new();
+        scan::run(
+            spec(vec![host("local", epmd.addr, Some("h"))]),
+            scan::Local::default(),
+            common::probe_all(),
+            recorder.sink(),
+        )
+        .await;
+        epmd.seen().await;
 
-    let deferred: Vec<_> = report.candidates.iter().filter(|c| c.deferred).collect();
-    let probed: Vec<_> = report
-        .candidates
-        .iter()
-        .filter(|c| c.probe.is_some())
-        .collect();
-    assert_eq!(
-        (deferred.len(), probed.len()),
-        (2, 3),
-        "{:?}",
-        report.candidates
-    );
-    assert!(deferred.iter().all(|c| c.probe.is_none() && !c.held));
-    let probed_names: HashSet<_> = probed.iter().map(|c| c.alive.as_str()).collect();
-    assert!(probed_names.contains("c") && probed_names.contains("e"));
-    // A deferred candidate sends no event: its owner learns nothing of it yet.
-    let told: HashSet<_> = recorder.candidates().into_iter().map(|c| c.alive).collect();
-    assert_eq!(told, probed_names.iter().map(|s| s.to_string()).collect());
-    // On the wire: exactly the probed ones were connected to.
-    for (name, listener) in one.iter().chain(two.iter()) {
-        let expected = probed_names.contains(name.as_str());
-        assert_eq!(touched(listener).await, expected, "{name}");
+        // One connection per scan, whatever the names.
+        assert_eq!(node.accepted(), scans, "connections after {scans} scans");
+        let seen = node.served(1).await;
+        assert_eq!(seen.len(), 1);
+        assert_our_send_name(&seen[0].send_name);
+        assert_eq!(seen[0].after.as_deref(), Some(&b""[..]));
+        // Each name reads the one answer against its own alive part.
+        let (_, _, b) = recorder.candidate("b");
+        assert_eq!(
+            (b.name.as_str(), outcome(&b)),
+            (
+                "b@h",
+                &Outcome::Live {
+                    name: "b@h".into(),
+                    hidden: false
+                }
+            )
+        );
+        for alive in ["a", "c"] {
+            let (_, _, c) = recorder.candidate(alive);
+            assert_eq!(
+                (c.name.as_str(), c.port, outcome(&c)),
+                (
+                    format!("{alive}@h").as_str(),
+                    port,
+                    &Outcome::NameMismatch {
+                        claimed: "b@h".into()
+                    }
+                ),
+                "{alive}"
+            );
+        }
+        assert_eq!(recorder.candidates().len(), 3);
     }
+}
+
+/// A planner that answers only the hosts `answered` names, at once with every name; the
+/// others never hear back while the scan runs (their answers are kept, unsent), except
+/// `dropped`, whose answer is dropped at once.
+fn planner_answering(answered: &'static str, dropped: &'static str) -> Planner {
+    let kept: Arc<Mutex<Vec<oneshot::Sender<Vec<Target>>>>> = Arc::default();
+    Planner(Arc::new(move |listing| {
+        let (tx, rx) = oneshot::channel();
+        if listing.label == answered {
+            let _ = tx.send(common::every_name(listing, FirstFlight::SendName));
+        } else if listing.label != dropped {
+            kept.lock().unwrap().push(tx);
+        }
+        rx
+    }))
+}
+
+#[tokio::test]
+async fn a_plan_that_never_comes_is_a_plan_timeout_and_the_scan_ends() {
+    let epmd_timeout = Duration::from_millis(600);
+    let waiting = untouched_listener().await;
+    let dropped = untouched_listener().await;
+    let live = FakePeer::start(Script::Answer(ok_and_challenge("live@h", false))).await;
+    let line = |alive: &str, port: u16| names_reply(&format!("name {alive} at port {port}\n"));
+    let waiting_epmd = FakeEpmd::start(EpmdScript::Reply(line("w", port_of(&waiting)))).await;
+    let dropped_epmd = FakeEpmd::start(EpmdScript::Reply(line("d", port_of(&dropped)))).await;
+    let good_epmd = FakeEpmd::start(EpmdScript::Reply(line("live", live.addr.port()))).await;
+    let mut spec = spec(vec![
+        host("waiting", waiting_epmd.addr, Some("h")),
+        host("dropped", dropped_epmd.addr, Some("h")),
+        host("good", good_epmd.addr, Some("h")),
+    ]);
+    spec.epmd_timeout = epmd_timeout;
+    let recorder = Recorder::new();
+    let started = Instant::now();
+
+    let report = scan::run(
+        spec,
+        scan::Local::default(),
+        planner_answering("good", "dropped"),
+        recorder.sink(),
+    )
+    .await;
+
+    let elapsed = started.elapsed();
+    // The listing went out as EPMD gave it; the host is a plan timeout in the report.
+    let (_, listed_at, listing) = recorder.listed("waiting");
+    assert_eq!(names(&listing).len(), 1);
+    let results: Vec<_> = report.hosts.iter().map(|h| h.result.clone()).collect();
+    assert_eq!(results[0], Err(Error::PlanTimeout));
+    assert_eq!(results[1], Err(Error::PlanTimeout), "an answer dropped");
+    assert!(results[2].is_ok());
+    // It waited its EPMD timeout for the plan, and not much longer; the scan then ended.
+    assert!(
+        elapsed >= listed_at + epmd_timeout,
+        "gave up early: {elapsed:?}"
+    );
+    assert!(elapsed < epmd_timeout * 4, "took {elapsed:?}");
+    // The host that was answered did not wait for the one that was not.
+    let (_, live_at, c) = recorder.candidate("live");
+    assert!(matches!(outcome(&c), Outcome::Live { .. }));
+    assert!(live_at < listed_at + epmd_timeout, "after {live_at:?}");
+    assert_eq!(report.candidates.len(), 1);
+    assert_untouched(&waiting, "a name whose plan never came").await;
+    assert_untouched(&dropped, "a name whose plan was dropped").await;
+    live.seen().await;
+}
+
+#[tokio::test]
+async fn a_node_of_the_other_naming_mode_is_not_live() {
+    let long = FakePeer::start(Script::Answer(ok_and_challenge("a@a.example", false))).await;
+    let short = FakePeer::start(Script::Answer(ok_and_challenge("b@vm", false))).await;
+    let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&format!(
+        "name a at port {}\nname b at port {}\n",
+        long.addr.port(),
+        short.addr.port()
+    ))))
+    .await;
+    let recorder = Recorder::new();
+    let local = scan::Local {
+        naming: Naming::Short,
+        family: None,
+    };
+    scan::run(
+        spec(vec![host("127.0.0.1", epmd.addr, None)]),
+        local,
+        common::probe_all(),
+        recorder.sink(),
+    )
+    .await;
+    let (_, _, a) = recorder.candidate("a");
+    assert_eq!(
+        outcome(&a),
+        &Outcome::OtherNaming {
+            claimed: "a@a.example".into()
+        }
+    );
+    assert_eq!(a.name, "a@127.0.0.1", "named as listed, not as it claims");
+    let (_, _, b) = recorder.candidate("b");
+    assert_eq!(
+        (b.name.as_str(), outcome(&b)),
+        (
+            "b@vm",
+            &Outcome::Live {
+                name: "b@vm".into(),
+                hidden: false
+            }
+        )
+    );
+    long.seen().await;
+    short.seen().await;
 }

@@ -1,6 +1,7 @@
 //! The TLS probe against fake TLS listeners on 127.0.0.1: the exact ClientHello on the wire,
 //! the outcome of a ServerHello, of an alert, of a plain distribution node and of garbage,
-//! and which candidates of a scan get the ClientHello.
+//! and that a scan sends the ClientHello to the targets its plan opens with it, and only
+//! to those.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{names_reply, ok_and_challenge, EpmdScript, FakeEpmd, FakePeer, Script, BOUND};
 use tinycluster_nif::error::Error;
 use tinycluster_nif::probe::{probe, FirstFlight, Outcome, ProbeRequest, TlsSeen};
-use tinycluster_nif::scan::{self, CandidateReport, Event, ScanSpec, TlsProbes};
+use tinycluster_nif::scan::{self, CandidateReport, Event, Planner, ScanSpec, Target};
 use tinycluster_nif::tls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -68,7 +69,6 @@ async fn tls_peer(answer: Vec<u8>) -> (SocketAddr, JoinHandle<TlsSeenByPeer>) {
 fn request(addr: SocketAddr, timeout: Duration) -> ProbeRequest<'static> {
     ProbeRequest {
         addr,
-        alive: "app",
         probe_name: PROBE_NAME,
         creation: 1,
         timeout,
@@ -169,22 +169,22 @@ async fn a_peer_that_closes_on_the_hello_is_not_tls() {
     closer.await.unwrap();
 }
 
-fn spec(epmd: SocketAddr, tls: TlsProbes) -> ScanSpec {
+fn spec(epmd: SocketAddr) -> ScanSpec {
     ScanSpec {
         local_name: "me@vm".into(),
         probe_timeout: LONG,
         epmd_timeout: LONG,
-        tls,
         ..common::spec(vec![common::host("h", epmd, Some("vm"))], PROBE_NAME)
     }
 }
 
-async fn run(spec: ScanSpec) -> Vec<CandidateReport> {
+async fn run(spec: ScanSpec, planner: Planner) -> Vec<CandidateReport> {
     let found = Arc::new(Mutex::new(Vec::new()));
     let sink = found.clone();
     scan::run(
         spec,
         scan::Local::default(),
+        planner,
         Arc::new(move |e| {
             if let Event::Candidate(c) = e {
                 sink.lock().unwrap().push(c);
@@ -197,12 +197,8 @@ async fn run(spec: ScanSpec) -> Vec<CandidateReport> {
     found
 }
 
-fn outcome(c: &CandidateReport) -> &Outcome {
-    &c.probe.as_ref().expect("probed").outcome
-}
-
 #[tokio::test]
-async fn a_scan_sends_the_hello_only_to_the_listed_host_name_and_port() {
+async fn a_scan_sends_the_hello_only_to_the_targets_planned_with_it() {
     let (tls_addr, tls_peer_task) = tls_peer(server_flight()).await;
     let plain = FakePeer::start(Script::Answer(ok_and_challenge("plain@vm", false))).await;
     let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&format!(
@@ -211,36 +207,54 @@ async fn a_scan_sends_the_hello_only_to_the_listed_host_name_and_port() {
         plain.addr.port()
     ))))
     .await;
-    // Same alive and host, other port; other host label, same port: neither matches.
-    let listed = [
-        ("h", "secure", tls_addr.port()),
-        ("h", "plain", 1),
-        ("other", "plain", plain.addr.port()),
-    ]
-    .into_iter()
-    .map(|(h, a, p)| (h.to_owned(), a.to_owned(), p))
-    .collect();
-    let found = run(spec(epmd.addr, TlsProbes::Listed(listed))).await;
+    // The plan opens `secure` with the ClientHello, `plain` with send_name.
+    let planner = Planner::with(|listing| {
+        common::every_name(listing, FirstFlight::SendName)
+            .into_iter()
+            .map(|t| Target {
+                first_flight: if t.alive == "secure" {
+                    FirstFlight::ClientHello
+                } else {
+                    FirstFlight::SendName
+                },
+                ..t
+            })
+            .collect()
+    });
+    let found = run(spec(epmd.addr), planner).await;
     assert_eq!(found.len(), 2);
     assert_eq!(found[0].alive, "plain");
-    assert!(matches!(outcome(&found[0]), Outcome::Live { .. }));
+    assert!(matches!(found[0].probe.outcome, Outcome::Live { .. }));
     assert_eq!(found[1].name, "secure@vm");
-    assert_eq!(outcome(&found[1]), &Outcome::Tls(TlsSeen::ServerHello));
+    assert_eq!(found[1].probe.outcome, Outcome::Tls(TlsSeen::ServerHello));
     assert_client_hello(&tls_peer_task.await.unwrap().hello);
-    plain.seen().await;
+    // The plain node got a send_name, whole (the fake read it as one frame).
+    assert_eq!(&plain.seen().await.send_name[17..], PROBE_NAME.as_bytes());
 }
 
 #[tokio::test]
-async fn a_tls_local_node_sees_a_server_hello_as_live_under_the_listed_name() {
+async fn a_server_hello_is_a_tls_listener_under_the_listed_name() {
+    // Every name opened with the ClientHello, as for a local node that runs TLS: what the
+    // ServerHello means is the owner's to say.
     let (tls_addr, tls_peer_task) = tls_peer(server_flight()).await;
     let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&format!(
         "name secure at port {}\n",
         tls_addr.port()
     ))))
     .await;
-    let found = run(spec(epmd.addr, TlsProbes::All)).await;
+    let found = run(
+        spec(epmd.addr),
+        common::probe_all_with(FirstFlight::ClientHello),
+    )
+    .await;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].name, "secure@vm");
-    assert_eq!(outcome(&found[0]), &Outcome::TlsLive);
-    tls_peer_task.await.unwrap();
+    assert_eq!(found[0].probe.outcome, Outcome::Tls(TlsSeen::ServerHello));
+    let seen = tls_peer_task.await.unwrap();
+    assert_client_hello(&seen.hello);
+    assert!(
+        seen.more.is_empty(),
+        "sent after the hello: {:?}",
+        seen.more
+    );
 }

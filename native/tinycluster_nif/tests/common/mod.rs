@@ -1,6 +1,6 @@
 //! Byte-exact fake peers for the integration tests: a distribution listener that reads a
 //! probe's `send_name` and answers with scripted bytes, and an EPMD that answers
-//! `NAMES_REQ` with scripted bytes.
+//! `NAMES_REQ` with scripted bytes; and the planners and event recorder the scan tests share.
 //!
 //! The frames are built here by hand, not with the crate's encoders, so that a test compares
 //! the crate against the protocol rather than against itself. Every fake ends by itself: each
@@ -9,11 +9,15 @@
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tinycluster_nif::scan::{HostSpec, ScanSpec, TlsProbes};
+use tinycluster_nif::probe::{FirstFlight, Outcome};
+use tinycluster_nif::scan::{
+    CandidateReport, Event, HostListing, HostSpec, Listed, Planner, ScanSpec, Target,
+};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -92,7 +96,12 @@ pub struct FakePeer {
 impl FakePeer {
     /// Binds `127.0.0.1:0` and serves one connection with `script`.
     pub async fn start(script: Script) -> FakePeer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        FakePeer::start_on("127.0.0.1", script).await
+    }
+
+    /// Binds loopback address `ip`, port 0, and serves one connection with `script`.
+    pub async fn start_on(ip: &str, script: Script) -> FakePeer {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let task = tokio::spawn(async move {
             let (mut stream, _) = tokio::time::timeout(BOUND, listener.accept())
@@ -204,7 +213,12 @@ pub struct FakeEpmd {
 impl FakeEpmd {
     /// Binds `127.0.0.1:0` and serves one connection with `script`.
     pub async fn start(script: EpmdScript) -> FakeEpmd {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        FakeEpmd::start_on("127.0.0.1", script).await
+    }
+
+    /// Binds loopback address `ip`, port 0, and serves one connection with `script`.
+    pub async fn start_on(ip: &str, script: EpmdScript) -> FakeEpmd {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let task = tokio::spawn(async move {
             let (mut stream, _) = tokio::time::timeout(BOUND, listener.accept())
@@ -306,22 +320,225 @@ pub fn host(label: &str, epmd: SocketAddr, node_host: Option<&str>) -> HostSpec 
     }
 }
 
-/// A scan of `hosts` under `probe_name`, as the local node `me@h`: 10 s timeouts, nothing
-/// skipped, held or probed with TLS, the default budget. Tests change what they test with
-/// struct update syntax.
+/// A scan of `hosts` under `probe_name`, as the local node `me@h`, with 10 s timeouts.
+/// Tests change what they test with struct update syntax.
 pub fn spec(hosts: Vec<HostSpec>, probe_name: &str) -> ScanSpec {
     ScanSpec {
         hosts,
         probe_name: probe_name.into(),
         creation: 1,
         local_name: "me@h".into(),
-        skip: HashSet::new(),
         probe_timeout: Duration::from_secs(10),
         epmd_timeout: Duration::from_secs(10),
-        gate: None,
-        tls: TlsProbes::None,
-        hold: HashSet::new(),
-        last_listings: Default::default(),
-        budget: Default::default(),
     }
+}
+
+/// Every name a listing holds, as a target opening with `first_flight`, in the listing's
+/// order (none when its EPMD failed).
+pub fn every_name(listing: &HostListing, first_flight: FirstFlight) -> Vec<Target> {
+    match &listing.result {
+        Ok((names, _)) => names
+            .iter()
+            .map(|l| Target {
+                alive: l.alive.clone(),
+                port: l.port,
+                first_flight,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The plan of a scan that tests no plan: every name each host lists, with `send_name`.
+pub fn probe_all() -> Planner {
+    probe_all_with(FirstFlight::SendName)
+}
+
+/// Every name each host lists, opening with `first_flight`.
+pub fn probe_all_with(first_flight: FirstFlight) -> Planner {
+    Planner::with(move |listing| every_name(listing, first_flight))
+}
+
+/// `(alive, port, name)` of each name a listing holds; panics if its EPMD failed.
+pub fn names(listing: &HostListing) -> Vec<(String, u16, String)> {
+    let (names, _) = listing.result.as_ref().expect("a listing");
+    names
+        .iter()
+        .map(|Listed { alive, port, name }| (alive.clone(), *port, name.clone()))
+        .collect()
+}
+
+/// A candidate's outcome.
+pub fn outcome(c: &CandidateReport) -> &Outcome {
+    &c.probe.outcome
+}
+
+/// Every event a scan handed to its sink, with when it arrived.
+#[derive(Clone)]
+pub struct Recorder {
+    pub start: Instant,
+    events: Arc<Mutex<Vec<(Duration, Event)>>>,
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        Recorder {
+            start: Instant::now(),
+            events: Arc::default(),
+        }
+    }
+
+    pub fn sink(&self) -> Arc<dyn Fn(Event) + Send + Sync> {
+        let me = self.clone();
+        Arc::new(move |event| {
+            let at = me.start.elapsed();
+            me.events.lock().unwrap().push((at, event));
+        })
+    }
+
+    pub fn events(&self) -> Vec<(Duration, Event)> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// The one listing of host `label`: its place among the events, when it came, and it.
+    pub fn listed(&self, label: &str) -> (usize, Duration, HostListing) {
+        let found: Vec<_> = self
+            .events()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (at, e))| match e {
+                Event::Listed(h) if h.label == label => Some((i, at, h)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "host {label} listed {} times", found.len());
+        found.into_iter().next().unwrap()
+    }
+
+    /// The one candidate `alive` (of any host): its place among the events, when it came,
+    /// and it.
+    pub fn candidate(&self, alive: &str) -> (usize, Duration, CandidateReport) {
+        let found: Vec<_> = self
+            .events()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (at, e))| match e {
+                Event::Candidate(c) if c.alive == alive => Some((i, at, c)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "candidate {alive} reported {} times",
+            found.len()
+        );
+        found.into_iter().next().unwrap()
+    }
+
+    pub fn candidates(&self) -> Vec<CandidateReport> {
+        self.events()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Event::Candidate(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A fake distribution listener that serves every connection alike, for as long as it
+/// lives: reads the `send_name`, writes `answer`, reads until the probe closes. It counts
+/// the connections, so a test can tell how many probes one listener cost.
+pub struct ServingPeer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: JoinHandle<()>,
+}
+
+impl ServingPeer {
+    /// Binds loopback address `ip`, port 0, and answers every connection with `answer`.
+    pub async fn start_on(ip: &str, answer: Vec<u8>) -> ServingPeer {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (accepted, seen) = (Arc::new(AtomicUsize::new(0)), Arc::default());
+        let (count, log): (_, Arc<Mutex<Vec<Seen>>>) = (accepted.clone(), Arc::clone(&seen));
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let (answer, log) = (answer.clone(), log.clone());
+                tokio::spawn(async move {
+                    let Ok(Ok(send_name)) =
+                        tokio::time::timeout(BOUND, read_frame(&mut stream)).await
+                    else {
+                        return;
+                    };
+                    write_ignoring_close(&mut stream, &answer).await;
+                    let after = Some(read_until_eof(&mut stream).await);
+                    log.lock().unwrap().push(Seen { send_name, after });
+                });
+            }
+        });
+        ServingPeer {
+            addr,
+            accepted,
+            seen,
+            task,
+        }
+    }
+
+    /// How many connections it accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `count` connections were served to their close (bounded by [`BOUND`]),
+    /// and returns what each saw.
+    pub async fn served(&self, count: usize) -> Vec<Seen> {
+        let start = Instant::now();
+        loop {
+            if self.seen.lock().unwrap().len() >= count {
+                break;
+            }
+            assert!(start.elapsed() < BOUND, "{count} connections never ended");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+impl Drop for ServingPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// When each connection a silent listener accepted was opened, and when its client closed
+/// it (`None` while open).
+pub type Connections = Arc<Mutex<Vec<(Instant, Option<Instant>)>>>;
+
+/// A listener on loopback address `ip` that accepts every connection, records it into
+/// `connections`, reads until the client closes it (bounded by [`BOUND`]) and answers
+/// nothing: a frozen node.
+pub async fn silent_listener_on(ip: &str, connections: Connections) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let index = {
+                let mut seen = connections.lock().unwrap();
+                seen.push((Instant::now(), None));
+                seen.len() - 1
+            };
+            let seen = connections.clone();
+            tokio::spawn(async move {
+                let mut sink = Vec::new();
+                let _ = tokio::time::timeout(BOUND, stream.read_to_end(&mut sink)).await;
+                seen.lock().unwrap()[index].1 = Some(Instant::now());
+            });
+        }
+    });
+    addr
 }
