@@ -3,7 +3,8 @@ defmodule Tinycluster.BackoffTest do
   # test/peers_test.exs show them against real nodes.
   use ExUnit.Case, async: true
 
-  alias Tinycluster.{Backoff, Candidate, Options}
+  alias Tinycluster.{Candidate, Options}
+  alias Tinycluster.Poller.Backoff
 
   @opts Options.new!(interval: 100, max_backoff: 1_000)
 

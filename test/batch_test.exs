@@ -1,12 +1,13 @@
 defmodule Tinycluster.BatchTest do
   # Candidates whose probes finished together are connected as one batch (issue 13): what
-  # `Tinycluster.Batch` takes from a mailbox, and a real poller whose candidates queued up
+  # `Tinycluster.Poller.Batch` takes from a mailbox, and a real poller whose candidates queued up
   # (the NIF's own batching is tested in native/tinycluster_nif/tests/batch.rs).
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureLog
 
-  alias Tinycluster.{Batch, TestNodes}
+  alias Tinycluster.TestNodes
+  alias Tinycluster.Poller.Batch
 
   describe "take_queued/2" do
     test "takes the queued candidates of its scan, in order, and leaves every other message" do

@@ -4,7 +4,8 @@ defmodule Tinycluster.CandidatesTest do
   # real nodes.
   use ExUnit.Case, async: true
 
-  alias Tinycluster.{Candidate, Candidates, Options}
+  alias Tinycluster.{Candidate, Options}
+  alias Tinycluster.Poller.Candidates
 
   @opts Options.new!(interval: 100, max_backoff: 1_000)
   @at ~U[2026-01-01 00:00:00Z]
@@ -188,7 +189,7 @@ defmodule Tinycluster.CandidatesTest do
   end
 
   describe "stalls" do
-    # A connection attempt that ran into net_setuptime (`Tinycluster.Candidates.Stalls`).
+    # A connection attempt that ran into net_setuptime (`Tinycluster.Poller.Candidates.Stalls`).
     test "a node whose handshakes stall is unreachable, retried within two intervals, never left alone" do
       table =
         Enum.reduce(1..5, Candidates.new(), fn n, table ->
@@ -238,7 +239,7 @@ defmodule Tinycluster.CandidatesTest do
   end
 
   describe "refusals" do
-    test "after #{Tinycluster.Backoff.max_refusals()} refused connections a node is left alone" do
+    test "after #{Tinycluster.Poller.Backoff.max_refusals()} refused connections a node is left alone" do
       {table, _, _} = probed(Candidates.new(), probe("a", :live))
       {table, _} = Candidates.connect_ended(table, {"h", "a"}, false, @opts, now(0))
       {table, [_], _} = probed(table, probe("a", :live), @opts, 100)
@@ -349,7 +350,7 @@ defmodule Tinycluster.CandidatesTest do
   end
 
   describe "the atom budget" do
-    alias Tinycluster.AtomBudget
+    alias Tinycluster.Poller.AtomBudget
 
     defp fresh_names(prefix, n) do
       tag = "#{prefix}#{System.unique_integer([:positive])}_"
@@ -565,10 +566,10 @@ defmodule Tinycluster.CandidatesTest do
   describe "TLS listeners" do
     test "are probed with the TLS hello at the port they answered on, while listed" do
       {table, _, _} = probed(Candidates.new(), probe("t", :tls, reason: :alert))
-      assert Tinycluster.Tls.listener?(table.tls, "h", "t", 4000)
-      refute Tinycluster.Tls.listener?(table.tls, "h", "t", 4001)
+      assert Tinycluster.Poller.Tls.listener?(table.tls, "h", "t", 4000)
+      refute Tinycluster.Poller.Tls.listener?(table.tls, "h", "t", 4001)
       {table, _} = Candidates.scan_ended(table, listing(["t"]), now(10))
-      assert Tinycluster.Tls.listener?(table.tls, "h", "t", 4000)
+      assert Tinycluster.Poller.Tls.listener?(table.tls, "h", "t", 4000)
       # No longer listed: forgotten, with its TLS port.
       {table, _} = Candidates.scan_ended(table, listing([]), now(20))
       assert entry(table, "t").state == :gone

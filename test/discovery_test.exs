@@ -4,7 +4,8 @@ defmodule Tinycluster.DiscoveryTest do
   # names, and nothing for a host whose plan does not come in time.
   use ExUnit.Case, async: false
 
-  alias Tinycluster.{Candidates, Discovery, FakeServer, Options}
+  alias Tinycluster.{Discovery, FakeServer, Options}
+  alias Tinycluster.Poller.Candidates
   alias Tinycluster.FakeServer.{Epmd, Peer}
 
   test "the request carries hosts and this node's facts, no candidate" do

@@ -6,7 +6,8 @@ defmodule Tinycluster.LimitsTest do
   # in the README's own words, and the frame caps are probed at their exact limits.
   use ExUnit.Case, async: false
 
-  alias Tinycluster.{AtomBudget, Candidates, FakeServer, Limits}
+  alias Tinycluster.{FakeServer, Limits}
+  alias Tinycluster.Poller.{AtomBudget, Candidates}
   alias Tinycluster.FakeServer.{Epmd, Peer}
 
   @readme __DIR__ |> Path.join("../README.md") |> File.read!() |> String.replace(~r/\s+/, " ")
@@ -71,7 +72,7 @@ defmodule Tinycluster.LimitsTest do
   end
 
   test "a scan probes at most 1,024 candidates, shared between its hosts" do
-    assert Tinycluster.Plan.budget() == 1_024
+    assert Tinycluster.Poller.Plan.budget() == 1_024
     readme_says!("at most 256 probes in flight and 1,024 in all per scan")
   end
 

@@ -3,7 +3,8 @@ defmodule Tinycluster.PacingTest do
   # reopens a host, :local and new hosts; time passed in, no node started.
   use ExUnit.Case, async: true
 
-  alias Tinycluster.{Options, Pacing}
+  alias Tinycluster.Options
+  alias Tinycluster.Poller.Pacing
 
   @opts Options.new!(interval: 1_000, settled_interval: 10_000)
 

@@ -30,7 +30,7 @@ defmodule Tinycluster.PeersTest do
   @bounds %{
     plain: {0, 1},
     hidden: {0, 0},
-    # Two refused connections, then left alone (Tinycluster.Backoff's max_refusals).
+    # Two refused connections, then left alone (Tinycluster.Poller.Backoff's max_refusals).
     other_cookie: {2, 0},
     frozen_thawed: {0, 1},
     # Two probes and two connections refused, each logged, then left alone.

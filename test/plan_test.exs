@@ -3,7 +3,8 @@ defmodule Tinycluster.PlanTest do
   # hello, in which order and how many, and what the others are reported as.
   use ExUnit.Case, async: true
 
-  alias Tinycluster.{Candidate, Candidates, Options, Plan}
+  alias Tinycluster.{Candidate, Options}
+  alias Tinycluster.Poller.{Candidates, Plan}
 
   @opts Options.new!(interval: 100, max_backoff: 1_000)
 

@@ -109,7 +109,7 @@ defmodule Tinycluster.RobustnessTest do
       # Every name's port answers under one other name: a :name_mismatch, which is not held
       # back, so each scan would probe the same ones again without the deferred going first.
       peer = FakeServer.start(Peer.respond(Peer.answer("impostor@127.0.0.1")))
-      budget = Tinycluster.Plan.budget()
+      budget = Tinycluster.Poller.Plan.budget()
       listing = fn prefix -> for i <- 1..budget, do: {"#{prefix}#{i}", peer.port} end
       epmds = for prefix <- ["d#{System.unique_integer([:positive])}_", "e"], do: listing.(prefix)
       epmds = Enum.map(epmds, &fake_epmd(Epmd.reply(Epmd.names_reply(&1))))
@@ -399,7 +399,7 @@ defmodule Tinycluster.RobustnessTest do
       invented = for g <- 1..:atomics.get(generation, 1), i <- 1..20, do: name.(g, i) <> "@vm"
       assert length(invented) >= 200
       atoms = Enum.count(invented, &atom_exists?/1)
-      assert atoms <= Tinycluster.AtomBudget.per_window(), "#{atoms} atoms made"
+      assert atoms <= Tinycluster.Poller.AtomBudget.per_window(), "#{atoms} atoms made"
       assert count(log, "new nodes within a minute") == 1, log
     end
   end

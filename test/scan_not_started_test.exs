@@ -6,7 +6,8 @@ defmodule Tinycluster.ScanNotStartedTest do
   # `Tinycluster.scan/1` there returns the error rather than raising.
   use ExUnit.Case, async: false
 
-  alias Tinycluster.{Report, TestNodes}
+  alias Tinycluster.TestNodes
+  alias Tinycluster.Poller.Report
 
   @moduletag timeout: 120_000
 

@@ -8,7 +8,8 @@ defmodule Tinycluster.ScanTaskTest do
 
   import ExUnit.CaptureIO
 
-  alias Tinycluster.{DepProject, JSON, JSONDecode, TestNodes}
+  alias Tinycluster.{DepProject, JSONDecode, TestNodes}
+  alias Tinycluster.CLI.JSON
 
   @moduletag timeout: 300_000
 

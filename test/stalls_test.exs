@@ -6,8 +6,9 @@ defmodule Tinycluster.StallsTest do
 
   import ExUnit.CaptureLog
 
-  alias Tinycluster.{Candidates, Options, Report}
-  alias Tinycluster.Candidates.Stalls
+  alias Tinycluster.Options
+  alias Tinycluster.Poller.{Candidates, Report}
+  alias Tinycluster.Poller.Candidates.Stalls
 
   @opts Options.new!(interval: 100, max_backoff: 1_000)
   @at ~U[2026-01-01 00:00:00Z]

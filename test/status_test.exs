@@ -7,7 +7,8 @@ defmodule Tinycluster.StatusTest do
 
   import ExUnit.CaptureLog
 
-  alias Tinycluster.{Candidate, HostTable, TestNodes}
+  alias Tinycluster.{Candidate, TestNodes}
+  alias Tinycluster.Poller.HostTable
 
   defp keys_of(module, type) do
     {:ok, types} = Code.Typespec.fetch_types(module)

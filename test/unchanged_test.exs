@@ -1,6 +1,6 @@
 defmodule Tinycluster.UnchangedTest do
   # A host whose EPMD lists what it did last time, every node connected or held back, costs
-  # its listing and the scan's end, and no per-candidate message (`Tinycluster.Plan` finds
+  # its listing and the scan's end, and no per-candidate message (`Tinycluster.Poller.Plan` finds
   # nothing to probe or report), and a change on it is still seen at once. A private EPMD
   # keeps other test runs' nodes, which come and go on the system one, out of the listing.
   use ExUnit.Case, async: false

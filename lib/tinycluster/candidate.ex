@@ -186,12 +186,12 @@ defmodule Tinycluster.Candidate do
   defp describe(:live, :atom_budget),
     do:
       "answered the probe; not connected yet: more than " <>
-        "#{Tinycluster.AtomBudget.per_window()} new nodes within a minute did not connect " <>
+        "#{Tinycluster.Poller.AtomBudget.per_window()} new nodes within a minute did not connect " <>
         "(the atom budget), so it waits for the next minute"
 
   defp describe(:live, :atom_cap),
     do:
-      "answered the probe; not connected: #{Tinycluster.AtomBudget.max_wasted()} names made " <>
+      "answered the probe; not connected: #{Tinycluster.Poller.AtomBudget.max_wasted()} names made " <>
         "atoms never connected, and no new node of its host did, so its name stays a string " <>
         "(the atom budget's lifetime cap)"
 

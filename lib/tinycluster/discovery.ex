@@ -1,13 +1,14 @@
 defmodule Tinycluster.Discovery do
   # One scan's protocol with the NIF, written once for the poller, `Tinycluster.scan/1` and
   # `mix tinycluster.scan`: build the request from options and the local node, start it,
-  # answer each host's listing with its plan (`Tinycluster.Plan`), put the report together,
+  # answer each host's listing with its plan (`Tinycluster.Poller.Plan`), put the report together,
   # cancel it, and run one synchronously. The one place that knows how probe names are
   # made; candidates are named by the NIF before their probes (the filters see those
   # names), and by their challenge after (native/tinycluster_nif/src/scan.rs).
   @moduledoc false
 
-  alias Tinycluster.{Candidate, DnsSeed, Hosts, Limits, LocalNode, Native, Options, Plan}
+  alias Tinycluster.{Candidate, DnsSeed, Hosts, Limits, LocalNode, Native, Options}
+  alias Tinycluster.Poller.Plan
 
   # The probe claims a fixed name per poller: distinct between pollers (so they never answer
   # for each other) and never a fresh one per probe, since the peer makes an atom of it.
@@ -16,7 +17,7 @@ defmodule Tinycluster.Discovery do
   @typedoc """
   A scan under way: its id (in its messages), the handle that cancels it, and what its
   hosts' listings made of it so far: the budget of probes left and the hosts not yet
-  listed (`Tinycluster.Plan.share/2`), whether this node runs TLS distribution (read once
+  listed (`Tinycluster.Poller.Plan.share/2`), whether this node runs TLS distribution (read once
   per scan), each host's report by index, and the candidates
   that are not probed (`planned`), every admitted name (`listed`).
   """
@@ -28,7 +29,7 @@ defmodule Tinycluster.Discovery do
           tls_local: boolean(),
           hosts: %{non_neg_integer() => map()},
           planned: [map()],
-          listed: [Tinycluster.Candidates.key()]
+          listed: [Tinycluster.Poller.Candidates.key()]
         }
 
   @doc """
@@ -107,7 +108,7 @@ defmodule Tinycluster.Discovery do
 
   @doc """
   The longest a scan with these options can take, with a margin: its EPMD requests and the
-  plan's answer, then at most a budget of probes (`Tinycluster.Plan.budget/0`) in rounds of
+  plan's answer, then at most a budget of probes (`Tinycluster.Poller.Plan.budget/0`) in rounds of
   those in flight, a far host's longer timeout included.
   """
   @spec deadline(Options.t()) :: pos_integer()
@@ -155,10 +156,10 @@ defmodule Tinycluster.Discovery do
 
   @doc """
   Answers a scan's `{:listed, listing}` event: plans the host's names
-  (`Tinycluster.Plan.host/2`, with `context` less its `share` and `tls_local`, which this
+  (`Tinycluster.Poller.Plan.host/2`, with `context` less its `share` and `tls_local`, which this
   scan gives), hands
   the targets to the NIF, and returns the scan, the host's report (as
-  `Tinycluster.HostTable` keeps it) and the plan, or nil for a host whose EPMD failed.
+  `Tinycluster.Poller.HostTable` keeps it) and the plan, or nil for a host whose EPMD failed.
   """
   @spec listed(scan(), map(), map()) :: {scan(), map(), Plan.t() | nil}
   def listed(scan, %{status: :ok} = listing, context) do
@@ -238,8 +239,13 @@ defmodule Tinycluster.Discovery do
     %{duration_us: done.duration_us, hosts: hosts, candidates: scan.planned ++ done.candidates}
   end
 
-  @doc "The context `Tinycluster.Plan.host/2` plans a listing in, for a poller or one scan."
-  @spec context(Tinycluster.Candidates.t(), Options.t(), integer(), non_neg_integer() | nil) ::
+  @doc "The context `Tinycluster.Poller.Plan.host/2` plans a listing in, for a poller or one scan."
+  @spec context(
+          Tinycluster.Poller.Candidates.t(),
+          Options.t(),
+          integer(),
+          non_neg_integer() | nil
+        ) ::
           map()
   def context(table, %Options{} = opts, now_ms, last_listing) do
     %{
@@ -301,7 +307,7 @@ defmodule Tinycluster.Discovery do
         {:ok, report(scan, %{done | candidates: probed})}
 
       {:tinycluster_scan, ^id, {:listed, listing}} ->
-        context = context(Tinycluster.Candidates.new(), opts, 0, nil)
+        context = context(Tinycluster.Poller.Candidates.new(), opts, 0, nil)
         {scan, _host, _plan} = listed(scan, listing, context)
         await(opts, scan, timeout)
 
@@ -315,12 +321,12 @@ defmodule Tinycluster.Discovery do
   end
 
   @doc """
-  What a scan's report tells the candidates' table at its end (`Tinycluster.Candidates`):
+  What a scan's report tells the candidates' table at its end (`Tinycluster.Poller.Candidates`):
   the candidates listed and those deferred, the hosts it asked and those whose EPMD
   answered, and `known`, every host of the poll (asked, or not yet due, or asked by
   another scan under way); a host no longer known is an address that left a DNS answer.
   """
-  @spec listing(scan(), map(), MapSet.t(String.t())) :: Tinycluster.Candidates.listing()
+  @spec listing(scan(), map(), MapSet.t(String.t())) :: Tinycluster.Poller.Candidates.listing()
   def listing(scan, report, known) do
     %{
       listed: MapSet.new(scan.listed),

@@ -3,7 +3,7 @@ defmodule Tinycluster.Limits do
   # so that no number is written on both sides: a bound changed in Rust changes here too.
   # Read once, then kept in `:persistent_term`, which makes each read a lookup that copies
   # nothing. The bounds only this side enforces stay with the modules that enforce them
-  # (`Tinycluster.AtomBudget`, `Tinycluster.Candidates`).
+  # (`Tinycluster.Poller.AtomBudget`, `Tinycluster.Poller.Candidates`).
   @moduledoc false
 
   alias Tinycluster.Native

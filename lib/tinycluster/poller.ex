@@ -8,9 +8,10 @@ defmodule Tinycluster.Poller do
 
   use GenServer
 
-  alias Tinycluster.{Await, Batch, Candidates, Discovery, DnsSeed, HostTable, LocalNode, Report}
+  alias Tinycluster.{Await, Discovery, DnsSeed, LocalNode}
+  alias Tinycluster.Poller.{Batch, Candidates, HostTable, Report}
   alias Tinycluster.Status
-  alias Tinycluster.Candidates.Stalls
+  alias Tinycluster.Poller.Candidates.Stalls
 
   @doc false
   def start_link(%Tinycluster.Options{} = opts) do
@@ -159,7 +160,7 @@ defmodule Tinycluster.Poller do
     start_scan(%{state | dns: dns, lookup: nil}, request, state.lookup.started)
   end
 
-  # Only the hosts due are asked (`Tinycluster.Pacing`), and of those only the ones no scan
+  # Only the hosts due are asked (`Tinycluster.Poller.Pacing`), and of those only the ones no scan
   # under way asks; the others are still known, so that their candidates are not taken for
   # gone.
   defp start_scan(state, request, started) do
@@ -212,7 +213,7 @@ defmodule Tinycluster.Poller do
 
   ## A scan's events
 
-  # A host's listing: planned here, once (`Tinycluster.Plan`), and its targets handed to the
+  # A host's listing: planned here, once (`Tinycluster.Poller.Plan`), and its targets handed to the
   # NIF at once. A host whose listing changed nothing sends no candidate of its own.
   defp scan_event({:listed, listing}, id, state) do
     now_ms = System.monotonic_time(:millisecond)
@@ -227,7 +228,7 @@ defmodule Tinycluster.Poller do
     end
   end
 
-  # With the others of the same scan already queued: see `Tinycluster.Batch`.
+  # With the others of the same scan already queued: see `Tinycluster.Poller.Batch`.
   defp scan_event({:candidates, maps}, id, state) do
     maps = Batch.take_queued(id, maps)
     scan = state.scans[id]

@@ -38,7 +38,8 @@ defmodule Tinycluster.Status do
       the hosts that proved themselves by a new node connecting (`proven_hosts`).
   """
 
-  alias Tinycluster.{AtomBudget, Candidate, Candidates, DnsSeed, HostTable, Options}
+  alias Tinycluster.{Candidate, DnsSeed, Options}
+  alias Tinycluster.Poller.{AtomBudget, Candidates, HostTable}
 
   @typedoc "The last finished scan, as `status/1` shows it."
   @type last_scan :: %{
@@ -107,7 +108,7 @@ defmodule Tinycluster.Status do
       at: at,
       duration_us: report.duration_us,
       hosts: length(report.hosts),
-      failed_hosts: Tinycluster.Report.failed_hosts(report),
+      failed_hosts: Tinycluster.Poller.Report.failed_hosts(report),
       candidates: length(report.candidates),
       deferred: Enum.count(report.candidates, &(&1.state == :deferred)),
       by_state: Enum.frequencies_by(candidates.entries, fn {_key, entry} -> entry.state end)

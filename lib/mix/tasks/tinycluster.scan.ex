@@ -46,7 +46,8 @@ defmodule Mix.Tasks.Tinycluster.Scan do
   """
   use Mix.Task
 
-  alias Tinycluster.{Discovery, Filter, Format, JSON, ScanFlags}
+  alias Tinycluster.{Discovery, Filter}
+  alias Tinycluster.CLI.{Format, JSON, ScanFlags}
 
   @impl true
   def run(argv) do

@@ -2,10 +2,10 @@ defmodule Tinycluster.Demo.View do
   # What `mix tinycluster.demo` prints: the live table of the nodes it started, the line
   # printed for each change when the output is not a terminal, and the final mesh matrix.
   # Pure functions from data to iodata, so the task only decides when to print. States,
-  # latencies and reasons are said as `mix tinycluster.scan` says them (`Tinycluster.Format`).
+  # latencies and reasons are said as `mix tinycluster.scan` says them (`Tinycluster.CLI.Format`).
   @moduledoc false
 
-  alias Tinycluster.Format
+  alias Tinycluster.CLI.Format
 
   @doc "Whom the demo's poller clusters: only the nodes whose names start with `prefix`."
   def scope(prefix) do

@@ -1,8 +1,8 @@
-defmodule Tinycluster.Candidates.Deferred do
+defmodule Tinycluster.Poller.Candidates.Deferred do
   # The candidates a scan left for later, and when each was first left: a scan probes at
-  # most `Tinycluster.Plan.budget/0` candidates, shared between its hosts, and plans the
+  # most `Tinycluster.Poller.Plan.budget/0` candidates, shared between its hosts, and plans the
   # rest `:deferred`. The next plans of their hosts take the longest-deferred first
-  # (`Tinycluster.Plan`), so that whatever the order hosts answer in, every candidate is
+  # (`Tinycluster.Poller.Plan`), so that whatever the order hosts answer in, every candidate is
   # probed within a few scans of the first that deferred it. A candidate that a scan of its
   # host reports otherwise (probed, held back, connected) or not at all (gone) is forgotten
   # here. Pure: the time is passed in.

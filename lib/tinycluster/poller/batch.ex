@@ -1,4 +1,4 @@
-defmodule Tinycluster.Batch do
+defmodule Tinycluster.Poller.Batch do
   # Candidates whose probes finished close together are connected as one batch.
   #
   # Connections that trickle in one by one make `global` on each peer sync the newcomer once

@@ -1,9 +1,9 @@
-defmodule Tinycluster.Candidates.Refusals do
+defmodule Tinycluster.Poller.Candidates.Refusals do
   # The refused connections of each candidate, apart from its `attempts` (which failed
   # probes in between also move): how many at its port, and, for one left alone after
-  # them (`retry_at: :never`, see `Tinycluster.Backoff`), a digest of the cookie it refused,
+  # them (`retry_at: :never`, see `Tinycluster.Poller.Backoff`), a digest of the cookie it refused,
   # so that a change of this node's cookie for it starts it over. Pure: plain data in and
-  # out; `Tinycluster.Candidates` applies what it says to the entries.
+  # out; `Tinycluster.Poller.Candidates` applies what it says to the entries.
   @moduledoc false
 
   defstruct counts: %{}, left_alone: %{}
@@ -28,7 +28,7 @@ defmodule Tinycluster.Candidates.Refusals do
   @doc """
   The refused connections of `key` at `port` so far, this attempt's included, for a
   connection attempt that ended with `result`: `false` is a refusal (another cookie, or an
-  allow list); a stall (`:stalled`, see `Tinycluster.Candidates.Stalls`) tells nothing of
+  allow list); a stall (`:stalled`, see `Tinycluster.Poller.Candidates.Stalls`) tells nothing of
   the cookie, and neither counts nor clears, nor does a crash; anything else clears the
   count.
   """

@@ -1,4 +1,4 @@
-defmodule Tinycluster.Tls do
+defmodule Tinycluster.Poller.Tls do
   # TLS distribution, as far as probes go: whether this node runs it, and which candidates a
   # plain node probes with the TLS ClientHello instead of the plain `send_name`.
   #

@@ -1,7 +1,7 @@
-defmodule Tinycluster.Candidates.Stalls do
+defmodule Tinycluster.Poller.Candidates.Stalls do
   # A connection attempt that `Node.connect/1` ends with `false` is either a refusal or a
   # stall, and only a refusal counts toward the bound after which a node is left alone
-  # (`Tinycluster.Backoff`). A refusal: the peer read this node's challenge reply and closed
+  # (`Tinycluster.Poller.Backoff`). A refusal: the peer read this node's challenge reply and closed
   # (another cookie), or its allow list answered `not_allowed`. A stall: the handshake did
   # not finish within `net_setuptime` (a GC pause, an overloaded or frozen peer, a network
   # stall). Counted as refusals, two stalls would leave a healthy node alone for good.
@@ -21,7 +21,7 @@ defmodule Tinycluster.Candidates.Stalls do
   #
   # Also kept here: each candidate's stalls in a row at its port, apart from its
   # `attempts`, which the probe that answers between two attempts clears. They set its
-  # backoff and tell when a run of stalls starts (`Tinycluster.Report` says only the first).
+  # backoff and tell when a run of stalls starts (`Tinycluster.Poller.Report` says only the first).
   # Pure: the duration, the setup time and the table are passed in.
   @moduledoc false
 

@@ -1,4 +1,4 @@
-defmodule Tinycluster.ScanFlags do
+defmodule Tinycluster.CLI.ScanFlags do
   # `mix tinycluster.scan`'s command line: its flags, read into the task's own flags and
   # the scan's `Tinycluster.Options`, or a usage error in words (exit status 2) that points
   # to `mix help tinycluster.scan`. Pure but for the `Mix.Error` it raises.

@@ -1,4 +1,4 @@
-defmodule Tinycluster.Format do
+defmodule Tinycluster.CLI.Format do
   # How the terminal tasks (`mix tinycluster.demo`, `mix tinycluster.scan`) print
   # candidates and hosts: one way of saying a state, a probe latency, the reason in words
   # (`Tinycluster.Candidate.describe/1`) and an EPMD's answer, in aligned columns, or as

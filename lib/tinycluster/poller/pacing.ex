@@ -1,4 +1,4 @@
-defmodule Tinycluster.Pacing do
+defmodule Tinycluster.Poller.Pacing do
   # When each host is asked next. Every poll asked every host's EPMD, so a cluster of N
   # nodes, each polling every host, made N² EPMD connections an interval (10,000 a second at
   # 100 pods). Now a remote host settles: when its EPMD answered as the time before and every

@@ -1,4 +1,4 @@
-defmodule Tinycluster.Backoff do
+defmodule Tinycluster.Poller.Backoff do
   # When a candidate that failed is probed (or connected) again: the numbers and the reasons
   # in one place.
   #
@@ -18,7 +18,7 @@ defmodule Tinycluster.Backoff do
   # silent probes instead, with a cap of 8 intervals, was measured against it: see
   # bench/RESULTS.md, "frozen-node trade-off".)
   #
-  # A connection attempt that stalled (`Tinycluster.Candidates.Stalls`: the handshake ran
+  # A connection attempt that stalled (`Tinycluster.Poller.Candidates.Stalls`: the handshake ran
   # into `net_setuptime`) is the same kind of silence, met later: the candidate is
   # `:unreachable` with reason `:connect_timeout` and waits as one does, never counted
   # among the refusals.
@@ -78,10 +78,10 @@ defmodule Tinycluster.Backoff do
   @doc """
   Counts a failed connection attempt: the entry becomes `:rejected` with `reason`.
   `refusals` is how many connections this node refused at this port so far, this one
-  included (`Tinycluster.Candidates` keeps the count, apart from `attempts`, which failed
+  included (`Tinycluster.Poller.Candidates` keeps the count, apart from `attempts`, which failed
   probes in between also move): at #{@max_refusals}, its `retry_at` is `:never`: it is left
   alone, probe included, until it restarts at a new port or this node's cookie for it
-  changes (`Tinycluster.Candidates.cookies/2`).
+  changes (`Tinycluster.Poller.Candidates.cookies/2`).
   """
   @spec after_connect(Candidate.t(), term(), Options.t(), integer(), non_neg_integer()) ::
           Candidate.t()
@@ -94,7 +94,7 @@ defmodule Tinycluster.Backoff do
   end
 
   @doc """
-  Counts a stalled connection attempt (`Tinycluster.Candidates.Stalls`): the entry becomes
+  Counts a stalled connection attempt (`Tinycluster.Poller.Candidates.Stalls`): the entry becomes
   `:unreachable` with reason `:connect_timeout`, its `attempts` are `stalls` (the stalls
   in a row at its port: the probe that answers between two attempts clears `attempts`),
   and it is tried again as an `:unreachable` candidate is, within #{@unreachable_cap}

@@ -1,4 +1,4 @@
-defmodule Tinycluster.Report do
+defmodule Tinycluster.Poller.Report do
   # Everything a poller says: its log lines and its telemetry events, in the order things
   # happen (a scan's `:start` when it starts, its `:stop` after it). Each change is worded
   # once, here; nothing is said per poll. Its functions log or emit and return; they never
@@ -16,11 +16,11 @@ defmodule Tinycluster.Report do
   @unreachable_lines 3
 
   @doc """
-  Reports each change of `Tinycluster.Candidates` (`{old, new}`), in order, but for the
+  Reports each change of `Tinycluster.Poller.Candidates` (`{old, new}`), in order, but for the
   log lines of candidates whose probe found them `:unreachable`, which `unreachable/2` says
   at the end of the scan (each has its node event at once).
   """
-  @spec changes(Options.t(), [Tinycluster.Candidates.change()]) :: :ok
+  @spec changes(Options.t(), [Tinycluster.Poller.Candidates.change()]) :: :ok
   def changes(opts, changes) do
     Enum.each(changes, fn
       {:atom_budget, bound, host} ->
@@ -64,15 +64,15 @@ defmodule Tinycluster.Report do
   end
 
   @doc """
-  Warns that a bound of the atom budget (`Tinycluster.AtomBudget`) held back a new name of
+  Warns that a bound of the atom budget (`Tinycluster.Poller.AtomBudget`) held back a new name of
   `host`: the rate once a window, the lifetime cap once while it holds.
   """
-  @spec atom_budget(Options.t(), Tinycluster.AtomBudget.bound(), String.t()) :: :ok
+  @spec atom_budget(Options.t(), Tinycluster.Poller.AtomBudget.bound(), String.t()) :: :ok
   def atom_budget(opts, :window, host) do
     log(
       opts,
       :warning,
-      "tinycluster: more than #{Tinycluster.AtomBudget.per_window()} new nodes within a " <>
+      "tinycluster: more than #{Tinycluster.Poller.AtomBudget.per_window()} new nodes within a " <>
         "minute not yet connected (the last from #{host}); the others wait for the next " <>
         "minute, since every node connected is an atom and atoms are never freed (a host " <>
         "that invents names?)",
@@ -84,7 +84,7 @@ defmodule Tinycluster.Report do
     log(
       opts,
       :warning,
-      "tinycluster: #{Tinycluster.AtomBudget.max_wasted()} names made atoms never connected " <>
+      "tinycluster: #{Tinycluster.Poller.AtomBudget.max_wasted()} names made atoms never connected " <>
         "(the atom budget's lifetime cap); new names of hosts none of whose new nodes " <>
         "connected, such as #{host}, now stay strings and are not connected",
       tinycluster_host: host
@@ -268,7 +268,7 @@ defmodule Tinycluster.Report do
       log(
         opts,
         :warning,
-        "tinycluster: #{count} candidates past the #{Tinycluster.Plan.budget()} a scan probes; " <>
+        "tinycluster: #{count} candidates past the #{Tinycluster.Poller.Plan.budget()} a scan probes; " <>
           "the next scans take them, the longest-waiting first: is a host listing " <>
           "thousands of names?",
         []

@@ -1,22 +1,29 @@
-defmodule Tinycluster.Candidates.Connect do
-  # Whom `Tinycluster.Candidates` connects now, and under which atom: the one place a
+defmodule Tinycluster.Poller.Candidates.Connect do
+  # Whom `Tinycluster.Poller.Candidates` connects now, and under which atom: the one place a
   # candidate's name becomes an atom, within the poller's atom budget. Pure: the budget and
   # the time are passed in.
   @moduledoc false
 
-  alias Tinycluster.{AtomBudget, Candidate, Filter, NodeName, Options}
+  alias Tinycluster.{Candidate, Filter, NodeName, Options}
+  alias Tinycluster.Poller.AtomBudget
 
   @doc """
   Whether to connect the candidate `entry` (at `key`) at `now_ms`: `{budget, entry,
   connects, notices}`, where `connects` is `[{key, node}]` and the entry is then
   `:connecting`. The atom it is connected under is made here, from the poller's `budget`
-  (`Tinycluster.AtomBudget`) when it is new; past the budget the entry keeps its state with
+  (`Tinycluster.Poller.AtomBudget`) when it is new; past the budget the entry keeps its state with
   reason `:atom_budget` (the rate: it waits for the next window) or `:atom_cap` (the
   lifetime cap: its name stays a string), and `notices` has `{:atom_budget, bound, host}`
   the first time the bound holds a name back.
   """
-  @spec now(AtomBudget.t(), Tinycluster.Candidates.key(), Candidate.t(), Options.t(), integer()) ::
-          {AtomBudget.t(), Candidate.t(), [{Tinycluster.Candidates.key(), node()}],
+  @spec now(
+          AtomBudget.t(),
+          Tinycluster.Poller.Candidates.key(),
+          Candidate.t(),
+          Options.t(),
+          integer()
+        ) ::
+          {AtomBudget.t(), Candidate.t(), [{Tinycluster.Poller.Candidates.key(), node()}],
            [{:atom_budget, AtomBudget.bound(), String.t()}]}
   def now(budget, _key, entry, %Options{connect: false}, _now_ms), do: {budget, entry, [], []}
 

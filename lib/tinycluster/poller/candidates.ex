@@ -1,17 +1,18 @@
-defmodule Tinycluster.Candidates do
+defmodule Tinycluster.Poller.Candidates do
   # The poller's table of candidates and every rule about them, as pure functions: plain
   # data in, plain data out, the time passed in. What a probe's answer makes of a candidate
   # (`probed/4`), which ones to connect now, what a connection attempt's end, a nodeup or a
   # nodedown makes of one, when one is gone and when forgotten, and which are held back.
   # Each function returns the table and the changes of state it made (`{old, new}`, `old`
-  # nil for a new candidate), which `Tinycluster.Report` words; the poller only applies them.
+  # nil for a new candidate), which `Tinycluster.Poller.Report` words; the poller only applies them.
   #
   # The states and their transitions are the README's states table; the backoff numbers are
-  # `Tinycluster.Backoff`'s; what a TLS listener's probe is, `Tinycluster.Tls`'s.
+  # `Tinycluster.Poller.Backoff`'s; what a TLS listener's probe is, `Tinycluster.Poller.Tls`'s.
   @moduledoc false
 
-  alias Tinycluster.{AtomBudget, Backoff, Candidate, Options, Tls}
-  alias Tinycluster.Candidates.{Connect, Deferred, Refusals, Stalls}
+  alias Tinycluster.{Candidate, Options}
+  alias Tinycluster.Poller.{AtomBudget, Backoff, Tls}
+  alias Tinycluster.Poller.Candidates.{Connect, Deferred, Refusals, Stalls}
 
   # A candidate no longer listed anywhere is forgotten after this long, so that the status
   # of a node that sees many short-lived nodes (remote shells, scripts) stays bounded...
@@ -31,10 +32,10 @@ defmodule Tinycluster.Candidates do
   @type key :: {String.t(), String.t()}
 
   @typedoc """
-  The table: candidates by key, the TLS listeners seen (`Tinycluster.Tls`), the refused
-  connections (`Tinycluster.Candidates.Refusals`), the stalled ones
-  (`Tinycluster.Candidates.Stalls`), the atom budget, and the candidates the last scan
-  deferred (`Tinycluster.Candidates.Deferred`).
+  The table: candidates by key, the TLS listeners seen (`Tinycluster.Poller.Tls`), the refused
+  connections (`Tinycluster.Poller.Candidates.Refusals`), the stalled ones
+  (`Tinycluster.Poller.Candidates.Stalls`), the atom budget, and the candidates the last scan
+  deferred (`Tinycluster.Poller.Candidates.Deferred`).
   """
   @type t :: %__MODULE__{
           entries: %{key() => Candidate.t()},
@@ -50,7 +51,7 @@ defmodule Tinycluster.Candidates do
 
   @typedoc """
   A change of state: the entry before (nil if new) and after; or `{:atom_budget, bound,
-  host}`: a bound of `Tinycluster.AtomBudget` first held back a new name, one of `host`'s.
+  host}`: a bound of `Tinycluster.Poller.AtomBudget` first held back a new name, one of `host`'s.
   """
   @type change ::
           {Candidate.t() | nil, Candidate.t()}
@@ -58,7 +59,7 @@ defmodule Tinycluster.Candidates do
 
   @typedoc """
   What the scan's end tells of the hosts: who was listed, whose EPMD answered, which hosts
-  the poller has now (asked or not yet due: see `Tinycluster.Pacing`), and which
+  the poller has now (asked or not yet due: see `Tinycluster.Poller.Pacing`), and which
   candidates the scan deferred, past its budget.
   """
   @type listing :: %{
@@ -215,7 +216,7 @@ defmodule Tinycluster.Candidates do
 
   @doc """
   A connection attempt to the candidate at `key` ended with `result` (what `Node.connect/1`
-  returned, `:stalled` for a `false` that `Tinycluster.Candidates.Stalls` tells a stall, or
+  returned, `:stalled` for a `false` that `Tinycluster.Poller.Candidates.Stalls` tells a stall, or
   `{:crashed, reason}`), made with the cookie whose digest is `cookie` (`cookie_digest/1`):
   a candidate left alone after it is tried again when its cookie changes (`cookies/2`). A
   stall is no refusal: the candidate is `:unreachable` (`:connect_timeout`) and backs off
@@ -310,7 +311,7 @@ defmodule Tinycluster.Candidates do
 
   @doc """
   A `nodeup` of `node`: every candidate of that name is `:connected` (more than one host
-  may list it: one may only claim it), and its atom is repaid (`Tinycluster.AtomBudget`).
+  may list it: one may only claim it), and its atom is repaid (`Tinycluster.Poller.AtomBudget`).
   """
   @spec node_up(t(), node()) :: {t(), [change()]}
   def node_up(%__MODULE__{} = table, node) do
@@ -353,10 +354,10 @@ defmodule Tinycluster.Candidates do
 
   @doc """
   Whether the candidate at `key`, listed at `port`, is held back at `now_ms`: backing off
-  (`Tinycluster.Backoff.held?/3`), or connected at that port while its node is one of
+  (`Tinycluster.Poller.Backoff.held?/3`), or connected at that port while its node is one of
   `connected` (full names). A connected node of another host is named otherwise before its
   probe (`a@10.0.0.2` for `a@hostb`), so the skip by name does not know it: held, it is not
-  probed, and its host can settle (`Tinycluster.Pacing`). One whose node is not connected
+  probed, and its host can settle (`Tinycluster.Poller.Pacing`). One whose node is not connected
   (its nodedown lost, or taken by another entry of the same name) is probed again.
   """
   @spec held?(t(), key(), :inet.port_number(), integer(), MapSet.t(String.t())) :: boolean()

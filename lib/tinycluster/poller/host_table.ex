@@ -1,13 +1,14 @@
-defmodule Tinycluster.HostTable do
+defmodule Tinycluster.Poller.HostTable do
   # The poller's table of hosts: each host's last EPMD answer, as pure functions with the
   # time passed in. It keeps what the NIF reported of each host (`status`, `names`,
   # `malformed`, `latency_us`, `probe_timeout_ms`, and `listing`, the digest the next scan
   # compares with to tell an unchanged host, native/tinycluster_nif/src/unchanged.rs), with
   # when it was last asked and last answered, and when each is asked next
-  # (`Tinycluster.Pacing`). `view/4` is what `Tinycluster.status/1` shows of it.
+  # (`Tinycluster.Poller.Pacing`). `view/4` is what `Tinycluster.status/1` shows of it.
   @moduledoc false
 
-  alias Tinycluster.{Hosts, Options, Pacing}
+  alias Tinycluster.{Hosts, Options}
+  alias Tinycluster.Poller.Pacing
 
   defstruct hosts: %{}, pacing: Pacing.new(), specs: nil, kept: nil
 
@@ -46,7 +47,7 @@ defmodule Tinycluster.HostTable do
 
   @doc """
   Records a host's report (a map the NIF sent) as of `at`; returns the table and the host's
-  previous report (nil for the first), for `Tinycluster.Report.host/3`.
+  previous report (nil for the first), for `Tinycluster.Poller.Report.host/3`.
   """
   @spec answered(t(), map(), DateTime.t()) :: {t(), map() | nil}
   def answered(%__MODULE__{hosts: hosts} = table, report, at) do
@@ -83,7 +84,7 @@ defmodule Tinycluster.HostTable do
 
   @doc """
   The host specs (maps with a `label`) a poll at `now_ms` asks: those due
-  (`Tinycluster.Pacing`).
+  (`Tinycluster.Poller.Pacing`).
   """
   @spec due(t(), [map()], integer(), Options.t()) :: [map()]
   def due(%__MODULE__{pacing: pacing}, specs, now_ms, %Options{interval: interval}),
@@ -105,12 +106,12 @@ defmodule Tinycluster.HostTable do
   end
 
   @doc """
-  Reopens the hosts of the candidates that `changes` (`Tinycluster.Candidates.change/0`)
+  Reopens the hosts of the candidates that `changes` (`Tinycluster.Poller.Candidates.change/0`)
   took down or saw refuse or stall a connection: something there changed, so they are
-  asked every interval again (`Tinycluster.Pacing.reopen/3`); a host whose node went down,
+  asked every interval again (`Tinycluster.Poller.Pacing.reopen/3`); a host whose node went down,
   at `now_ms`, for at least `:settled_interval`, since the node may be restarting.
   """
-  @spec reopen_for(t(), [Tinycluster.Candidates.change()], integer(), Options.t()) :: t()
+  @spec reopen_for(t(), [Tinycluster.Poller.Candidates.change()], integer(), Options.t()) :: t()
   def reopen_for(%__MODULE__{pacing: pacing} = table, changes, now_ms, %Options{} = opts) do
     pacing =
       Enum.reduce(changes, pacing, fn

@@ -1,4 +1,4 @@
-defmodule Tinycluster.JSON do
+defmodule Tinycluster.CLI.JSON do
   # The JSON that `mix tinycluster.scan --json` prints. Elixir 1.14 has no JSON module and
   # tinycluster has no dependencies, so this is the small encoder the task needs: maps,
   # lists, strings, numbers, booleans, nil and atoms (as strings).

@@ -1,4 +1,4 @@
-defmodule Tinycluster.AtomBudget do
+defmodule Tinycluster.Poller.AtomBudget do
   # How many atoms a poller may make of node names, for all its hosts together. Atoms are
   # never freed, and hosts' EPMDs and listeners decide which names a poller sees: one that
   # keeps inventing live names (a fake, a broken orchestrator, or many of them behind one

@@ -1,4 +1,4 @@
-defmodule Tinycluster.Plan do
+defmodule Tinycluster.Poller.Plan do
   # What to do with one host's listing: the one place, once per listing, where it is
   # decided which of the names a host lists are probed, with which hello, in which order
   # and how many under the scan's budget, and which are held back, skipped (connected),
@@ -11,7 +11,8 @@ defmodule Tinycluster.Plan do
   # NIF gives probed ones, so that everything downstream sees one kind of candidate map.
   @moduledoc false
 
-  alias Tinycluster.{Candidates, Filter, NodeName, Options, Tls}
+  alias Tinycluster.{Filter, NodeName, Options}
+  alias Tinycluster.Poller.{Candidates, Tls}
 
   # The most candidates one scan probes, for all its hosts together: four rounds of the
   # probes in flight (`Tinycluster.Limits`' `max_probes_in_flight`), so that even a scan of

@@ -1,0 +1,51 @@
+defmodule Tinycluster.ArchitectureTest do
+  # The README's Architecture section names every module of `lib/` and every file of the
+  # crate's `src/`, and nothing that is gone: a module added, moved or deleted without the
+  # README fails here.
+  use ExUnit.Case, async: true
+
+  @root Path.expand("..", __DIR__)
+
+  defp section do
+    readme = File.read!(Path.join(@root, "README.md"))
+    [_, rest] = String.split(readme, "\n## Architecture\n", parts: 2)
+    [section | _] = String.split(rest, "\n## ", parts: 2)
+    section
+  end
+
+  # Elixir's own modules the section mentions (`Node.connect/1`).
+  @elixir ~w(Node)
+
+  defp named(section) do
+    for [_, name] <- Regex.scan(~r/`([A-Z][A-Za-z]*(?:\.[A-Z][A-Za-z]*)*)[.`]/, section),
+        name not in @elixir,
+        into: MapSet.new(),
+        do: if(name == "Tinycluster", do: name, else: "Tinycluster." <> name)
+  end
+
+  test "every module of lib/ is named, and every name is a module" do
+    modules =
+      for file <- [
+            Path.join(@root, "lib/tinycluster.ex")
+            | Path.wildcard(Path.join(@root, "lib/tinycluster/**/*.ex"))
+          ],
+          [_, module] <- Regex.scan(~r/^defmodule ([\w.]+) do/m, File.read!(file)),
+          into: MapSet.new(),
+          do: module
+
+    named = named(section())
+    assert MapSet.difference(modules, named) == MapSet.new(), "not in the README"
+    assert MapSet.difference(named, modules) == MapSet.new(), "in the README, not in lib/"
+  end
+
+  test "every file of the crate's src/ is named" do
+    files =
+      for file <- Path.wildcard(Path.join(@root, "native/tinycluster_nif/src/*.rs")),
+          into: MapSet.new(),
+          do: Path.basename(file)
+
+    named = for [_, f] <- Regex.scan(~r/`(\w+\.rs)`/, section()), into: MapSet.new(), do: f
+    assert MapSet.difference(files, named) == MapSet.new(), "not in the README"
+    assert MapSet.difference(named, files) == MapSet.new(), "in the README, not in src/"
+  end
+end
