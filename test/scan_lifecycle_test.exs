@@ -183,12 +183,21 @@ defmodule Tinycluster.ScanLifecycleTest do
 
   defp request(epmd_port) do
     %{
-      hosts: [%{label: "stand-in", address: "127.0.0.1", epmd_port: epmd_port, node_host: "h"}],
+      hosts: [
+        %{
+          label: "stand-in",
+          address: "127.0.0.1",
+          epmd_port: epmd_port,
+          node_host: "h",
+          dist_port: nil
+        }
+      ],
       probe_name: "tinycluster_probe_lifecycle@h",
       creation: 1,
       local_name: "lifecycle_test@h",
       probe_timeout_ms: 500,
-      epmd_timeout_ms: 5_000
+      epmd_timeout_ms: 5_000,
+      tls: false
     }
   end
 end

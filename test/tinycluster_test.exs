@@ -22,7 +22,8 @@ defmodule TinyclusterTest do
                creation: 1,
                local_name: "x@vm",
                probe_timeout_ms: 100,
-               epmd_timeout_ms: 100
+               epmd_timeout_ms: 100,
+               tls: false
              })
 
     assert is_integer(id)

@@ -7,7 +7,7 @@ defmodule Tinycluster.Discovery do
   # names), and by their challenge after (native/tinycluster_nif/src/scan.rs).
   @moduledoc false
 
-  alias Tinycluster.{Candidate, DnsSeed, Hosts, Limits, LocalNode, Native, Options}
+  alias Tinycluster.{Candidate, DnsSeed, FixedPort, Hosts, Limits, LocalNode, Native, Options}
   alias Tinycluster.Poller.Plan
 
   # The probe claims a fixed name per poller: distinct between pollers (so they never answer
@@ -43,16 +43,19 @@ defmodule Tinycluster.Discovery do
       [alive, host] = node() |> Atom.to_string() |> String.split("@", parts: 2)
       probe_name = probe_name(alive, host, opts.name)
       family = LocalNode.family()
+      fixed = FixedPort.port()
 
       {:ok,
        %{
-         hosts: hosts || Hosts.specs(opts.hosts, node(), family),
+         hosts: FixedPort.specs(hosts || Hosts.specs(opts.hosts, node(), family), fixed),
          family: family,
          probe_name: probe_name,
          creation: :erlang.phash2(probe_name, 0xFFFF_FFFE) + 1,
          local_name: Atom.to_string(node()),
          probe_timeout_ms: opts.probe_timeout,
-         epmd_timeout_ms: opts.epmd_timeout
+         epmd_timeout_ms: opts.epmd_timeout,
+         tls: LocalNode.tls?(),
+         fixed_port: fixed
        }}
     else
       {:error, :not_distributed}
@@ -66,8 +69,10 @@ defmodule Tinycluster.Discovery do
   @spec with_seeds(map(), map()) :: map()
   def with_seeds(request, seeds) when map_size(seeds) == 0, do: request
 
-  def with_seeds(request, seeds),
-    do: %{request | hosts: request.hosts ++ DnsSeed.specs(seeds, request.hosts)}
+  def with_seeds(request, seeds) do
+    seeded = FixedPort.specs(DnsSeed.specs(seeds, request.hosts), request.fixed_port)
+    %{request | hosts: request.hosts ++ seeded}
+  end
 
   @doc """
   The name the probes of poller `name` on this node claim: `tinycluster_probe_<alive>@host`,

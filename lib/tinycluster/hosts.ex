@@ -191,8 +191,9 @@ defmodule Tinycluster.Hosts do
 
   @doc """
   The NIF's host specs for `entries`, for the local node `local_node`: each a map with
-  `label`, `address`, `epmd_port` and `node_host` (the local host part for `:local`, `nil`
-  for the others, whose names the probes confirm). DNS seeds have no spec of their own: the
+  `label`, `address`, `epmd_port`, `node_host` (the local host part for `:local`, `nil`
+  for the others, whose names the probes confirm) and `dist_port` (nil: their nodes are
+  found through EPMD; see `Tinycluster.FixedPort`). DNS seeds have no spec of their own: the
   addresses they give do (`Tinycluster.DnsSeed.specs/2`).
   """
   @spec specs([entry()], node(), family()) :: [map()]
@@ -210,12 +211,20 @@ defmodule Tinycluster.Hosts do
           label: "local",
           address: loopback(family),
           epmd_port: LocalNode.epmd_port(),
-          node_host: local_host
+          node_host: local_host,
+          dist_port: nil
         }
 
       entry ->
         {host, port} = host_port(entry)
-        %{label: label_of(entry, shared), address: host, epmd_port: port, node_host: nil}
+
+        %{
+          label: label_of(entry, shared),
+          address: host,
+          epmd_port: port,
+          node_host: nil,
+          dist_port: nil
+        }
     end)
   end
 

@@ -255,6 +255,14 @@ defmodule Tinycluster.Poller do
     now = Candidates.now()
     listing = Discovery.listing(scan, report, scan.known)
     warned = Report.deferred(state.opts, state.warned, length(listing.deferred))
+
+    # Every host refused its EPMD connection: the nodes may run without EPMD, which a
+    # poller follows only with -erl_epmd_port. Said once.
+    warned =
+      if report.hosts != [] and Enum.all?(report.hosts, &(&1.status == {:error, :econnrefused})),
+        do: Report.once(state.opts, warned, :no_epmd),
+        else: warned
+
     {candidates, changes} = Candidates.scan_ended(state.candidates, listing, now)
     connected = Candidates.count(candidates, :connected)
     Report.scan_stop(state.opts, scan.started, report, connected, DnsSeed.counts(state.dns))

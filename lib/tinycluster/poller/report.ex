@@ -179,7 +179,7 @@ defmodule Tinycluster.Poller.Report do
           opts,
           :warning,
           "tinycluster: cannot list the nodes of #{host.label} " <>
-            "(EPMD at #{host.address}:#{host.epmd_port}): #{inspect(reason)}",
+            "(#{asked(host)}): #{inspect(reason)}",
           meta
         )
 
@@ -200,6 +200,11 @@ defmodule Tinycluster.Poller.Report do
     :ok
   end
 
+  defp asked(%{dist_port: port} = host) when is_integer(port),
+    do: "its distribution port, #{host.address}:#{port}, without EPMD"
+
+  defp asked(host), do: "EPMD at #{host.address}:#{host.epmd_port}"
+
   @doc "Logs the lines a DNS seeds' update gave (`{level, line, metadata}`)."
   @spec lines(Options.t(), [{Logger.level(), String.t(), keyword()}]) :: :ok
   def lines(opts, lines) do
@@ -211,7 +216,8 @@ defmodule Tinycluster.Poller.Report do
   @doc """
   Says `what` once: unless `said` has it already. Returns `said` with it. `what` is
   `:not_distributed`, `:hosts` (the hosts given in a form this node cannot use, known once
-  it is distributed) or `{:scan_not_started, reason}`.
+  it is distributed, and setups without EPMD it cannot follow: `Tinycluster.FixedPort`),
+  `:no_epmd` (no host's EPMD answers) or `{:scan_not_started, reason}`.
   """
   @spec once(Options.t(), MapSet.t(), term()) :: MapSet.t()
   def once(opts, said, what) do
@@ -226,8 +232,21 @@ defmodule Tinycluster.Poller.Report do
   defp warn(opts, :not_distributed), do: not_distributed(opts)
   defp warn(opts, {:scan_not_started, reason}), do: scan_not_started(opts, reason)
 
-  defp warn(opts, :hosts),
-    do: Enum.each(Tinycluster.Hosts.warnings(opts.hosts), &log(opts, :warning, &1, []))
+  defp warn(opts, :hosts) do
+    lines = Tinycluster.Hosts.warnings(opts.hosts) ++ Tinycluster.FixedPort.warnings()
+    Enum.each(lines, &log(opts, :warning, &1, []))
+  end
+
+  defp warn(opts, :no_epmd) do
+    log(
+      opts,
+      :warning,
+      "tinycluster: no host's EPMD answers (connection refused): if the nodes run " <>
+        "without EPMD (-start_epmd false), start every node, this one included, with " <>
+        "-erl_epmd_port P, the same P everywhere, and tinycluster probes P on every host",
+      []
+    )
+  end
 
   @doc """
   `said` once a scan has started: what kept scans from starting (`:not_distributed`,

@@ -63,12 +63,14 @@ fn spec(port: u16) -> ScanSpec {
             address: "127.0.0.1".into(),
             epmd_port: port,
             node_host: Some("floor".into()),
+            dist_port: None,
         }],
         probe_name: "epmd_floor@floor".into(),
         creation: 1,
         local_name: "epmd_floor@floor".into(),
         probe_timeout: Duration::from_secs(1),
         epmd_timeout: Duration::from_secs(5),
+        tls: false,
     }
 }
 

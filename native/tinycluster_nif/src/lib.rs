@@ -13,6 +13,8 @@
 //! - [`scan`]: a whole pass over many hosts, concurrently: each host's listing goes to the
 //!   owner, whose plan names the targets; their probes share the scan fairly between hosts,
 //!   one per listener, each host's waiting as long as its EPMD's round trip says it is far.
+//! - [`direct`]: hosts without EPMD, whose fixed distribution port is probed directly and
+//!   whose node's challenge names it.
 //! - [`plans`]: where a scan's hosts wait for their owner's plan.
 //! - [`batch`]: a pass's candidates whose probes finish together, handed over together.
 //! - [`limits`]: every bound above, in the one table the owner reads instead of restating.
@@ -30,6 +32,7 @@
 //! `{:tinycluster_scan, scan_id, event}`, sent from the runtime's threads.
 
 pub mod batch;
+pub mod direct;
 #[cfg(feature = "nif")]
 pub mod encode;
 pub mod epmd;

@@ -32,6 +32,7 @@ struct HostOpts {
     address: String,
     epmd_port: u16,
     node_host: Option<String>,
+    dist_port: Option<u16>,
 }
 
 /// The options every request carries.
@@ -43,6 +44,7 @@ struct ScanOpts {
     local_name: String,
     probe_timeout_ms: u64,
     epmd_timeout_ms: u64,
+    tls: bool,
 }
 
 /// A decoded request: the options every caller gives, and `family` (`:inet`, `:inet6` or
@@ -100,6 +102,7 @@ impl Request {
                     address: h.address,
                     epmd_port: h.epmd_port,
                     node_host: h.node_host,
+                    dist_port: h.dist_port,
                 })
                 .collect(),
             probe_name: opts.probe_name,
@@ -107,6 +110,7 @@ impl Request {
             local_name: opts.local_name,
             probe_timeout: Duration::from_millis(opts.probe_timeout_ms),
             epmd_timeout: Duration::from_millis(opts.epmd_timeout_ms),
+            tls: opts.tls,
         };
         Ok((spec, local))
     }

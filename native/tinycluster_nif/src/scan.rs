@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, OnceCell, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::direct;
 use crate::epmd::{self, Malformed};
 use crate::error::Error;
 use crate::inflight;
@@ -71,6 +72,10 @@ pub struct HostSpec {
     pub address: String,
     /// Its EPMD's port.
     pub epmd_port: u16,
+    /// Its nodes' fixed distribution port, when they run without EPMD: the port is then
+    /// probed directly, and the name its challenge gives is what the host lists
+    /// ([`crate::direct`]).
+    pub dist_port: Option<u16>,
     /// The host part its nodes' names have before their probes, when known (the local
     /// node's own, for the local host); without it, the host as given, in the local node's
     /// [`Naming`]. On every host the probe then takes the host part a node's challenge
@@ -108,6 +113,9 @@ pub struct ScanSpec {
     pub probe_timeout: Duration,
     /// The deadline of one EPMD query, resolution included; the plan's answer has as long.
     pub epmd_timeout: Duration,
+    /// Whether the local node runs TLS distribution: a host without EPMD is then probed
+    /// with the TLS ClientHello.
+    pub tls: bool,
 }
 
 /// A name a host's EPMD listed.
@@ -132,6 +140,8 @@ pub struct HostListing {
     pub address: String,
     /// The EPMD port asked.
     pub epmd_port: u16,
+    /// The distribution port probed instead, for a host without EPMD.
+    pub dist_port: Option<u16>,
     /// The names it listed and the lines it skipped; or why it could not be asked.
     pub result: Result<(Vec<Listed>, Vec<Malformed>), Error>,
     /// When its EPMD answered, the round trip of the request (connect, `NAMES_REQ`, the whole
@@ -428,28 +438,36 @@ fn confirm(
 async fn list(index: usize, host: &HostSpec, shared: &Shared) -> HostListing {
     let start = Instant::now();
     let (spec, local) = (&shared.spec, shared.local);
-    let queried = tokio::time::timeout(spec.epmd_timeout, query_epmd(host, local.family)).await;
     // Named after the host as given, not its label: a label may carry an EPMD port.
     let name_host = match &host.node_host {
         Some(node_host) => node_host.clone(),
         None => local.naming.name_host(&host.address).to_owned(),
     };
+    let queried = match host.dist_port {
+        Some(port) => {
+            let listing = list_direct(host, port, &name_host, shared);
+            tokio::time::timeout(spec.epmd_timeout, listing).await
+        }
+        None => {
+            let query = async {
+                let (addr, rtt, names) = query_epmd(host, local.family).await?;
+                let listed = names
+                    .entries
+                    .into_iter()
+                    .map(|e| Listed {
+                        name: node_name(&e.alive, &name_host),
+                        alive: e.alive,
+                        port: e.port,
+                    })
+                    .collect();
+                Ok((addr, rtt, listed, names.malformed))
+            };
+            tokio::time::timeout(spec.epmd_timeout, query).await
+        }
+    };
     let (address, latency, result) = match queried {
-        Ok(Ok((addr, rtt, names))) => {
-            let listed = names
-                .entries
-                .into_iter()
-                .map(|e| Listed {
-                    name: node_name(&e.alive, &name_host),
-                    alive: e.alive,
-                    port: e.port,
-                })
-                .collect();
-            (
-                addr.ip().to_string(),
-                Some(rtt),
-                Ok((listed, names.malformed)),
-            )
+        Ok(Ok((addr, rtt, listed, malformed))) => {
+            (addr.ip().to_string(), Some(rtt), Ok((listed, malformed)))
         }
         Ok(Err(e)) => (host.address.clone(), None, Err(e)),
         Err(_) => (host.address.clone(), None, Err(Error::Timeout)),
@@ -459,11 +477,73 @@ async fn list(index: usize, host: &HostSpec, shared: &Shared) -> HostListing {
         label: host.label.clone(),
         address,
         epmd_port: host.epmd_port,
+        dist_port: host.dist_port,
         result,
         latency: latency.unwrap_or_else(|| start.elapsed()),
         // Taken here, before any probe: how far the host is decides how long they wait.
         probe_timeout: latency.map(|rtt| host_probe_timeout(spec.probe_timeout, rtt)),
     }
+}
+
+/// Lists a host without EPMD by probing its fixed distribution `port` ([`crate::direct`]):
+/// its node, named by its challenge, is its one name. The probe's answer is kept for the
+/// plan's target of that name, which opens no second connection; a name whose host part
+/// does not lead back to the address probed is a claimed one.
+async fn list_direct(
+    host: &HostSpec,
+    port: u16,
+    name_host: &str,
+    shared: &Shared,
+) -> Result<(SocketAddr, Duration, Vec<Listed>, Vec<Malformed>), Error> {
+    let addrs = resolve::resolve(&host.address, port, shared.local.family).await?;
+    let addr = addrs[0];
+    let first_flight = if shared.spec.tls {
+        FirstFlight::ClientHello
+    } else {
+        FirstFlight::SendName
+    };
+    let tls_alive = shared.spec.tls.then(|| {
+        let local = &shared.spec.local_name;
+        local.split('@').next().unwrap_or_default()
+    });
+    let family = shared.local.family;
+    let cell = shared.listeners.cell(addr, first_flight);
+    let probe = cell
+        .get_or_init(|| async {
+            let request = ProbeRequest {
+                addr,
+                probe_name: &shared.spec.probe_name,
+                creation: shared.spec.creation,
+                timeout: shared.spec.epmd_timeout,
+                first_flight,
+            };
+            let mut probe = inflight::in_turn(&request, park::probe(&request)).await;
+            if let Outcome::Live { name, .. } = &probe.outcome {
+                if !direct::leads_back(name, addr, family).await {
+                    probe.outcome = Outcome::NameMismatch {
+                        claimed: name.clone(),
+                    };
+                }
+            }
+            probe
+        })
+        .await
+        .clone();
+    let entries = match &probe.outcome {
+        // Named, but not reachable under that name: listed so that its answer is told.
+        Outcome::NameMismatch { claimed } => {
+            let alive = claimed.split('@').next().unwrap_or_default().to_owned();
+            vec![(alive, claimed.clone())]
+        }
+        outcome => direct::named(outcome, tls_alive, name_host)?
+            .into_iter()
+            .collect(),
+    };
+    let listed = entries
+        .into_iter()
+        .map(|(alive, name)| Listed { alive, port, name })
+        .collect();
+    Ok((addr, probe.latency, listed, Vec::new()))
 }
 
 /// The name a node listed as `alive` on a host whose nodes' names end in `@name_host` has

@@ -33,6 +33,7 @@ fn host(label: &str) -> HostListing {
         label: label.into(),
         address: "127.0.0.1".into(),
         epmd_port: 4369,
+        dist_port: None,
         result: Ok((Vec::new(), Vec::new())),
         latency: Duration::ZERO,
         probe_timeout: Some(Duration::from_millis(300)),

@@ -317,6 +317,7 @@ pub fn host(label: &str, epmd: SocketAddr, node_host: Option<&str>) -> HostSpec 
         address: epmd.ip().to_string(),
         epmd_port: epmd.port(),
         node_host: node_host.map(Into::into),
+        dist_port: None,
     }
 }
 
@@ -330,6 +331,7 @@ pub fn spec(hosts: Vec<HostSpec>, probe_name: &str) -> ScanSpec {
         local_name: "me@h".into(),
         probe_timeout: Duration::from_secs(10),
         epmd_timeout: Duration::from_secs(10),
+        tls: false,
     }
 }
 

@@ -1,0 +1,90 @@
+//! Hosts without EPMD: nodes that listen on a fixed distribution port (`-start_epmd false
+//! -erl_epmd_port P`, as Phoenix's clustering guide and `mix release` recipes set them up).
+//! No name server lists them, but the half handshake a probe makes already names the node:
+//! its challenge carries its full name. So such a host is "listed" by probing its port, and
+//! the name the challenge gives is the one name it lists.
+//!
+//! Bytes and sockets are [`crate::probe`]'s; this module only says what a probe of a port
+//! tells as a listing, and checks that the name it gives leads back to the address probed:
+//! `Node.connect/1` reaches a node through its name's host part, never through the address
+//! that answered.
+
+use std::net::SocketAddr;
+
+use crate::error::Error;
+use crate::probe::{Outcome, TlsSeen};
+use crate::resolve::{self, Family};
+
+/// What a probe of a host's fixed port says of its node: `Ok(Some((alive, name)))` for a
+/// node, `Ok(None)` for a port with nothing on it yet (refused, or closed at once: a host
+/// with no node is no error), or why the host could not be listed. A TLS listener gives no
+/// name: when the local node runs TLS distribution, its node is taken to share this node's
+/// alive part (`tls_alive`, the release's name), under `name_host`.
+pub fn named(
+    outcome: &Outcome,
+    tls_alive: Option<&str>,
+    name_host: &str,
+) -> Result<Option<(String, String)>, Error> {
+    match outcome {
+        Outcome::Live { name, .. } => {
+            let alive = name.split('@').next().unwrap_or_default().to_owned();
+            Ok(Some((alive, name.clone())))
+        }
+        Outcome::Tls(TlsSeen::ServerHello) => {
+            Ok(tls_alive.map(|alive| (alive.to_owned(), format!("{alive}@{name_host}"))))
+        }
+        Outcome::Unreachable(Error::Refused | Error::Closed) => Ok(None),
+        Outcome::Unreachable(e) | Outcome::BadReply(e) => Err(e.clone()),
+        // A node that answers, but not with its name (an allow list, a handshake in flight,
+        // TLS for a plain node): no name to connect it under, this time.
+        _ => Ok(None),
+    }
+}
+
+/// Whether the host part of `name` resolves to `probed`'s address, as the local node would
+/// resolve it to connect: an address must be that address; a host name must have it among
+/// its addresses for `family`.
+pub async fn leads_back(name: &str, probed: SocketAddr, family: Option<Family>) -> bool {
+    let Some((_, host)) = name.split_once('@') else {
+        return false;
+    };
+    match resolve::resolve(host, probed.port(), family).await {
+        Ok(addrs) => addrs.iter().any(|a| a.ip() == probed.ip()),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_node_names_itself_a_closed_port_lists_nothing_silence_is_an_error() {
+        let live = Outcome::Live {
+            name: "app@10.0.0.2".into(),
+            hidden: false,
+        };
+        assert_eq!(
+            named(&live, None, "10.0.0.2"),
+            Ok(Some(("app".into(), "app@10.0.0.2".into())))
+        );
+        let refused = Outcome::Unreachable(Error::Refused);
+        assert_eq!(named(&refused, None, "h"), Ok(None));
+        let silent = Outcome::Unreachable(Error::Timeout);
+        assert_eq!(named(&silent, None, "h"), Err(Error::Timeout));
+        let tls = Outcome::Tls(TlsSeen::ServerHello);
+        assert_eq!(named(&tls, None, "h"), Ok(None));
+        assert_eq!(
+            named(&tls, Some("app"), "10.0.0.3"),
+            Ok(Some(("app".into(), "app@10.0.0.3".into())))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_leads_back_only_to_the_address_its_host_part_gives() {
+        let probed: SocketAddr = "127.0.0.1:6789".parse().unwrap();
+        assert!(leads_back("app@127.0.0.1", probed, None).await);
+        assert!(!leads_back("app@127.0.0.2", probed, None).await);
+        assert!(!leads_back("app", probed, None).await);
+    }
+}
