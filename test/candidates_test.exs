@@ -48,7 +48,7 @@ defmodule Tinycluster.CandidatesTest do
   end
 
   # The candidates a plan at `ms` holds back, with the nodes `connected` connected.
-  defp holds(table, ms, connected \\ []) do
+  defp holds(table, ms, connected) do
     connected = MapSet.new(connected, &Atom.to_string/1)
 
     for {{host, alive} = key, %{port: port}} <- table.entries,

@@ -37,13 +37,6 @@ defmodule Tinycluster.RobustnessTest do
   # A name no other test, run or atom has: atoms of it must never appear.
   defp fresh(prefix), do: "#{prefix}#{System.pid()}x#{System.unique_integer([:positive])}"
 
-  defp atom_exists?(string) do
-    _ = String.to_existing_atom(string)
-    true
-  rescue
-    ArgumentError -> false
-  end
-
   describe "a hostile or broken EPMD" do
     test "that answers bytes that are not an EPMD reply is {:malformed, what}, at once" do
       for garbage <- [
@@ -296,7 +289,7 @@ defmodule Tinycluster.RobustnessTest do
         assert bytes > 255
         assert candidate.node == nil
         assert Tinycluster.Candidate.describe(candidate) =~ "more than the 255"
-        refute atom_exists?(candidate.name)
+        refute Tinycluster.NodeName.existing(candidate.name)
       end
 
       # Listed under a name no node can have: never probed at all.
@@ -324,7 +317,7 @@ defmodule Tinycluster.RobustnessTest do
       for {_, candidate} <- status.candidates do
         assert candidate.state == :bad_reply, inspect(candidate)
         assert candidate.reason == {:name_too_long, bytes[candidate.alive]}
-        refute atom_exists?(candidate.name)
+        refute Tinycluster.NodeName.existing(candidate.name)
       end
 
       assert Node.list(:connected) |> Enum.all?(&(byte_size(Atom.to_string(&1)) <= 255))
@@ -398,7 +391,7 @@ defmodule Tinycluster.RobustnessTest do
 
       invented = for g <- 1..:atomics.get(generation, 1), i <- 1..20, do: name.(g, i) <> "@vm"
       assert length(invented) >= 200
-      atoms = Enum.count(invented, &atom_exists?/1)
+      atoms = Enum.count(invented, &Tinycluster.NodeName.existing/1)
       assert atoms <= Tinycluster.Poller.AtomBudget.per_window(), "#{atoms} atoms made"
       assert count(log, "new nodes within a minute") == 1, log
     end
@@ -484,10 +477,10 @@ defmodule Tinycluster.RobustnessTest do
 
       for {alive, {kind, {_server, _state, _reason}}} <- ctx.named do
         assert count(log, "tinycluster: #{alive}@") == 1, "#{kind}: #{log}"
-        refute atom_exists?(alive), "#{kind}: an atom was made of its name"
+        refute Tinycluster.NodeName.existing(alive), "#{kind}: an atom was made of its name"
       end
 
-      refute atom_exists?(ctx.impostor)
+      refute Tinycluster.NodeName.existing(ctx.impostor)
       refute Enum.any?(Node.list(:connected), &(Atom.to_string(&1) =~ ctx.impostor))
     end
   end
@@ -513,7 +506,7 @@ defmodule Tinycluster.RobustnessTest do
       assert candidate.node == nil
     end
 
-    refute atom_exists?(alive <> "@vm")
+    refute Tinycluster.NodeName.existing(alive <> "@vm")
   end
 
   test "no atom is made of the names a hostile EPMD lists" do
@@ -549,7 +542,7 @@ defmodule Tinycluster.RobustnessTest do
 
     refute Enum.any?(
              Enum.take(huge, 100) ++ Enum.take(under_cap, 100),
-             &atom_exists?(elem(&1, 0))
+             &Tinycluster.NodeName.existing(elem(&1, 0))
            )
   end
 end
