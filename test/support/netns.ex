@@ -65,7 +65,9 @@ defmodule Tinycluster.Netns do
 
   `:loopback_epmd` lists the indexes of hosts whose `epmd` listens on their loopback only
   (`epmd -address 127.0.0.1`), so that something else can take port 4369 on their own
-  address: a `Tinycluster.DelayLine`, to make the host far away.
+  address: a `Tinycluster.DelayLine`, to make the host far away. `epmd: false` starts no
+  `epmd` anywhere: a cluster without EPMD, whose nodes run with `-start_epmd false
+  -erl_epmd_port P` (`start_node/4`'s `:dist_port`).
   """
   @spec setup!(t(), keyword()) :: t()
   def setup!(%__MODULE__{} = net, opts \\ []) do
@@ -87,9 +89,16 @@ defmodule Tinycluster.Netns do
       ip!(["-n", host.ns, "addr", "add", host.ipv6 <> "/64", "dev", veth, "nodad"])
       ip!(["-n", host.ns, "link", "set", veth, "up"])
 
-      if host.index in Keyword.get(opts, :loopback_epmd, []),
-        do: start_epmd(host, 4369, address: "127.0.0.1"),
-        else: start_epmd(host)
+      cond do
+        Keyword.get(opts, :epmd, true) == false ->
+          :ok
+
+        host.index in Keyword.get(opts, :loopback_epmd, []) ->
+          start_epmd(host, 4369, address: "127.0.0.1")
+
+        true ->
+          start_epmd(host)
+      end
     end
 
     net
@@ -218,14 +227,18 @@ defmodule Tinycluster.Netns do
   `-name`), which halts when its stdin closes, and waits until that host's `epmd` lists it.
   `extra` are more `erl` arguments (`-proto_dist inet6_tcp`); `epmd_port` is the port of
   the `epmd` to wait for (default 4369; the node's own `-epmd_port` goes in `extra`).
+  `dist_port: P` starts a node without EPMD (`-start_epmd false -erl_epmd_port P`, before
+  `extra`) and waits until it listens on P in its host instead: no `epmd` lists it.
   """
   @spec start_node(t(), host(), String.t(), keyword()) :: map()
   def start_node(net, host, alive, opts \\ []) do
     address = Keyword.get(opts, :address, host.ipv4)
     name = "#{alive}@#{address}"
+    dist_port = opts[:dist_port]
 
     args =
       [System.find_executable("erl"), "-name", name, "-setcookie", net.cookie, "-noshell"] ++
+        without_epmd(dist_port) ++
         Keyword.get(opts, :extra, []) ++
         ["-eval", ~s|spawn(fun() -> io:get_line(""), erlang:halt() end).|]
 
@@ -233,12 +246,45 @@ defmodule Tinycluster.Netns do
     {:os_pid, os_pid} = Port.info(port, :os_pid)
     epmd_port = Keyword.get(opts, :epmd_port, 4369)
 
-    wait_until(
-      fn -> registered?(host, alive, epmd_port) end,
-      "#{name} to register in #{host.ns}"
-    )
+    if dist_port do
+      wait_until(
+        fn -> listening?(host, dist_port) end,
+        "#{name} to listen on port #{dist_port} in #{host.ns}"
+      )
+    else
+      wait_until(
+        fn -> registered?(host, alive, epmd_port) end,
+        "#{name} to register in #{host.ns}"
+      )
+    end
 
     %{name: String.to_atom(name), alive: alive, os_pid: os_pid, port: port, host: host}
+  end
+
+  @doc """
+  The `erl` arguments of a node of a cluster without EPMD whose nodes all listen on
+  `dist_port` (none for nil): it starts no `epmd`, and OTP's `erl_epmd` answers that port
+  for every node without asking one.
+  """
+  @spec without_epmd(:inet.port_number() | nil) :: [String.t()]
+  def without_epmd(nil), do: []
+  def without_epmd(dist_port), do: ~w(-start_epmd false -erl_epmd_port #{dist_port})
+
+  @doc "Whether something in `host` listens on TCP `port`, as `ss -ltn` there says."
+  @spec listening?(host(), :inet.port_number()) :: boolean()
+  def listening?(host, port) do
+    case ip(["netns", "exec", host.ns, "ss", "-Hltn", "sport = :#{port}"]) do
+      {out, 0} -> String.trim(out) != ""
+      _ -> false
+    end
+  end
+
+  @doc "The command names (`/proc/<pid>/comm`) of the processes in `host`'s namespace."
+  @spec commands(host()) :: [String.t()]
+  def commands(host) do
+    for pid <- pids_in(host.ns),
+        {:ok, comm} <- [File.read("/proc/#{pid}/comm")],
+        do: String.trim(comm)
   end
 
   @doc "Stops a node or agent by its OS pid and closes its port."
@@ -309,8 +355,9 @@ defmodule Tinycluster.Netns do
   `Tinycluster.NetnsAgent`, which applies the calls `call/5` sends over its stdin and writes
   the results to its stdout. It halts when its stdin closes. Options: `:name` (`"alive"` for
   `-name alive@ipv4`, or a full `-name`), `:sname` (runs with `-sname` instead), `:extra`
-  (more `erl` arguments), `:cd` (its current directory). With neither `:name` nor `:sname`
-  it is no node until `distribute/2` makes it one.
+  (more `erl` arguments), `:dist_port` (a node without EPMD, as in `start_node/4`), `:cd`
+  (its current directory). With neither `:name` nor `:sname` it is no node until
+  `distribute/2` makes it one.
   """
   @spec start_agent(t(), host(), keyword()) :: map()
   def start_agent(net, host, opts) do
@@ -330,6 +377,7 @@ defmodule Tinycluster.Netns do
       [System.find_executable("erl")] ++
         name_args ++
         ["-setcookie", net.cookie, "-noshell"] ++
+        without_epmd(opts[:dist_port]) ++
         Tinycluster.TestNodes.code_path_args() ++
         Keyword.get(opts, :extra, []) ++
         ["-eval", "'Elixir.Tinycluster.NetnsAgent':main()."]
