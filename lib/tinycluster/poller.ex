@@ -31,6 +31,8 @@ defmodule Tinycluster.Poller do
       lookup: nil,
       # The scans under way, by id: each asks the hosts no other scan asks.
       scans: %{},
+      # The hosts of the latest poll, asked or not: a candidate of another is gone.
+      known: MapSet.new(),
       candidates: Candidates.new(),
       hosts: HostTable.new(),
       dns: DnsSeed.new(opts.hosts),
@@ -160,11 +162,11 @@ defmodule Tinycluster.Poller do
     start_scan(%{state | dns: dns, lookup: nil}, request, state.lookup.started)
   end
 
-  # Only the hosts due are asked (`Tinycluster.Poller.Pacing`), and of those only the ones no scan
-  # under way asks; the others are still known, so that their candidates are not taken for
-  # gone.
+  # Only the hosts due are asked (`Tinycluster.Poller.Pacing`), and of those only the ones no
+  # scan under way asks; the others are still known (the latest poll's hosts, whichever scan
+  # ends), so that their candidates are not taken for gone.
   defp start_scan(state, request, started) do
-    known = MapSet.new(request.hosts, & &1.label)
+    state = %{state | known: MapSet.new(request.hosts, & &1.label)}
     busy = for {_id, scan} <- state.scans, label <- scan.labels, into: MapSet.new(), do: label
 
     due =
@@ -175,11 +177,11 @@ defmodule Tinycluster.Poller do
     if due == [] and map_size(state.scans) > 0 do
       state
     else
-      start_scan(state, %{request | hosts: due}, started, known)
+      begin_scan(state, %{request | hosts: due}, started)
     end
   end
 
-  defp start_scan(state, request, started, known) do
+  defp begin_scan(state, request, started) do
     case Discovery.start(request) do
       {:ok, scan} ->
         labels = Enum.map(request.hosts, & &1.label)
@@ -190,7 +192,6 @@ defmodule Tinycluster.Poller do
         more = %{
           probed: [],
           labels: labels,
-          known: known,
           started: started,
           watchdog: watchdog,
           unreachable: []
@@ -253,7 +254,7 @@ defmodule Tinycluster.Poller do
 
     Report.unreachable(state.opts, Enum.reverse(scan.unreachable))
     now = Candidates.now()
-    listing = Discovery.listing(scan, report, scan.known)
+    listing = Discovery.listing(scan, report, state.known)
     warned = Report.deferred(state.opts, state.warned, length(listing.deferred))
 
     # Every host refused its EPMD connection: the nodes may run without EPMD, which a
@@ -269,7 +270,7 @@ defmodule Tinycluster.Poller do
 
     hosts =
       state.hosts
-      |> HostTable.keep(scan.known)
+      |> HostTable.keep(state.known)
       |> HostTable.paced(report.hosts, state.opts, ms(scan.started))
 
     %{
