@@ -78,11 +78,11 @@ defmodule Tinycluster.DnsSeedTest do
       [srv, aaaa] =
         Options.new!(hosts: [{:dns, "a.test", type: :srv}, {:dns, "b.test", type: :aaaa}]).hosts
 
-      assert [short] = Tinycluster.Hosts.warnings([srv], :shortnames, :inet)
+      assert [short] = Tinycluster.Hosts.Warnings.warnings([srv], :shortnames, :inet)
       assert short =~ "DNS seed a.test gives addresses, but this node runs with short names"
-      assert [v6] = Tinycluster.Hosts.warnings([aaaa], :longnames, :inet)
+      assert [v6] = Tinycluster.Hosts.Warnings.warnings([aaaa], :longnames, :inet)
       assert v6 =~ "asks for AAAA (IPv6) records, but this node's distribution is IPv4"
-      assert Tinycluster.Hosts.warnings([srv, aaaa], :longnames, :inet6) == []
+      assert Tinycluster.Hosts.Warnings.warnings([srv, aaaa], :longnames, :inet6) == []
     end
   end
 

@@ -263,10 +263,10 @@ defmodule Tinycluster.HostsTest do
                %{label: "local", address: "127.0.0.1", node_host: "vm", epmd_port: local},
                %{label: "b.example.com", address: "b.example.com", epmd_port: 4369},
                %{label: "198.18.0.2", address: "198.18.0.2", epmd_port: 4370, node_host: nil}
-             ] = Hosts.specs(entries, :a@vm, :inet)
+             ] = Hosts.Specs.specs(entries, :a@vm, :inet)
 
       assert local == Tinycluster.LocalNode.epmd_port()
-      assert [%{address: "::1"}] = Hosts.specs([:local], :a@vm, :inet6)
+      assert [%{address: "::1"}] = Hosts.Specs.specs([:local], :a@vm, :inet6)
     end
 
     test "one host with several EPMD ports is labelled by port" do
@@ -275,10 +275,10 @@ defmodule Tinycluster.HostsTest do
       # As specs/3 and status label them, with :local, no seed.
       seed = {:dns, "app.test", %{type: nil, nameservers: []}}
 
-      assert Hosts.labels([:local | entries] ++ [seed]) ==
+      assert Hosts.Specs.labels([:local | entries] ++ [seed]) ==
                ["local", "b:4369", "B:4370", "[2001:2::2]:4369", "[2001:2::2]:4371", "c"]
 
-      assert Enum.map(Hosts.specs(entries, :a@vm, :inet), & &1.label) ==
+      assert Enum.map(Hosts.Specs.specs(entries, :a@vm, :inet), & &1.label) ==
                ["b:4369", "B:4370", "[2001:2::2]:4369", "[2001:2::2]:4371", "c"]
     end
   end
@@ -286,16 +286,24 @@ defmodule Tinycluster.HostsTest do
   describe "warnings/3" do
     test "an address under short names, and IPv6 under an IPv4 distribution" do
       assert [short] =
-               Hosts.warnings([:local, "b", "b.example", "198.18.0.2"], :shortnames, :inet)
+               Hosts.Warnings.warnings(
+                 [:local, "b", "b.example", "198.18.0.2"],
+                 :shortnames,
+                 :inet
+               )
 
       assert short =~ "198.18.0.2"
       assert short =~ "short names (-sname)"
 
-      assert [v6] = Hosts.warnings([{"2001:2::2", 4369}], :longnames, :inet)
+      assert [v6] = Hosts.Warnings.warnings([{"2001:2::2", 4369}], :longnames, :inet)
       assert v6 =~ "IPv6 address 2001:2::2"
       assert v6 =~ "inet6_tcp"
 
-      assert Hosts.warnings(["b", "b.example", "198.18.0.2", "2001:2::2"], :longnames, :inet6) ==
+      assert Hosts.Warnings.warnings(
+               ["b", "b.example", "198.18.0.2", "2001:2::2"],
+               :longnames,
+               :inet6
+             ) ==
                []
     end
   end

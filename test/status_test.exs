@@ -105,7 +105,7 @@ defmodule Tinycluster.StatusTest do
     test "makes the host specs once, and again when the node's name or family changes" do
       entries = [:local, {"10.0.0.9", 4369}]
       {table, specs} = HostTable.specs(HostTable.new(), entries, :a@h, :inet)
-      assert specs == Tinycluster.Hosts.specs(entries, :a@h, :inet)
+      assert specs == Tinycluster.Hosts.Specs.specs(entries, :a@h, :inet)
       assert {^table, ^specs} = HostTable.specs(table, entries, :a@h, :inet)
       {_table, renamed} = HostTable.specs(table, entries, :b@g, :inet6)
       assert hd(renamed) == %{hd(specs) | node_host: "g", address: "::1"}

@@ -47,7 +47,7 @@ defmodule Tinycluster.Discovery do
 
       {:ok,
        %{
-         hosts: FixedPort.specs(hosts || Hosts.specs(opts.hosts, node(), family), fixed),
+         hosts: FixedPort.specs(hosts || Hosts.Specs.specs(opts.hosts, node(), family), fixed),
          family: family,
          probe_name: probe_name,
          creation: :erlang.phash2(probe_name, 0xFFFF_FFFE) + 1,

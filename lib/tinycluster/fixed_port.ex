@@ -34,7 +34,7 @@ defmodule Tinycluster.FixedPort do
   The host specs `specs` for a cluster whose nodes listen on `port` without EPMD (nil:
   unchanged): every host's distribution port is `port`, but for a port given with the host
   (`{host, port}` in `:hosts`, or an SRV record's), which is that host's. Specs come with
-  `dist_port: nil` (`Tinycluster.Hosts.specs/3`), so that a cluster with EPMD pays nothing
+  `dist_port: nil` (`Tinycluster.Hosts.Specs.specs/3`), so that a cluster with EPMD pays nothing
   here per poll.
   """
   @spec specs([map()], :inet.port_number() | nil) :: [map()]

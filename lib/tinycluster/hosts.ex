@@ -42,7 +42,7 @@ defmodule Tinycluster.Hosts do
   With short names an IP address cannot be part of a node name, so an address in `:hosts`
   is the wrong form for an `-sname` node: it still finds the nodes there, under their short
   host names, but connecting to them needs those names to resolve here. `warnings/3` says
-  so, once, when the poller starts scanning.
+  so, once, when the poller starts scanning (`Tinycluster.Hosts.Warnings`).
   """
 
   alias Tinycluster.{DnsSeed, LocalNode}
@@ -187,134 +187,9 @@ defmodule Tinycluster.Hosts do
   defp identity({host, port}), do: {String.downcase(host, :ascii), port}
   defp identity(host), do: identity({host, LocalNode.default_epmd_port()})
 
-  ## The scan request
-
-  @doc """
-  The NIF's host specs for `entries`, for the local node `local_node`: each a map with
-  `label`, `address`, `epmd_port`, `node_host` (the local host part for `:local`, `nil`
-  for the others, whose names the probes confirm) and `dist_port` (nil: their nodes are
-  found through EPMD; see `Tinycluster.FixedPort`). DNS seeds have no spec of their own: the
-  addresses they give do (`Tinycluster.DnsSeed.specs/2`).
-  """
-  @spec specs([entry()], node(), family()) :: [map()]
-  def specs(entries, local_node \\ node(), family \\ LocalNode.family()) do
-    [_alive, local_host] = local_node |> Atom.to_string() |> String.split("@", parts: 2)
-    # Counted once: asking each entry's label of all the entries made every poll quadratic
-    # in the hosts (128 ms of CPU a second at 1000 hosts, bench hosts).
-    shared = shared_hosts(entries)
-
-    entries
-    |> Enum.reject(&DnsSeed.seed?/1)
-    |> Enum.map(fn
-      :local ->
-        %{
-          label: "local",
-          address: loopback(family),
-          epmd_port: LocalNode.epmd_port(),
-          node_host: local_host,
-          dist_port: nil
-        }
-
-      entry ->
-        {host, port} = host_port(entry)
-
-        %{
-          label: label_of(entry, shared),
-          address: host,
-          epmd_port: port,
-          node_host: nil,
-          dist_port: nil
-        }
-    end)
-  end
-
-  # Local nodes listen on every interface unless told otherwise; loopback reaches them
-  # without depending on how the host name resolves.
-  defp loopback(:inet6), do: "::1"
-  defp loopback(:inet), do: "127.0.0.1"
-
-  defp host_port({host, port}), do: {host, port}
-  defp host_port(host), do: {host, LocalNode.default_epmd_port()}
-
-  @doc """
-  The labels of every entry but the DNS seeds (a seed is no host), in order: how each is
-  named in reports and in `Tinycluster.status/1`: `"local"`, or the host as given;
-  `"host:port"` (`"[v6]:port"`) when `entries` list the same host with several EPMD ports.
-  """
-  @spec labels([entry()]) :: [String.t()]
-  def labels(entries) do
-    shared = shared_hosts(entries)
-
-    for entry <- entries, not DnsSeed.seed?(entry) do
-      if entry == :local, do: "local", else: label_of(entry, shared)
-    end
-  end
-
-  # The hosts (lowercase) that more than one entry names, at different EPMD ports.
-  defp shared_hosts(entries) do
-    for entry <- entries,
-        entry != :local and not DnsSeed.seed?(entry),
-        reduce: %{} do
-      acc ->
-        Map.update(acc, entry |> host_port() |> elem(0) |> String.downcase(:ascii), 1, &(&1 + 1))
-    end
-    |> Map.filter(fn {_host, count} -> count > 1 end)
-  end
-
-  defp label_of(entry, shared) do
-    {host, port} = host_port(entry)
-
-    cond do
-      not Map.has_key?(shared, String.downcase(host, :ascii)) -> host
-      String.contains?(host, ":") -> "[#{host}]:#{port}"
-      true -> "#{host}:#{port}"
-    end
-  end
-
-  ## Reports
-
-  @doc """
-  What is wrong with `entries` for a node of `naming` and `family`, as log lines to write
-  once: an IP address under short names (a short node name cannot hold an address, so the
-  nodes there are named after their host's short name, which must resolve here), and an IPv6
-  address under an IPv4 distribution (unreachable).
-
-      Tinycluster.Hosts.warnings(["198.18.0.2", "b"], :shortnames, :inet)
-      #=> ["tinycluster: :hosts lists the address 198.18.0.2, but this node runs with short names (-sname), ..."]
-  """
-  @spec warnings([entry()], naming() | nil, family()) :: [String.t()]
-  def warnings(entries, naming \\ LocalNode.naming(), family \\ LocalNode.family()) do
-    static =
-      for entry <- entries,
-          entry != :local,
-          not DnsSeed.seed?(entry),
-          warning = warning(entry, naming, family),
-          do: warning
-
-    static ++ DnsSeed.warnings(entries, naming, family)
-  end
-
-  defp warning(entry, naming, family) do
-    {host, _port} = host_port(entry)
-
-    cond do
-      not ip?(host) ->
-        nil
-
-      family == :inet and String.contains?(host, ":") ->
-        "tinycluster: :hosts lists the IPv6 address #{host}, but this node's distribution " <>
-          "is IPv4 (inet_tcp), which cannot reach it; start every node with " <>
-          "-proto_dist inet6_tcp to cluster over IPv6"
-
-      naming == :shortnames ->
-        "tinycluster: :hosts lists the address #{host}, but this node runs with short names " <>
-          "(-sname), and a short node name cannot hold an address: the nodes there are " <>
-          "found under their host's short name (name@host), and connecting to them needs " <>
-          "that name to resolve on this host. List the host by name, or run every node " <>
-          "with -name."
-
-      true ->
-        nil
-    end
-  end
+  @doc "An entry's host and EPMD port (4369 unless the entry gives one)."
+  @spec host_port(String.t() | {String.t(), :inet.port_number()}) ::
+          {String.t(), :inet.port_number()}
+  def host_port({host, port}), do: {host, port}
+  def host_port(host), do: {host, LocalNode.default_epmd_port()}
 end

@@ -59,7 +59,7 @@ defmodule Tinycluster.Poller.HostTable do
   end
 
   @doc """
-  The host specs of `entries` (the `:hosts` option: `Tinycluster.Hosts.specs/3`) for the
+  The host specs of `entries` (the `:hosts` option: `Tinycluster.Hosts.Specs.specs/3`) for the
   local node `node` of `family`: made once, and again only when one of them changes. Every
   poll asks for them, and a poller of hundreds of hosts spent most of an idle poll making
   them.
@@ -69,7 +69,7 @@ defmodule Tinycluster.Poller.HostTable do
     do: {table, specs}
 
   def specs(%__MODULE__{} = table, entries, node, family) do
-    specs = Hosts.specs(entries, node, family)
+    specs = Hosts.Specs.specs(entries, node, family)
     {%{table | specs: {{entries, node, family}, specs}}, specs}
   end
 
@@ -173,7 +173,7 @@ defmodule Tinycluster.Poller.HostTable do
   def view(%__MODULE__{hosts: hosts, pacing: pacing}, entries, candidates, now_ms) do
     nodes = Enum.group_by(Map.values(candidates), & &1.host, & &1.name)
     # A DNS seed is no host: the addresses it gives are, and the reports name them.
-    labels = Hosts.labels(entries)
+    labels = Hosts.Specs.labels(entries)
 
     Map.new(Enum.uniq(labels ++ Map.keys(hosts)), fn label ->
       host = Map.get(hosts, label, %{})

@@ -233,7 +233,7 @@ defmodule Tinycluster.Poller.Report do
   defp warn(opts, {:scan_not_started, reason}), do: scan_not_started(opts, reason)
 
   defp warn(opts, :hosts) do
-    lines = Tinycluster.Hosts.warnings(opts.hosts) ++ Tinycluster.FixedPort.warnings()
+    lines = Tinycluster.Hosts.Warnings.warnings(opts.hosts) ++ Tinycluster.FixedPort.warnings()
     Enum.each(lines, &log(opts, :warning, &1, []))
   end
 
