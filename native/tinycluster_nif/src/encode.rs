@@ -53,6 +53,7 @@ mod atoms {
         duration_us,
         hosts,
         candidates,
+        creation,
     }
 }
 
@@ -112,13 +113,21 @@ pub fn host<'a>(env: Env<'a>, report: &HostReport) -> Term<'a> {
     )
 }
 
-/// Encodes a candidate as `%{host, alive, name, address, port, state, reason, latency_us}`.
+/// Encodes a candidate as `%{host, alive, name, address, port, state, reason, latency_us,
+/// creation}`; `creation` is the one a live node's challenge carried, nil for any other.
 /// A held-back candidate is `state: :held`, one past the scan's budget `:deferred`, one in
 /// the skip set `:skipped`.
 /// A TLS listener is `state: :tls` (reason `:alert` or `:server_hello`: how it was told), or
 /// `state: :live, reason: :tls` for a local node that runs TLS distribution.
 pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
     let nil = atoms::nil().encode(env);
+    let creation = match &c.probe {
+        Some(p) => match p.outcome {
+            Outcome::Live { creation, .. } => creation.encode(env),
+            _ => nil,
+        },
+        None => nil,
+    };
     let (state, reason, latency) = match &c.probe {
         None if c.held => (atoms::held(), nil, nil),
         None if c.deferred => (atoms::deferred(), nil, nil),
@@ -163,6 +172,7 @@ pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
             (atoms::state(), state.encode(env)),
             (atoms::reason(), reason),
             (atoms::latency_us(), latency),
+            (atoms::creation(), creation),
         ],
     )
 }

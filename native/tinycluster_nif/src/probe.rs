@@ -61,8 +61,14 @@ pub struct ProbeRequest<'a> {
 /// What a probe learned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// A live node that named itself as expected; `name` is its full name.
-    Live { name: String, hidden: bool },
+    /// A live node that named itself as expected; `name` is its full name, `creation` the one
+    /// its challenge carries: new at every start of a node of that name, so it tells a
+    /// restarted node from the one before at the same port.
+    Live {
+        name: String,
+        hidden: bool,
+        creation: u32,
+    },
     /// A live listener whose challenge names another node.
     NameMismatch { claimed: String },
     /// A live node whose name is of the other naming mode (`-name` against `-sname`), which
@@ -178,6 +184,7 @@ async fn distribution(
     Ok(if expected {
         Outcome::Live {
             hidden: challenge.hidden(),
+            creation: challenge.creation,
             name: challenge.name,
         }
     } else {

@@ -74,7 +74,9 @@ async fn published_challenge_is_a_live_visible_node_and_nothing_follows_it() {
         result.outcome,
         Outcome::Live {
             name: "app@vm1".into(),
-            hidden: false
+            hidden: false,
+            // The creation tests/common's challenge carries.
+            creation: 7
         }
     );
     assert!(
@@ -92,7 +94,8 @@ async fn challenge_without_published_is_a_hidden_node() {
         result.outcome,
         Outcome::Live {
             name: "app@vm1".into(),
-            hidden: true
+            hidden: true,
+            creation: 7
         }
     );
     assert!(
@@ -110,7 +113,8 @@ async fn ok_simultaneous_goes_on_to_the_challenge() {
         result.outcome,
         Outcome::Live {
             name: "app@vm1".into(),
-            hidden: false
+            hidden: false,
+            creation: 7
         }
     );
     assert!(
@@ -297,7 +301,8 @@ async fn challenge_naming_another_node_is_a_mismatch_without_an_expected_host() 
         result.outcome,
         Outcome::Live {
             name: "app@elsewhere".into(),
-            hidden: true
+            hidden: true,
+            creation: 7
         }
     );
 }
@@ -318,6 +323,7 @@ async fn every_cut_of_the_answer_has_its_documented_outcome() {
             Outcome::Live {
                 name: "app@vm1".into(),
                 hidden: false,
+                creation: 7,
             }
         };
         assert_eq!(result.outcome, expected, "cut after {cut} bytes");
@@ -358,7 +364,8 @@ async fn a_challenge_with_bytes_after_the_name_is_a_live_node() {
         result.outcome,
         Outcome::Live {
             name: "app@vm1".into(),
-            hidden: false
+            hidden: false,
+            creation: 7
         }
     );
     assert!(

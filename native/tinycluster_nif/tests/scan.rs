@@ -160,7 +160,8 @@ async fn a_good_reply_leads_to_probes_of_its_nodes_and_only_those() {
         *outcome(&a),
         Outcome::Live {
             name: "a@h".into(),
-            hidden: false
+            hidden: false,
+            creation: 7
         }
     );
     assert_eq!(
@@ -172,7 +173,8 @@ async fn a_good_reply_leads_to_probes_of_its_nodes_and_only_those() {
         *outcome(&b),
         Outcome::Live {
             name: "b@h".into(),
-            hidden: true
+            hidden: true,
+            creation: 7
         }
     );
     let (_, _, c) = recorder.candidate("c");
@@ -225,7 +227,8 @@ async fn without_a_node_host_names_use_the_host_as_given_and_any_host_is_accepte
         *outcome(&a),
         Outcome::Live {
             name: "a@far.example".into(),
-            hidden: false
+            hidden: false,
+            creation: 7
         }
     );
     assert_eq!(
@@ -299,7 +302,8 @@ async fn bad_lines_are_skipped_and_reported_with_the_host() {
         *outcome(&candidates[0]),
         Outcome::Live {
             name: "good@h".into(),
-            hidden: false
+            hidden: false,
+            creation: 7
         }
     );
     assert_eq!(report.candidates.len(), 1);
