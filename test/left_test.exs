@@ -208,6 +208,19 @@ defmodule Tinycluster.LeftTest do
       assert is_integer(entry(refused).retry_at)
     end
 
+    test "a new incarnation that connected itself is connected, and reconnected as any node" do
+      table = left_table()
+      {table, _} = Candidates.node_down(table, :c@vm, :connection_closed)
+      # C restarted at its port and connected itself before any probe of the new one.
+      {table, _} = Candidates.node_up(table, :c@vm)
+      {table, [], _} = probed(table, [state: :skipped, creation: nil], 100)
+      assert %{state: :connected, creation: nil} = entry(table)
+      # Disconnected by hand: its probe shows its creation, and it is connected again.
+      {table, _} = Candidates.node_down(table, :c@vm, :disconnect)
+      assert entry(table).state == :down
+      assert {_, [{_, :c@vm}], _} = probed(table, [creation: 8], 200)
+    end
+
     test "a node connected without a probe (a restart that connected itself) has no creation" do
       table = connected()
       {table, _} = Candidates.node_down(table, :c@vm, :connection_closed)

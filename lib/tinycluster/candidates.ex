@@ -110,7 +110,7 @@ defmodule Tinycluster.Candidates do
               nil -> %Candidate{probed | first_seen: now.at, last_seen: now.at}
               old -> merge(Backoff.restarted(old, probed), probed, now.at)
             end
-            |> left(table.left)
+            |> left(table.left, old)
             |> Backoff.after_probe(opts, now.ms)
 
           {budget, entry, connect, notice} = Connect.now(table.budget, key, entry, opts, now.ms)
@@ -134,9 +134,17 @@ defmodule Tinycluster.Candidates do
     %{table | refusals: refusals, left: Left.seen(table.left, probed.name, probed.creation)}
   end
 
-  # An incarnation that left stays `:left` whatever happens to it but a connection (a fact,
-  # which `node_up/2` records), and nothing is retried meanwhile.
-  defp left(%Candidate{name: name, creation: creation} = entry, left) do
+  # An incarnation that left is `:left` whatever a probe or a connection attempt says, and
+  # nothing is retried meanwhile. A connection that `node_up/2` recorded stays: it is a fact
+  # that only a nodedown changes, and it may well be a new incarnation's, which connected
+  # itself before any probe could show its creation (a probe in flight that says `skipped`
+  # of a node that left, by contrast, finds it `:left` already).
+  defp left(entry, left, old \\ nil)
+
+  defp left(%Candidate{state: :connected} = entry, _left, %Candidate{state: :connected}),
+    do: entry
+
+  defp left(%Candidate{name: name, creation: creation} = entry, left, _old) do
     if Left.holds?(left, name, creation),
       do: %{entry | state: :left, reason: nil, attempts: 0, retry_at: nil},
       else: entry
@@ -374,13 +382,17 @@ defmodule Tinycluster.Candidates do
 
   @doc """
   A `nodedown` of `node` for `reason`: every candidate of that name that was connected is
-  `:down`, so that each of their hosts is asked again, or `:left` if its incarnation left.
-  A refused connection attempt may end in a `nodedown` too; it tells nothing the attempt's
-  result does not, and taken as a loss it once cleared the refusals' count.
+  `:down`, so that each of their hosts is asked again, or `:left` if it is known to be the
+  incarnation that left (one of unknown creation, which connected itself, is `:down`: its
+  probe tells). A refused connection attempt may end in a `nodedown` too; it tells nothing
+  the attempt's result does not, and taken as a loss it once cleared the refusals' count.
   """
   @spec node_down(t(), node(), term()) :: {t(), [change()]}
   def node_down(%__MODULE__{} = table, node, reason) do
     update_named(table, node, fn
+      %Candidate{state: :connected, creation: nil} = entry ->
+        %{entry | state: :down, reason: reason}
+
       %Candidate{state: :connected} = entry ->
         left(%{entry | state: :down, reason: reason}, table.left)
 
