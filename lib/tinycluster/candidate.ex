@@ -8,10 +8,11 @@ defmodule Tinycluster.Candidate do
   `retry_in_ms` (how long until it is probed or connected again, while backing off),
   `retry_at` (`:never` for a node left alone after its refusals, else `nil`; the poller
   keeps its own clock) and `description` (the state in words, from `describe/1`).
-  `creation` is the node's creation as its last probe's challenge gave it (nil until a probe
-  read one, and for a node connected before tinycluster probed it): a number that is new at
-  every start of a node of that name, so that a node restarted under the same name, even at
-  the same port, is a new candidate.
+  `creation` is the node's creation as its last probe's challenge gave it: a number that is
+  new at every start of a node of that name, so that a node restarted under the same name,
+  even at the same port, is a new candidate. It is nil until a probe read one, and after a
+  connection this poller did not make (the node may have restarted and connected itself),
+  until the next probe.
 
   A candidate that is `:rejected`, `:unreachable`, `:not_allowed`, `:tls` or `:bad_reply`
   is left alone, probe included, until its retry: exponentially later from `:interval` up
