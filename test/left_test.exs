@@ -221,6 +221,18 @@ defmodule Tinycluster.LeftTest do
       assert {_, [{_, :c@vm}], _} = probed(table, [creation: 8], 200)
     end
 
+    test "a leave told before any entry, then a new incarnation that connected itself" do
+      # This poller had not listed C yet when it left; C restarted and connected itself.
+      {:ok, table, []} = Candidates.leave(Candidates.new(), leave(7), now(0))
+      {table, _} = Candidates.node_up(table, :c@vm)
+      {table, [], _} = probed(table, [state: :skipped, creation: nil], 100)
+      assert entry(table).state == :connected
+      # Had the old one still been connected, its probe after the nodedown shows it.
+      {table, _} = Candidates.node_down(table, :c@vm, :connection_closed)
+      assert {_, [], _} = probed(table, [], 200)
+      assert {_, [{_, :c@vm}], _} = probed(table, [creation: 8], 200)
+    end
+
     test "a node connected without a probe (a restart that connected itself) has no creation" do
       table = connected()
       {table, _} = Candidates.node_down(table, :c@vm, :connection_closed)

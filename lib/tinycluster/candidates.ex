@@ -135,20 +135,22 @@ defmodule Tinycluster.Candidates do
   end
 
   # An incarnation that left is `:left` whatever a probe or a connection attempt says, and
-  # nothing is retried meanwhile. A connection that `node_up/2` recorded stays: it is a fact
-  # that only a nodedown changes, and it may well be a new incarnation's, which connected
-  # itself before any probe could show its creation (a probe in flight that says `skipped`
-  # of a node that left, by contrast, finds it `:left` already).
-  defp left(entry, left, old \\ nil)
+  # nothing is retried meanwhile. A connection is a fact that only node events change: a
+  # probe that says `skipped` (connected as its scan started) leaves a candidate connected,
+  # since it may well be a new incarnation that connected itself before any probe showed
+  # its creation; unless the candidate is `:left` already, when that report is older than
+  # the leave.
+  defp left(%Candidate{state: :connected} = entry, _left, old)
+       when old == nil or old.state != :left,
+       do: entry
 
-  defp left(%Candidate{state: :connected} = entry, _left, %Candidate{state: :connected}),
-    do: entry
+  defp left(entry, left, _old), do: left(entry, left)
 
-  defp left(%Candidate{name: name, creation: creation} = entry, left, _old) do
-    if Left.holds?(left, name, creation),
-      do: %{entry | state: :left, reason: nil, attempts: 0, retry_at: nil},
-      else: entry
+  defp left(%Candidate{name: name, creation: creation} = entry, left) do
+    if Left.holds?(left, name, creation), do: held(entry), else: entry
   end
+
+  defp held(entry), do: %{entry | state: :left, reason: nil, attempts: 0, retry_at: nil}
 
   # What a fresh probe says wins, except that the poller's own view of a connection in
   # progress or refused is kept until the connect attempt says otherwise, and a connection
@@ -419,7 +421,7 @@ defmodule Tinycluster.Candidates do
         {table, changes} =
           update_matching(table, name, fn entry ->
             if entry.state != :gone and entry.creation in [nil, creation],
-              do: left(%{entry | creation: creation}, left),
+              do: held(%{entry | creation: creation}),
               else: entry
           end)
 
