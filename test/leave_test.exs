@@ -102,6 +102,21 @@ defmodule Tinycluster.LeaveTest do
   defp wait_meshed(members, timeout, what),
     do: TestNodes.wait_until(fn -> meshed?(members) end, what, timeout)
 
+  # Reads `node`'s output until the last node event of `of` it printed is a nodeup: then
+  # nothing it prints of `of` afterwards is left over from before.
+  defp await_up(node, of) do
+    events = ["nodeup #{of.name}", "nodedown #{of.name}"]
+
+    TestNodes.wait_until(
+      fn ->
+        last = node |> TestNodes.lines() |> Enum.filter(&(&1 in events)) |> List.last()
+        if last, do: Process.put({:last_event, node.alive}, last)
+        Process.get({:last_event, node.alive}) == "nodeup #{of.name}"
+      end,
+      "#{node.alive} to print its nodeup of #{of.alive}"
+    )
+  end
+
   defp nodeups(node, of), do: Enum.filter(TestNodes.lines(node), &(&1 == "nodeup #{of.name}"))
 
   defp elapsed_ms(since), do: System.monotonic_time(:millisecond) - since
@@ -119,8 +134,8 @@ defmodule Tinycluster.LeaveTest do
     creation = rpc(c, :erlang, :system_info, [:creation])
     assert candidate(a, c).creation in [creation, nil]
 
-    TestNodes.lines(a)
-    TestNodes.lines(b)
+    await_up(a, c)
+    await_up(b, c)
     assert {:ok, %{told: told, disconnected: gone}} = rpc(c, Tinycluster, :leave, [[]])
     assert Enum.sort(told) == Enum.sort([a.name, b.name])
     assert Enum.sort(gone) == Enum.sort([a.name, b.name])
@@ -182,10 +197,22 @@ defmodule Tinycluster.LeaveTest do
     IO.puts("leave_test: the restarted C meshed #{elapsed_ms(started)} ms after it answered")
 
     for peer <- [a, b] do
-      TestNodes.wait_until(
-        fn -> match?(%{state: :connected}, status(peer).candidates[name(c)]) end,
-        "#{peer.alive} to show the new C connected"
-      )
+      try do
+        TestNodes.wait_until(
+          fn -> match?(%{state: :connected}, candidate(peer, c)) end,
+          "#{peer.alive} to show the new C connected"
+        )
+      rescue
+        e in ExUnit.AssertionError ->
+          for n <- [a, b, c],
+              do:
+                IO.puts(
+                  "== #{n.alive} (#{inspect(nodes_of(n))})\n" <>
+                    Enum.join(TestNodes.lines(n), "\n")
+                )
+
+          reraise %{e | message: "#{e.message}: #{inspect(status(peer))}"}, __STACKTRACE__
+      end
     end
 
     # A's poller probed the new incarnation (the port is the same, the creation new) or saw
