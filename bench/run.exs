@@ -24,7 +24,8 @@ scenarios = [
   far: Bench.Scenario.Far,
   hosts: Bench.Scenario.Hosts,
   names: Bench.Scenario.Names,
-  cluster: Bench.Scenario.Cluster
+  cluster: Bench.Scenario.Cluster,
+  epmdless: Bench.Scenario.Epmdless
 ]
 
 only =
@@ -48,7 +49,8 @@ out = Path.join(System.tmp_dir!(), "tinycluster_bench_#{System.pid()}")
 File.mkdir_p!(out)
 {:ok, _} = :compile.file(~c"bench/support/bench_node.erl", [:report, outdir: ~c"#{out}"])
 
-# The dns and far scenarios build hosts from network namespaces with the tests' own helpers.
+# The dns, far and epmdless scenarios build hosts from network namespaces with the tests'
+# own helpers.
 netns_helpers =
   ~w(test_nodes netns netns_agent dnsmasq delay_line far_host)
   |> Enum.map(&"test/support/#{&1}.ex")

@@ -249,6 +249,55 @@ defmodule Tinycluster do
   defdelegate await(opts \\ []), to: Tinycluster.Await
 
   @doc """
+  This node leaves the cluster, for good or until `join/1`: its poller stops connecting,
+  the pollers of the nodes it is connected to are told that this incarnation of it (its
+  name and its creation, which a restart changes) leaves, and then it disconnects from every
+  visible node. Those pollers hold it as `:left` and never connect it again; if it restarts
+  under the same name, the new incarnation is a new node to them, connected as any other.
+  Nodes that run no poller under the names told are simply disconnected. Hidden connections
+  (a remote shell, `bin/app rpc`, which may be the caller) are kept.
+
+  While this node has left, a visible node that connects to it all the same (a connection
+  attempt already in flight, a node that was not told) is told in turn and disconnected.
+  A node disconnected by hand (`Node.disconnect/1`) without `leave` is reconnected as
+  always: only `leave` holds a node back.
+
+  Call it when the node stops serving, after any handoff that needs the connections: see
+  the README's "Leaving the cluster" for a shutdown and a Kubernetes preStop recipe.
+
+  Options:
+
+    * `:server` - the local poller that stops connecting: its name or pid. Default
+      `Tinycluster`.
+    * `:tell` - the registered names under which the peers' pollers are told. Default: the
+      local poller's `:name`, since the pollers of a cluster usually share one. A peer whose
+      poller runs under another name is not told, and reconnects this node within an
+      interval; name every poller name the cluster uses here.
+    * `:timeout` - milliseconds the peers' pollers have to acknowledge. Default `5000`.
+
+  Returns `{:ok, %{told: nodes, disconnected: nodes}}`: the nodes whose pollers
+  acknowledged, and the nodes disconnected. `{:error, :not_distributed}` on a node that is
+  not distributed, `{:error, {:not_running, server}}` when no poller runs under that name.
+
+      {:ok, %{told: [:"a@host", :"b@host"], disconnected: _}} = Tinycluster.leave()
+  """
+  @spec leave(keyword()) ::
+          {:ok, %{told: [node()], disconnected: [node()]}}
+          | {:error, :not_distributed | {:not_running, GenServer.server()}}
+  def leave(opts \\ []), do: Tinycluster.Leave.leave(opts)
+
+  @doc """
+  Undoes `leave/1` without a restart: the poller `:server` (default `Tinycluster`) connects
+  again, within an interval, and tells the pollers that held this node as `:left` that it
+  joined again, as it connects to them. Returns `:ok` (also on a node that never left), or
+  `{:error, {:not_running, server}}`.
+
+      :ok = Tinycluster.join()
+  """
+  @spec join(keyword()) :: :ok | {:error, {:not_running, GenServer.server()}}
+  def join(opts \\ []), do: Tinycluster.Leave.join(opts)
+
+  @doc """
   Runs one discovery pass in the calling process and connects nothing.
 
   Takes `:hosts`, `:probe_timeout` and `:epmd_timeout`, and `:name`, which picks the probe

@@ -72,6 +72,22 @@ defmodule Tinycluster.BackoffTest do
         do: {host, alive, port}
   end
 
+  test "a new creation at the same port starts over; an unknown one does not" do
+    old = entry(:rejected, attempts: 2, retry_at: :never, reason: :connect_failed, creation: 7)
+    assert Backoff.restarted(old, entry(:live, creation: 7)) == old
+    assert Backoff.restarted(old, entry(:live)) == old
+    refute Backoff.restarted?(entry(:live), entry(:live, creation: 9))
+    new = Backoff.restarted(old, entry(:live, creation: 9))
+    assert {new.state, new.attempts, new.retry_at, new.creation} == {:live, 0, nil, 9}
+  end
+
+  test "a node left alone for another cookie is not held (its probe is silent); others are" do
+    never = entry(:rejected, attempts: 2, retry_at: :never, reason: :connect_failed)
+    assert holds(%{{"h", "a"} => never}, 10 ** 12) == []
+    allow_list = %{never | reason: :not_allowed}
+    assert holds(%{{"h", "a"} => allow_list}, 10 ** 12) == [{"h", "a", 4000}]
+  end
+
   test "holds the candidates backing off, by host, name and port, until they are due" do
     candidates = %{
       {"h", "a"} => entry(:unreachable, retry_at: 100),

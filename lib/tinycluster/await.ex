@@ -105,7 +105,7 @@ defmodule Tinycluster.Await do
   that `filter` (an `Options` struct whose `:only`/`:except` are the wait's, or `nil` for
   all) lets through. Without, `:ok` once a scan has finished and no candidate `filter` lets
   through is left that the poller would still connect: none `:connecting`, and none
-  `:live` that it would connect.
+  `:live` that it would connect (none at all while this node has left the cluster).
   """
   @spec done(Tinycluster.status(), nil | non_neg_integer(), nil | Options.t()) ::
           false | :ok | {:ok, [node()]}
@@ -115,6 +115,9 @@ defmodule Tinycluster.Await do
     nodes = Enum.filter(Node.list(:visible), &wanted?(filter, Atom.to_string(&1)))
     length(nodes) >= min_nodes && {:ok, nodes}
   end
+
+  # A node that left connects nothing: nothing is pending.
+  def done(%{scans: scans, left: left}, nil, _filter) when left != nil, do: scans > 0 && :ok
 
   def done(%{scans: scans, candidates: candidates, options: opts}, nil, filter) do
     scans > 0 and

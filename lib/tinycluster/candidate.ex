@@ -8,14 +8,21 @@ defmodule Tinycluster.Candidate do
   `retry_in_ms` (how long until it is probed or connected again, while backing off),
   `retry_at` (`:never` for a node left alone after its refusals, else `nil`; the poller
   keeps its own clock) and `description` (the state in words, from `describe/1`).
+  `creation` is the node's creation as its last probe's challenge gave it: a number that is
+  new at every start of a node of that name, so that a node restarted under the same name,
+  even at the same port, is a new candidate. It is nil until a probe read one, and after a
+  connection this poller did not make (the node may have restarted and connected itself),
+  until the next probe.
 
   A candidate that is `:rejected`, `:unreachable`, `:not_allowed`, `:tls` or `:bad_reply`
   is left alone, probe included, until its retry: exponentially later from `:interval` up
   to `:max_backoff` (`:unreachable` up to two intervals, since its probe stays open: see
   the README's "What a peer sees"). A node that refused two connections (another cookie,
   or an allow list without this node) is left alone for good (`retry_at: :never`), until it
-  restarts or this node's cookie for it changes. A node listed at a new port (it restarted)
-  starts over and is probed at once.
+  restarts or this node's cookie for it changes; one that refused another cookie is still
+  probed (the probe is silent), so that its restart is seen. A node listed at a new port, or
+  whose probe shows a new creation (it restarted), starts over: nothing held against the node
+  before (refusals, backoff, `:left`) is held against it.
 
   `name` is always the full node name as a string. `node` is the same name as an atom, but
   only once tinycluster connects it (or it is connected already): tinycluster never makes
@@ -61,6 +68,9 @@ defmodule Tinycluster.Candidate do
     * `:deferred` - listed, but past the 1,024 candidates one scan probes (a host that
       lists thousands of names); `Tinycluster.scan/1` returns it unprobed, and a poller
       probes it in its next scans, the longest-waiting first.
+    * `:left` - the node left the cluster (`Tinycluster.leave/1` on it told this poller):
+      this incarnation (its name and `creation`) is never connected again, until it calls
+      `Tinycluster.join/1` or restarts. It is still probed, silently, to see a restart.
 
   ## Example
 
@@ -86,6 +96,7 @@ defmodule Tinycluster.Candidate do
     :retry_at,
     :retry_in_ms,
     :description,
+    :creation,
     attempts: 0
   ]
 
@@ -104,6 +115,7 @@ defmodule Tinycluster.Candidate do
           | :down
           | :gone
           | :deferred
+          | :left
 
   @type t :: %__MODULE__{
           name: String.t(),
@@ -120,7 +132,8 @@ defmodule Tinycluster.Candidate do
           attempts: non_neg_integer(),
           retry_at: integer() | :never | nil,
           retry_in_ms: non_neg_integer() | nil,
-          description: String.t() | nil
+          description: String.t() | nil,
+          creation: non_neg_integer() | nil
         }
 
   @doc """
@@ -157,7 +170,8 @@ defmodule Tinycluster.Candidate do
       port: map.port,
       state: state,
       reason: reason,
-      latency_us: map.latency_us
+      latency_us: map.latency_us,
+      creation: Map.get(map, :creation)
     }
   end
 
@@ -267,6 +281,11 @@ defmodule Tinycluster.Candidate do
 
   defp describe(:down, reason), do: "was connected; the connection went down (#{inspect(reason)})"
   defp describe(:gone, _), do: "no longer listed by its host's EPMD"
+
+  defp describe(:left, _),
+    do:
+      "left the cluster (Tinycluster.leave/1); not connected again until it calls " <>
+        "Tinycluster.join/1 or restarts"
 
   defp describe(:deferred, _),
     do: "listed, but past the candidates one scan probes: a later scan probes it"

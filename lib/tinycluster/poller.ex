@@ -8,7 +8,7 @@ defmodule Tinycluster.Poller do
 
   use GenServer
 
-  alias Tinycluster.{Await, Discovery, DnsSeed, LocalNode}
+  alias Tinycluster.{Await, Discovery, DnsSeed, Leave, LocalNode}
   alias Tinycluster.Poller.{Batch, Candidates, HostTable, Report}
   alias Tinycluster.Status
   alias Tinycluster.Poller.Candidates.Stalls
@@ -60,9 +60,50 @@ defmodule Tinycluster.Poller do
     {:reply, {:ok, status(state)}, %{state | subscribers: subscribers}}
   end
 
+  # Leaving and joining: see `Tinycluster.Leave` for who sends what, and
+  # `Tinycluster.Poller.Candidates.Left` for what each one makes of the candidates. A peer's leave
+  # is a call, answered once it holds the node, and checked against the caller's node.
+  def handle_call({:tinycluster_leave, name, creation}, {pid, _}, state)
+      when is_binary(name) and is_integer(creation) and is_pid(pid) do
+    message = %{name: name, creation: creation, sender: node(pid)}
+    {result, candidates, changes} = Candidates.leave(state.candidates, message, Candidates.now())
+    Report.told(state.opts, :leave, result, message)
+    {:reply, result, state |> apply_changes({candidates, changes}) |> notify()}
+  end
+
+  def handle_call({:tinycluster_leave_self, tell}, _from, state) do
+    creation = :erlang.system_info(:creation)
+    tell = tell || [state.opts.name]
+    candidates = Candidates.leave_self(state.candidates, creation, tell, DateTime.utc_now())
+    Report.self_left(state.opts)
+    state = notify(%{state | candidates: candidates})
+    {:reply, {:ok, %{creation: creation, tell: tell}}, state}
+  end
+
+  def handle_call({:tinycluster_told, nodes}, _from, state),
+    do: {:reply, :ok, %{state | candidates: Candidates.told(state.candidates, nodes)}}
+
+  def handle_call(:tinycluster_join_self, _from, state) do
+    if state.candidates.left.self, do: Report.self_joined(state.opts)
+    {:reply, :ok, notify(%{state | candidates: Candidates.join_self(state.candidates)})}
+  end
+
+  # Anything else, a malformed leave from another node say, must not crash the poller.
+  def handle_call(_other, _from, state), do: {:reply, {:error, :unknown_call}, state}
+
   @impl true
   def handle_cast({:tinycluster_unsubscribe, alias}, state),
     do: {:noreply, %{state | subscribers: Await.unsubscribe(state.subscribers, alias)}}
+
+  def handle_cast({:tinycluster_join, name, creation, pid}, state)
+      when is_binary(name) and is_integer(creation) and is_pid(pid) do
+    message = %{name: name, creation: creation, sender: node(pid)}
+    {result, candidates, changes} = Candidates.join(state.candidates, message)
+    Report.told(state.opts, :join, result, message)
+    {:noreply, state |> apply_changes({candidates, changes}) |> notify()}
+  end
+
+  def handle_cast(_other, state), do: {:noreply, state}
 
   @impl true
   def handle_info(:poll, state), do: {:noreply, poll(state)}
@@ -108,9 +149,16 @@ defmodule Tinycluster.Poller do
     do: {:noreply, %{state | subscribers: Await.unsubscribe(state.subscribers, ref)}}
 
   # Waiters are told of every node that comes or goes: `await(min_nodes: n)` counts nodes
-  # whoever connected them.
-  def handle_info({:nodeup, node, _info}, state),
-    do: {:noreply, state |> apply_changes(Candidates.node_up(state.candidates, node)) |> notify()}
+  # whoever connected them. A nodeup may call for telling that node of a leave or a join
+  # (`Tinycluster.Poller.Candidates.Left.node_up/4`).
+  def handle_info({:nodeup, node, info}, state) do
+    creation = :erlang.system_info(:creation)
+    type = Keyword.get(info, :node_type, :visible)
+    {candidates, action} = Candidates.tell_on_node_up(state.candidates, node, type, creation)
+    tell(state, action)
+    changed = Candidates.node_up(candidates, node)
+    {:noreply, state |> apply_changes(changed) |> notify()}
+  end
 
   def handle_info({:nodedown, node, info}, state) do
     changed = Candidates.node_down(state.candidates, node, info[:nodedown_reason])
@@ -325,9 +373,26 @@ defmodule Tinycluster.Poller do
   defp connect_ended(state, ref, result, cookie) do
     {key, connecting} = Map.pop(state.connecting, ref)
     now = Candidates.now()
-    changed = Candidates.connect_ended(state.candidates, key, result, state.opts, now, cookie)
+
+    {candidates, _} =
+      changed = Candidates.connect_ended(state.candidates, key, result, state.opts, now, cookie)
+
+    # A connection that came up for a node that left while it was in flight is undone.
+    if node = Candidates.undo(candidates, key, result), do: Node.disconnect(node)
     %{state | connecting: connecting} |> apply_changes(changed) |> notify()
   end
+
+  # The telling a nodeup calls for: a leave (and the disconnection after it) in a task, since
+  # it waits for the peer's answer; a join at once, since it waits for nothing.
+  defp tell(_state, nil), do: :ok
+
+  defp tell(state, {:leave, node, names, creation}) do
+    args = [node, names, creation]
+    {:ok, _} = Task.Supervisor.start_child(state.tasks, Leave, :tell_and_disconnect, args)
+    :ok
+  end
+
+  defp tell(_state, {:join, node, names, creation}), do: Leave.tell_join(node, names, creation)
 
   # Takes the candidates' table a rule returned, reports its changes, and reopens the hosts
   # they call for (`HostTable.reopen_for/4`).

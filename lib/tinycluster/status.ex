@@ -34,6 +34,10 @@ defmodule Tinycluster.Status do
       so each host): one of them may only claim the name (a stale EPMD entry, a port
       reused, or a hostile listener that answers under a real node's name). Each entry
       follows the node of that name: a nodedown marks them all `:down`.
+    * `left` - `nil` while this node is a cluster member; after `Tinycluster.leave/1`, its
+      leave: this node's `creation`, when it left (`since`), the registered names its peers'
+      pollers were told under (`tell`) and the nodes whose pollers acknowledged it (`told`).
+      Until `Tinycluster.join/1`, the poller connects nothing.
     * `atoms` - the atom budget (see "Security" in the README): the node names made atoms
       this minute that have not connected (`window`, against `per_window`), those whose
       connection failed for good (`wasted`, against the lifetime cap `max_wasted`), and
@@ -65,6 +69,7 @@ defmodule Tinycluster.Status do
           dns: %{String.t() => DnsSeed.seed_status()},
           candidates: %{String.t() => Candidate.t()},
           claimed: %{String.t() => [Candidate.t()]},
+          left: nil | Tinycluster.Poller.Candidates.Left.self_left(),
           atoms: map()
         }
 
@@ -96,6 +101,7 @@ defmodule Tinycluster.Status do
       dns: DnsSeed.status(parts.dns),
       candidates: candidates,
       claimed: claimed,
+      left: parts.candidates.left.self,
       atoms: AtomBudget.view(parts.candidates.budget, now_ms)
     }
   end

@@ -23,6 +23,9 @@ defmodule Tinycluster.Telemetry do
       (reason `:connect_timeout`) its connection attempt stalled (the first stall of a
       run; retries are not repeated).
     * `[:tinycluster, :node, :lost]` - a connected candidate's connection went down.
+    * `[:tinycluster, :node, :left]` - a candidate's node left the cluster
+      (`Tinycluster.leave/1` on it told this poller); it is not connected again until it
+      joins or restarts.
 
   Node events have the measurement `:system_time` and, when known, `:latency_us` (the last
   probe's round trip), and the metadata `:poller`, `:node` (the full name, a string),

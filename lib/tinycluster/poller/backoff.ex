@@ -7,8 +7,9 @@ defmodule Tinycluster.Poller.Backoff do
   # (`:tls`), a broken listener is woken (`:bad_reply`), a refused connection is an error
   # line (`:rejected`). So a candidate in one of these states is held back: not probed until
   # its `retry_at`, exponentially later from `interval` up to `:max_backoff`, counted in
-  # `attempts` per (name, port) as EPMD lists it. A new port is a restarted node, so the
-  # count starts over and the node is probed at once.
+  # `attempts` per (name, port) as EPMD lists it. A new port, or a new creation in the
+  # probe's challenge (a node restarted at a fixed port), is a restarted node, so the count
+  # starts over and the node is probed at once.
   #
   # `:unreachable` (silent within the probe timeout: frozen, or gone) is capped far lower,
   # at 2 intervals (`@unreachable_cap`): the probe of a silent node is parked in the NIF (its
@@ -49,15 +50,36 @@ defmodule Tinycluster.Poller.Backoff do
   end
 
   @doc """
-  The entry `old` with the count started over if `probed` is listed at another port (the
-  node restarted), and with the probe's own state then, so that nothing of the old node's
-  (a refusal, say) is held against the new one.
+  Whether `probed` is another incarnation of the node of `old`: listed at another port, or
+  its probe shows another creation than the one before (both known), as a node restarted
+  at a fixed port does.
+  """
+  @spec restarted?(Candidate.t(), Candidate.t()) :: boolean()
+  def restarted?(%Candidate{port: port, creation: old}, %Candidate{port: port, creation: new}),
+    do: old != nil and new != nil and old != new
+
+  def restarted?(%Candidate{}, %Candidate{}), do: true
+
+  @doc """
+  The entry `old` with the count started over if `probed` is another incarnation of its
+  node (`restarted?/2`), and with the probe's own state and creation then, so that nothing
+  of the old node's (a refusal, say) is held against the new one.
   """
   @spec restarted(Candidate.t(), Candidate.t()) :: Candidate.t()
-  def restarted(%Candidate{port: port} = old, %Candidate{port: port}), do: old
-
-  def restarted(old, probed),
-    do: %{old | attempts: 0, retry_at: nil, state: probed.state, reason: probed.reason}
+  def restarted(old, probed) do
+    if restarted?(old, probed) do
+      %{
+        old
+        | attempts: 0,
+          retry_at: nil,
+          state: probed.state,
+          reason: probed.reason,
+          creation: probed.creation
+      }
+    else
+      old
+    end
+  end
 
   @doc """
   Counts a probe's outcome on the merged entry: a failure is one more attempt and a later
@@ -116,8 +138,18 @@ defmodule Tinycluster.Poller.Backoff do
     %{entry | attempts: attempts, retry_at: now_ms + delay(attempts, entry.state, opts)}
   end
 
-  @doc "Whether `entry` is held back at `now_ms`: failed, and its retry not yet due."
+  @doc """
+  Whether `entry` is held back at `now_ms`: failed, and its retry not yet due. A node left
+  alone after refusing another cookie is not held: its probe is silent (the cookie matters
+  only after it), and only a probe's creation tells that it restarted at the same port
+  (with the right cookie, say); it is not connected meanwhile
+  (`Tinycluster.Poller.Candidates.Connect`).
+  """
   @spec held?(Candidate.t(), integer()) :: boolean()
-  def held?(%Candidate{state: state, retry_at: at}, now_ms),
-    do: state in @held and (at == :never or (is_integer(at) and now_ms < at))
+  def held?(%Candidate{state: state, retry_at: at} = entry, now_ms),
+    do: state in @held and held?(entry, at, now_ms)
+
+  defp held?(%Candidate{reason: :connect_failed}, :never, _now_ms), do: false
+  defp held?(_entry, :never, _now_ms), do: true
+  defp held?(_entry, at, now_ms), do: is_integer(at) and now_ms < at
 end

@@ -7,12 +7,13 @@ defmodule Tinycluster.Poller.Candidates do
   # nil for a new candidate), which `Tinycluster.Poller.Report` words; the poller only applies them.
   #
   # The states and their transitions are the README's states table; the backoff numbers are
-  # `Tinycluster.Poller.Backoff`'s; what a TLS listener's probe is, `Tinycluster.Poller.Tls`'s.
+  # `Tinycluster.Poller.Backoff`'s; what a TLS listener's probe is, `Tinycluster.Poller.Tls`'s;
+  # who left the cluster and when that stops holding, `Tinycluster.Poller.Candidates.Left`'s.
   @moduledoc false
 
   alias Tinycluster.{Candidate, Options}
   alias Tinycluster.Poller.{AtomBudget, Backoff, Tls}
-  alias Tinycluster.Poller.Candidates.{Connect, Deferred, Refusals, Stalls}
+  alias Tinycluster.Poller.Candidates.{Connect, Deferred, Left, Refusals, Stalls}
 
   # A candidate no longer listed anywhere is forgotten after this long, so that the status
   # of a node that sees many short-lived nodes (remote shells, scripts) stays bounded...
@@ -26,16 +27,18 @@ defmodule Tinycluster.Poller.Candidates do
             refusals: Refusals.new(),
             stalls: Stalls.new(),
             budget: AtomBudget.new(),
-            deferred: Deferred.new()
+            deferred: Deferred.new(),
+            left: Left.new()
 
   @typedoc "A candidate's key: its host's label and its alive part, as EPMD listed it."
   @type key :: {String.t(), String.t()}
 
   @typedoc """
-  The table: candidates by key, the TLS listeners seen (`Tinycluster.Poller.Tls`), the refused
-  connections (`Tinycluster.Poller.Candidates.Refusals`), the stalled ones
-  (`Tinycluster.Poller.Candidates.Stalls`), the atom budget, and the candidates the last scan
-  deferred (`Tinycluster.Poller.Candidates.Deferred`).
+  The table: candidates by key, the TLS listeners seen (`Tinycluster.Poller.Tls`), the
+  refused connections (`Tinycluster.Poller.Candidates.Refusals`), the stalled ones
+  (`Tinycluster.Poller.Candidates.Stalls`), the atom budget, the candidates the last scan
+  deferred (`Tinycluster.Poller.Candidates.Deferred`), and who left the cluster, this node
+  included (`Tinycluster.Poller.Candidates.Left`).
   """
   @type t :: %__MODULE__{
           entries: %{key() => Candidate.t()},
@@ -43,7 +46,8 @@ defmodule Tinycluster.Poller.Candidates do
           refusals: Refusals.t(),
           stalls: Stalls.t(),
           budget: AtomBudget.t(),
-          deferred: Deferred.t()
+          deferred: Deferred.t(),
+          left: Left.t()
         }
 
   @typedoc "The time now: monotonic milliseconds (for retries) and the wall clock (shown)."
@@ -86,9 +90,16 @@ defmodule Tinycluster.Poller.Candidates do
   Merges the NIF's candidate maps of one batch. Held-back and deferred candidates teach
   nothing and are passed over. Returns the table, the connections to start now as
   `{key, node}` (those candidates are `:connecting` in the table already), and the changes.
+
+  A probe that shows another incarnation of a node (`Tinycluster.Poller.Backoff.restarted?/2`)
+  clears what was held against the one before: its backoff, its refusals, its leave. An
+  incarnation that left is `:left`, whatever its probe says, and is not connected; nor is
+  anything while this node itself has left.
   """
   @spec probed(t(), [map()], Options.t(), now()) :: {t(), [{key(), node()}], [change()]}
   def probed(%__MODULE__{} = table, maps, %Options{} = opts, now) do
+    opts = if Left.self_left?(table.left), do: %{opts | connect: false}, else: opts
+
     {table, connects, changes} =
       for %{state: state} = map <- maps,
           state not in [:held, :deferred],
@@ -97,12 +108,14 @@ defmodule Tinycluster.Poller.Candidates do
           probed = Candidate.from_native(map)
           key = {probed.host, probed.alive}
           old = Map.get(table.entries, key)
+          table = restarted(table, key, old, probed)
 
           entry =
             case old do
               nil -> %Candidate{probed | first_seen: now.at, last_seen: now.at}
               old -> merge(Backoff.restarted(old, probed), probed, now.at)
             end
+            |> left(table.left, old)
             |> Backoff.after_probe(opts, now.ms)
 
           {budget, entry, connect, notice} = Connect.now(table.budget, key, entry, opts, now.ms)
@@ -114,6 +127,35 @@ defmodule Tinycluster.Poller.Candidates do
 
     {table, Enum.reverse(connects), Enum.reverse(changes)}
   end
+
+  # Another incarnation: its refusals were the old one's. A leave held for another creation
+  # is forgotten whatever the entry knew (a leave may name a node no probe has seen yet).
+  defp restarted(table, key, old, probed) do
+    refusals =
+      if old != nil and Backoff.restarted?(old, probed),
+        do: Refusals.forget(table.refusals, key),
+        else: table.refusals
+
+    %{table | refusals: refusals, left: Left.seen(table.left, probed.name, probed.creation)}
+  end
+
+  # An incarnation that left is `:left` whatever a probe or a connection attempt says, and
+  # nothing is retried meanwhile. A connection is a fact that only node events change: a
+  # probe that says `skipped` (connected as its scan started) leaves a candidate connected,
+  # since it may well be a new incarnation that connected itself before any probe showed
+  # its creation; unless the candidate is `:left` already, when that report is older than
+  # the leave.
+  defp left(%Candidate{state: :connected} = entry, _left, old)
+       when old == nil or old.state != :left,
+       do: entry
+
+  defp left(entry, left, _old), do: left(entry, left)
+
+  defp left(%Candidate{name: name, creation: creation} = entry, left) do
+    if Left.holds?(left, name, creation), do: held(entry), else: entry
+  end
+
+  defp held(entry), do: %{entry | state: :left, reason: nil, attempts: 0, retry_at: nil}
 
   # What a fresh probe says wins, except that the poller's own view of a connection in
   # progress or refused is kept until the connect attempt says otherwise, and a connection
@@ -151,6 +193,7 @@ defmodule Tinycluster.Poller.Candidates do
         reason: reason,
         node: probed.node || old.node,
         latency_us: probed.latency_us || old.latency_us,
+        creation: probed.creation || old.creation,
         first_seen: old.first_seen,
         last_seen: at,
         attempts: old.attempts,
@@ -255,9 +298,27 @@ defmodule Tinycluster.Poller.Candidates do
           end
 
         table = %{table | refusals: refusals, stalls: stalls, budget: budget}
-        put(table, key, entry, new)
+        put(table, key, entry, left(new, table.left))
     end
   end
+
+  @doc """
+  The node to disconnect again after a connection attempt to the candidate at `key` ended
+  with `result`: one that came up for an incarnation that left while the attempt was in
+  flight. Nil for any other.
+  """
+  @spec undo(t(), key(), term()) :: node() | nil
+  def undo(%__MODULE__{} = table, key, true) do
+    case Map.get(table.entries, key) do
+      %Candidate{node: node, name: name, creation: creation} when node != nil ->
+        if Left.holds?(table.left, name, creation), do: node
+
+      _ ->
+        nil
+    end
+  end
+
+  def undo(_table, _key, _result), do: nil
 
   @doc "The digest of a cookie that `connect_ended/6` and `cookies/2` compare."
   @spec cookie_digest(atom()) :: non_neg_integer()
@@ -311,33 +372,128 @@ defmodule Tinycluster.Poller.Candidates do
 
   @doc """
   A `nodeup` of `node`: every candidate of that name is `:connected` (more than one host
-  may list it: one may only claim it), and its atom is repaid (`Tinycluster.Poller.AtomBudget`).
+  may list it: one may only claim it), and its atom is repaid
+  (`Tinycluster.Poller.AtomBudget`). A candidate this poller was not connecting forgets its
+  creation: the connection may be to an incarnation no probe has seen yet (the node
+  restarted at its port and connected itself), and a stale creation would make its leave
+  look like an older incarnation's.
   """
   @spec node_up(t(), node()) :: {t(), [change()]}
   def node_up(%__MODULE__{} = table, node) do
     table = %{table | budget: AtomBudget.connected(table.budget, Atom.to_string(node))}
-    update_named(table, node, &%{&1 | state: :connected, node: node, reason: nil})
+
+    update_named(table, node, fn entry ->
+      creation = if entry.state in [:connecting, :connected], do: entry.creation
+
+      %{entry | state: :connected, node: node, reason: nil, creation: creation}
+    end)
   end
 
   @doc """
   A `nodedown` of `node` for `reason`: every candidate of that name that was connected is
-  `:down`, so that each of their hosts is asked again. A refused connection attempt may
-  end in a `nodedown` too; it tells nothing the attempt's result does not, and taken as a
-  loss it once cleared the refusals' count.
+  `:down`, so that each of their hosts is asked again, or `:left` if it is known to be the
+  incarnation that left (one of unknown creation, which connected itself, is `:down`: its
+  probe tells). A refused connection attempt may end in a `nodedown` too; it tells nothing
+  the attempt's result does not, and taken as a loss it once cleared the refusals' count.
   """
   @spec node_down(t(), node(), term()) :: {t(), [change()]}
   def node_down(%__MODULE__{} = table, node, reason) do
     update_named(table, node, fn
-      %Candidate{state: :connected} = entry -> %{entry | state: :down, reason: reason}
-      entry -> entry
+      %Candidate{state: :connected, creation: nil} = entry ->
+        %{entry | state: :down, reason: reason}
+
+      %Candidate{state: :connected} = entry ->
+        left(%{entry | state: :down, reason: reason}, table.left)
+
+      entry ->
+        entry
     end)
+  end
+
+  @doc """
+  The leave of another node, as its poller told this one (`Tinycluster.Poller.Candidates.Left.leave/4`
+  says when it is ignored). Every entry of that incarnation becomes `:left`; one whose
+  creation was unknown takes the leave's. Returns `:ok` or `{:ignored, reason}`, the table
+  and the changes.
+  """
+  @spec leave(t(), Left.message(), now()) ::
+          {:ok | {:ignored, :forged | :stale}, t(), [change()]}
+  def leave(%__MODULE__{} = table, %{name: name, creation: creation} = message, now) do
+    known = for {_key, %Candidate{name: ^name, creation: c}} <- table.entries, c != nil, do: c
+
+    case Left.leave(table.left, message, Enum.uniq(known), now.ms) do
+      {:ok, left} ->
+        table = %{table | left: left}
+
+        {table, changes} =
+          update_matching(table, name, fn entry ->
+            if entry.state != :gone and entry.creation in [nil, creation],
+              do: held(%{entry | creation: creation}),
+              else: entry
+          end)
+
+        {:ok, table, changes}
+
+      ignored ->
+        {ignored, table, []}
+    end
+  end
+
+  @doc """
+  The join of a node that left (`Tinycluster.Poller.Candidates.Left.join/2` says when it is
+  ignored): its entries that were `:left` are `:live` again, connected as soon as a probe
+  says so (the node itself connects meanwhile). Returns `:ok` or `{:ignored, reason}`, the
+  table and the changes.
+  """
+  @spec join(t(), Left.message()) :: {:ok | {:ignored, :forged | :stale}, t(), [change()]}
+  def join(%__MODULE__{} = table, %{name: name} = message) do
+    case Left.join(table.left, message) do
+      {:ok, left} ->
+        {table, changes} =
+          update_matching(%{table | left: left}, name, fn
+            %Candidate{state: :left} = entry -> %{entry | state: :live}
+            entry -> entry
+          end)
+
+        {:ok, table, changes}
+
+      ignored ->
+        {ignored, table, []}
+    end
+  end
+
+  @doc """
+  This node leaves the cluster as incarnation `creation` at `at`, its peers' pollers told
+  under `tell`: nothing is connected from now on (`probed/4`).
+  """
+  @spec leave_self(t(), non_neg_integer(), [atom()], DateTime.t()) :: t()
+  def leave_self(%__MODULE__{} = table, creation, tell, at),
+    do: %{table | left: Left.leave_self(table.left, creation, tell, at)}
+
+  @doc "The nodes whose pollers acknowledged this node's leave."
+  @spec told(t(), [node()]) :: t()
+  def told(%__MODULE__{} = table, nodes), do: %{table | left: Left.told(table.left, nodes)}
+
+  @doc "This node joins the cluster again: candidates are connected again."
+  @spec join_self(t()) :: t()
+  def join_self(%__MODULE__{} = table), do: %{table | left: Left.join_self(table.left)}
+
+  @doc """
+  What a nodeup of `node` (of `type`) calls for, as this node's creation is `creation`:
+  see `Tinycluster.Poller.Candidates.Left.node_up/4`.
+  """
+  @spec tell_on_node_up(t(), node(), :visible | :hidden, non_neg_integer()) ::
+          {t(), Left.action() | nil}
+  def tell_on_node_up(%__MODULE__{} = table, node, type, creation) do
+    {left, action} = Left.node_up(table.left, node, type, creation)
+    {%{table | left: left}, action}
   end
 
   # Every entry of the name: a hostile host that claims a real node's name must not be the
   # only one to hear of that node's nodedown, or the real entry stays `:connected` and held.
-  defp update_named(table, node, fun) do
-    name = Atom.to_string(node)
+  defp update_named(table, node, fun), do: update_matching(table, Atom.to_string(node), fun)
 
+  defp update_matching(table, name, fun) do
     for {key, %Candidate{name: ^name} = entry} <- table.entries, reduce: {table, []} do
       {table, changes} ->
         {table, change} = put(table, key, entry, fun.(entry))

@@ -141,6 +141,10 @@ defmodule Tinycluster.Poller.Report do
         log(opts, :info, "tinycluster: lost the connection to #{entry.name}", meta)
         node(opts, :lost, entry)
 
+      {_, :left} ->
+        log(opts, :info, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
+        node(opts, :left, entry)
+
       _ ->
         :ok
     end
@@ -162,6 +166,53 @@ defmodule Tinycluster.Poller.Report do
       reason: entry.reason
     })
   end
+
+  ## Leaving and joining
+
+  @doc """
+  Says when another node's leave or join was ignored (`:forged`: sent from another node
+  than the one it names; `:stale`: about an incarnation of that node older than the one
+  seen since). A leave that counts is said by its candidates' change to `:left`.
+  """
+  @spec told(Options.t(), :leave | :join, :ok | {:ignored, atom()}, map()) :: :ok
+  def told(_opts, _what, :ok, _message), do: :ok
+
+  def told(opts, what, {:ignored, :forged}, message) do
+    log(
+      opts,
+      :warning,
+      "tinycluster: ignored a #{what} naming #{message.name}, sent from #{message.sender}: " <>
+        "only a node itself says that it leaves or joins",
+      tinycluster_node: message.name
+    )
+  end
+
+  def told(opts, what, {:ignored, :stale}, message) do
+    log(
+      opts,
+      :info,
+      "tinycluster: ignored a #{what} of #{message.name} from an incarnation (creation " <>
+        "#{message.creation}) other than the one seen: it restarted since",
+      tinycluster_node: message.name
+    )
+  end
+
+  @doc "Says that this node left the cluster (`Tinycluster.leave/1`)."
+  @spec self_left(Options.t()) :: :ok
+  def self_left(opts) do
+    log(
+      opts,
+      :info,
+      "tinycluster: this node leaves the cluster; its poller connects nothing until " <>
+        "Tinycluster.join/1",
+      []
+    )
+  end
+
+  @doc "Says that this node joined the cluster again (`Tinycluster.join/1`)."
+  @spec self_joined(Options.t()) :: :ok
+  def self_joined(opts),
+    do: log(opts, :info, "tinycluster: this node joins the cluster again", [])
 
   ## Hosts and seeds
 

@@ -63,6 +63,7 @@ mod tests {
         let live = Outcome::Live {
             name: "app@10.0.0.2".into(),
             hidden: false,
+            creation: 7,
         };
         assert_eq!(
             named(&live, None, "10.0.0.2"),

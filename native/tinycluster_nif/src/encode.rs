@@ -49,6 +49,7 @@ mod atoms {
         duration_us,
         candidates,
         plan_timeouts,
+        creation,
     }
 }
 
@@ -113,10 +114,15 @@ pub fn listing<'a>(env: Env<'a>, listing: &HostListing) -> Term<'a> {
 }
 
 /// Encodes a probed candidate as `%{host, alive, name, address, port, state, reason,
-/// latency_us}`. A TLS listener is `state: :tls`, reason `:alert` or `:server_hello` (how it
-/// was told).
+/// latency_us, creation}`; `creation` is the one a live node's challenge carried, nil for any
+/// other. A TLS listener is `state: :tls`, reason `:alert` or `:server_hello` (how it was
+/// told).
 pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
     let nil = atoms::nil().encode(env);
+    let creation = match c.probe.outcome {
+        Outcome::Live { creation, .. } => creation.encode(env),
+        _ => nil,
+    };
     let (state, reason) = match &c.probe.outcome {
         Outcome::Live { hidden: false, .. } => (atoms::live(), nil),
         Outcome::Live { hidden: true, .. } => (atoms::hidden(), nil),
@@ -151,6 +157,7 @@ pub fn candidate<'a>(env: Env<'a>, c: &CandidateReport) -> Term<'a> {
                 atoms::latency_us(),
                 (c.probe.latency.as_micros() as u64).encode(env),
             ),
+            (atoms::creation(), creation),
         ],
     )
 }

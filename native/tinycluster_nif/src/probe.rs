@@ -56,8 +56,14 @@ pub struct ProbeRequest<'a> {
 /// What a probe learned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// A live node; `name` is its full name, as its challenge gives it.
-    Live { name: String, hidden: bool },
+    /// A live node; `name` is its full name, as its challenge gives it, and `creation` the
+    /// one its challenge carries: new at every start of a node of that name, so it tells a
+    /// restarted node from the one before at the same port.
+    Live {
+        name: String,
+        hidden: bool,
+        creation: u32,
+    },
     /// A live listener whose challenge names another node.
     NameMismatch { claimed: String },
     /// A live node whose name is of the other naming mode (`-name` against `-sname`), which
@@ -167,6 +173,7 @@ async fn distribution(
     // each is read against that name's alive part ([`expect`]).
     Ok(Outcome::Live {
         hidden: challenge.hidden(),
+        creation: challenge.creation,
         name: challenge.name,
     })
 }

@@ -76,6 +76,7 @@ async fn probes_under_one_name_take_turns() {
     let live = Outcome::Live {
         name: "app@vm1".into(),
         hidden: false,
+        creation: 7,
     };
     let outcomes = three_probes(addr, ["p@h", "p@h", "p@h"]).await;
     assert_eq!(outcomes, vec![live.clone(), live.clone(), live]);

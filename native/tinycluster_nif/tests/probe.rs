@@ -63,7 +63,9 @@ async fn published_challenge_is_a_live_visible_node_and_nothing_follows_it() {
         result.outcome,
         Outcome::Live {
             name: "app@vm1".into(),
-            hidden: false
+            hidden: false,
+            // The creation tests/common's challenge carries.
+            creation: 7,
         }
     );
     assert!(
@@ -80,7 +82,8 @@ async fn challenge_without_published_is_a_hidden_node() {
         result.outcome,
         Outcome::Live {
             name: "app@vm1".into(),
-            hidden: true
+            hidden: true,
+            creation: 7,
         }
     );
     assert!(
@@ -98,7 +101,8 @@ async fn ok_simultaneous_goes_on_to_the_challenge() {
         result.outcome,
         Outcome::Live {
             name: "app@vm1".into(),
-            hidden: false
+            hidden: false,
+            creation: 7,
         }
     );
     assert!(
@@ -201,7 +205,8 @@ async fn frames_are_read_up_to_their_caps_and_refused_one_byte_past() {
         result.outcome,
         Outcome::Live {
             name: "app@vm1".into(),
-            hidden: false
+            hidden: false,
+            creation: 7,
         }
     );
     assert!(after.is_empty(), "the probe sent {after:?}");
@@ -297,7 +302,8 @@ async fn challenge_naming_another_node_is_a_mismatch() {
             result.outcome,
             Outcome::Live {
                 name: claimed.into(),
-                hidden: false
+                hidden: false,
+                creation: 7,
             },
             "claimed {claimed}"
         );
@@ -318,6 +324,7 @@ async fn challenge_naming_another_node_is_a_mismatch() {
     let live = Outcome::Live {
         name: "app@elsewhere".into(),
         hidden: true,
+        creation: 7,
     };
     assert_eq!(result.outcome, live);
     assert_eq!(expect(result.outcome, "app"), live);
@@ -348,6 +355,7 @@ async fn every_cut_of_the_answer_has_its_documented_outcome() {
             Outcome::Live {
                 name: "app@vm1".into(),
                 hidden: false,
+                creation: 7,
             }
         };
         assert_eq!(result.outcome, expected, "cut after {cut} bytes");
@@ -388,7 +396,8 @@ async fn a_challenge_with_bytes_after_the_name_is_a_live_node() {
         result.outcome,
         Outcome::Live {
             name: "app@vm1".into(),
-            hidden: false
+            hidden: false,
+            creation: 7,
         }
     );
     assert!(

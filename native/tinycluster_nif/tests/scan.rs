@@ -106,7 +106,8 @@ async fn a_good_reply_leads_to_probes_of_its_nodes_and_only_those() {
         *outcome(&a),
         Outcome::Live {
             name: "a@h".into(),
-            hidden: false
+            hidden: false,
+            creation: 7,
         }
     );
     assert_eq!(
@@ -118,7 +119,8 @@ async fn a_good_reply_leads_to_probes_of_its_nodes_and_only_those() {
         *outcome(&b),
         Outcome::Live {
             name: "b@h".into(),
-            hidden: true
+            hidden: true,
+            creation: 7,
         }
     );
     let (_, _, c) = recorder.candidate("c");
@@ -171,7 +173,8 @@ async fn without_a_node_host_names_use_the_host_as_given_and_any_host_is_accepte
         *outcome(&a),
         Outcome::Live {
             name: "a@far.example".into(),
-            hidden: false
+            hidden: false,
+            creation: 7,
         }
     );
     assert_eq!(
@@ -250,7 +253,8 @@ async fn bad_lines_are_skipped_and_reported_with_the_host() {
         *outcome(&candidates[0]),
         Outcome::Live {
             name: "good@h".into(),
-            hidden: false
+            hidden: false,
+            creation: 7,
         }
     );
     assert_eq!(report.candidates.len(), 1);
@@ -629,7 +633,8 @@ async fn the_plans_targets_are_probed_and_nothing_else() {
             live.addr.port(),
             &Outcome::Live {
                 name: "b@vm".into(),
-                hidden: false
+                hidden: false,
+                creation: 7,
             }
         )
     );
@@ -681,7 +686,8 @@ async fn names_listed_at_one_port_share_one_connection_and_each_reads_the_answer
                 "b@h",
                 &Outcome::Live {
                     name: "b@h".into(),
-                    hidden: false
+                    hidden: false,
+                    creation: 7,
                 }
             )
         );
@@ -807,7 +813,8 @@ async fn a_node_of_the_other_naming_mode_is_not_live() {
             "b@vm",
             &Outcome::Live {
                 name: "b@vm".into(),
-                hidden: false
+                hidden: false,
+                creation: 7,
             }
         )
     );

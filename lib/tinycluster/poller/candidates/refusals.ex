@@ -93,7 +93,9 @@ defmodule Tinycluster.Poller.Candidates.Refusals do
     end)
   end
 
-  defp forget(refusals, key) do
+  @doc "Forgets everything about `key`'s refusals: its node restarted."
+  @spec forget(t(), term()) :: t()
+  def forget(%__MODULE__{} = refusals, key) do
     %{
       refusals
       | counts: Map.delete(refusals.counts, key),
