@@ -66,7 +66,7 @@ defmodule Tinycluster.Poller do
   def handle_call({:tinycluster_leave, name, creation}, {pid, _}, state)
       when is_binary(name) and is_integer(creation) and is_pid(pid) do
     message = %{name: name, creation: creation, sender: node(pid)}
-    {result, candidates, changes} = Candidates.leave(state.candidates, message, Candidates.now())
+    {result, candidates, changes} = Candidates.leave(state.candidates, message, now())
     Report.told(state.opts, :leave, result, message)
     {:reply, result, state |> apply_changes({candidates, changes}) |> notify()}
   end
@@ -301,7 +301,7 @@ defmodule Tinycluster.Poller do
       end
 
     Report.unreachable(state.opts, Enum.reverse(scan.unreachable))
-    now = Candidates.now()
+    now = now()
     listing = Discovery.listing(scan, report, state.known)
     warned = Report.deferred(state.opts, state.warned, length(listing.deferred))
 
@@ -335,7 +335,7 @@ defmodule Tinycluster.Poller do
   # Candidate maps of scan `id`, probed or planned: merged into the table, their connects
   # started first (every one of the batch), then logs, telemetry and the rest.
   defp candidates(state, id, maps) do
-    now = Candidates.now()
+    now = now()
     {candidates, connects, changes} = Candidates.probed(state.candidates, maps, state.opts, now)
 
     connecting =
@@ -372,7 +372,7 @@ defmodule Tinycluster.Poller do
 
   defp connect_ended(state, ref, result, cookie) do
     {key, connecting} = Map.pop(state.connecting, ref)
-    now = Candidates.now()
+    now = now()
 
     {candidates, _} =
       changed = Candidates.connect_ended(state.candidates, key, result, state.opts, now, cookie)
@@ -404,6 +404,9 @@ defmodule Tinycluster.Poller do
   end
 
   defp ms(native), do: System.convert_time_unit(native, :native, :millisecond)
+
+  # The time as the candidates' rules take it: read here, so that they stay pure.
+  defp now, do: %{ms: System.monotonic_time(:millisecond), at: DateTime.utc_now()}
 
   defp notify(state) do
     Await.notify(state.subscribers, fn -> status(state) end)

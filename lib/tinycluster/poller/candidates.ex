@@ -50,7 +50,10 @@ defmodule Tinycluster.Poller.Candidates do
           left: Left.t()
         }
 
-  @typedoc "The time now: monotonic milliseconds (for retries) and the wall clock (shown)."
+  @typedoc """
+  The time now, as the caller read it: monotonic milliseconds (for retries) and the wall
+  clock (shown).
+  """
   @type now :: %{ms: integer(), at: DateTime.t()}
 
   @typedoc """
@@ -77,10 +80,6 @@ defmodule Tinycluster.Poller.Candidates do
   @doc "An empty table."
   @spec new() :: t()
   def new, do: %__MODULE__{}
-
-  @doc "The time now, as the other functions take it."
-  @spec now() :: now()
-  def now, do: %{ms: System.monotonic_time(:millisecond), at: DateTime.utc_now()}
 
   @doc "The forget-after and the cap of `:gone` candidates, for tests and docs."
   @spec limits() :: %{forget_gone_after_ms: pos_integer(), max_gone: pos_integer()}
