@@ -43,7 +43,7 @@ defmodule Tinycluster.Leave do
       # caller's (`bin/app rpc`, a remote shell), which disconnecting would cut short.
       nodes = Node.list(:visible)
       told = tell_leave(nodes, names, creation, timeout)
-      Enum.each(nodes, &Node.disconnect/1)
+      disconnect(nodes)
       # The poller may have stopped meanwhile: the peers were told all the same.
       _ = call(server, {:tinycluster_told, told})
       {:ok, %{told: told, disconnected: nodes}}
@@ -104,6 +104,16 @@ defmodule Tinycluster.Leave do
     end
 
     Keyword.pop(opts, :server, %Options{}.name)
+  end
+
+  # Not one `Node.disconnect/1` after another: under `prevent_overlapping_partitions` (OTP
+  # 25's default), `global` on this node takes each one for a lost connection while it is
+  # still connected to the rest, and has them drop that node too, so that the nodes that stay
+  # lose one another. `:global.disconnect/0` (OTP 25.1) removes only this node from their
+  # cluster; what it does not know (nodes of another global group) is disconnected after.
+  defp disconnect(nodes) do
+    if function_exported?(:global, :disconnect, 0), do: apply(:global, :disconnect, [])
+    Enum.each(nodes, &Node.disconnect/1)
   end
 
   defp distributed, do: if(Node.alive?(), do: :ok, else: {:error, :not_distributed})
