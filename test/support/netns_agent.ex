@@ -75,6 +75,38 @@ defmodule Tinycluster.NetnsAgent do
   end
 
   @doc """
+  Records every `nodeup` and `nodedown` (visible nodes, as a cluster member sees them) the
+  agent gets from now on, for `node_events/0`. Each is stamped with the OS's system time in
+  milliseconds, which every namespace's VMs and the test VM share, unlike their monotonic
+  times.
+  """
+  def watch_nodes do
+    owner = self()
+
+    spawn(fn ->
+      :ets.new(__MODULE__.NodeEvents, [:named_table, :public, :ordered_set])
+      :ok = :net_kernel.monitor_nodes(true)
+      send(owner, :watching)
+      watch_loop()
+    end)
+
+    receive do: (:watching -> :ok)
+  end
+
+  defp watch_loop do
+    receive do
+      {kind, node} when kind in [:nodeup, :nodedown] ->
+        at = System.os_time(:millisecond)
+        :ets.insert(__MODULE__.NodeEvents, {System.unique_integer([:monotonic]), at, kind, node})
+        watch_loop()
+    end
+  end
+
+  @doc "The node events kept since `watch_nodes/0`, in order, as `{os_time_ms, kind, node}`."
+  def node_events,
+    do: for({_, at, kind, node} <- :ets.tab2list(__MODULE__.NodeEvents), do: {at, kind, node})
+
+  @doc """
   Keeps every log event of the agent from now on, as text, for `logs/0`: the poller in the
   agent logs to the agent's own output, which the test does not read.
   """
