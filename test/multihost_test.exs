@@ -126,7 +126,7 @@ defmodule Tinycluster.MultihostTest do
   test "with -sname, nodes that run -name are reported, never connected", ctx do
     agent = start_agent(ctx, ctx.h1, sname: "r3")
 
-    assert [warning] = Netns.call!(agent, Tinycluster.Hosts, :warnings, [["198.18.0.2"]])
+    assert [warning] = Netns.call!(agent, Tinycluster.Hosts.Warnings, :warnings, [["198.18.0.2"]])
     assert warning =~ "short names (-sname)"
 
     assert {:ok, candidates} = Netns.call!(agent, Tinycluster, :scan, [[hosts: ["198.18.0.2"]]])
