@@ -44,11 +44,11 @@ defmodule Tinycluster.DiscoveryTest do
     test "is planned, and only the plan's targets are probed", ctx do
       opts = %{ctx.opts | only: ["planned@"]}
       {:ok, %{id: id} = scan} = Discovery.start(ctx.request)
-      assert_receive {:tinycluster_scan, ^id, {:listed, listing}}, 5_000
+      assert_receive {:tinycluster_scan, ^id, {:listed, [listing]}}, 5_000
       assert [{"planned", _, "planned@" <> _}, {"left_out", _, _}] = listing.names
 
-      context = Discovery.context(Candidates.new(), opts, 0, nil)
-      {scan, host, plan} = Discovery.listed(scan, listing, context)
+      context = Discovery.context(Candidates.new(), opts, 0)
+      {scan, [{host, plan}]} = Discovery.listed(scan, [listing], context, fn _ -> nil end)
       assert [{"planned", _, :send_name}] = plan.targets
       assert host.names == 1 and host.listed == 2
       assert_receive {:tinycluster_scan, ^id, {:done, done}}, 5_000
@@ -64,7 +64,7 @@ defmodule Tinycluster.DiscoveryTest do
       assert FakeServer.connections(ctx.peer) == 0
       assert FakeServer.connections(ctx.other) == 0
       # Answered too late: the NIF no longer waits.
-      assert Tinycluster.Native.plan(id, 0, []) == {:error, :unknown_scan}
+      assert Tinycluster.Native.plan(id, [{0, []}]) == {:error, :unknown_scan}
     end
   end
 end

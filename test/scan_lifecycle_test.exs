@@ -55,7 +55,7 @@ defmodule Tinycluster.ScanLifecycleTest do
     test "a scan whose handle is kept runs to its report", %{listen: l, request: r} do
       assert {:ok, id, _handle} = Native.start_scan(%{r | epmd_timeout_ms: 300})
       assert {:ok, _socket} = :gen_tcp.accept(l, 10_000)
-      assert_receive {:tinycluster_scan, ^id, {:listed, host}}, 5_000
+      assert_receive {:tinycluster_scan, ^id, {:listed, [host]}}, 5_000
       assert host.status == {:error, :timeout}
       assert_receive {:tinycluster_scan, ^id, {:done, %{candidates: []}}}, 5_000
     end

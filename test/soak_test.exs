@@ -100,8 +100,11 @@ defmodule Tinycluster.SoakTest do
       {:tinycluster_scan, ^id, {:done, _}} ->
         :ok
 
-      {:tinycluster_scan, ^id, {:listed, %{index: index, names: names}}} ->
-        Tinycluster.Native.plan(id, index, for({a, p, _} <- names, do: {a, p, :send_name}))
+      {:tinycluster_scan, ^id, {:listed, listings}} ->
+        plans =
+          for l <- listings, do: {l.index, for({a, p, _} <- l.names, do: {a, p, :send_name})}
+
+        Tinycluster.Native.plan(id, plans)
         await_scan(id)
 
       {:tinycluster_scan, ^id, _} ->

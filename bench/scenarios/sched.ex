@@ -209,8 +209,11 @@ defmodule Bench.Scenario.Sched do
         length(report.candidates)
 
       # Every name each host lists is probed, as a poller with nothing held back plans it.
-      {:tinycluster_scan, ^id, {:listed, %{index: index, names: names}}} ->
-        Tinycluster.Native.plan(id, index, for({a, p, _} <- names, do: {a, p, :send_name}))
+      {:tinycluster_scan, ^id, {:listed, listings}} ->
+        plans =
+          for l <- listings, do: {l.index, for({a, p, _} <- l.names, do: {a, p, :send_name})}
+
+        Tinycluster.Native.plan(id, plans)
         await(id)
 
       {:tinycluster_scan, ^id, _event} ->

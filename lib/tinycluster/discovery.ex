@@ -132,7 +132,7 @@ defmodule Tinycluster.Discovery do
   @doc """
   Starts the scan `request` asks for: `{:ok, scan}`, or `{:error, reason}` when the NIF
   refuses the request. Its events then come to the calling process: each host's listing
-  (`{:listed, listing}`, answered with `listed/3`), the probes' candidates, and its end.
+  (`{:listed, listings}`, answered with `listed/4`), the probes' candidates, and its end.
   """
   @spec start(map()) :: {:ok, scan()} | {:error, term()}
   def start(request) do
@@ -160,19 +160,36 @@ defmodule Tinycluster.Discovery do
   def cancel(%{handle: handle}), do: Native.cancel(handle)
 
   @doc """
-  Answers a scan's `{:listed, listing}` event: plans the host's names
-  (`Tinycluster.Poller.Plan.host/2`, with `context` less its `share` and `tls_local`, which this
-  scan gives), hands
-  the targets to the NIF, and returns the scan, the host's report (as
-  `Tinycluster.Poller.HostTable` keeps it) and the plan, or nil for a host whose EPMD failed.
+  Answers a scan's `{:listed, listings}` event (the hosts that answered together): plans
+  each host's names (`Tinycluster.Poller.Plan.host/2`, in `context` with the host's last
+  listing digest, `last_of.(label)`, and the share and `tls_local` this scan gives), hands
+  every plan to the NIF in one call, and returns the scan and, for each host, its report
+  (as `Tinycluster.Poller.HostTable` keeps it) and its plan (nil for a host whose EPMD
+  failed).
   """
-  @spec listed(scan(), map(), map()) :: {scan(), map(), Plan.t() | nil}
-  def listed(scan, %{status: :ok} = listing, context) do
-    share = Plan.share(scan.budget, max(scan.waiting, 1))
-    plan = Plan.host(listing, Map.merge(context, %{share: share, tls_local: scan.tls_local}))
+  @spec listed(scan(), [map()], map(), (String.t() -> non_neg_integer() | nil)) ::
+          {scan(), [{map(), Plan.t() | nil}]}
+  def listed(scan, listings, context, last_of) do
+    {results, scan} =
+      Enum.map_reduce(listings, scan, fn listing, scan ->
+        {scan, host, plan} = plan(scan, listing, context, last_of)
+        {{listing.index, host, plan}, scan}
+      end)
+
     # A scan that no longer waits (cancelled, or past its deadline) probes nothing: its
     # report says so in time.
-    _ = Native.plan(scan.id, listing.index, plan.targets)
+    case for({index, _, %{targets: targets}} <- results, do: {index, targets}) do
+      [] -> :ok
+      answers -> _ = Native.plan(scan.id, answers)
+    end
+
+    {scan, for({_index, host, plan} <- results, do: {host, plan})}
+  end
+
+  defp plan(scan, %{status: :ok} = listing, context, last_of) do
+    share = Plan.share(scan.budget, max(scan.waiting, 1))
+    more = %{share: share, tls_local: scan.tls_local, last_listing: last_of.(listing.label)}
+    plan = Plan.host(listing, Map.merge(context, more))
     host = host_report(listing, length(plan.listed), plan.digest, plan.unchanged)
 
     scan = %{
@@ -187,7 +204,7 @@ defmodule Tinycluster.Discovery do
     {scan, host, plan}
   end
 
-  def listed(scan, listing, _context) do
+  defp plan(scan, listing, _context, _last_of) do
     host = host_report(listing, 0, nil, false)
     scan = %{scan | waiting: scan.waiting - 1, hosts: Map.put(scan.hosts, listing.index, host)}
     {scan, host, nil}
@@ -244,22 +261,18 @@ defmodule Tinycluster.Discovery do
     %{duration_us: done.duration_us, hosts: hosts, candidates: scan.planned ++ done.candidates}
   end
 
-  @doc "The context `Tinycluster.Poller.Plan.host/2` plans a listing in, for a poller or one scan."
-  @spec context(
-          Tinycluster.Poller.Candidates.t(),
-          Options.t(),
-          integer(),
-          non_neg_integer() | nil
-        ) ::
-          map()
-  def context(table, %Options{} = opts, now_ms, last_listing) do
+  @doc """
+  The context `Tinycluster.Poller.Plan.host/2` plans listings in, for a poller or one scan
+  (`listed/4` adds what is each host's).
+  """
+  @spec context(Tinycluster.Poller.Candidates.t(), Options.t(), integer()) :: map()
+  def context(table, %Options{} = opts, now_ms) do
     %{
       table: table,
       connected: connected(),
       local_name: Atom.to_string(node()),
       opts: opts,
-      now_ms: now_ms,
-      last_listing: last_listing
+      now_ms: now_ms
     }
   end
 
@@ -311,9 +324,9 @@ defmodule Tinycluster.Discovery do
         probed = confirmed(done.candidates, connected(), scan.tls_local)
         {:ok, report(scan, %{done | candidates: probed})}
 
-      {:tinycluster_scan, ^id, {:listed, listing}} ->
-        context = context(Tinycluster.Poller.Candidates.new(), opts, 0, nil)
-        {scan, _host, _plan} = listed(scan, listing, context)
+      {:tinycluster_scan, ^id, {:listed, listings}} ->
+        context = context(Tinycluster.Poller.Candidates.new(), opts, 0)
+        {scan, _planned} = listed(scan, listings, context, fn _label -> nil end)
         await(opts, scan, timeout)
 
       {:tinycluster_scan, ^id, _event} ->

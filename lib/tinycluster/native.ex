@@ -33,7 +33,7 @@ defmodule Tinycluster.Native do
   def cancel(_handle), do: :erlang.nif_error(:nif_not_loaded)
 
   @doc false
-  def plan(_scan_id, _index, _targets), do: :erlang.nif_error(:nif_not_loaded)
+  def plan(_scan_id, _plans), do: :erlang.nif_error(:nif_not_loaded)
 
   @doc false
   def limits, do: :erlang.nif_error(:nif_not_loaded)

@@ -262,18 +262,19 @@ defmodule Tinycluster.Poller do
 
   ## A scan's events
 
-  # A host's listing: planned here, once (`Tinycluster.Poller.Plan`), and its targets handed to the
-  # NIF at once. A host whose listing changed nothing sends no candidate of its own.
-  defp scan_event({:listed, listing}, id, state) do
-    now_ms = System.monotonic_time(:millisecond)
-    last = HostTable.listing(state.hosts, listing.label)
-    context = Discovery.context(state.candidates, state.opts, now_ms, last)
-    {scan, host, plan} = Discovery.listed(state.scans[id], listing, context)
-    state = host_answered(%{state | scans: Map.put(state.scans, id, scan)}, host)
+  # The hosts that answered together: each one's listing planned here, once
+  # (`Tinycluster.Poller.Plan`), and the targets handed to the NIF at once, in one call. A
+  # host whose listing changed nothing sends no candidate of its own.
+  defp scan_event({:listed, listings}, id, state) do
+    context = Discovery.context(state.candidates, state.opts, System.monotonic_time(:millisecond))
+    last_of = &HostTable.listing(state.hosts, &1)
+    {scan, planned} = Discovery.listed(state.scans[id], listings, context, last_of)
+    state = %{state | scans: Map.put(state.scans, id, scan)}
+    state = Enum.reduce(planned, state, fn {host, _plan}, acc -> host_answered(acc, host) end)
 
-    case plan do
-      %{unchanged: false, planned: [_ | _] = planned} -> candidates(state, id, planned)
-      _ -> state
+    case for({_host, %{unchanged: false, planned: maps}} <- planned, map <- maps, do: map) do
+      [] -> state
+      maps -> candidates(state, id, maps)
     end
   end
 

@@ -30,8 +30,9 @@ pub const WINDOW: Duration = Duration::from_millis(2);
 /// What the forwarder hands to its `deliver` function.
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    /// A host's EPMD answered or failed.
-    Listed(HostListing),
+    /// Hosts whose EPMD answered or failed: every listing queued when the first came, in
+    /// order; never empty.
+    Listed(Vec<HostListing>),
     /// Candidates whose probes finished within one window, in the order they finished;
     /// never empty.
     Candidates(Vec<CandidateReport>),
@@ -61,25 +62,32 @@ impl Batcher {
     {
         let (tx, mut rx) = mpsc::unbounded_channel::<Option<Event>>();
         let forwarder = tokio::spawn(async move {
-            let mut batch = Vec::new();
+            let (mut listed, mut batch) = (Vec::new(), Vec::new());
             // `None` in the channel, or the channel closed: the scan ended.
             while let Some(Some(event)) = rx.recv().await {
-                let first = match event {
-                    Event::Listed(h) => {
-                        deliver(Delivery::Listed(h));
-                        continue;
-                    }
-                    Event::Candidate(c) => c,
-                };
-                batch.push(first);
+                if !take(event, &mut listed, &mut batch, &mut rx) {
+                    break;
+                }
+                // Listings never wait: they go at once, with the others already queued,
+                // so that a burst of hosts answering costs their owner one message.
+                deliver_listed(&mut listed, &mut deliver);
+                if batch.is_empty() {
+                    continue;
+                }
                 let closes = Instant::now() + window;
                 loop {
                     tokio::select! {
                         // What already came goes in before the window is looked at.
                         biased;
                         item = rx.recv() => match item {
-                            Some(Some(Event::Candidate(c))) => batch.push(c),
-                            Some(Some(Event::Listed(h))) => deliver(Delivery::Listed(h)),
+                            Some(Some(event)) => {
+                                let open = take(event, &mut listed, &mut batch, &mut rx);
+                                deliver_listed(&mut listed, &mut deliver);
+                                if !open {
+                                    flush(&mut batch, &mut deliver);
+                                    return;
+                                }
+                            }
                             Some(None) | None => {
                                 flush(&mut batch, &mut deliver);
                                 return;
@@ -90,6 +98,7 @@ impl Batcher {
                 }
                 flush(&mut batch, &mut deliver);
             }
+            deliver_listed(&mut listed, &mut deliver);
             flush(&mut batch, &mut deliver);
         });
         Batcher { tx, forwarder }
@@ -110,6 +119,35 @@ impl Batcher {
     pub async fn finish(self) {
         let _ = self.tx.send(None);
         let _ = self.forwarder.await;
+    }
+}
+
+/// Files `event`, then every event already queued behind it, by kind. False when the scan's
+/// end was among them.
+fn take(
+    event: Event,
+    listed: &mut Vec<HostListing>,
+    batch: &mut Vec<CandidateReport>,
+    rx: &mut mpsc::UnboundedReceiver<Option<Event>>,
+) -> bool {
+    let mut next = Some(event);
+    while let Some(event) = next.take() {
+        match event {
+            Event::Listed(h) => listed.push(h),
+            Event::Candidate(c) => batch.push(c),
+        }
+        match rx.try_recv() {
+            Ok(Some(event)) => next = Some(event),
+            Ok(None) => return false,
+            Err(_) => {}
+        }
+    }
+    true
+}
+
+fn deliver_listed<F: FnMut(Delivery)>(listed: &mut Vec<HostListing>, deliver: &mut F) {
+    if !listed.is_empty() {
+        deliver(Delivery::Listed(std::mem::take(listed)));
     }
 }
 

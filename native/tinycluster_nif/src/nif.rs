@@ -49,8 +49,9 @@ where
 }
 
 /// Starts one scan and returns `{:ok, scan_id, handle}` at once, or `{:error, reason}` for
-/// bad options. The caller then receives, per host, `{:tinycluster_scan, scan_id, {:listed,
-/// map}}` (its EPMD's answer and the names it lists), which it answers with [`plan`]; then
+/// bad options. The caller then receives the hosts as they answer, `{:tinycluster_scan,
+/// scan_id, {:listed, [map]}}` (each one's EPMD answer and the names it lists; the hosts
+/// that answer together in one message), which it answers with [`plan`]; then
 /// `{:tinycluster_scan, scan_id, {:candidates, [map]}}` as the probes of the targets it
 /// planned end (those that end together in one message, see [`crate::batch`]), and last
 /// `{:tinycluster_scan, scan_id, {:done, map}}`. `handle` cancels the scan: see [`cancel`].
@@ -72,7 +73,12 @@ fn start_scan<'a>(env: Env<'a>, request: Request) -> Term<'a> {
         // cancelled.
         let _plans = ForgetPlans(id);
         let batcher = Batcher::spawn(move |delivery| match delivery {
-            Delivery::Listed(h) => send(&pid, id, atoms::listed(), |env| encode::listing(env, &h)),
+            Delivery::Listed(hs) => send(&pid, id, atoms::listed(), |env| {
+                hs.iter()
+                    .map(|h| encode::listing(env, h))
+                    .collect::<Vec<_>>()
+                    .encode(env)
+            }),
             Delivery::Candidates(cs) => send(&pid, id, atoms::candidates(), |env| {
                 cs.iter()
                     .map(|c| encode::candidate(env, c))
@@ -120,30 +126,30 @@ fn cancel(handle: ResourceArc<ScanHandle>) -> Atom {
     atoms::ok()
 }
 
-/// Answers a scan's `{:listed, map}` message with the targets to probe on that host, in
-/// order: `{alive, port, hello}`, `hello` being `:send_name` or `:client_hello`. Only names
-/// the host listed are probed. Returns `:ok`, or `{:error, :unknown_scan}` when the scan no
-/// longer waits (it timed out, ended or was cancelled).
+/// Answers a scan's `{:listed, [map]}` message with the targets to probe on each host, as
+/// `[{index, [{alive, port, hello}]}]` in order, `hello` being `:send_name` or
+/// `:client_hello`. Only names a host listed are probed. Returns `:ok`, or `{:error,
+/// :unknown_scan}` when the scan no longer waits for one of them (it timed out, ended or
+/// was cancelled).
 #[rustler::nif]
-fn plan<'a>(
-    env: Env<'a>,
-    scan_id: u64,
-    index: usize,
-    targets: Vec<(String, u16, Atom)>,
-) -> Term<'a> {
-    let targets = targets
-        .into_iter()
-        .map(|(alive, port, hello)| scan::Target {
-            alive,
-            port,
-            first_flight: if hello == atoms::client_hello() {
-                FirstFlight::ClientHello
-            } else {
-                FirstFlight::SendName
-            },
-        })
-        .collect();
-    if plans::answer(scan_id, index, targets) {
+fn plan<'a>(env: Env<'a>, scan_id: u64, plans: Vec<(usize, Vec<(String, u16, Atom)>)>) -> Term<'a> {
+    let mut all = true;
+    for (index, targets) in plans {
+        let targets = targets
+            .into_iter()
+            .map(|(alive, port, hello)| scan::Target {
+                alive,
+                port,
+                first_flight: if hello == atoms::client_hello() {
+                    FirstFlight::ClientHello
+                } else {
+                    FirstFlight::SendName
+                },
+            })
+            .collect();
+        all &= plans::answer(scan_id, index, targets);
+    }
+    if all {
         atoms::ok().encode(env)
     } else {
         (atoms::error(), atoms::unknown_scan()).encode(env)

@@ -40,7 +40,7 @@ fn host(label: &str) -> HostListing {
     }
 }
 
-/// What was delivered, as `("host", [label])` or `("candidates", [alive...])`, with when.
+/// What was delivered, as `("host", [label...])` or `("candidates", [alive...])`, with when.
 type Seen = Arc<Mutex<Vec<(Instant, &'static str, Vec<String>)>>>;
 
 /// A batcher with `window` that records its deliveries.
@@ -49,7 +49,7 @@ fn recording(window: Duration) -> (Batcher, Seen) {
     let log = seen.clone();
     let batcher = Batcher::with_window(window, move |delivery| {
         let entry = match delivery {
-            Delivery::Listed(h) => ("host", vec![h.label]),
+            Delivery::Listed(hs) => ("host", hs.into_iter().map(|h| h.label).collect()),
             Delivery::Candidates(cs) => ("candidates", cs.into_iter().map(|c| c.alive).collect()),
         };
         log.lock().unwrap().push((Instant::now(), entry.0, entry.1));
@@ -211,4 +211,24 @@ async fn nothing_sent_nothing_delivered() {
     let (batcher, seen) = recording(batch::WINDOW);
     batcher.finish().await;
     assert!(shapes(&seen).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn hosts_queued_together_are_one_delivery() {
+    let (batcher, seen) = recording(Duration::from_secs(60));
+    let sink = batcher.sink();
+    // Sent before the forwarder runs (one worker, no await between): all queued at once.
+    for label in ["h1", "h2", "h3"] {
+        sink(Event::Listed(host(label)));
+    }
+    delivered(&seen, 1).await;
+    sink(Event::Listed(host("late")));
+    batcher.finish().await;
+    assert_eq!(
+        shapes(&seen),
+        vec![
+            ("host", names(&["h1", "h2", "h3"])),
+            ("host", names(&["late"]))
+        ]
+    );
 }
