@@ -132,7 +132,7 @@ fn cancel(handle: ResourceArc<ScanHandle>) -> Atom {
 /// :unknown_scan}` when the scan no longer waits for one of them (it timed out, ended or
 /// was cancelled).
 #[rustler::nif]
-fn plan<'a>(env: Env<'a>, scan_id: u64, plans: Vec<(usize, Vec<(String, u16, Atom)>)>) -> Term<'a> {
+fn plan<'a>(env: Env<'a>, scan_id: u64, plans: Vec<(usize, Vec<Target>)>) -> Term<'a> {
     let mut all = true;
     for (index, targets) in plans {
         let targets = targets
@@ -155,6 +155,9 @@ fn plan<'a>(env: Env<'a>, scan_id: u64, plans: Vec<(usize, Vec<(String, u16, Ato
         (atoms::error(), atoms::unknown_scan()).encode(env)
     }
 }
+
+/// A target as the owner names it: `{alive, port, hello}`.
+type Target = (String, u16, Atom);
 
 /// Every bound the engine enforces ([`crate::limits`]), as a map: the owner reads them here
 /// rather than restating them.
