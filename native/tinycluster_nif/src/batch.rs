@@ -1,17 +1,21 @@
-//! Candidates whose probes finish close together leave in one delivery.
+//! Hosts that answer close together, and candidates whose probes finish close together,
+//! leave in one delivery of each.
 //!
-//! A scan's events go through an unbounded channel to one forwarder task. A candidate opens
-//! a batch; the batch closes [`WINDOW`] later, or as soon as the scan ends, and everything
-//! that came meanwhile is handed over together. Probes of live nodes answer within a few
+//! A scan's events go through an unbounded channel to one forwarder task. An event opens a
+//! batch; the batch closes [`WINDOW`] later, or as soon as the scan ends, and everything
+//! that came meanwhile is handed over together: the hosts first, then the candidates. Probes of live nodes answer within a few
 //! hundred microseconds of each other, but rarely in the same poll of the sockets (each peer
 //! is its own OS process), so waiting for nothing batched nothing: measured on 6 warm peers,
 //! every candidate came alone. The window bounds what a probe that has not finished (a
 //! frozen node) costs the others: they wait at most that long, never for its deadline.
 //!
-//! Hosts never wait: a host's event is delivered when it comes, also inside a window. On the
-//! Elixir side one message becomes one batch of `Node.connect/1` calls (issue 13: connects
-//! that trickle in make `global` sync a newcomer once per connection instead of once; the
-//! same 6 connects took 7.6-10 ms issued at once, 11.3-13.3 ms issued 1 ms apart).
+//! Each message wakes its owner's scheduler, which then spins a while for more work: one
+//! message per host made a poller of 200 hosts asked every poll spend a third more CPU than
+//! the same hosts told in one report (`bench/run --only hosts`). A host's plan waits for
+//! the window, at most [`WINDOW`]. On the Elixir side one candidates message becomes one
+//! batch of `Node.connect/1` calls: connects that trickle in make `global` sync a newcomer
+//! once per connection instead of once (the same 6 connects took 7.6-10 ms issued at once,
+//! 11.3-13.3 ms issued 1 ms apart, `bench/run --only hung`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::scan::{CandidateReport, Event, HostListing};
 
-/// How long a batch stays open after its first candidate, unless the scan ends first. A
+/// How long a batch stays open after its first event, unless the scan ends first. A
 /// little more than the spread of warm probes' answers on a busy 2-core host (1.6 ms seen),
 /// and small against what trickling connects cost (about 1 ms per connection).
 pub const WINDOW: Duration = Duration::from_millis(2);
@@ -30,8 +34,8 @@ pub const WINDOW: Duration = Duration::from_millis(2);
 /// What the forwarder hands to its `deliver` function.
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    /// Hosts whose EPMD answered or failed: every listing queued when the first came, in
-    /// order; never empty.
+    /// Hosts whose EPMD answered or failed within one window, in the order they answered;
+    /// never empty.
     Listed(Vec<HostListing>),
     /// Candidates whose probes finished within one window, in the order they finished;
     /// never empty.
@@ -65,41 +69,25 @@ impl Batcher {
             let (mut listed, mut batch) = (Vec::new(), Vec::new());
             // `None` in the channel, or the channel closed: the scan ended.
             while let Some(Some(event)) = rx.recv().await {
-                if !take(event, &mut listed, &mut batch, &mut rx) {
-                    break;
-                }
-                // Listings never wait: they go at once, with the others already queued,
-                // so that a burst of hosts answering costs their owner one message.
-                deliver_listed(&mut listed, &mut deliver);
-                if batch.is_empty() {
-                    continue;
-                }
+                file(event, &mut listed, &mut batch);
                 let closes = Instant::now() + window;
                 loop {
                     tokio::select! {
                         // What already came goes in before the window is looked at.
                         biased;
                         item = rx.recv() => match item {
-                            Some(Some(event)) => {
-                                let open = take(event, &mut listed, &mut batch, &mut rx);
-                                deliver_listed(&mut listed, &mut deliver);
-                                if !open {
-                                    flush(&mut batch, &mut deliver);
-                                    return;
-                                }
-                            }
+                            Some(Some(event)) => file(event, &mut listed, &mut batch),
                             Some(None) | None => {
-                                flush(&mut batch, &mut deliver);
+                                flush(&mut listed, &mut batch, &mut deliver);
                                 return;
                             }
                         },
                         () = tokio::time::sleep_until(closes) => break,
                     }
                 }
-                flush(&mut batch, &mut deliver);
+                flush(&mut listed, &mut batch, &mut deliver);
             }
-            deliver_listed(&mut listed, &mut deliver);
-            flush(&mut batch, &mut deliver);
+            flush(&mut listed, &mut batch, &mut deliver);
         });
         Batcher { tx, forwarder }
     }
@@ -122,36 +110,23 @@ impl Batcher {
     }
 }
 
-/// Files `event`, then every event already queued behind it, by kind. False when the scan's
-/// end was among them.
-fn take(
-    event: Event,
-    listed: &mut Vec<HostListing>,
-    batch: &mut Vec<CandidateReport>,
-    rx: &mut mpsc::UnboundedReceiver<Option<Event>>,
-) -> bool {
-    let mut next = Some(event);
-    while let Some(event) = next.take() {
-        match event {
-            Event::Listed(h) => listed.push(h),
-            Event::Candidate(c) => batch.push(c),
-        }
-        match rx.try_recv() {
-            Ok(Some(event)) => next = Some(event),
-            Ok(None) => return false,
-            Err(_) => {}
-        }
+fn file(event: Event, listed: &mut Vec<HostListing>, batch: &mut Vec<CandidateReport>) {
+    match event {
+        Event::Listed(h) => listed.push(h),
+        Event::Candidate(c) => batch.push(c),
     }
-    true
 }
 
-fn deliver_listed<F: FnMut(Delivery)>(listed: &mut Vec<HostListing>, deliver: &mut F) {
+/// Hands over what the window gathered: the hosts first (their plans are waited for), then
+/// the candidates.
+fn flush<F: FnMut(Delivery)>(
+    listed: &mut Vec<HostListing>,
+    batch: &mut Vec<CandidateReport>,
+    deliver: &mut F,
+) {
     if !listed.is_empty() {
         deliver(Delivery::Listed(std::mem::take(listed)));
     }
-}
-
-fn flush<F: FnMut(Delivery)>(batch: &mut Vec<CandidateReport>, deliver: &mut F) {
     if !batch.is_empty() {
         deliver(Delivery::Candidates(std::mem::take(batch)));
     }
