@@ -97,9 +97,9 @@ defmodule Tinycluster.StatusTest do
       {table, _} = HostTable.answered(HostTable.new(), report("h", :ok), @at)
       {table, _} = HostTable.answered(table, report("g", {:error, :x}, listing: nil), @at)
       {table, _} = HostTable.answered(table, report("f", :ok), @at)
-      asked = [%{label: "h"}, %{label: "g"}, %{label: "new"}]
-      assert HostTable.listings(table, asked) == [{"h", 42}]
-      assert HostTable.listings(HostTable.forget_listings(table), asked) == []
+      digests = fn table -> for label <- ~w(h g new), do: HostTable.listing(table, label) end
+      assert digests.(table) == [42, nil, nil]
+      assert digests.(HostTable.forget_listings(table)) == [nil, nil, nil]
     end
 
     test "makes the host specs once, and again when the node's name or family changes" do

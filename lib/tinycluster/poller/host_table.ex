@@ -1,8 +1,8 @@
 defmodule Tinycluster.Poller.HostTable do
   # The poller's table of hosts: each host's last EPMD answer, as pure functions with the
   # time passed in. It keeps what the NIF reported of each host (`status`, `names`,
-  # `malformed`, `latency_us`, `probe_timeout_ms`, and `listing`, the digest the next scan
-  # compares with to tell an unchanged host, native/tinycluster_nif/src/unchanged.rs), with
+  # `malformed`, `latency_us`, `probe_timeout_ms`, and `listing`, the digest the next plan
+  # compares with to tell an unchanged host, `Tinycluster.Poller.Plan`), with
   # when it was last asked and last answered, and when each is asked next
   # (`Tinycluster.Poller.Pacing`). `view/4` is what `Tinycluster.status/1` shows of it.
   @moduledoc false
@@ -133,18 +133,9 @@ defmodule Tinycluster.Poller.HostTable do
   end
 
   @doc """
-  The scan request's `last_listings` for the hosts of `specs` (those it asks): each one's
-  last listing digest. A host whose EPMD lists the same again, with nothing to probe, then
-  sends no event of its own.
+  The digest of the last listing of the host `label`, or nil: a host whose EPMD lists the
+  same again, with nothing to probe, is unchanged (`Tinycluster.Poller.Plan`).
   """
-  @spec listings(t(), [map()]) :: [{String.t(), non_neg_integer()}]
-  def listings(%__MODULE__{hosts: hosts}, specs) do
-    for %{label: label} <- specs,
-        %{listing: digest} when is_integer(digest) <- [Map.get(hosts, label)],
-        do: {label, digest}
-  end
-
-  @doc "The digest of the last listing of the host `label`, or nil."
   @spec listing(t(), String.t()) :: non_neg_integer() | nil
   def listing(%__MODULE__{hosts: hosts}, label) do
     case Map.get(hosts, label) do
