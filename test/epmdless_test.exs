@@ -121,18 +121,7 @@ defmodule Tinycluster.EpmdlessTest do
     )
 
     # No epmd was ever needed: none runs in any namespace, and port 4369 refuses everywhere.
-    for host <- ctx.net.hosts do
-      refute "epmd" in Netns.commands(host), "an epmd runs in #{host.ns}"
-      refute Netns.listening?(host, 4369), "something listens on 4369 in #{host.ns}"
-
-      assert {:ok, {:error, :econnrefused}} =
-               Netns.call(agent, :gen_tcp, :connect, [
-                 String.to_charlist(host.ipv4),
-                 4369,
-                 [],
-                 10_000
-               ])
-    end
+    Netns.assert_no_epmd(ctx.net, agent)
   end
 
   test "a node replaced under a new name is connected within about an interval", ctx do

@@ -119,18 +119,7 @@ defmodule Tinycluster.EpmdlessTlsTest do
         do: refute(other.name in nodes, "#{node} is connected to #{other.name}")
 
     # No epmd was ever needed: none runs in any namespace, and port 4369 refuses everywhere.
-    for host <- ctx.net.hosts do
-      refute "epmd" in Netns.commands(host), "an epmd runs in #{host.ns}"
-      refute Netns.listening?(host, 4369), "something listens on 4369 in #{host.ns}"
-
-      assert {:ok, {:error, :econnrefused}} =
-               Netns.call(agent, :gen_tcp, :connect, [
-                 String.to_charlist(host.ipv4),
-                 4369,
-                 [],
-                 10_000
-               ])
-    end
+    Netns.assert_no_epmd(ctx.net, agent)
   end
 
   # Waits until `poller` has finished `count` more scans, and returns its snapshot then.

@@ -18,7 +18,6 @@ defmodule Bench.Scenario.Dns do
 
   @approaches [:tinycluster, :dns_cluster]
   @blackholes ["198.18.0.98", "198.18.0.99"]
-  @connect_timeout 10_000
 
   def run(ctx) do
     case Netns.available() do
@@ -94,7 +93,7 @@ defmodule Bench.Scenario.Dns do
           wait_first_scan()
 
         :dns_cluster ->
-          dns_cluster_round(nameserver)
+          Bench.Approach.dns_cluster(nameserver)
       end
 
       send(caller, {:round, System.monotonic_time(:microsecond)})
@@ -124,21 +123,6 @@ defmodule Bench.Scenario.Dns do
       Process.sleep(5)
       wait_first_scan()
     end
-  end
-
-  # As dns_cluster does it: every A record's address as `basename@ip`, connected at once.
-  defp dns_cluster_round({address, port}) do
-    {:ok, ip} = :inet.parse_address(String.to_charlist(address))
-    ips = :inet_res.lookup(~c"app.test", :in, :a, nameservers: [{ip, port}])
-
-    ips
-    |> Enum.map(&:"app@#{:inet.ntoa(&1)}")
-    |> Task.async_stream(&Node.connect/1,
-      max_concurrency: max(length(ips), 1),
-      timeout: @connect_timeout,
-      on_timeout: :kill_task
-    )
-    |> Stream.run()
   end
 
   defp await_nodeups(live, ups, deadline) do

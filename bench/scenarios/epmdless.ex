@@ -28,7 +28,6 @@ defmodule Bench.Scenario.Epmdless do
   @ways [:epmdless, :epmd, :dns_cluster]
   @dist_port 6789
   @dns_port 5353
-  @connect_timeout 10_000
   @wait 30_000
   @goal 1.1
 
@@ -195,7 +194,7 @@ defmodule Bench.Scenario.Epmdless do
     spawn(fn ->
       case way do
         :dns_cluster ->
-          dns_cluster_round(nameserver)
+          Bench.Approach.dns_cluster(nameserver)
 
         _poller ->
           seed = {:dns, "app.test", nameservers: [nameserver]}
@@ -215,21 +214,6 @@ defmodule Bench.Scenario.Epmdless do
     for {_label, host} <- Tinycluster.status(:bench_epmdless).hosts, uniq: true do
       if host.dist_port, do: {:dist_port, host.dist_port}, else: {:epmd_port, host.epmd_port}
     end
-  end
-
-  # As dns_cluster does it: every A record's address as `basename@ip`, connected at once.
-  defp dns_cluster_round({address, port}) do
-    {:ok, ip} = :inet.parse_address(String.to_charlist(address))
-    ips = :inet_res.lookup(~c"app.test", :in, :a, nameservers: [{ip, port}])
-
-    ips
-    |> Enum.map(&:"app@#{:inet.ntoa(&1)}")
-    |> Task.async_stream(&Node.connect/1,
-      max_concurrency: max(length(ips), 1),
-      timeout: @connect_timeout,
-      on_timeout: :kill_task
-    )
-    |> Stream.run()
   end
 
   defp await_nodeups(apps, ups, deadline) do

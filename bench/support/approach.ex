@@ -74,4 +74,22 @@ defmodule Bench.Approach do
     {:ok, names} = :erl_epmd.names()
     for {name, _port} <- names, do: :"#{name}@#{host}"
   end
+
+  @doc """
+  dns_cluster's approach over a DNS seed: every A record of `app.test`, asked of the
+  nameserver `{address, port}`, connected at once as `app@ip`, each within 10 s.
+  """
+  def dns_cluster({address, port}) do
+    {:ok, ip} = :inet.parse_address(String.to_charlist(address))
+    ips = :inet_res.lookup(~c"app.test", :in, :a, nameservers: [{ip, port}])
+
+    ips
+    |> Enum.map(&:"app@#{:inet.ntoa(&1)}")
+    |> Task.async_stream(&Node.connect/1,
+      max_concurrency: max(length(ips), 1),
+      timeout: 10_000,
+      on_timeout: :kill_task
+    )
+    |> Stream.run()
+  end
 end

@@ -297,6 +297,26 @@ defmodule Tinycluster.Netns do
     :error, _ -> :ok
   end
 
+  @doc """
+  Asserts that no `epmd` runs in any namespace of `net` and that port 4369 refuses a
+  connection from `agent` on every host's address.
+  """
+  @spec assert_no_epmd(t(), map()) :: :ok
+  def assert_no_epmd(%__MODULE__{} = net, agent) do
+    import ExUnit.Assertions
+
+    for host <- net.hosts do
+      refute "epmd" in commands(host), "an epmd runs in #{host.ns}"
+      refute listening?(host, 4369), "something listens on 4369 in #{host.ns}"
+      address = String.to_charlist(host.ipv4)
+
+      assert {:ok, {:error, :econnrefused}} =
+               call(agent, :gen_tcp, :connect, [address, 4369, [], 10_000])
+    end
+
+    :ok
+  end
+
   @doc "Whether the `epmd` of `host` lists `alive`."
   @spec registered?(host(), String.t(), :inet.port_number()) :: boolean()
   def registered?(host, alive, epmd_port \\ 4369) do
