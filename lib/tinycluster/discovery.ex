@@ -63,14 +63,14 @@ defmodule Tinycluster.Discovery do
   end
 
   @doc """
-  `request` with the hosts the DNS seeds `seeds` (`Tinycluster.DnsSeed.new/1`, updated)
+  `request` with the hosts the DNS seeds `seeds` (`Tinycluster.DnsSeed.Table.new/1`, updated)
   give now, after the hosts of `:hosts` (an address listed both ways is asked once).
   """
   @spec with_seeds(map(), map()) :: map()
   def with_seeds(request, seeds) when map_size(seeds) == 0, do: request
 
   def with_seeds(request, seeds) do
-    seeded = FixedPort.specs(DnsSeed.specs(seeds, request.hosts), request.fixed_port)
+    seeded = FixedPort.specs(DnsSeed.Table.specs(seeds, request.hosts), request.fixed_port)
     %{request | hosts: request.hosts ++ seeded}
   end
 
@@ -302,13 +302,13 @@ defmodule Tinycluster.Discovery do
   # A scan has no last good answer to fall back on: with no host to ask and a seed that
   # failed, the seed's error is the answer.
   defp look_up_seeds(opts, request) do
-    seeds = DnsSeed.new(opts.hosts)
+    seeds = DnsSeed.Table.new(opts.hosts)
 
     if map_size(seeds) == 0 do
       {:ok, request}
     else
-      answers = DnsSeed.lookup_all(opts.hosts, request.family, opts.dns_timeout)
-      {seeds, _lines} = DnsSeed.update(seeds, answers)
+      answers = DnsSeed.Lookup.lookup_all(opts.hosts, request.family, opts.dns_timeout)
+      {seeds, _lines} = DnsSeed.Table.update(seeds, answers, DateTime.utc_now())
       request = with_seeds(request, seeds)
 
       case Enum.sort(for {name, {:error, reason}} <- answers, do: {name, reason}) do

@@ -47,11 +47,9 @@ defmodule Tinycluster.DnsSeed do
 
   This module holds the seed's forms, their validation, the warnings they are worth and
   the reasons in words. The lookups are `Tinycluster.DnsSeed.Lookup`; the seeds' state
-  between polls, `Tinycluster.DnsSeed.Table`. The functions below that delegate to them
-  keep the callers' names.
+  between polls, `Tinycluster.DnsSeed.Table`, which the poller calls directly.
   """
 
-  alias Tinycluster.DnsSeed.{Lookup, Table}
   alias Tinycluster.Hosts
 
   @types [:a, :aaaa, :srv]
@@ -158,34 +156,6 @@ defmodule Tinycluster.DnsSeed do
   @doc "The seeds among `entries`."
   @spec seeds([Hosts.entry()]) :: [t()]
   def seeds(entries), do: Enum.filter(entries, &seed?/1)
-
-  ## Lookups and bookkeeping, under the names the poller calls
-
-  @doc "See `Tinycluster.DnsSeed.Lookup.lookup_all/3`."
-  @spec lookup_all([Hosts.entry()], Tinycluster.LocalNode.family(), pos_integer()) :: %{
-          String.t() => {:ok, [address()]} | {:error, term()}
-        }
-  defdelegate lookup_all(entries, family, timeout), to: Lookup
-
-  @doc "See `Tinycluster.DnsSeed.Table.new/1`."
-  @spec new([Hosts.entry()]) :: %{String.t() => seed_status()}
-  defdelegate new(entries), to: Table
-
-  @doc "See `Tinycluster.DnsSeed.Table.update/3`; `now` defaults to the current time."
-  @spec update(map(), map(), DateTime.t()) :: {map(), [{Logger.level(), String.t(), keyword()}]}
-  def update(seeds, answers, now \\ DateTime.utc_now()), do: Table.update(seeds, answers, now)
-
-  @doc "See `Tinycluster.DnsSeed.Table.specs/2`."
-  @spec specs(map(), [map()]) :: [map()]
-  defdelegate specs(seeds, taken), to: Table
-
-  @doc "See `Tinycluster.DnsSeed.Table.counts/1`."
-  @spec counts(map()) :: %{String.t() => non_neg_integer()}
-  defdelegate counts(seeds), to: Table
-
-  @doc "See `Tinycluster.DnsSeed.Table.status/1`."
-  @spec status(map()) :: %{String.t() => seed_status()}
-  defdelegate status(seeds), to: Table
 
   ## Words
 

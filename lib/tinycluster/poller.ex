@@ -35,7 +35,7 @@ defmodule Tinycluster.Poller do
       known: MapSet.new(),
       candidates: Candidates.new(),
       hosts: HostTable.new(),
-      dns: DnsSeed.new(opts.hosts),
+      dns: DnsSeed.Table.new(opts.hosts),
       # Connect tasks: task ref -> candidate key.
       connecting: %{},
       scans_done: 0,
@@ -199,12 +199,12 @@ defmodule Tinycluster.Poller do
   # DNS seeds are looked up in a task, never here, and the scan starts when they answered.
   defp look_up(state, request) do
     args = [state.opts.hosts, request.family, state.opts.dns_timeout]
-    task = Task.Supervisor.async_nolink(state.tasks, DnsSeed, :lookup_all, args)
+    task = Task.Supervisor.async_nolink(state.tasks, DnsSeed.Lookup, :lookup_all, args)
     %{state | lookup: %{ref: task.ref, request: request, started: System.monotonic_time()}}
   end
 
   defp seeds_answered(state, answers) do
-    {dns, lines} = DnsSeed.update(state.dns, answers)
+    {dns, lines} = DnsSeed.Table.update(state.dns, answers, DateTime.utc_now())
     Report.lines(state.opts, lines)
     request = Discovery.with_seeds(state.lookup.request, dns)
     start_scan(%{state | dns: dns, lookup: nil}, request, state.lookup.started)
@@ -233,7 +233,7 @@ defmodule Tinycluster.Poller do
     case Discovery.start(request) do
       {:ok, scan} ->
         labels = Enum.map(request.hosts, & &1.label)
-        started = Report.scan_start(state.opts, labels, DnsSeed.counts(state.dns), started)
+        started = Report.scan_start(state.opts, labels, DnsSeed.Table.counts(state.dns), started)
         deadline = Discovery.deadline(state.opts)
         watchdog = Process.send_after(self(), {:scan_timeout, scan.id}, deadline)
 
@@ -315,7 +315,7 @@ defmodule Tinycluster.Poller do
 
     {candidates, changes} = Candidates.scan_ended(state.candidates, listing, now)
     connected = Candidates.count(candidates, :connected)
-    Report.scan_stop(state.opts, scan.started, report, connected, DnsSeed.counts(state.dns))
+    Report.scan_stop(state.opts, scan.started, report, connected, DnsSeed.Table.counts(state.dns))
 
     hosts =
       state.hosts

@@ -98,7 +98,7 @@ defmodule Tinycluster.Status do
       scans: parts.scans,
       last_scan: parts.last_scan,
       hosts: HostTable.view(parts.hosts, parts.opts.hosts, candidates, now_ms),
-      dns: DnsSeed.status(parts.dns),
+      dns: DnsSeed.Table.status(parts.dns),
       candidates: candidates,
       claimed: claimed,
       left: parts.candidates.left.self,

@@ -1,7 +1,7 @@
 defmodule Tinycluster.Hosts.Specs do
   # The NIF's host specs for the `:hosts` option's entries, and how each host is labelled in
   # reports and in `Tinycluster.status/1`. DNS seeds have no spec of their own: the
-  # addresses they give do (`Tinycluster.DnsSeed.specs/2`).
+  # addresses they give do (`Tinycluster.DnsSeed.Table.specs/2`).
   @moduledoc false
 
   alias Tinycluster.{DnsSeed, Hosts, LocalNode}
@@ -11,7 +11,7 @@ defmodule Tinycluster.Hosts.Specs do
   `label`, `address`, `epmd_port`, `node_host` (the local host part for `:local`, `nil`
   for the others, whose names the probes confirm) and `dist_port` (nil: their nodes are
   found through EPMD; see `Tinycluster.FixedPort`). DNS seeds have no spec of their own: the
-  addresses they give do (`Tinycluster.DnsSeed.specs/2`).
+  addresses they give do (`Tinycluster.DnsSeed.Table.specs/2`).
   """
   @spec specs([Hosts.entry()], node(), LocalNode.family()) :: [map()]
   def specs(entries, local_node \\ node(), family \\ LocalNode.family()) do
