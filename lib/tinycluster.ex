@@ -27,45 +27,7 @@ defmodule Tinycluster do
 
   ## Options
 
-    * `:name` - the poller's registered name. Default `Tinycluster`.
-    * `:interval` - milliseconds from the start of one scan to the start of the next.
-      Default `1000`.
-    * `:probe_timeout` - milliseconds a candidate of a near host has to answer the probe (at
-      most 60000). A far host's candidates have longer: three round trips of its EPMD's
-      answer in the same scan, at most 10 s (and never less than `:probe_timeout`), so that
-      a host 100 ms away or more is not taken for a frozen one; `status/1` shows each host's
-      round trip and the timeout in force. Default `300`.
-    * `:epmd_timeout` - milliseconds an EPMD has to answer, host name resolution included
-      (at most 60000); a host whose EPMD does not answer in time is failed, however far it
-      is. Default `1000`.
-    * `:dns_timeout` - milliseconds DNS seeds have to answer (at most 60000). Default: the
-      `:epmd_timeout`.
-    * `:connect` - `false` discovers and reports only. Default `true`.
-    * `:hosts` - whose EPMDs to ask: `:local` (this host), `"host"` (a host name or an IPv4
-      or IPv6 address; EPMD port 4369), `{"host", epmd_port}`, or `:erlang_hosts` (every host
-      of `.hosts.erlang`, found as `:net_adm.world/0` finds it), or a DNS seed,
-      `{:dns, name}` or `{:dns, name, type: :a | :aaaa | :srv, nameservers: [{address,
-      port}]}`, looked up at every poll (see `Tinycluster.DnsSeed`). Default `[:local]`. The
-      local EPMD port follows `-epmd_port` and `ERL_EPMD_PORT`, as OTP does. See
-      `Tinycluster.Hosts` for naming modes and the forms each mode takes.
-    * `:only` and `:except` - which nodes to probe and connect: name prefixes, regexes or
-      1-arity functions of the full node name; see `Tinycluster.Filter`. Default: all.
-    * `:include_hidden` - also connect hidden nodes. Default `false`.
-    * `:log` - `false`, or the lowest level of the poller's log lines. Default `:info`.
-    * `:max_backoff` - the longest wait, in milliseconds, before a node that failed is
-      probed or connected again: one that refused a connection (another cookie, or an
-      allow list), answered `:not_allowed`, `:bad_reply` or `:tls`; the node is not probed
-      in between. Waits grow exponentially from `:interval`, per node name and port; an
-      `:unreachable` node waits two intervals at most. At least `:interval` (a smaller one
-      is an `ArgumentError`). Default `60000`, or the `:interval` when that is longer.
-    * `:settled_interval` - the longest wait, in milliseconds, between two asks of a
-      settled host: one other than `:local` whose EPMD answered as before, every node it
-      lists connected, held back or filtered out. Its waits double from `:interval` up to
-      this; a node going down there, a failed connection to one of its nodes, its EPMD
-      failing or listing something new, reopen it to every interval (after a node went
-      down, for this long at least: it may be restarting). At least `:interval`.
-      Default `30000`, or the `:interval` when that is longer. See the README's "How big a
-      cluster".
+  #{Tinycluster.Options.docs()}
 
   Options are validated when the poller starts; a bad one raises an `ArgumentError` that
   names it.

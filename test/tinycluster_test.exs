@@ -230,7 +230,10 @@ defmodule TinyclusterTest do
             {[hosts: []], ~r/:hosts/},
             {[hosts: ["bad host"]], ~r/:hosts/},
             {[hosts: [{"h", 70_000}]], ~r/:hosts/},
-            {[nope: 1], ~r/unknown tinycluster option :nope/},
+            {[nope: 1], ~r/unknown tinycluster option :nope; known options: :connect, /},
+            # A typo is named, not only listed.
+            {[intreval: 1], ~r/option :intreval \(did you mean :interval\?\); known options/},
+            {[probe_timout: 1], ~r/\(did you mean :probe_timeout\?\)/},
             {[name: "x"], ~r/:name/},
             {[epmd_timeout: 60_001], ~r/:epmd_timeout: 60001 .*at most 60000/},
             {[epmd_timeout: 0], ~r/:epmd_timeout/},
