@@ -1,10 +1,10 @@
 defmodule Tinycluster.DocTest do
   # The examples in the docs that need no running nodes are run as they are written; and
   # what the docs say in more than one place is held to its one source: the options to
-  # `Tinycluster.Options`'s schema.
+  # `Tinycluster.Options`'s schema, the states to `Tinycluster.Candidate`'s moduledoc.
   use ExUnit.Case, async: true
 
-  alias Tinycluster.Options
+  alias Tinycluster.{Candidate, Options}
 
   doctest Tinycluster.Filter
   doctest Tinycluster.Candidate
@@ -67,6 +67,19 @@ defmodule Tinycluster.DocTest do
 
     test "Tinycluster's moduledoc lists the schema's options, in its order" do
       assert listed(Tinycluster, "Options") == Keyword.keys(Options.schema())
+    end
+  end
+
+  describe "states" do
+    test "the README's table: Candidate's states, in its order" do
+      rows = readme_table("states")
+      assert Enum.map(rows, &code_atom(hd(&1))) == listed(Candidate, "States")
+    end
+
+    test "the Candidate.state type: Candidate's states, in its order" do
+      {:ok, types} = Code.Typespec.fetch_types(Candidate)
+      [{:type, _, :union, union}] = for {:type, {:state, spec, []}} <- types, do: spec
+      assert for({:atom, _, state} <- union, do: state) == listed(Candidate, "States")
     end
   end
 end

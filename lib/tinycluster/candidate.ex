@@ -31,8 +31,13 @@ defmodule Tinycluster.Candidate do
 
   ## States
 
+  Every state a candidate can be in, in the order the README's table and the `t:state/0`
+  type list them.
+
     * `:connected` - connected to this node (by tinycluster or otherwise).
     * `:live` - answered the probe as a visible node; not connected (yet, or `connect: false`).
+      With reason `:atom_budget` or `:atom_cap`, the atom budget holds its name back as a
+      string (see `Tinycluster.Status`'s `atoms` and the README's "Security").
     * `:connecting` - answered the probe; `Node.connect/1` is under way.
     * `:hidden` - answered the probe as a hidden node; tinycluster does not connect hidden nodes.
     * `:rejected` - answered the probe but refused the connection: usually another cookie
@@ -64,7 +69,7 @@ defmodule Tinycluster.Candidate do
       to a TLS probe, a TLS alert: `{:tls_alert, name}`; or `:not_tls`: it closed on the TLS
       hello, as a plain TCP node does for a node that runs TLS distribution).
     * `:down` - was connected, and the connection went down.
-    * `:gone` - no longer listed by its host's EPMD.
+    * `:gone` - no longer listed by its host's EPMD; a poller forgets it after an hour.
     * `:deferred` - listed, but past the 1,024 candidates one scan probes (a host that
       lists thousands of names); `Tinycluster.scan/1` returns it unprobed, and a poller
       probes it in its next scans, the longest-waiting first.
@@ -100,6 +105,7 @@ defmodule Tinycluster.Candidate do
     attempts: 0
   ]
 
+  @typedoc "A candidate's state; the moduledoc's \"States\" says what each one means."
   @type state ::
           :connected
           | :live
@@ -110,8 +116,8 @@ defmodule Tinycluster.Candidate do
           | :not_allowed
           | :name_mismatch
           | :busy
-          | :bad_reply
           | :tls
+          | :bad_reply
           | :down
           | :gone
           | :deferred
