@@ -62,57 +62,10 @@ defmodule Tinycluster do
 
   ## Waiting for the cluster
 
-  `await/1` returns once the cluster has formed, so that processes that need it start only
-  then. It waits on the poller's own notifications (the end of each scan, each connection
-  attempt, each node up or down), never by asking it in a loop.
-
-  **As a start phase**, a child placed after `{Tinycluster, ...}` in the supervision tree
-  waits in its `init/1`. A supervisor starts its children in order, one at a time, so the
-  children after it start only once the cluster has formed:
-
-      defmodule MyApp.ClusterReady do
-        # Blocks the supervisor's start until this node sees 2 others, or 30 s have passed.
-        use GenServer
-        require Logger
-
-        def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
-
-        @impl true
-        def init(_opts) do
-          case Tinycluster.await(min_nodes: 2, timeout: 30_000) do
-            {:ok, _nodes} ->
-              :ignore
-
-            {:error, {:timeout, status}} ->
-              seen = Map.keys(status.candidates)
-              Logger.warning("cluster incomplete after 30 s; seen: \#{inspect(seen)}")
-              :ignore
-
-            {:error, reason} ->
-              {:stop, reason}
-          end
-        end
-      end
-
-      children = [
-        {Tinycluster, interval: 1_000},
-        MyApp.ClusterReady,
-        MyApp.Worker              # started once the cluster has formed (or 30 s passed)
-      ]
-
-  `:ignore` lets the supervisor go on without keeping a process. When the timeout expires,
-  choose: `:ignore` (as above) starts the rest anyway, on a partial cluster; `{:stop,
-  reason}` fails the supervisor's start, and with it the application's (a release then
-  stops, and its orchestrator restarts it). Keep the timeout well under any start timeout
-  around your release. Without `:min_nodes`, `Tinycluster.await(timeout: 10_000)` waits only
-  until the nodes that exist are connected, so the first node of a cluster does not wait.
-
-  **In a readiness check**, `timeout: 0` answers at once from what the poller knows. Give it
-  the cluster's names, so that a remote shell or a tool connected to the node does not count:
-
-      def ready? do
-        match?({:ok, _}, Tinycluster.await(min_nodes: 2, only: ["myapp"], timeout: 0))
-      end
+  `await/1` returns once the cluster has formed, so that the processes that need it start
+  only then: in a child placed after `{Tinycluster, ...}` (a start phase), or with
+  `timeout: 0` in a readiness check. `Tinycluster.Await` says what it waits for, its options
+  and results, with both recipes.
 
   ## Example
 
@@ -164,41 +117,12 @@ defmodule Tinycluster do
   def status(server \\ __MODULE__), do: GenServer.call(server, :status)
 
   @doc """
-  Waits until the cluster has formed, as the poller `:server` sees it.
-
-  Options:
-
-    * `:server` - the poller to wait on: its name or pid. Default `Tinycluster`.
-    * `:timeout` - milliseconds to wait, or `:infinity`. Default `5000`. With `0` it answers
-      at once from what the poller knows (a readiness check).
-    * `:min_nodes` - wait until this node is connected to at least this many visible nodes
-      (not counting itself), whoever connected them.
-    * `:only` and `:except` - patterns, in the forms the poller's options take (see
-      `Tinycluster.Filter`), for the nodes the wait counts: with `:min_nodes`, only the
-      connected nodes they let through count, so a remote shell (`iex --remsh`), which is
-      a visible node too, cannot meet a readiness check; without, only the candidates they
-      let through are waited for. Default: every node.
-
-  Returns:
-
-    * `:ok` (no `:min_nodes`) - a scan has finished, and no candidate is left that the
-      poller would still connect: none `:connecting`, none `:live` that it would connect. A
-      node first in its cluster returns after its first scan. Nodes that refused the
-      connection, hidden, frozen or filtered ones are not waited for.
-    * `{:ok, nodes}` (with `:min_nodes`) - the visible nodes connected (`Node.list/0`)
-      that `:only`/`:except` let through, at least `:min_nodes` of them.
-    * `{:error, {:timeout, status}}` - the time is up; `status` is the poller's last
-      `status/1`.
-    * `{:error, {:not_running, server}}` - no poller runs under that name.
-    * `{:error, {:poller_down, reason}}` - the poller stopped or crashed while waited on.
-    * `{:error, {:poller_unresponsive, pid}}` - the poller did not answer within 5 s.
-
-  The calling process receives nothing from the wait: notifications reach it through a
-  process alias that ends with the wait (see `Tinycluster.Await`).
+  Waits until the cluster has formed, as the poller `:server` (default `Tinycluster`) sees
+  it. `Tinycluster.Await` gives the options, the results, and two recipes: a start phase and
+  a readiness check.
 
       :ok = Tinycluster.await(timeout: 10_000)
       {:ok, nodes} = Tinycluster.await(min_nodes: 2, timeout: 30_000)
-      {:error, {:timeout, status}} = Tinycluster.await(min_nodes: 5, timeout: 1_000)
   """
   @spec await(keyword()) ::
           :ok

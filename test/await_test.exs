@@ -280,7 +280,11 @@ defmodule Tinycluster.AwaitTest do
   test "bad options are an ArgumentError" do
     assert_raise ArgumentError, ~r/:timeout/, fn -> Tinycluster.await(timeout: -1) end
     assert_raise ArgumentError, ~r/:min_nodes/, fn -> Tinycluster.await(min_nodes: :two) end
-    assert_raise ArgumentError, ~r/:bogus/, fn -> Tinycluster.await(bogus: 1) end
+    assert_raise ArgumentError, ~r/:bogus$/, fn -> Tinycluster.await(bogus: 1) end
+
+    assert_raise ArgumentError, ~r/option :min_node \(did you mean :min_nodes\?\)/, fn ->
+      Tinycluster.await(min_node: 2)
+    end
   end
 
   test "it waits on notifications: one call to the poller, nothing left in the mailbox",

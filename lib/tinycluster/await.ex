@@ -1,7 +1,98 @@
 defmodule Tinycluster.Await do
   @moduledoc """
-  `Tinycluster.await/1`: waiting until the cluster has formed, on the poller's own
-  notifications.
+  `Tinycluster.await/1`: waits until the cluster has formed, as a poller sees it, so that
+  the processes that need the cluster start only then. This is the one description of the
+  wait; `Tinycluster` and the README point here.
+
+  It waits on the poller's own notifications (the end of each scan, each connection
+  attempt, each node up or down), never by asking it in a loop.
+
+      :ok = Tinycluster.await(timeout: 10_000)
+      {:ok, nodes} = Tinycluster.await(min_nodes: 2, timeout: 30_000)
+      {:error, {:timeout, status}} = Tinycluster.await(min_nodes: 5, timeout: 1_000)
+
+  ## Options
+
+    * `:server` - the poller to wait on: its name or pid. Default `Tinycluster`.
+    * `:timeout` - milliseconds to wait, or `:infinity`. Default `5000`. With `0` it answers
+      at once from what the poller knows (a readiness check).
+    * `:min_nodes` - wait until this node is connected to at least this many visible nodes
+      (not counting itself), whoever connected them.
+    * `:only` and `:except` - patterns, in the forms the poller's options take (see
+      `Tinycluster.Filter`), for the nodes the wait counts: with `:min_nodes`, only the
+      connected nodes they let through count, so a remote shell (`iex --remsh`), which is
+      a visible node too, cannot meet a readiness check; without, only the candidates they
+      let through are waited for. Default: every node.
+
+  ## Results
+
+    * `:ok` (no `:min_nodes`) - a scan has finished, and no candidate is left that the
+      poller would still connect: none `:connecting`, none `:live` that it would connect. A
+      node first in its cluster returns after its first scan. Nodes that refused the
+      connection, hidden, frozen or filtered ones are not waited for.
+    * `{:ok, nodes}` (with `:min_nodes`) - the visible nodes connected (`Node.list/0`)
+      that `:only`/`:except` let through, at least `:min_nodes` of them.
+    * `{:error, {:timeout, status}}` - the time is up; `status` is the poller's last
+      `Tinycluster.status/1`.
+    * `{:error, {:not_running, server}}` - no poller runs under that name.
+    * `{:error, {:poller_down, reason}}` - the poller stopped or crashed while waited on.
+    * `{:error, {:poller_unresponsive, pid}}` - the poller did not answer within 5 s.
+
+  The calling process receives nothing from the wait (see "How it waits").
+
+  ## As a start phase
+
+  A child placed after `{Tinycluster, ...}` in the supervision tree waits in its `init/1`.
+  A supervisor starts its children in order, one at a time, so the children after it start
+  only once the cluster has formed:
+
+      defmodule MyApp.ClusterReady do
+        # Blocks the supervisor's start until this node sees 2 others, or 30 s have passed.
+        use GenServer
+        require Logger
+
+        def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
+
+        @impl true
+        def init(_opts) do
+          case Tinycluster.await(min_nodes: 2, timeout: 30_000) do
+            {:ok, _nodes} ->
+              :ignore
+
+            {:error, {:timeout, status}} ->
+              seen = Map.keys(status.candidates)
+              Logger.warning("cluster incomplete after 30 s; seen: \#{inspect(seen)}")
+              :ignore
+
+            {:error, reason} ->
+              {:stop, reason}
+          end
+        end
+      end
+
+      children = [
+        {Tinycluster, interval: 1_000},
+        MyApp.ClusterReady,
+        MyApp.Worker              # started once the cluster has formed (or 30 s passed)
+      ]
+
+  `:ignore` lets the supervisor go on without keeping a process. When the timeout expires,
+  choose: `:ignore` (as above) starts the rest anyway, on a partial cluster; `{:stop,
+  reason}` fails the supervisor's start, and with it the application's (a release then
+  stops, and its orchestrator restarts it). Keep the timeout well under any start timeout
+  around your release. Without `:min_nodes`, `Tinycluster.await(timeout: 10_000)` waits only
+  until the nodes that exist are connected, so the first node of a cluster does not wait.
+
+  ## In a readiness check
+
+  `timeout: 0` answers at once from what the poller knows. Give it the cluster's names, so
+  that a remote shell or a tool connected to the node does not count:
+
+      def ready? do
+        match?({:ok, _}, Tinycluster.await(min_nodes: 2, only: ["myapp"], timeout: 0))
+      end
+
+  ## How it waits
 
   The waiter never asks the poller in a loop. It monitors the poller with an alias
   (`:erlang.monitor/3` with `alias: :demonitor`) and registers that alias with it once; the
@@ -26,7 +117,7 @@ defmodule Tinycluster.Await do
   @default_timeout 5_000
 
   @doc """
-  Waits for the cluster; see `Tinycluster.await/1` for the options and the results.
+  Waits for the cluster; see the moduledoc for the options and the results.
   """
   @spec await(keyword()) ::
           :ok
@@ -147,11 +238,19 @@ defmodule Tinycluster.Await do
         {:min_nodes, n}, filter when is_integer(n) and n >= 0 -> filter
         {key, value}, filter when key in [:only, :except] -> pattern!(filter, key, value)
         {key, value}, _ when key in [:timeout, :min_nodes] -> invalid!(key, value)
-        {key, _}, _ -> raise ArgumentError, "unknown Tinycluster.await/1 option #{inspect(key)}"
+        {key, _}, _ -> unknown!(key)
       end)
 
     {Keyword.get(opts, :server, Tinycluster), Keyword.get(opts, :timeout, @default_timeout),
      Keyword.get(opts, :min_nodes), filter}
+  end
+
+  defp unknown!(key) do
+    known = [:server, :timeout, :min_nodes, :only, :except]
+
+    raise ArgumentError,
+          "unknown Tinycluster.await/1 option #{inspect(key)}" <>
+            Options.did_you_mean(key, known)
   end
 
   # The patterns as the poller takes them, held in the struct `Filter` reads.
