@@ -10,6 +10,7 @@ defmodule Tinycluster.DocTest do
   doctest Tinycluster.Candidate
   doctest Tinycluster.Options
   doctest Tinycluster.DnsSeed
+  doctest Tinycluster.CLI.Format
 
   @readme Path.expand("../README.md", __DIR__)
 

@@ -5,7 +5,8 @@ defmodule Mix.Tasks.Tinycluster.Scan do
   (what its EPMD answered, or why it could not be asked; the round trip of its EPMD request,
   and the probe timeout its candidates had, longer than `--probe-timeout` for a far host) and
   one per candidate (its name, host, state, probe latency and the reason in words, as
-  `Tinycluster.status/1` says it).
+  `Tinycluster.status/1` says it, but about the cluster: "live" is a node a poller
+  connects, not one this scan failed to connect).
   It connects nothing. For the "why did that node not join?" moment:
 
       mix tinycluster.scan
@@ -158,7 +159,7 @@ defmodule Mix.Tasks.Tinycluster.Scan do
 
     candidate_rows =
       for c <- candidates do
-        [c.name, c.host, Format.state(c.state), Format.latency(c.latency_us), Format.describe(c)]
+        [c.name, c.host, Format.state(c.state), Format.latency(c.latency_us), Format.scanned(c)]
       end
 
     [
@@ -219,7 +220,7 @@ defmodule Mix.Tasks.Tinycluster.Scan do
             port: c.port,
             state: c.state,
             reason: Format.reason(c.reason),
-            description: Format.describe(c),
+            description: Format.scanned(c),
             latency_us: c.latency_us
           }
         end

@@ -1,7 +1,8 @@
 defmodule Tinycluster.CLI.Format do
   # How the terminal tasks (`mix tinycluster.demo`, `mix tinycluster.scan`) print
   # candidates and hosts: one way of saying a state, a probe latency, the reason in words
-  # (`Tinycluster.Candidate.describe/1`) and an EPMD's answer, in aligned columns, or as
+  # (`Tinycluster.Candidate.describe/1`, or `scanned/1` after a scan) and an EPMD's answer,
+  # in aligned columns, or as
   # plain maps for JSON. Pure functions from data to text.
   @moduledoc false
 
@@ -28,6 +29,29 @@ defmodule Tinycluster.CLI.Format do
 
   def describe(%{state: state, reason: reason}),
     do: describe(%Candidate{state: state, reason: reason})
+
+  @doc """
+  What a scanned candidate's state means, in words about the cluster rather than about the
+  scanning VM: a scan connects nothing, so "not connected" (to the scanning VM) would read
+  as a failure even for nodes connected to each other. States the scan shares with a poller
+  keep `describe/1`'s words.
+
+      iex> Tinycluster.CLI.Format.scanned(%{state: :live, reason: nil})
+      "answered the probe: live, so a poller connects it (only a connection checks the cookie)"
+  """
+  @spec scanned(Candidate.t() | %{state: Candidate.state(), reason: term()}) :: String.t()
+  def scanned(%{state: :live, reason: :tls}),
+    do:
+      "a live TLS distribution listener under the name EPMD lists (TLS confirms no name): " <>
+        "a poller that runs TLS distribution connects it"
+
+  def scanned(%{state: :live}),
+    do: "answered the probe: live, so a poller connects it (only a connection checks the cookie)"
+
+  def scanned(%{state: :hidden}),
+    do: "a hidden node: answered the probe; a poller connects it only with include_hidden: true"
+
+  def scanned(candidate), do: describe(candidate)
 
   @doc """
   What a host's EPMD answered, in words. `names` counts the names the `:only`/`:except`
