@@ -29,8 +29,13 @@ defmodule Tinycluster.CandidatesTest do
     )
   end
 
-  defp probed(table, maps, opts \\ @opts, ms \\ 0),
-    do: Candidates.probed(table, List.wrap(maps), opts, now(ms))
+  # As the poller takes a batch: the table decides, then the atoms of the names it connects
+  # are made, at its edge, and given back.
+  defp probed(table, maps, opts \\ @opts, ms \\ 0) do
+    {table, connects, changes} = Candidates.probed(table, List.wrap(maps), opts, now(ms))
+    connects = Tinycluster.NodeName.to_atoms(connects)
+    {Candidates.named(table, connects), connects, changes}
+  end
 
   defp entry(table, alive), do: entry_of(table, "h", alive)
   defp entry_of(table, host, alive), do: table.entries[{host, alive}]
@@ -475,6 +480,28 @@ defmodule Tinycluster.CandidatesTest do
       end)
 
       assert atoms_of(invented) == AtomBudget.per_window()
+    end
+
+    test "the table makes no atom: it names whom to connect, and the caller makes the atoms" do
+      names = fresh_names("pure", 3)
+      maps = for alive <- names, do: probe(alive, :live)
+      {table, connects, _} = Candidates.probed(Candidates.new(), maps, @opts, now(0))
+      assert connects == for(alive <- names, do: {{"h", alive}, "#{alive}@vm"})
+      assert atoms_of(names) == 0
+      assert AtomBudget.view(table.budget, 0).window == 3
+      assert Enum.all?(names, &(entry(table, &1).state == :connecting))
+    end
+
+    test "a new name two hosts list in one batch is one atom, counted once" do
+      [alive] = fresh_names("twice", 1)
+      maps = [probe(alive, :live), probe(alive, :live, host: "g", port: 5000)]
+      {table, connects, _} = probed(Candidates.new(), maps, @opts, 0)
+      node = String.to_existing_atom("#{alive}@vm")
+      assert connects == [{{"h", alive}, node}, {{"g", alive}, node}]
+      assert AtomBudget.view(table.budget, 0).window == 1
+      # Both connections end: the one atom is repaid once, and nothing is counted lost.
+      table = end_all(table, connects, true, 0)
+      assert %{window: 0, wasted: 0} = AtomBudget.view(table.budget, 0)
     end
 
     test "a name that is an atom already costs nothing" do

@@ -41,8 +41,12 @@ defmodule Tinycluster.LeftTest do
     )
   end
 
-  defp probed(table, fields \\ [], ms \\ 0),
-    do: Candidates.probed(table, [probe(fields)], @opts, now(ms))
+  # As the poller takes a batch: the atoms of the names the table connects are made after it.
+  defp probed(table, fields \\ [], ms \\ 0) do
+    {table, connects, changes} = Candidates.probed(table, [probe(fields)], @opts, now(ms))
+    connects = Tinycluster.NodeName.to_atoms(connects)
+    {Candidates.named(table, connects), connects, changes}
+  end
 
   defp entry(table), do: table.entries[{"h", "c"}]
 

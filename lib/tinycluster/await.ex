@@ -110,6 +110,7 @@ defmodule Tinycluster.Await do
   """
 
   alias Tinycluster.{Filter, Options}
+  alias Tinycluster.Candidate.States
 
   @typedoc "The waiters a poller notifies: the poller's monitor of each, to its alias."
   @opaque subscribers :: %{reference() => reference()}
@@ -219,12 +220,13 @@ defmodule Tinycluster.Await do
   defp wanted?(nil, _name), do: true
   defp wanted?(filter, name), do: Filter.allowed?(filter, name)
 
-  defp pending?(%{state: :connecting}, _opts), do: true
-
-  defp pending?(%{state: :live, name: name}, opts),
-    do: opts.connect and Filter.allowed?(opts, name)
-
-  defp pending?(_candidate, _opts), do: false
+  # Which states are still pending is the states table's (`Tinycluster.Candidate.States`).
+  defp pending?(%{state: state, name: name}, opts) do
+    case States.pending(state) do
+      :if_connected -> opts.connect and Filter.allowed?(opts, name)
+      pending -> pending
+    end
+  end
 
   defp options!(opts) do
     unless Keyword.keyword?(opts) do

@@ -84,6 +84,7 @@ defmodule Tinycluster.Candidate do
       #=> [{"a@myhost", :live}, {"b@myhost", :hidden}]
   """
 
+  alias Tinycluster.Candidate.States
   alias Tinycluster.NodeName
 
   defstruct [
@@ -196,8 +197,6 @@ defmodule Tinycluster.Candidate do
 
   def describe(%__MODULE__{state: state, reason: reason}), do: describe(state, reason)
 
-  defp describe(:connected, _), do: "connected"
-
   defp describe(:live, :tls),
     do:
       "a live TLS distribution listener under the name EPMD lists (TLS confirms no name); " <>
@@ -215,15 +214,8 @@ defmodule Tinycluster.Candidate do
         "atoms never connected, and no new node of its host did, so its name stays a string " <>
         "(the atom budget's lifetime cap)"
 
-  defp describe(:live, _), do: "answered the probe; not connected"
-  defp describe(:connecting, _), do: "answered the probe; connecting"
-  defp describe(:hidden, _), do: "a hidden node: answered the probe, not connected"
-
   defp describe(:rejected, :not_allowed),
     do: "refuses this node: its net_kernel:allow/1 list does not name #{node()}"
-
-  defp describe(:rejected, _),
-    do: "answered the probe but refused the connection: probably another cookie"
 
   defp describe(:unreachable, :timeout),
     do: "listed by EPMD but silent within the probe timeout: frozen, overloaded or firewalled"
@@ -236,11 +228,6 @@ defmodule Tinycluster.Candidate do
 
   defp describe(:unreachable, :econnrefused),
     do: "listed by EPMD but nothing listens on its port: it probably just stopped"
-
-  defp describe(:unreachable, reason), do: "listed by EPMD but unreachable: #{inspect(reason)}"
-
-  defp describe(:not_allowed, _),
-    do: "refuses the probe: it restricts connections with net_kernel:allow/1"
 
   defp describe(:name_mismatch, {:long_name, name}),
     do:
@@ -255,18 +242,10 @@ defmodule Tinycluster.Candidate do
   defp describe(:name_mismatch, {:claimed, name}),
     do: "the node at this port calls itself #{name}: a stale EPMD entry or a port reused"
 
-  defp describe(:name_mismatch, _), do: "the node at this port calls itself by another name"
-  defp describe(:busy, _), do: "busy with a handshake with this node; asked again next poll"
-
   defp describe(:tls, :alert),
     do:
       "uses TLS distribution (it answered the plain probe with a TLS alert); this node runs " <>
         "plain TCP distribution and cannot connect it; probed with a TLS hello from now on"
-
-  defp describe(:tls, _),
-    do:
-      "uses TLS distribution (a live TLS listener); this node runs plain TCP distribution " <>
-        "and cannot connect it"
 
   defp describe(:bad_reply, :not_tls),
     do:
@@ -282,17 +261,10 @@ defmodule Tinycluster.Candidate do
         "#{Tinycluster.Limits.get(:max_name_bytes)} a node name can have: " <>
         "not an Erlang node, left alone"
 
-  defp describe(:bad_reply, reason),
-    do: "its port does not speak the distribution protocol: #{inspect(reason)}"
+  # Whatever the reason: the states table's words, with the reason where it says more.
+  defp describe(state, reason) when state in [:unreachable, :bad_reply],
+    do: "#{States.words(state)}: #{inspect(reason)}"
 
-  defp describe(:down, reason), do: "was connected; the connection went down (#{inspect(reason)})"
-  defp describe(:gone, _), do: "no longer listed by its host's EPMD"
-
-  defp describe(:left, _),
-    do:
-      "left the cluster (Tinycluster.leave/1); not connected again until it calls " <>
-        "Tinycluster.join/1 or restarts"
-
-  defp describe(:deferred, _),
-    do: "listed, but past the candidates one scan probes: a later scan probes it"
+  defp describe(:down, reason), do: "#{States.words(:down)} (#{inspect(reason)})"
+  defp describe(state, _reason), do: States.words(state)
 end

@@ -26,6 +26,19 @@ defmodule Tinycluster.NodeName do
     end
   end
 
+  @doc """
+  Makes the atoms of the names `Tinycluster.Poller.Candidates.probed/4` chose to connect
+  (`{key, name}`, each validated, proven live and counted by the poller's atom budget), as
+  `{key, node}`: the only atoms of names that hosts report.
+  """
+  @spec to_atoms([{term(), String.t()}]) :: [{term(), node()}]
+  def to_atoms(connects) do
+    for {key, name} <- connects do
+      {:ok, node} = to_atom(name)
+      {key, node}
+    end
+  end
+
   @doc "`to_atom/1`'s checks, without making the atom."
   @spec check(String.t()) ::
           :ok | {:error, {:name_too_long, pos_integer()} | {:malformed, String.t()}}

@@ -8,7 +8,7 @@ defmodule Tinycluster.Poller do
 
   use GenServer
 
-  alias Tinycluster.{Await, Discovery, DnsSeed, Leave, LocalNode}
+  alias Tinycluster.{Await, Candidate, Discovery, DnsSeed, Leave, LocalNode, NodeName}
   alias Tinycluster.Poller.{Batch, Candidates, HostTable, Report}
   alias Tinycluster.Status
   alias Tinycluster.Poller.Candidates.Stalls
@@ -339,6 +339,10 @@ defmodule Tinycluster.Poller do
     now = now()
     {candidates, connects, changes} = Candidates.probed(state.candidates, maps, state.opts, now)
 
+    # The atoms of the names the table chose to connect are made here, at its edge.
+    connects = NodeName.to_atoms(connects)
+    candidates = Candidates.named(candidates, connects)
+
     connecting =
       Enum.reduce(connects, state.connecting, fn {key, node}, acc ->
         task = Task.Supervisor.async_nolink(state.tasks, fn -> connect(node) end)
@@ -346,7 +350,7 @@ defmodule Tinycluster.Poller do
       end)
 
     # Said together at the scan's end (`Report.unreachable/2`).
-    unreachable = for {_, %{state: :unreachable} = entry} <- changes, do: entry
+    unreachable = for {_, %Candidate{} = entry} <- changes, Report.at_scan_end?(entry), do: entry
     scans = Map.update!(state.scans, id, &%{&1 | unreachable: unreachable ++ &1.unreachable})
     apply_changes(%{state | connecting: connecting, scans: scans}, {candidates, changes})
   end

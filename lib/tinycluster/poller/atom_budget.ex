@@ -74,6 +74,10 @@ defmodule Tinycluster.Poller.AtomBudget do
     {started, taken} = budget.window
 
     cond do
+      # Lent already, in this batch say: its atom is made once, and counted once.
+      Map.has_key?(budget.lent, name) ->
+        {:ok, budget}
+
       taken >= @per_window ->
         over(budget, :window)
 

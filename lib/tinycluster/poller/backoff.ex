@@ -11,8 +11,11 @@ defmodule Tinycluster.Poller.Backoff do
   # probe's challenge (a node restarted at a fixed port), is a restarted node, so the count
   # starts over and the node is probed at once.
   #
+  # Which states back off, and how far, is `Tinycluster.Candidate.States`'s (`count`, `hold`,
+  # `cap`); the numbers and what they do are here.
+  #
   # `:unreachable` (silent within the probe timeout: frozen, or gone) is capped far lower,
-  # at 2 intervals (`@unreachable_cap`): the probe of a silent node is parked in the NIF (its
+  # at 2 intervals (its `cap` in the table): the probe of a silent node is parked in the NIF (its
   # socket kept open, see park.rs), so asking again opens no new connection on a frozen
   # node, and a node that thaws answers the parked probe, which the next scan that asks
   # reads. The cap is what a thawed node waits at most, beyond the scan itself. (Closing
@@ -26,13 +29,7 @@ defmodule Tinycluster.Poller.Backoff do
   @moduledoc false
 
   alias Tinycluster.{Candidate, Options}
-
-  # Probe outcomes that back off; `:rejected` backs off its connection attempts.
-  @probe_failures [:unreachable, :bad_reply, :not_allowed, :tls]
-  @held [:rejected | @probe_failures]
-
-  # In intervals: measured in bench/run --only cost (see the README).
-  @unreachable_cap 2
+  alias Tinycluster.Candidate.States
 
   # Refusals of a real connection (another cookie, or an allow list without this node)
   # after which a candidate is left alone for good, at its port: each one makes the peer log
@@ -45,7 +42,14 @@ defmodule Tinycluster.Poller.Backoff do
   @spec delay(pos_integer(), Candidate.state(), Options.t()) :: pos_integer()
   def delay(attempts, state, %Options{interval: interval, max_backoff: max}) do
     exponential = interval * Integer.pow(2, min(attempts - 1, 20))
-    cap = if state == :unreachable, do: min(@unreachable_cap * interval, max), else: max
+
+    # In intervals: measured in bench/run --only cost (see the README).
+    cap =
+      case States.cap(state) do
+        {:intervals, n} -> min(n * interval, max)
+        _max_backoff -> max
+      end
+
     min(exponential, cap)
   end
 
@@ -89,11 +93,12 @@ defmodule Tinycluster.Poller.Backoff do
   """
   @spec after_probe(Candidate.t(), Options.t(), integer()) :: Candidate.t()
   def after_probe(%Candidate{state: state} = entry, %Options{} = opts, now_ms) do
-    cond do
-      state in [:rejected, :connecting] -> entry
-      state == :not_allowed and opts.connect -> entry
-      state in @probe_failures -> failed(entry, opts, now_ms)
-      true -> %{entry | attempts: 0, retry_at: nil}
+    case States.count(state) do
+      :keep -> entry
+      :back_off_unless_connect when opts.connect -> entry
+      :back_off_unless_connect -> failed(entry, opts, now_ms)
+      :back_off -> failed(entry, opts, now_ms)
+      :clear -> %{entry | attempts: 0, retry_at: nil}
     end
   end
 
@@ -119,8 +124,8 @@ defmodule Tinycluster.Poller.Backoff do
   Counts a stalled connection attempt (`Tinycluster.Poller.Candidates.Stalls`): the entry becomes
   `:unreachable` with reason `:connect_timeout`, its `attempts` are `stalls` (the stalls
   in a row at its port: the probe that answers between two attempts clears `attempts`),
-  and it is tried again as an `:unreachable` candidate is, within #{@unreachable_cap}
-  intervals. It is never left alone for it.
+  and it is tried again as an `:unreachable` candidate is (within its `cap`,
+  `Tinycluster.Candidate.States.cap/1`). It is never left alone for it.
   """
   @spec after_stall(Candidate.t(), pos_integer(), Options.t(), integer()) :: Candidate.t()
   def after_stall(entry, stalls, opts, now_ms) do
@@ -147,7 +152,7 @@ defmodule Tinycluster.Poller.Backoff do
   """
   @spec held?(Candidate.t(), integer()) :: boolean()
   def held?(%Candidate{state: state, retry_at: at} = entry, now_ms),
-    do: state in @held and held?(entry, at, now_ms)
+    do: States.hold(state) == :backoff and held?(entry, at, now_ms)
 
   defp held?(%Candidate{reason: :connect_failed}, :never, _now_ms), do: false
   defp held?(_entry, :never, _now_ms), do: true

@@ -12,6 +12,7 @@ defmodule Tinycluster.Poller.Candidates do
   @moduledoc false
 
   alias Tinycluster.{Candidate, Options}
+  alias Tinycluster.Candidate.States
   alias Tinycluster.Poller.{AtomBudget, Backoff, Tls}
   alias Tinycluster.Poller.Candidates.{Connect, Deferred, Left, Refusals, Stalls}
 
@@ -88,20 +89,21 @@ defmodule Tinycluster.Poller.Candidates do
   @doc """
   Merges the NIF's candidate maps of one batch. Held-back and deferred candidates teach
   nothing and are passed over. Returns the table, the connections to start now as
-  `{key, node}` (those candidates are `:connecting` in the table already), and the changes.
+  `{key, name}` (those candidates are `:connecting` in the table already; the caller makes
+  the atom of each name and gives it back with `named/2`), and the changes. Makes no atom.
 
   A probe that shows another incarnation of a node (`Tinycluster.Poller.Backoff.restarted?/2`)
   clears what was held against the one before: its backoff, its refusals, its leave. An
   incarnation that left is `:left`, whatever its probe says, and is not connected; nor is
   anything while this node itself has left.
   """
-  @spec probed(t(), [map()], Options.t(), now()) :: {t(), [{key(), node()}], [change()]}
+  @spec probed(t(), [map()], Options.t(), now()) :: {t(), [{key(), String.t()}], [change()]}
   def probed(%__MODULE__{} = table, maps, %Options{} = opts, now) do
     opts = if Left.self_left?(table.left), do: %{opts | connect: false}, else: opts
 
     {table, connects, changes} =
       for %{state: state} = map <- maps,
-          state not in [:held, :deferred],
+          States.teaches?(state),
           reduce: {table, [], []} do
         {table, connects, changes} ->
           probed = Candidate.from_native(map)
@@ -154,36 +156,29 @@ defmodule Tinycluster.Poller.Candidates do
     if Left.holds?(left, name, creation), do: held(entry), else: entry
   end
 
-  defp held(entry), do: %{entry | state: :left, reason: nil, attempts: 0, retry_at: nil}
+  # The incarnation `creation` left: the table's `:left` row, whose failures are forgotten.
+  defp held(entry, creation \\ nil) do
+    case States.next(entry.state, :left) do
+      {:left, :none} ->
+        %{entry | state: :left, reason: nil, attempts: 0, retry_at: nil}
+        |> Map.update!(:creation, &(creation || &1))
 
-  # What a fresh probe says wins, except that the poller's own view of a connection in
-  # progress or refused is kept until the connect attempt says otherwise, and a connection
-  # until its nodedown: a probe sent before the connection came up may answer after it.
-  # `:busy` (a handshake with this node in flight, such as the refused one ending) says
-  # nothing new either: taken as the state, it once cleared a refusal's count. A node left
+      {_same, :none} ->
+        entry
+    end
+  end
+
+  # What a fresh probe says is the state the table's `{:probed, outcome}` row gives
+  # (`Tinycluster.Candidate.States`): the probe's, or the poller's own view kept. A node left
   # alone after its refusals stays so whatever a probe says (new scans hold it back, but
   # one started before the last refusal may still answer, a timeout under load say).
-  @kept_by_probe [:live, :hidden, :not_allowed, :busy]
-
   defp merge(old, probed, at) do
-    state =
-      cond do
-        old.retry_at == :never ->
-          old.state
-
-        old.state in [:connected, :connecting, :rejected] and probed.state in @kept_by_probe ->
-          old.state
-
-        true ->
-          probed.state
-      end
-
-    reason =
-      cond do
-        old.retry_at == :never -> old.reason
-        state == probed.state -> probed.reason
-        probed.state == :not_allowed -> :not_allowed
-        true -> old.reason
+    {state, reason} =
+      case States.next(old.state, {:probed, probed.state}) do
+        _left_alone when old.retry_at == :never -> {old.state, old.reason}
+        {state, :take} -> {state, probed.reason}
+        {state, :keep} when probed.state == :not_allowed -> {state, :not_allowed}
+        {state, :keep} -> {state, old.reason}
       end
 
     %Candidate{
@@ -198,6 +193,20 @@ defmodule Tinycluster.Poller.Candidates do
         attempts: old.attempts,
         retry_at: old.retry_at
     }
+  end
+
+  @doc """
+  The atoms the caller made of the names `probed/4` chose to connect (its connects name
+  them by their full names), as `{key, node}`: each entry keeps its own.
+  """
+  @spec named(t(), [{key(), node()}]) :: t()
+  def named(%__MODULE__{} = table, connects) do
+    entries =
+      Enum.reduce(connects, table.entries, fn {key, node}, acc ->
+        Map.update!(acc, key, &%{&1 | node: node})
+      end)
+
+    %{table | entries: entries}
   end
 
   @doc """
@@ -226,15 +235,17 @@ defmodule Tinycluster.Poller.Candidates do
     {table, Enum.reverse(changes)}
   end
 
-  defp gone({entries, changes}, key, %Candidate{state: :gone, last_seen: last}, now) do
-    if DateTime.diff(now.at, last, :millisecond) > @forget_gone_after_ms,
-      do: {Map.delete(entries, key), changes},
-      else: {entries, changes}
-  end
+  defp gone({entries, changes}, key, entry, now) do
+    case States.next(entry.state, :unlisted) do
+      {:gone, :forget_later} ->
+        if DateTime.diff(now.at, entry.last_seen, :millisecond) > @forget_gone_after_ms,
+          do: {Map.delete(entries, key), changes},
+          else: {entries, changes}
 
-  defp gone({entries, changes}, key, entry, _now) do
-    new = %{entry | state: :gone, reason: nil}
-    {Map.put(entries, key, new), change(entry, new) ++ changes}
+      {state, :none} ->
+        new = %{entry | state: state, reason: nil}
+        {Map.put(entries, key, new), change(entry, new) ++ changes}
+    end
   end
 
   defp cap_gone(entries) do
@@ -282,9 +293,12 @@ defmodule Tinycluster.Poller.Candidates do
         {stalls, in_a_row} = Stalls.note(table.stalls, key, entry.port, result)
 
         new =
-          if result == :stalled,
-            do: Backoff.after_stall(entry, in_a_row, opts, now.ms),
-            else: after_connect(entry, result, opts, now.ms, n)
+          case States.next(entry.state, connect_event(result)) do
+            {state, :clear} -> %{entry | state: state, reason: nil, attempts: 0, retry_at: nil}
+            {state, :none} -> %{entry | state: state}
+            {:unreachable, :stalled} -> Backoff.after_stall(entry, in_a_row, opts, now.ms)
+            {:rejected, :refused} -> after_connect(entry, result, opts, now.ms, n)
+          end
 
         refusals =
           Refusals.record(table.refusals, key, entry.port, n, new.retry_at == :never, cookie)
@@ -323,11 +337,11 @@ defmodule Tinycluster.Poller.Candidates do
   @spec cookie_digest(atom()) :: non_neg_integer()
   defdelegate cookie_digest(cookie), to: Refusals
 
-  defp after_connect(entry, true, _opts, _now_ms, _refusals),
-    do: %{entry | state: :connected, reason: nil, attempts: 0, retry_at: nil}
-
-  # The local node stopped being distributed meanwhile; the next scan will tell.
-  defp after_connect(entry, :ignored, _opts, _now_ms, _refusals), do: %{entry | state: :live}
+  # The local node stopped being distributed meanwhile (`:ignored`): the next scan will tell.
+  defp connect_event(true), do: :connect_ok
+  defp connect_event(:ignored), do: :connect_ignored
+  defp connect_event(:stalled), do: :connect_stalled
+  defp connect_event(_failure), do: :connect_failed
 
   defp after_connect(entry, failure, opts, now_ms, refusals) do
     reason =
@@ -362,10 +376,17 @@ defmodule Tinycluster.Poller.Candidates do
       {refusals, again} ->
         entries =
           Enum.reduce(again, table.entries, fn key, acc ->
-            Map.update!(acc, key, &%{&1 | attempts: 0, retry_at: nil})
+            Map.update!(acc, key, &retry_now/1)
           end)
 
         %{table | refusals: refusals, entries: entries}
+    end
+  end
+
+  defp retry_now(entry) do
+    case States.next(entry.state, :cookie_changed) do
+      {state, :retry_now} -> %{entry | state: state, attempts: 0, retry_at: nil}
+      nil -> entry
     end
   end
 
@@ -382,9 +403,10 @@ defmodule Tinycluster.Poller.Candidates do
     table = %{table | budget: AtomBudget.connected(table.budget, Atom.to_string(node))}
 
     update_named(table, node, fn entry ->
-      creation = if entry.state in [:connecting, :connected], do: entry.creation
+      {state, action} = States.next(entry.state, :nodeup)
+      creation = if action == :keep_creation, do: entry.creation
 
-      %{entry | state: :connected, node: node, reason: nil, creation: creation}
+      %{entry | state: state, node: node, reason: nil, creation: creation}
     end)
   end
 
@@ -397,15 +419,17 @@ defmodule Tinycluster.Poller.Candidates do
   """
   @spec node_down(t(), node(), term()) :: {t(), [change()]}
   def node_down(%__MODULE__{} = table, node, reason) do
-    update_named(table, node, fn
-      %Candidate{state: :connected, creation: nil} = entry ->
-        %{entry | state: :down, reason: reason}
+    update_named(table, node, fn entry ->
+      case States.next(entry.state, :nodedown) do
+        {state, :unless_left} when entry.creation == nil ->
+          %{entry | state: state, reason: reason}
 
-      %Candidate{state: :connected} = entry ->
-        left(%{entry | state: :down, reason: reason}, table.left)
+        {state, :unless_left} ->
+          left(%{entry | state: state, reason: reason}, table.left)
 
-      entry ->
-        entry
+        {_same, :none} ->
+          entry
+      end
     end)
   end
 
@@ -426,8 +450,8 @@ defmodule Tinycluster.Poller.Candidates do
 
         {table, changes} =
           update_matching(table, name, fn entry ->
-            if entry.state != :gone and entry.creation in [nil, creation],
-              do: held(%{entry | creation: creation}),
+            if entry.creation in [nil, creation],
+              do: held(entry, creation),
               else: entry
           end)
 
@@ -449,9 +473,9 @@ defmodule Tinycluster.Poller.Candidates do
     case Left.join(table.left, message) do
       {:ok, left} ->
         {table, changes} =
-          update_matching(%{table | left: left}, name, fn
-            %Candidate{state: :left} = entry -> %{entry | state: :live}
-            entry -> entry
+          update_matching(%{table | left: left}, name, fn entry ->
+            {state, :none} = States.next(entry.state, :join)
+            %{entry | state: state}
           end)
 
         {:ok, table, changes}
@@ -518,11 +542,16 @@ defmodule Tinycluster.Poller.Candidates do
   @spec held?(t(), key(), :inet.port_number(), integer(), MapSet.t(String.t())) :: boolean()
   def held?(%__MODULE__{entries: entries}, key, port, now_ms, connected) do
     case Map.get(entries, key) do
-      %Candidate{port: ^port, state: :connected, name: name} -> MapSet.member?(connected, name)
-      %Candidate{port: ^port} = entry -> Backoff.held?(entry, now_ms)
+      %Candidate{port: ^port} = entry -> held?(entry, States.hold(entry.state), now_ms, connected)
       _ -> false
     end
   end
+
+  defp held?(entry, :while_connected, _now_ms, connected),
+    do: MapSet.member?(connected, entry.name)
+
+  defp held?(entry, :backoff, now_ms, _connected), do: Backoff.held?(entry, now_ms)
+  defp held?(_entry, false, _now_ms, _connected), do: false
 
   @doc "How many candidates are in `state`."
   @spec count(t(), Candidate.state()) :: non_neg_integer()

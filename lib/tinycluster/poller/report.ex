@@ -8,6 +8,7 @@ defmodule Tinycluster.Poller.Report do
   require Logger
 
   alias Tinycluster.{Candidate, Options, Telemetry}
+  alias Tinycluster.Candidate.States
 
   ## Candidates
 
@@ -23,17 +24,8 @@ defmodule Tinycluster.Poller.Report do
   @spec changes(Options.t(), [Tinycluster.Poller.Candidates.change()]) :: :ok
   def changes(opts, changes) do
     Enum.each(changes, fn
-      {:atom_budget, bound, host} ->
-        atom_budget(opts, bound, host)
-
-      {old, %Candidate{state: :unreachable, reason: :connect_timeout} = new} ->
-        change(opts, old, new)
-
-      {_old, %Candidate{state: :unreachable} = new} ->
-        node(opts, :unreachable, new)
-
-      {old, new} ->
-        change(opts, old, new)
+      {:atom_budget, bound, host} -> atom_budget(opts, bound, host)
+      {old, new} -> change(opts, old, new)
     end)
   end
 
@@ -98,56 +90,52 @@ defmodule Tinycluster.Poller.Report do
 
   @doc """
   Reports a candidate's change of state, once: a log line and a telemetry event where the
-  change is worth one.
+  change is worth one, as the states table says (`Tinycluster.Candidate.States.said/1`).
   """
   @spec change(Options.t(), Candidate.t() | nil, Candidate.t()) :: :ok
   def change(opts, old, %Candidate{} = entry) do
+    said = said(entry)
+
+    cond do
+      said == nil -> :ok
+      said.from != nil and (old && old.state) != said.from -> :ok
+      # A failure retried with backoff: only the first of a run is worth a line.
+      said.runs and entry.attempts > 1 -> :ok
+      true -> say(opts, said, entry)
+    end
+  end
+
+  @doc """
+  Whether a change into `entry`'s state is said at the end of its scan, with the others
+  of its host (`unreachable/2`), rather than at once.
+  """
+  @spec at_scan_end?(Candidate.t()) :: boolean()
+  def at_scan_end?(entry), do: match?(%{line: :at_scan_end}, said(entry))
+
+  # A stalled connection attempt, not a probe: said at once, and only the first of a run of
+  # them (`attempts` counts the stalls in a row).
+  defp said(%Candidate{state: :unreachable, reason: :connect_timeout}),
+    do: %{States.said(:unreachable) | line: :warning, runs: true}
+
+  defp said(%Candidate{state: state}), do: States.said(state)
+
+  defp say(opts, said, entry) do
     meta = [tinycluster_node: entry.name, tinycluster_state: entry.state]
 
-    case {old && old.state, entry.state} do
-      {_, :connected} ->
-        log(opts, :info, "tinycluster: connected to #{entry.name}", meta)
-        node(opts, :connected, entry)
-
-      # A refusal is retried with backoff; only the first of a run is worth a line.
-      {_, :rejected} when entry.attempts > 1 ->
-        :ok
-
-      {_, :rejected} ->
-        candidate_line(opts, entry)
-        node(opts, :rejected, entry)
-
-      # A stalled connection attempt, not a probe: said at once, and only the first of a
-      # run of them (`attempts` counts the stalls in a row).
-      {_, :unreachable} when entry.reason == :connect_timeout and entry.attempts > 1 ->
-        :ok
-
-      {_, :unreachable} when entry.reason == :connect_timeout ->
-        candidate_line(opts, entry)
-        node(opts, :unreachable, entry)
-
-      # Said at the end of the scan, with the others of its host: see `unreachable/2`.
-      {_, :unreachable} ->
-        node(opts, :unreachable, entry)
-
+    case said.line do
+      :connected -> log(opts, :info, "tinycluster: connected to #{entry.name}", meta)
+      :lost -> log(opts, :info, "tinycluster: lost the connection to #{entry.name}", meta)
+      :info -> log(opts, :info, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
+      :warning -> candidate_line(opts, entry)
       # With `connect: true` a connection attempt follows at once, and says more.
-      {_, :not_allowed} when opts.connect ->
-        :ok
-
-      {_, bad} when bad in [:not_allowed, :name_mismatch, :bad_reply, :tls] ->
-        candidate_line(opts, entry)
-
-      {:connected, :down} ->
-        log(opts, :info, "tinycluster: lost the connection to #{entry.name}", meta)
-        node(opts, :lost, entry)
-
-      {_, :left} ->
-        log(opts, :info, "tinycluster: #{entry.name} #{Candidate.describe(entry)}", meta)
-        node(opts, :left, entry)
-
-      _ ->
-        :ok
+      :unless_connect -> unless opts.connect, do: candidate_line(opts, entry)
+      # Said at the end of the scan, with the others of its host: see `unreachable/2`.
+      :at_scan_end -> :ok
+      nil -> :ok
     end
+
+    if said.event, do: node(opts, said.event, entry)
+    :ok
   end
 
   @doc "Emits `[:tinycluster, :node, event]` for `entry`."

@@ -11,6 +11,7 @@ defmodule Tinycluster.Poller.Tls do
   @moduledoc false
 
   alias Tinycluster.Candidate
+  alias Tinycluster.Candidate.States
 
   @typedoc "The TLS listeners seen: `{host label, alive}` to the port that answered TLS."
   @type known :: %{{String.t(), String.t()} => :inet.port_number()}
@@ -36,11 +37,8 @@ defmodule Tinycluster.Poller.Tls do
       %{state: :live, reason: :tls} ->
         known
 
-      %{state: state} when state in [:live, :hidden, :not_allowed, :busy, :name_mismatch] ->
-        Map.delete(known, {host, alive})
-
-      _ ->
-        known
+      %{state: state} ->
+        if States.plain?(state), do: Map.delete(known, {host, alive}), else: known
     end
   end
 end
