@@ -6,7 +6,8 @@ defmodule Tinycluster.Poller.Candidates do
   # Each function returns the table and the changes of state it made (`{old, new}`, `old`
   # nil for a new candidate), which `Tinycluster.Poller.Report` words; the poller only applies them.
   #
-  # The states and their transitions are the README's states table; the backoff numbers are
+  # The states and their transitions are `Tinycluster.Candidate.States`'s table: each rule here
+  # looks up the row of its event and does its action. The backoff numbers are
   # `Tinycluster.Poller.Backoff`'s; what a TLS listener's probe is, `Tinycluster.Poller.Tls`'s;
   # who left the cluster and when that stops holding, `Tinycluster.Poller.Candidates.Left`'s.
   @moduledoc false
