@@ -1,14 +1,14 @@
 defmodule Tinycluster.ArchitectureTest do
-  # The README's Architecture section names every module of `lib/` and every file of the
-  # crate's `src/`, and nothing that is gone: a module added, moved or deleted without the
-  # README fails here.
+  # The architecture guide's walk through one poll names every module of `lib/` and every
+  # file of the crate's `src/`, and nothing that is gone: a module added, moved or deleted
+  # without the guide fails here.
   use ExUnit.Case, async: true
 
   @root Path.expand("..", __DIR__)
 
   defp section do
-    readme = File.read!(Path.join(@root, "README.md"))
-    [_, rest] = String.split(readme, "\n## Architecture\n", parts: 2)
+    guide = File.read!(Path.join(@root, "guides/architecture.md"))
+    [_, rest] = String.split(guide, "\n## One poll, through the modules\n", parts: 2)
     [section | _] = String.split(rest, "\n## ", parts: 2)
     section
   end
@@ -36,8 +36,8 @@ defmodule Tinycluster.ArchitectureTest do
           do: module
 
     named = named(section())
-    assert missing(modules, named) == [], "not in the README"
-    assert missing(named, modules) == [], "in the README, not in lib/"
+    assert missing(modules, named) == [], "not in guides/architecture.md"
+    assert missing(named, modules) == [], "in guides/architecture.md, not in lib/"
   end
 
   test "every file of the crate's src/ is named" do
@@ -47,7 +47,7 @@ defmodule Tinycluster.ArchitectureTest do
           do: Path.basename(file)
 
     named = for [_, f] <- Regex.scan(~r/`(\w+\.rs)`/, section()), into: MapSet.new(), do: f
-    assert missing(files, named) == [], "not in the README"
-    assert missing(named, files) == [], "in the README, not in src/"
+    assert missing(files, named) == [], "not in guides/architecture.md"
+    assert missing(named, files) == [], "in guides/architecture.md, not in src/"
   end
 end
