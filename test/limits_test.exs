@@ -1,20 +1,28 @@
 defmodule Tinycluster.LimitsTest do
-  # The bounds the README promises, pinned as literals: changing one in the code without the
-  # README (and this test) fails here. The NIF's bounds come through `limits/0`
-  # (native/tinycluster_nif/src/limits.rs, pinned in Rust too by tests/limits.rs); the ones
-  # only this side enforces come from the modules that enforce them. Each is also looked for
-  # in the README's own words, and the frame caps are probed at their exact limits.
+  # The bounds the docs promise, pinned as literals: changing one in the code without the
+  # README or the security guide (and this test) fails here. The NIF's bounds come through
+  # `limits/0` (native/tinycluster_nif/src/limits.rs, pinned in Rust too by tests/limits.rs);
+  # the ones only this side enforces come from the modules that enforce them. Each is also
+  # looked for in the doc's own words, and the frame caps are probed at their exact limits.
   use ExUnit.Case, async: false
 
   alias Tinycluster.{FakeServer, Limits}
   alias Tinycluster.Poller.{AtomBudget, Candidates}
   alias Tinycluster.FakeServer.{Epmd, Peer}
 
-  @readme __DIR__ |> Path.join("../README.md") |> File.read!() |> String.replace(~r/\s+/, " ")
+  @docs for file <- ["README.md", "guides/security.md"],
+            into: %{},
+            do:
+              {file,
+               __DIR__ |> Path.join("../#{file}") |> File.read!() |> String.replace(~r/\s+/, " ")}
 
-  defp readme_says!(text), do: assert(@readme =~ text, "the README no longer says: #{text}")
+  defp says!(file, text),
+    do: assert(@docs[file] =~ text, "#{file} no longer says: #{text}")
 
-  test "the NIF's bounds are the README's" do
+  defp readme_says!(text), do: says!("README.md", text)
+  defp guide_says!(text), do: says!("guides/security.md", text)
+
+  test "the NIF's bounds are the docs'" do
     assert Limits.all() == %{
              max_timeout_ms: 60_000,
              max_probes_in_flight: 256,
@@ -32,12 +40,12 @@ defmodule Tinycluster.LimitsTest do
            }
 
     readme_says!("at most 60000")
-    readme_says!("at most 256 probes in flight and 1,024 in all per scan")
+    guide_says!("at most 256 probes in flight and 1,024 in all per scan")
     readme_says!("up to 3 of its EPMD round trips, at most 10 s")
-    readme_says!("a name over 255 bytes is `:bad_reply`")
-    readme_says!("parked, at most 64 per VM and 16 per address for at most 60 s")
-    readme_says!("It cannot send more than 262,144 bytes or 1,024 names")
-    readme_says!("one status frame of 512 bytes and one challenge of 530")
+    guide_says!("a name over 255 bytes is `:bad_reply`")
+    guide_says!("parked, at most 64 per VM and 16 per address for at most 60 s")
+    guide_says!("It cannot send more than 262,144 bytes or 1,024 names")
+    guide_says!("one status frame of 512 bytes and one challenge of 530")
   end
 
   test "the public docs state the NIF's bounds as the README does" do
@@ -67,20 +75,21 @@ defmodule Tinycluster.LimitsTest do
     assert {:over, _, :window, true} = AtomBudget.take(budget, "h", "late", 59_999)
     assert {:ok, _} = AtomBudget.take(budget, "h", "late", 60_000)
 
-    readme_says!("at most 64 atoms a minute")
-    readme_says!("at most 4,096 atoms of names that never connected")
+    guide_says!("at most 64 atoms a minute")
+    guide_says!("at most 4,096 atoms of names that never connected")
   end
 
   test "a scan probes at most 1,024 candidates, shared between its hosts" do
     assert Tinycluster.Poller.Plan.budget() == 1_024
-    readme_says!("at most 256 probes in flight and 1,024 in all per scan")
+    guide_says!("at most 256 probes in flight and 1,024 in all per scan")
+    readme_says!("at most 256 probes are in flight at once, and a scan probes at most 1,024")
   end
 
   test "gone candidates: forgotten after an hour, 4,096 kept" do
     assert Candidates.limits() == %{forget_gone_after_ms: 3_600_000, max_gone: 4_096}
 
     readme_says!("forgotten after an hour")
-    readme_says!("the `:gone` ones kept are capped at 4,096")
+    guide_says!("the `:gone` ones kept are capped at 4,096")
   end
 
   describe "the frame caps, through a scan" do
