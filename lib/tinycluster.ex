@@ -149,7 +149,7 @@ defmodule Tinycluster do
   always: only `leave` holds a node back.
 
   Call it when the node stops serving, after any handoff that needs the connections: see
-  the README's "Leaving the cluster" for a shutdown and a Kubernetes preStop recipe.
+  guides/waiting-and-leaving.md for a shutdown and a Kubernetes preStop recipe.
 
   Options:
 

@@ -294,7 +294,7 @@ defmodule Bench.Scenario.Cost do
     |---|---|
     #{Enum.join(thaw_rows, "\n")}
 
-    Other peers of tinycluster (the README's "What a peer sees"), each measured apart:
+    Other peers of tinycluster (guides/probe.md, "What a peer sees"), each measured apart:
     handshakes accepted and events logged (at the node's default level) over the window.
 
     | peer | scans | handshakes | log events |

@@ -17,7 +17,7 @@ defmodule Tinycluster.Candidate do
   A candidate that is `:rejected`, `:unreachable`, `:not_allowed`, `:tls` or `:bad_reply`
   is left alone, probe included, until its retry: exponentially later from `:interval` up
   to `:max_backoff` (`:unreachable` up to two intervals, since its probe stays open: see
-  the README's "What a peer sees"). A node that refused two connections (another cookie,
+  "What a peer sees" in guides/probe.md). A node that refused two connections (another cookie,
   or an allow list without this node) is left alone for good (`retry_at: :never`), until it
   restarts or this node's cookie for it changes; one that refused another cookie is still
   probed (the probe is silent), so that its restart is seen. A node listed at a new port, or
@@ -37,7 +37,7 @@ defmodule Tinycluster.Candidate do
     * `:connected` - connected to this node (by tinycluster or otherwise).
     * `:live` - answered the probe as a visible node; not connected (yet, or `connect: false`).
       With reason `:atom_budget` or `:atom_cap`, the atom budget holds its name back as a
-      string (see `Tinycluster.Status`'s `atoms` and the README's "Security").
+      string (see `Tinycluster.Status`'s `atoms` and "Atoms" in guides/security.md).
     * `:connecting` - answered the probe; `Node.connect/1` is under way.
     * `:hidden` - answered the probe as a hidden node; tinycluster does not connect hidden nodes.
     * `:rejected` - answered the probe but refused the connection: usually another cookie
@@ -64,7 +64,7 @@ defmodule Tinycluster.Candidate do
       notice) or `:server_hello` (it answered a TLS ClientHello, silently). After the first,
       the node is probed only with the ClientHello, for as long as it keeps its port. A node
       that runs TLS distribution itself sees such a node as `:live` with reason `:tls`, and
-      connects it: see "TLS distribution" in the README for what is verified then.
+      connects it: see guides/tls.md for what is verified then.
     * `:bad_reply` - the port answered bytes that are not the distribution protocol (or,
       to a TLS probe, a TLS alert: `{:tls_alert, name}`; or `:not_tls`: it closed on the TLS
       hello, as a plain TCP node does for a node that runs TLS distribution).

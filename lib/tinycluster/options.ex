@@ -111,7 +111,7 @@ defmodule Tinycluster.Options do
           "down there, a failed connection to one of its nodes, its EPMD failing or listing " <>
           "something new, reopen it to every interval (after a node went down, for this " <>
           "long at least: it may be restarting). At least `:interval` (left out, it rises " <>
-          "to the `:interval` when that is longer). See the README's \"How big a cluster\"."
+          "to the `:interval` when that is longer). See guides/scale.md."
     ],
     log: [
       type: :log,

@@ -15,8 +15,8 @@ defmodule Tinycluster.Status do
     * `hosts` - every host, by label: each host of `:hosts` and each address a DNS seed
       gives. Its EPMD's last answer (`status`: `:pending` before the first, `:ok`, or
       `{:error, reason}`), the address and port asked (`epmd_port`; `dist_port`, the node's
-      own port, for a host of a cluster without EPMD: see "Clusters without EPMD" in the
-      README), how many names it listed (`names`),
+      own port, for a host of a cluster without EPMD: see "Without EPMD" in
+      guides/containers.md), how many names it listed (`names`),
       the lines it skipped (`malformed`), the round trip of its EPMD request (`latency_us`:
       the host's distance, name resolution left out), the probe timeout its candidates had
       in the last scan (`probe_timeout_ms`: `:probe_timeout`, or longer for a far host, see
@@ -38,7 +38,7 @@ defmodule Tinycluster.Status do
       leave: this node's `creation`, when it left (`since`), the registered names its peers'
       pollers were told under (`tell`) and the nodes whose pollers acknowledged it (`told`).
       Until `Tinycluster.join/1`, the poller connects nothing.
-    * `atoms` - the atom budget (see "Security" in the README): the node names made atoms
+    * `atoms` - the atom budget (see "Atoms" in guides/security.md): the node names made atoms
       this minute that have not connected (`window`, against `per_window`), those whose
       connection failed for good (`wasted`, against the lifetime cap `max_wasted`), and
       the hosts that proved themselves by a new node connecting (`proven_hosts`).
