@@ -36,6 +36,21 @@ defmodule Tinycluster.FaultsTest do
   # The lines a node printed so far (its stdout and stderr, through its OSNode port).
   defp output(node), do: TestNodes.lines(node)
 
+  # Whether a TCP connection to local port `port` is established on this host.
+  defp connected_to?(port) do
+    remote = ":" <> (port |> Integer.to_string(16) |> String.pad_leading(4, "0"))
+
+    "/proc/net/tcp"
+    |> File.read!()
+    |> String.split("\n", trim: true)
+    |> Enum.any?(fn line ->
+      case String.split(line) do
+        [_, _local, address, "01" | _] -> String.ends_with?(address, remote)
+        _ -> false
+      end
+    end)
+  end
+
   # Whether the EPMD on `port` lists `node` within `timeout` ms.
   defp wait_registered(node, port, timeout \\ 15_000) do
     TestNodes.wait_until(fn -> TestEpmd.registered?(node.alive, port) end, "", timeout)
@@ -220,8 +235,10 @@ defmodule Tinycluster.FaultsTest do
         "a scan to be under way"
       )
 
-      # Let the probe reach the frozen node, then kill the node under it.
-      Process.sleep(500)
+      # Once the probe reached the frozen node (whose kernel still accepts the connection),
+      # kill the node under it.
+      {:port, dist_port, _} = :erl_epmd.port_please(to_charlist(doomed.alive), ~c"127.0.0.1")
+      TestNodes.wait_until(fn -> connected_to?(dist_port) end, "the probe to reach the node")
       assert Tinycluster.status(poller).scans == 0
       TestNodes.kill(doomed)
 

@@ -40,9 +40,13 @@ defmodule Tinycluster.UnchangedTest do
       pid = Process.whereis(name)
       :erlang.trace(pid, true, [:receive])
       before = Tinycluster.status(name)
-      Process.sleep(800)
+
+      TestNodes.wait_until(
+        fn -> Tinycluster.status(name).scans >= before.scans + 3 end,
+        "three more scans"
+      )
+
       status = Tinycluster.status(name)
-      assert status.scans >= before.scans + 3
       assert status.hosts["127.0.0.1"].unchanged
       # The host's status still follows each answer, from the report.
       last_ok = before.hosts["127.0.0.1"].last_ok_at
