@@ -300,6 +300,15 @@ defmodule Tinycluster.RobustnessTest do
     end
 
     test "leaves the poller running, the same process, and connects nothing", ctx do
+      # Every connection attempt of the poller's processes (all new since), under any name.
+      :erlang.trace_pattern({:net_kernel, :connect_node, 1}, true, [])
+      :erlang.trace(:new_processes, true, [:call, {:tracer, self()}])
+
+      on_exit(fn ->
+        :erlang.trace(:all, false, [:call])
+        :erlang.trace_pattern({:net_kernel, :connect_node, 1}, false, [])
+      end)
+
       poller = start_poller(hosts: [{"127.0.0.1", ctx.epmd.port}])
       pid = Process.whereis(poller)
       wait_scans(poller, 5)
@@ -320,7 +329,11 @@ defmodule Tinycluster.RobustnessTest do
         refute Tinycluster.NodeName.existing(candidate.name)
       end
 
-      assert Node.list(:connected) |> Enum.all?(&(byte_size(Atom.to_string(&1)) <= 255))
+      # Not even under a shorter name: the name EPMD implies, or a part of the one claimed.
+      :erlang.trace(:all, false, [:call])
+      ref = :erlang.trace_delivered(:all)
+      assert_receive {:trace_delivered, :all, ^ref}, 5_000
+      refute_received {:trace, _, :call, {:net_kernel, :connect_node, _}}
     end
 
     test "makes mix tinycluster.scan print it and return normally", ctx do
