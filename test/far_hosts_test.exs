@@ -20,7 +20,7 @@ defmodule Tinycluster.FarHostsTest do
   @near "198.18.0.3"
   @probe_timeout 300
   # One distribution port per node of host 2, each behind the delay line.
-  @ports %{b100: 9100, c100: 9101, b250: 9102, c250: 9103, frozen: 9104}
+  @ports %{c100: 9101, c250: 9103, frozen: 9104}
 
   setup_all do
     if Netns.available() == :ok do
@@ -53,31 +53,24 @@ defmodule Tinycluster.FarHostsTest do
 
   for delay <- [100, 250] do
     @tag delay: delay
-    test "#{delay} ms away each way, a live node is connected about as fast as without a " <>
-           "probe, never unreachable, never warned about",
+    # How fast, against dns_cluster's probe-less connect, is the `far` benchmark's question.
+    test "#{delay} ms away each way, a live node is connected, never unreachable, never " <>
+           "warned about",
          %{delay: delay} = ctx do
       DelayLine.set_delay(ctx.delay_line, delay)
       probed = start_far_node(ctx, :"c#{delay}")
-      baseline = start_far_node(ctx, :"b#{delay}")
       agent = start_agent(ctx, "r#{delay}")
       name = Atom.to_string(probed.name)
 
-      # The poller first, in a VM that has connected nothing yet; the probe-less connect after
-      # it finds the VM warm, which can only make the bound tighter.
       opts = poller_opts(:"far_#{delay}", [@far], ["c#{delay}@"])
       run = Netns.call!(agent, FarHost, :timed_poller, [opts, %{name => :connected}, 30_000])
-      # The probe-less connect of dns_cluster, to a node of the same host, in the same VM.
-      {connect_ms, true} = Netns.call!(agent, FarHost, :timed_connect, [baseline.name])
 
       host = run.status.hosts[@far]
       candidate = run.status.candidates[name]
       # Never unreachable: that change is always a warning, and a failed probe an attempt.
       assert run.warnings == []
       assert %{state: :connected, attempts: 0} = candidate
-      assert ms = run.times[name], "#{name} was not connected: #{inspect(candidate)}"
-
-      assert ms <= 1.5 * connect_ms + 500,
-             "connected after #{ms} ms; Node.connect/1 without a probe took #{connect_ms} ms"
+      assert run.times[name], "#{name} was not connected: #{inspect(candidate)}"
 
       # Its distance was measured, and its probes were given as long as it is far.
       assert host.latency_us >= 2 * delay * 1000

@@ -151,8 +151,15 @@ defmodule Bench.Scenario.Far do
 
         goal = if connect != [], do: 1.5 * Stats.median(connect) + 500_000
 
+        met =
+          cond do
+            goal == nil or tc == [] -> "-"
+            Stats.median(tc) <= goal -> "met"
+            true -> "**not met**"
+          end
+
         "| #{delay} ms#{if connect_rtt, do: ", connect 1 RTT"} | #{Stats.spread(tc)} | #{Stats.spread(connect)} | " <>
-          "#{Stats.ratio(Stats.median(tc), Stats.median(connect))} | #{Stats.ms(goal)} | " <>
+          "#{Stats.ratio(Stats.median(tc), Stats.median(connect))} | #{Stats.ms(goal)} | #{met} | " <>
           "#{Stats.spread(of.(:tinycluster, :rtt_us))} | " <>
           "#{Stats.spread(of.(:tinycluster, :probe_timeout_ms), &"#{round(&1)} ms")} | " <>
           "#{Enum.sum(of.(:tinycluster, :warnings))}" <>
@@ -174,10 +181,11 @@ defmodule Bench.Scenario.Far do
     what its status says of the host; "warnings" counts its warnings over all rounds (a
     live far node taken for a frozen one is one). Ratio: tinycluster's median over the
     probe-less connect's; goal: issue 21's bound, 1.5x the probe-less connect's median plus
-    500 ms.
+    500 ms, which tinycluster's median meets or not (the bound this benchmark, not a test,
+    checks: a timed test on a loaded machine measures the machine).
 
-    | one-way delay | tinycluster connected | `Node.connect/1` without a probe | ratio | goal | EPMD round trip | probe timeout in force | warnings |
-    |---|---|---|---|---|---|---|---|
+    | one-way delay | tinycluster connected | `Node.connect/1` without a probe | ratio | goal | goal met | EPMD round trip | probe timeout in force | warnings |
+    |---|---|---|---|---|---|---|---|---|
     #{Enum.join(rows, "\n")}
     """
   end

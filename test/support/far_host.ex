@@ -44,13 +44,6 @@ defmodule Tinycluster.FarHost do
 
   ## In the agent
 
-  @doc "`Node.connect(node)` without a probe, as dns_cluster does: `{ms, result}`."
-  @spec timed_connect(node()) :: {non_neg_integer(), boolean() | :ignored}
-  def timed_connect(node) do
-    {us, result} = :timer.tc(fn -> Node.connect(node) end)
-    {div(us, 1000), result}
-  end
-
   @doc """
   Starts a poller with `opts` and waits until each full node name (a string) of `targets`
   is in the state `targets` gives for it in its status. Returns the milliseconds from the
