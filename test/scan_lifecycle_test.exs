@@ -78,7 +78,8 @@ defmodule Tinycluster.ScanLifecycleTest do
       on_exit(fn -> :telemetry.detach(id) end)
     end
 
-    test "says a scan started when it starts, and stopped after, as :telemetry.span/3 does" do
+    test "says a scan started when it starts, and stopped after, as :telemetry.span/3 does; " <>
+           "scans start an interval apart" do
       # A real EPMD, frozen: every scan waits for its EPMD timeout, so that a start said
       # with its scan's end (as it once was, for scans asked for ahead of time) shows.
       epmd = TestEpmd.start()
@@ -86,31 +87,39 @@ defmodule Tinycluster.ScanLifecycleTest do
       {_, 0} = System.cmd("kill", ["-STOP", "#{epmd.os_pid}"])
       name = TestNodes.poller_name()
       hosts = [{"127.0.0.1", epmd.port}]
+      interval = 1_000
 
       capture_log(fn ->
         start_supervised!(
-          {Tinycluster, name: name, interval: 1_000, epmd_timeout: 600, hosts: hosts}
+          {Tinycluster, name: name, interval: interval, epmd_timeout: 600, hosts: hosts}
         )
 
         # The first scan starts with the poller; the next ones when their time comes.
-        for _ <- 1..3 do
-          assert_receive {:event, [:tinycluster, :scan, :start], seen_start, start,
-                          %{poller: ^name}},
-                         10_000
+        starts =
+          for _ <- 1..4 do
+            assert_receive {:event, [:tinycluster, :scan, :start], seen_start, start,
+                            %{poller: ^name}},
+                           10_000
 
-          assert_receive {:event, [:tinycluster, :scan, :stop], seen_stop, stop,
-                          %{poller: ^name, failed_hosts: [_]}},
-                         10_000
+            assert_receive {:event, [:tinycluster, :scan, :stop], seen_stop, stop,
+                            %{poller: ^name, failed_hosts: [_]}},
+                           10_000
 
-          # The start's time is when it was said, not one computed ahead or behind...
-          assert start.monotonic_time <= seen_start
-          assert ms(seen_start - start.monotonic_time) < 100
-          # ... it was said when the work began, not with its end ...
-          took = ms(seen_stop - seen_start)
-          assert took >= 500, "start said #{took} ms before stop"
-          # ... and the duration is stop - start.
-          assert_in_delta ms(stop.duration), ms(seen_stop - start.monotonic_time), 100
-        end
+            # The start's time is when it was said, not one computed ahead or behind...
+            assert start.monotonic_time <= seen_start
+            assert ms(seen_start - start.monotonic_time) < 100
+            # ... it was said when the work began, not with its end ...
+            took = ms(seen_stop - seen_start)
+            assert took >= 500, "start said #{took} ms before stop"
+            # ... and the duration is stop - start.
+            assert_in_delta ms(stop.duration), ms(seen_stop - start.monotonic_time), 100
+            start.monotonic_time
+          end
+
+        # The interval runs from start to start: each scan's 600 ms and more are not added to
+        # it, as they would be if the next poll were timed from the end of the last.
+        gaps = for [a, b] <- Enum.chunk_every(starts, 2, 1, :discard), do: ms(b - a)
+        assert Enum.all?(gaps, &(&1 >= interval - 50 and &1 < interval + 400)), inspect(gaps)
       end)
     end
 
