@@ -5,7 +5,8 @@ defmodule Tinycluster.ObservabilityTest do
 
   import ExUnit.CaptureLog
 
-  alias Tinycluster.{Candidate, TestEpmd, TestNodes}
+  alias Tinycluster.{Candidate, FakeServer, TestEpmd, TestNodes}
+  alias Tinycluster.FakeServer.{Epmd, Peer}
 
   @events [
     [:tinycluster, :scan, :start],
@@ -340,6 +341,45 @@ defmodule Tinycluster.ObservabilityTest do
 
       assert {:ok, [%Candidate{name: ^a_name}]} = Tinycluster.scan(only: a_name)
       assert {:ok, [%Candidate{}]} = Tinycluster.scan(only: ~r/^#{b.alive}@/)
+    end
+
+    # Fake peers, listed by a fake EPMD and answering the probe as live nodes do, so that
+    # no name of theirs was ever an atom in this VM. Each is alike but for its name.
+    test "a name the filters leave out is never probed, nor made an atom" do
+      base = "tcfltatom#{System.pid()}x#{System.unique_integer([:positive])}"
+
+      alives = %{
+        kept: base <> "keep",
+        excepted: base <> "skip",
+        not_only: "tcfltother#{System.pid()}x#{System.unique_integer([:positive])}"
+      }
+
+      peers =
+        Map.new(alives, fn {kind, alive} ->
+          {kind, FakeServer.start(Peer.respond(Peer.answer(alive <> "@vm")))}
+        end)
+
+      entries = for {kind, alive} <- alives, do: {alive, peers[kind].port}
+      epmd = FakeServer.start(Epmd.reply(Epmd.names_reply(entries)))
+      opts = [hosts: [{"127.0.0.1", epmd.port}], only: [base], except: [~r/skip@/]]
+      kept = alives.kept <> "@vm"
+
+      capture_log(fn ->
+        poller = start_poller(opts)
+        # The one let through is connected (and refused: no such host), so made an atom.
+        wait_state(poller, kept, :rejected)
+        TestNodes.wait_scans(poller, Tinycluster.status(poller).scans + 3)
+        assert Map.keys(Tinycluster.status(poller).candidates) == [kept]
+        assert {:ok, [%Candidate{name: ^kept}]} = Tinycluster.scan(opts)
+      end)
+
+      assert Tinycluster.NodeName.existing(kept)
+      assert FakeServer.connections(peers.kept) >= 1
+
+      for kind <- [:excepted, :not_only], suffix <- ["@vm", "@127.0.0.1", ""] do
+        refute Tinycluster.NodeName.existing(alives[kind] <> suffix), "#{kind}#{suffix}"
+        assert FakeServer.connections(peers[kind]) == 0, "#{kind} was probed"
+      end
     end
 
     test "a filter function that raises is a no-match, not a crash" do
