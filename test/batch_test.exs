@@ -6,8 +6,8 @@ defmodule Tinycluster.BatchTest do
 
   import ExUnit.CaptureLog
 
-  alias Tinycluster.TestNodes
-  alias Tinycluster.Poller.Batch
+  alias Tinycluster.{Telemetry, TestNodes}
+  alias Tinycluster.Poller.{Batch, Report}
 
   describe "take_queued/2" do
     test "takes the queued candidates of its scan, in order, and leaves every other message" do
@@ -55,22 +55,42 @@ defmodule Tinycluster.BatchTest do
     end
   end
 
+  # What the poller (and the processes its task supervisor starts) is traced for: its
+  # batches, its log lines and telemetry events, and the connects of its tasks.
+  @traced [
+    {{Batch, :take_queued, 2}, [{:_, [], [{:return_trace}]}]},
+    {{Report, :log, 4}, true},
+    {{Telemetry, :execute, 3}, true},
+    {{Node, :connect, 1}, true}
+  ]
+
   describe "a poller" do
     setup do
-      on_exit(fn -> :erlang.trace_pattern({Batch, :take_queued, 2}, false, [:local]) end)
+      on_exit(fn ->
+        :erlang.trace(:all, false, [:all])
+        for {mfa, _} <- @traced, do: :erlang.trace_pattern(mfa, false, [:local])
+      end)
     end
 
-    test "connects the candidates whose messages queued together in one batch, each once" do
+    # A frozen node's probe ends at the probe timeout, while the poller is suspended: its
+    # candidate (`:unreachable`, whose node event is said at once) joins the batch of the
+    # live ones, so that the batch has both connects and an event to order.
+    test "connects the candidates whose messages queued together in one batch, each once, " <>
+           "every connect started before any log line or event of the batch" do
       nodes = TestNodes.start_many(3)
+      frozen = TestNodes.start()
+      TestNodes.freeze(frozen)
       names = MapSet.new(nodes, &to_string(&1.name))
+      frozen_name = to_string(frozen.name)
       test = self()
       id = {__MODULE__, make_ref()}
       handler = fn _, _, meta, _ -> send(test, {:connected, meta.node}) end
       :telemetry.attach(id, [:tinycluster, :node, :connected], handler, nil)
       on_exit(fn -> :telemetry.detach(id) end)
 
-      {batches, log} = queued_batches(names, 3)
-      assert Enum.any?(batches, &MapSet.subset?(names, &1)), inspect(batches)
+      {batches, trace, log} = queued_batches(names, frozen_name, 3)
+      everyone = MapSet.put(names, frozen_name)
+      assert Enum.any?(batches, &MapSet.subset?(everyone, &1.names)), inspect(batches)
       for node <- nodes, do: assert(node.name in Node.list())
       # The "connected" lines come after the connects; each node's event follows its line.
       for name <- names, do: assert_receive({:connected, ^name}, 10_000)
@@ -78,18 +98,47 @@ defmodule Tinycluster.BatchTest do
       for name <- names do
         assert length(String.split(log, "tinycluster: connected to #{name}\n")) == 2, log
       end
+
+      # In the trace: in each batch, the spawn of every process that went on to call
+      # Node.connect/1 comes before the poller's first log line or telemetry event.
+      connects = for {:trace_ts, pid, :call, {Node, :connect, [n]}, _} <- trace, do: {pid, n}
+      connects = Map.new(connects)
+
+      for batch <- batches do
+        spawned = for {:spawn, pid, ts} <- batch.seen, Map.has_key?(connects, pid), do: ts
+        said = for {:said, _what, ts} <- batch.seen, do: ts
+
+        if spawned != [] and said != [] do
+          assert Enum.max(spawned) < Enum.min(said), inspect(summary(batch.seen))
+        end
+      end
+
+      # The batch of all four: its three connects, and the frozen node's event.
+      batch = Enum.find(batches, &MapSet.subset?(everyone, &1.names))
+      spawned = for {:spawn, pid, _} <- batch.seen, node = connects[pid], do: to_string(node)
+      assert MapSet.new(spawned) == names, inspect(summary(batch.seen))
+
+      assert Enum.any?(batch.seen, fn
+               {:said, {Telemetry, :execute, [[:tinycluster, :node, :unreachable], _, meta]}, _} ->
+                 meta.node == frozen_name
+
+               _ ->
+                 false
+             end),
+             inspect(summary(batch.seen))
     end
   end
 
-  # Starts a poller, suspends it once it planned but before its first probes answer, lets the candidates queue,
-  # resumes it and returns the alive names of each batch it took (traced). Tries again with
-  # a fresh poller if a candidate of `names` was taken before the suspension (a busy host),
-  # once the nodes are disconnected again, so that it connects them itself. Returns the
-  # batches and the log of the last try.
-  defp queued_batches(names, tries) do
-    {{queued?, batches}, log} = with_log(fn -> try_batches(names) end)
+  # Starts a poller, suspends it once it planned but before its first probes answer, lets
+  # the candidates of `names` and `frozen` queue, resumes it and returns its batches (as
+  # `batches/1` gives them), the trace and the log of the last try. Tries again with a fresh
+  # poller if a candidate of `names` was taken before the suspension (a busy host), once
+  # the nodes are disconnected again, so that it connects them itself.
+  defp queued_batches(names, frozen, tries) do
+    {{queued?, trace}, log} = with_log(fn -> try_batches(names, frozen) end)
+    batches = batches(trace)
 
-    if tries > 1 and not (queued? and Enum.any?(batches, &MapSet.subset?(names, &1))) do
+    if tries > 1 and not (queued? and Enum.any?(batches, &MapSet.subset?(names, &1.names))) do
       for name <- names, do: Node.disconnect(String.to_atom(name))
 
       TestNodes.wait_until(
@@ -98,9 +147,9 @@ defmodule Tinycluster.BatchTest do
       )
 
       flush_connected()
-      queued_batches(names, tries - 1)
+      queued_batches(names, frozen, tries - 1)
     else
-      {batches, log}
+      {batches, trace, log}
     end
   end
 
@@ -112,7 +161,7 @@ defmodule Tinycluster.BatchTest do
     end
   end
 
-  defp try_batches(names) do
+  defp try_batches(names, frozen) do
     name = TestNodes.poller_name()
     # Suspended as soon as it has planned the local host's listing (its plan is sent while
     # it handles that message), so that the probes' answers queue up behind it.
@@ -129,13 +178,18 @@ defmodule Tinycluster.BatchTest do
     :ok = :sys.suspend(pid)
     :erlang.trace(pid, false, [:receive])
     flush_traces()
-    :erlang.trace_pattern({Batch, :take_queued, 2}, [{:_, [], [{:return_trace}]}], [:local])
-    :erlang.trace(pid, true, [:call])
+
+    # Timestamps that order the events of different processes; the connect tasks inherit
+    # the trace of the supervisor that starts them.
+    for {mfa, match} <- @traced, do: :erlang.trace_pattern(mfa, match, [:local])
+    flags = [:call, :strict_monotonic_timestamp]
+    :erlang.trace(pid, true, flags)
+    :erlang.trace(:sys.get_state(pid).tasks, true, [:procs, :set_on_spawn | flags])
 
     queued? =
       try do
         TestNodes.wait_until(
-          fn -> MapSet.subset?(names, queued_names(pid)) end,
+          fn -> MapSet.subset?(MapSet.put(names, frozen), queued_names(pid)) end,
           "the candidates to queue up",
           5_000
         ) == :ok
@@ -150,10 +204,12 @@ defmodule Tinycluster.BatchTest do
       "the nodes to connect"
     )
 
-    :erlang.trace(pid, false, [:call])
-    batches = traced_batches([])
+    :erlang.trace(:all, false, [:all])
+    ref = :erlang.trace_delivered(:all)
+    assert_receive {:trace_delivered, :all, ^ref}, 5_000
+    trace = traced([])
     stop_supervised!(name)
-    {queued?, batches}
+    {queued?, trace}
   end
 
   defp flush_traces do
@@ -174,16 +230,50 @@ defmodule Tinycluster.BatchTest do
         do: name
   end
 
-  defp traced_batches(acc) do
+  # Every trace message so far, in the order of their timestamps.
+  defp traced(acc) do
     receive do
-      {:trace, _, :return_from, {Batch, :take_queued, 2}, batch} ->
-        names = for %{name: name} <- batch, into: MapSet.new(), do: name
-        traced_batches([names | acc])
-
-      {:trace, _, :call, _} ->
-        traced_batches(acc)
+      {:trace_ts, _, _, _, _} = t -> traced([t | acc])
+      {:trace_ts, _, _, _, _, _} = t -> traced([t | acc])
+      {:trace, _, _, _} -> traced(acc)
     after
-      200 -> Enum.reverse(acc)
+      0 -> Enum.sort_by(acc, &elem(&1, tuple_size(&1) - 1))
     end
+  end
+
+  # Each batch the poller took: the names in it, and what happened from its taking until
+  # the poller took the next: `{:spawn, pid, ts}` of a process the task supervisor
+  # started, `{:said, call, ts}` of a log line or telemetry event of the poller's.
+  defp batches(trace) do
+    trace
+    |> Enum.reduce([], fn
+      {:trace_ts, _, :return_from, {Batch, :take_queued, 2}, batch, _}, acc ->
+        [%{names: MapSet.new(batch, & &1.name), seen: []} | acc]
+
+      _, [] ->
+        []
+
+      {:trace_ts, _, :call, {Batch, :take_queued, _}, _}, acc ->
+        acc
+
+      {:trace_ts, _, :spawn, pid, _, ts}, [batch | acc] ->
+        [%{batch | seen: [{:spawn, pid, ts} | batch.seen]} | acc]
+
+      {:trace_ts, _, :call, {m, _, _} = call, ts}, [batch | acc] when m in [Report, Telemetry] ->
+        [%{batch | seen: [{:said, call, ts} | batch.seen]} | acc]
+
+      _, acc ->
+        acc
+    end)
+    |> Enum.reverse()
+    |> Enum.map(&%{&1 | seen: Enum.reverse(&1.seen)})
+  end
+
+  defp summary(seen) do
+    Enum.map(seen, fn
+      {:spawn, pid, _} -> {:spawn, pid}
+      {:said, {Report, :log, [_opts, level, text, _meta]}, _} -> {level, text}
+      {:said, {Telemetry, :execute, [event, _, meta]}, _} -> {event, meta[:node]}
+    end)
   end
 end
