@@ -202,6 +202,30 @@ defmodule Tinycluster.DnsSeedTest do
       assert DnsSeed.describe({:too_many_addresses, 1024}) =~ "more than 1024 addresses"
     end
 
+    test "SRV: more than 1024 records refuse the answer; 1024 do not", _ctx do
+      # One target at as many ports: each record is another EPMD, and the target is asked
+      # once per record.
+      records = fn name, count ->
+        for port <- 2001..(2000 + count), do: {"_epmd._tcp.#{name}", "t.srv.test", port}
+      end
+
+      dns =
+        Dnsmasq.start(
+          hosts: [{"198.18.7.1", "t.srv.test"}],
+          srv: records.("many.test", 1025) ++ records.("full.test", 1024)
+        )
+
+      srv = fn name -> seed("_epmd._tcp.#{name}", [type: :srv] ++ ns(dns)) end
+
+      # Over UDP the answer is truncated; the resolver asks again over TCP and gets them all.
+      assert Lookup.lookup(srv.("many.test"), :inet, 10_000) ==
+               {:error, {:too_many_records, 1024}}
+
+      assert {:ok, full} = Lookup.lookup(srv.("full.test"), :inet, 10_000)
+      assert length(full) == 1024
+      assert DnsSeed.describe({:too_many_records, 1024}) =~ "more than 1024 SRV records"
+    end
+
     # No real server answers a question with another name's records: a fake one does.
     test "records for another name than the one asked, or its CNAMEs', refuse the answer" do
       server =
@@ -406,6 +430,104 @@ defmodule Tinycluster.DnsSeedTest do
       assert length(Regex.scan(~r/DNS seed #{name} answers again/, log)) == 1
       refute log =~ "lost the connection to #{a.name}"
       assert a.name in Node.list()
+    end
+
+    # The answers dnsmasq does not give on cue: a fake server's, switched between polls. The
+    # seed names the suite's EPMD, whose node this VM connects.
+    test "NXDOMAIN, SERVFAIL, an empty answer: the last good answer is kept, still scanned",
+         ctx do
+      a = TestNodes.start()
+      {:ok, mode} = Agent.start_link(fn -> :good end)
+      name = "_epmd._tcp.keep.test"
+
+      server =
+        FakeDns.start(fn
+          ^name, :srv ->
+            case Agent.get(mode, & &1) do
+              :good -> [{name, :srv, {0, 0, SuiteEpmd.port(), ~c"lo.keep.test"}}]
+              :empty -> []
+              rcode -> {:rcode, rcode}
+            end
+
+          "lo.keep.test", :a ->
+            [{"lo.keep.test", :a, {127, 0, 0, 1}}]
+
+          _, _ ->
+            []
+        end)
+
+      host = "127.0.0.1:#{SuiteEpmd.port()}"
+      seed = {:dns, name, type: :srv, nameservers: [server]}
+
+      log =
+        capture_log(fn ->
+          poller = start_poller(ctx.dns, hosts: [seed], dns_timeout: 1_000)
+          TestNodes.wait_state(poller, a, :connected)
+
+          for {mode_now, reason} <- [nxdomain: :nxdomain, servfail: :servfail, empty: :no_records] do
+            Agent.update(mode, fn _ -> mode_now end)
+
+            TestNodes.wait_until(
+              fn -> TestNodes.dns_seed(poller, name).status == {:error, reason} end,
+              "the seed to fail with #{reason}"
+            )
+
+            # Scans go on with the seed's last good answer, and nothing is disconnected.
+            scans = TestNodes.scans(poller)
+            TestNodes.wait_scans(poller, scans + 2)
+            status = Tinycluster.status(poller)
+            assert status.dns[name].addresses == [host], inspect(reason)
+            assert status.hosts[host].status == :ok
+            assert status.candidates["#{a.name}"].state == :connected
+            assert a.name in Node.list()
+
+            Agent.update(mode, fn _ -> :good end)
+
+            TestNodes.wait_until(
+              fn -> TestNodes.dns_seed(poller, name).status == :ok end,
+              "the seed to answer again"
+            )
+          end
+        end)
+
+      for words <- ["(nxdomain)", "(servfail)", "(no_records)"] do
+        assert [line] =
+                 Regex.scan(
+                   ~r/cannot look up DNS seed #{name}: [^\n]*#{Regex.escape(words)}[^\n]*/,
+                   log
+                 )
+
+        assert hd(line) =~ "keeping its last 1 addresses, and nothing is disconnected"
+      end
+
+      refute log =~ "lost the connection to #{a.name}"
+    end
+
+    # A server that never answers: the lookup ends at :dns_timeout, far sooner than the
+    # :epmd_timeout it defaults to, and the scan of the other hosts starts then.
+    test "a hung DNS server: the scan starts within :dns_timeout", ctx do
+      a = TestNodes.start()
+      {:ok, hung} = :gen_udp.open(0, [:binary, ip: {127, 0, 0, 1}, active: false])
+      on_exit(fn -> :gen_udp.close(hung) end)
+      {:ok, port} = :inet.port(hung)
+      attach([[:tinycluster, :scan, :start]])
+      hosts = [{:dns, "hung.test", nameservers: [{"127.0.0.1", port}]}, :local]
+      dns_timeout = 300
+
+      capture_log(fn ->
+        started = System.monotonic_time(:millisecond)
+
+        poller =
+          start_poller(ctx.dns, hosts: hosts, dns_timeout: dns_timeout, epmd_timeout: 10_000)
+
+        assert_receive {:event, [:tinycluster, :scan, :start], _, %{poller: ^poller}}, 15_000
+        took = System.monotonic_time(:millisecond) - started
+        # A loaded machine's margin, and far from the 10 s the EPMD timeout would give.
+        assert took < dns_timeout + 3_000, "the first scan started after #{took} ms"
+
+        TestNodes.wait_state(poller, a, :connected)
+        assert TestNodes.dns_seed(poller, "hung.test").status == {:error, :timeout}
+      end)
     end
 
     test "scan/1 looks seeds up first; a failed seed with nothing else to ask is the error",

@@ -8,15 +8,20 @@ defmodule Tinycluster.FakeDns do
   `answer.(name, type)` gets the question's name (a string, as asked) and type (`:a`,
   `:srv`, ...) and returns the answer records as `{owner, type, data}`, with `data` as
   `:inet_dns` takes it (`{10, 0, 0, 1}` for A, `~c"target.test"` for CNAME, `{prio,
-  weight, port, ~c"target.test"}` for SRV).
+  weight, port, ~c"target.test"}` for SRV), or `{:rcode, :nxdomain | :servfail}` for an
+  error answer with no records.
   """
 
   import ExUnit.Callbacks, only: [on_exit: 1]
 
   @type record :: {String.t(), atom(), term()}
 
+  # The header's RCODE of each error answer (RFC 1035, 4.1.1).
+  @rcodes %{servfail: 2, nxdomain: 3}
+
   @doc "Starts the responder, stopped on test exit; returns it as `:nameservers` takes it."
-  @spec start((String.t(), atom() -> [record()])) :: {String.t(), :inet.port_number()}
+  @spec start((String.t(), atom() -> [record()] | {:rcode, atom()})) ::
+          {String.t(), :inet.port_number()}
   def start(answer) when is_function(answer, 2) do
     test = self()
 
@@ -48,6 +53,12 @@ defmodule Tinycluster.FakeDns do
     end
 
     serve(socket, answer)
+  end
+
+  defp reply(query, {:rcode, rcode}) do
+    header = :inet_dns.msg(query, :header)
+    header = :inet_dns.make_header(header, qr: true, aa: true, ra: true, rcode: @rcodes[rcode])
+    :inet_dns.encode(:inet_dns.make_msg(query, header: header))
   end
 
   defp reply(query, records) do
