@@ -8,7 +8,7 @@ defmodule Tinycluster.ScanTaskTest do
 
   import ExUnit.CaptureIO
 
-  alias Tinycluster.{DepProject, JSONDecode, TestNodes}
+  alias Tinycluster.{DepProject, FakeServer, JSONDecode, TestNodes, WatchedNode}
   alias Tinycluster.CLI.JSON
 
   @moduletag timeout: 300_000
@@ -140,9 +140,14 @@ defmodule Tinycluster.ScanTaskTest do
     assert line_of(output, plain) =~ ~r/\slive\s/
     refute line_of(output, other)
 
+    # One host answers and another fails: the task returns normally (exit status 0).
+    closed = Tinycluster.TestEpmd.free_port()
+    output = run_task(["--host", "local", "--host", "127.0.0.1:#{closed}", "--only", prefix])
+    assert line_of(output, plain) =~ ~r/\slive\s/
+    assert output =~ ~r/^127\.0\.0\.1\s+127\.0\.0\.1:#{closed}\s+.*failed: connection refused/m
+
     # No host answers: the hosts say why, and the task exits 1. (An IPv6 address in
     # brackets with a port; this VM's distribution is IPv4, which the answer says.)
-    closed = Tinycluster.TestEpmd.free_port()
     Mix.Task.reenable("tinycluster.scan")
     argv = ["--host", "127.0.0.1:#{closed}", "--host", "[::1]:#{closed}"]
 
@@ -225,9 +230,9 @@ defmodule Tinycluster.ScanTaskTest do
     assert status == 0, out
     json = JSONDecode.decode!(out)
 
-    # It ran as the hidden, listen-less node `tinycluster_scan`, which EPMD does not list.
+    # It ran as the node `tinycluster_scan` (hidden and listen-less while it runs: see the
+    # test below).
     assert json["node"] == "tinycluster_scan@#{Tinycluster.Demo.OSNode.host()}"
-    refute TestNodes.registered?("tinycluster_scan")
 
     states = Map.new(json["candidates"], &{&1["name"], &1["state"]})
 
@@ -237,11 +242,6 @@ defmodule Tinycluster.ScanTaskTest do
              Atom.to_string(kinds.other_cookie.name) => "live",
              Atom.to_string(kinds.frozen.name) => "unreachable"
            }
-
-    # Nothing was connected: the plain node never saw the scanning node.
-    refute Enum.any?(:erpc.call(kinds.plain.name, :erlang, :nodes, [:connected]), fn n ->
-             n |> Atom.to_string() |> String.starts_with?("tinycluster_scan@")
-           end)
 
     # --name: a long name, which the VM takes; the nodes run short names, so each is a name
     # mismatch, named in the reason. (The host by address: see the test below for :local.)
@@ -265,6 +265,98 @@ defmodule Tinycluster.ScanTaskTest do
     assert out =~ "connection refused"
     {out, 2} = DepProject.mix(["tinycluster.scan", "--nope"], opts)
     assert out =~ "unknown flag --nope. See `mix help tinycluster.scan` for the flags."
+  end
+
+  # The scan is held while it runs: besides this host, it asks a host whose EPMD accepts
+  # and does not answer until told. Meanwhile the scanning VM is looked at from here: an
+  # -eval of the test's (through ERL_AFLAGS) connects it to this VM once the task made it
+  # a node, so that this VM sees how it connected and can ask it what runs in it.
+  @tag :tmp_dir
+  test "while it runs, its VM is hidden, listens nowhere and runs no application; " <>
+         "one host failing, it exits 0",
+       %{prefix: prefix, tmp_dir: dir} do
+    DepProject.build!()
+    # It logs everything and prints every node monitor message: a connection included.
+    watched = WatchedNode.start(name: TestNodes.unique_alive(prefix))
+    test = self()
+
+    held =
+      FakeServer.start(fn _socket ->
+        send(test, {:held, self()})
+        receive do: (:release -> :ok)
+      end)
+
+    scanner = :"tinycluster_scan@#{Tinycluster.Demo.OSNode.host()}"
+
+    connect_here = """
+    spawn(fun Wait() ->
+      case node() of
+        nonode@nohost -> timer:sleep(10), Wait();
+        _ -> erlang:set_cookie('#{node()}', '#{TestNodes.cookie()}'),
+             true = net_kernel:connect_node('#{node()}')
+      end
+    end)
+    """
+
+    args_file = Path.join(dir, "args")
+    File.write!(args_file, ~s(-eval "#{String.replace(connect_here, "\n", " ")}"\n))
+    argv = ["tinycluster.scan", "--json", "--only", prefix, "--host", "local"]
+    argv = argv ++ ["--host", "127.0.0.1:#{held.port}", "--epmd-timeout", "30000"]
+    port = DepProject.start_mix(argv, env: [{"ERL_AFLAGS", "-args_file #{args_file}"}])
+
+    assert_receive {:held, handler}, 60_000
+    TestNodes.wait_until(fn -> scanner in Node.list(:hidden) end, "the scanning VM")
+
+    # Hidden, and nowhere to be connected to: EPMD does not list it, it has no listener.
+    refute scanner in Node.list(:visible)
+    refute TestNodes.registered?("tinycluster_scan")
+    os_pid = :erpc.call(scanner, :os, :getpid, []) |> List.to_integer()
+    assert listening(os_pid) == []
+    # (A node that listens, as every plain node does, is seen to.)
+    assert listening(watched.os_pid) != []
+
+    # No application of the project's started, nor tinycluster's, so no autostart poller.
+    apps = for {app, _, _} <- :erpc.call(scanner, Application, :started_applications, []), do: app
+    assert :dep_user not in apps and :tinycluster not in apps, inspect(apps)
+    assert :erpc.call(scanner, Process, :whereis, [Tinycluster]) == nil
+
+    send(handler, :release)
+    {out, status} = collect(port, [])
+    # One host answered, the other failed: exit status 0.
+    assert status == 0, out
+    json = JSONDecode.decode!(out)
+
+    assert Enum.map(json["hosts"], &{&1["label"], &1["status"]}) ==
+             [{"local", "ok"}, {"127.0.0.1", "error"}]
+
+    assert [%{"state" => "live"}] = json["candidates"]
+    # It connected nothing: the probed node saw no node come up.
+    noise = WatchedNode.noise(watched)
+    refute Enum.any?(noise, &(&1 =~ "nodeup")), inspect(noise)
+  end
+
+  # The local addresses OS process `os_pid` listens on for TCP, from /proc.
+  defp listening(os_pid) do
+    sockets =
+      for fd <- File.ls!("/proc/#{os_pid}/fd"),
+          {:ok, "socket:[" <> inode} <- [File.read_link("/proc/#{os_pid}/fd/#{fd}")],
+          into: MapSet.new(),
+          do: String.trim_trailing(inode, "]")
+
+    for table <- ["/proc/net/tcp", "/proc/net/tcp6"],
+        line <- table |> File.read!() |> String.split("\n", trim: true) |> tl(),
+        [_, local, _, "0A", _, _, _, _, _, inode | _] <- [String.split(line)],
+        MapSet.member?(sockets, inode),
+        do: local
+  end
+
+  defp collect(port, acc) do
+    receive do
+      {^port, {:data, data}} -> collect(port, [acc | data])
+      {^port, {:exit_status, status}} -> {IO.iodata_to_binary(acc), status}
+    after
+      60_000 -> flunk("mix tinycluster.scan did not end: #{IO.iodata_to_binary(acc)}")
+    end
   end
 
   # Under long names, this host's short-named nodes are found under `alive@<this node's host

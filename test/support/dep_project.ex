@@ -2,8 +2,9 @@ defmodule Tinycluster.DepProject do
   @moduledoc """
   An application that depends on tinycluster by path, as a user's project does: written and
   compiled once per test run (`mix compile` in its own directory, `MIX_ENV=dev`, its own
-  `_build`), then shared by the tests that run mix tasks in it. test_helper.exs removes it
-  when the suite ends.
+  `_build`), then shared by the tests that run mix tasks in it. Its config asks for
+  tinycluster's autostart, as a user's may, which tinycluster's own tasks must not start.
+  test_helper.exs removes it when the suite ends.
   """
 
   @key {__MODULE__, :built}
@@ -46,6 +47,40 @@ defmodule Tinycluster.DepProject do
     System.cmd(command, args, Keyword.merge(opts, cd: dir, env: env))
   end
 
+  @doc """
+  Starts `mix args` in the project (built first if need be) as an OS process, and returns
+  its port: its stdout comes as `{port, {:data, bytes}}`, its end as `{port,
+  {:exit_status, status}}`. `:env` as for `mix/2`. Killed by its OS pid on test exit if it
+  still runs (a process of that pid that works in the project's directory).
+  """
+  @spec start_mix([String.t()], keyword()) :: port()
+  def start_mix(args, opts \\ []) do
+    {dir, _} = build!()
+
+    env =
+      for {name, value} <- env() ++ Keyword.get(opts, :env, []),
+          do: {String.to_charlist(name), value && String.to_charlist(value)}
+
+    port =
+      Port.open({:spawn_executable, System.find_executable("mix")}, [
+        :binary,
+        :exit_status,
+        args: args,
+        cd: dir,
+        env: Enum.map(env, fn {name, value} -> {name, value || false} end)
+      ])
+
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+
+    # The port closes with the test's process, before this runs: the OS process may not.
+    ExUnit.Callbacks.on_exit(fn ->
+      if File.read_link("/proc/#{os_pid}/cwd") == {:ok, dir},
+        do: System.cmd("kill", ["-KILL", "#{os_pid}"], stderr_to_stdout: true)
+    end)
+
+    port
+  end
+
   @doc "Removes the project's directory, if it was made."
   @spec remove() :: :ok
   def remove do
@@ -80,6 +115,13 @@ defmodule Tinycluster.DepProject do
       def application, do: [extra_applications: [:logger]]
     end
     """)
+
+    File.mkdir_p!(Path.join(dir, "config"))
+
+    File.write!(
+      Path.join(dir, "config/config.exs"),
+      "import Config\nconfig :tinycluster, autostart: true\n"
+    )
 
     case System.cmd("mix", ["compile"], cd: dir, env: env(), stderr_to_stdout: true) do
       {out, 0} -> {dir, out}
