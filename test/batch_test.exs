@@ -184,7 +184,7 @@ defmodule Tinycluster.BatchTest do
     for {mfa, match} <- @traced, do: :erlang.trace_pattern(mfa, match, [:local])
     flags = [:call, :strict_monotonic_timestamp]
     :erlang.trace(pid, true, flags)
-    :erlang.trace(:sys.get_state(pid).tasks, true, [:procs, :set_on_spawn | flags])
+    :erlang.trace(task_supervisor(pid), true, [:procs, :set_on_spawn | flags])
 
     queued? =
       try do
@@ -221,6 +221,21 @@ defmodule Tinycluster.BatchTest do
   end
 
   # The names of our candidates' messages in the poller's mailbox, that it has not taken.
+  # The poller's connect tasks run under the Task.Supervisor it links at start: found among
+  # its links by what it is, not by the shape of the poller's state.
+  defp task_supervisor(poller) do
+    {:links, links} = Process.info(poller, :links)
+
+    [supervisor] =
+      for link <- links,
+          is_pid(link),
+          {:dictionary, dictionary} = Process.info(link, :dictionary),
+          dictionary[:"$initial_call"] == {:supervisor, Task.Supervisor, 1},
+          do: link
+
+    supervisor
+  end
+
   defp queued_names(pid) do
     {:messages, messages} = Process.info(pid, :messages)
 
