@@ -1,5 +1,5 @@
 defmodule Tinycluster.BatchTest do
-  # Candidates whose probes finished together are connected as one batch (issue 13): what
+  # Candidates whose probes finished together are connected as one batch: what
   # `Tinycluster.Poller.Batch` takes from a mailbox, and a real poller whose candidates queued up
   # (the NIF's own batching is tested in native/tinycluster_nif/tests/batch.rs).
   use ExUnit.Case, async: false

@@ -1,5 +1,5 @@
 defmodule Tinycluster.SettledFarHostsTest do
-  # Per-host pacing across real hosts (issue 19): network namespaces (Tinycluster.Netns), each
+  # Per-host pacing across real hosts: network namespaces (Tinycluster.Netns), each
   # with its own epmd and nodes, and a real dnsmasq; the poller runs in an agent node of host
   # 1. A settled host is asked seldom, its wait doubling up to `:settled_interval`; what may
   # have changed there must be asked at once all the same. `:settled_interval` is 40

@@ -1,4 +1,4 @@
-# Scenario 12: every node polling many hosts (issue 19's last measurement). In an
+# Scenario 12: every node polling many hosts. In an
 # application every node runs a poller (as in `every`), and with `:hosts` every poller asks
 # every host: N pollers of H hosts make N x H EPMD requests an interval, cluster-wide, unless
 # settled hosts are asked less often. This counts them at the hosts.

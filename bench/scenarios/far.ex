@@ -180,7 +180,7 @@ defmodule Bench.Scenario.Far do
     trip, EPMD's answer takes the default 1 s); "EPMD round trip" and "probe timeout" are
     what its status says of the host; "warnings" counts its warnings over all rounds (a
     live far node taken for a frozen one is one). Ratio: tinycluster's median over the
-    probe-less connect's; goal: issue 21's bound, 1.5x the probe-less connect's median plus
+    probe-less connect's; goal: 1.5x the probe-less connect's median plus
     500 ms, which tinycluster's median meets or not (the bound this benchmark, not a test,
     checks: a timed test on a loaded machine measures the machine).
 

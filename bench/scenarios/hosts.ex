@@ -1,4 +1,4 @@
-# Scenario 9: many hosts (issue 19). N hosts on this one machine (N = 50, 200, 1000), each a
+# Scenario 9: many hosts. N hosts on this one machine (N = 50, 200, 1000), each a
 # loopback address 127.1.x.y with its own EPMD; hosts 1-3 carry a real node each,
 # `<prefix>_app@127.1.0.k` (`-name`, so a node that connects to it asks that address's EPMD).
 #
@@ -318,7 +318,7 @@ defmodule Bench.Scenario.Hosts do
     A new address added to a DNS seed: not measured (it needs a DNS seed on dnsmasq and
     network namespaces, as the `dns` scenario builds them).
 
-    Goals (issue 19), at #{discover_at} settled hosts:
+    Goals, at #{discover_at} settled hosts:
     #{goals}
     """
   end

@@ -1,4 +1,4 @@
-# Scenario 11: hosts that list thousands of names (issue 17.4). Fake EPMDs in a fresh
+# Scenario 11: hosts that list thousands of names. Fake EPMDs in a fresh
 # measuring node (the point is bad input), each listing 1,024 names at one silent port: a
 # listener that accepts every connection and never answers, as a frozen node's kernel does.
 # A poller (`probe_timeout: 300`, `interval: 1000`) asks 1 or 12 of them for 20 s; we sample

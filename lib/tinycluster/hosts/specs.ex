@@ -17,7 +17,7 @@ defmodule Tinycluster.Hosts.Specs do
   def specs(entries, local_node \\ node(), family \\ LocalNode.family()) do
     [_alive, local_host] = local_node |> Atom.to_string() |> String.split("@", parts: 2)
     # Counted once: asking each entry's label of all the entries made every poll quadratic
-    # in the hosts (128 ms of CPU a second at 1000 hosts, bench hosts).
+    # in the hosts (`bench/run --only hosts` measures the poll's CPU at 1000 hosts).
     shared = shared_hosts(entries)
 
     entries

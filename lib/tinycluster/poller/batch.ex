@@ -2,8 +2,8 @@ defmodule Tinycluster.Poller.Batch do
   # Candidates whose probes finished close together are connected as one batch.
   #
   # Connections that trickle in one by one make `global` on each peer sync the newcomer once
-  # per connection rather than once, which costs more than the probes (issue 13: the same 6
-  # `Node.connect/1` calls took 7.6-10 ms issued at once, 11.3-13.3 ms issued 1 ms apart).
+  # per connection rather than once, which costs more than the probes (`bench/run --only
+  # hung` compares 6 `Node.connect/1` calls issued at once with the same calls spread out).
   # The NIF hands over the candidates whose probes finished together in one message
   # (native/tinycluster_nif/src/batch.rs); when one arrives, the poller also takes every
   # other candidates message of the same scan already waiting in its mailbox, and starts all
