@@ -13,7 +13,7 @@ defmodule Tinycluster.DiscoveryTest do
     assert {:ok, request} = Discovery.request(opts)
 
     assert Enum.sort(Map.keys(request)) ==
-             ~w(creation epmd_timeout_ms family fixed_port hosts local_name probe_name probe_timeout_ms tls)a
+             ~w(creation dist_ports epmd_timeout_ms family hosts local_name probe_name probe_timeout_ms tls)a
 
     assert request.local_name == Atom.to_string(node())
     assert String.starts_with?(request.probe_name, "tinycluster_probe_")

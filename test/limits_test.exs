@@ -10,7 +10,7 @@ defmodule Tinycluster.LimitsTest do
   alias Tinycluster.Poller.{AtomBudget, Candidates}
   alias Tinycluster.FakeServer.{Epmd, Peer}
 
-  @docs for file <- ["README.md", "guides/security.md"],
+  @docs for file <- ["README.md", "guides/security.md", "guides/containers.md"],
             into: %{},
             do:
               {file,
@@ -25,6 +25,7 @@ defmodule Tinycluster.LimitsTest do
   test "the NIF's bounds are the docs'" do
     assert Limits.all() == %{
              max_timeout_ms: 60_000,
+             max_dist_ports: 64,
              max_probes_in_flight: 256,
              min_host_probes_in_flight: 8,
              rtt_factor: 3,
@@ -40,6 +41,7 @@ defmodule Tinycluster.LimitsTest do
            }
 
     readme_says!("at most 60000")
+    says!("guides/containers.md", "It probes the first 64 ports of the range")
     guide_says!("at most 256 probes in flight and 1,024 in all per scan")
     readme_says!("up to 3 of its EPMD round trips, at most 10 s")
     guide_says!("a name over 255 bytes is `:bad_reply`")

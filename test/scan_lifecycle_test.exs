@@ -198,7 +198,8 @@ defmodule Tinycluster.ScanLifecycleTest do
           address: "127.0.0.1",
           epmd_port: epmd_port,
           node_host: "h",
-          dist_port: nil
+          dist_port: nil,
+          dist_port_last: nil
         }
       ],
       probe_name: "tinycluster_probe_lifecycle@h",

@@ -7,7 +7,8 @@ defmodule Tinycluster.Discovery do
   # names), and by their challenge after (native/tinycluster_nif/src/scan.rs).
   @moduledoc false
 
-  alias Tinycluster.{Candidate, DnsSeed, FixedPort, Hosts, Limits, LocalNode, Native, Options}
+  alias Tinycluster.{Candidate, DnsSeed, EPMD, FixedPort, Hosts, Limits, LocalNode, Native}
+  alias Tinycluster.Options
   alias Tinycluster.Poller.Plan
 
   # The probe claims a fixed name per poller: distinct between pollers (so they never answer
@@ -43,11 +44,11 @@ defmodule Tinycluster.Discovery do
       [alive, host] = node() |> Atom.to_string() |> String.split("@", parts: 2)
       probe_name = probe_name(alive, host, opts.name)
       family = LocalNode.family()
-      fixed = FixedPort.port()
+      ports = FixedPort.ports()
 
       {:ok,
        %{
-         hosts: FixedPort.specs(hosts || Hosts.Specs.specs(opts.hosts, node(), family), fixed),
+         hosts: FixedPort.specs(hosts || Hosts.Specs.specs(opts.hosts, node(), family), ports),
          family: family,
          probe_name: probe_name,
          creation: :erlang.phash2(probe_name, 0xFFFF_FFFE) + 1,
@@ -55,7 +56,7 @@ defmodule Tinycluster.Discovery do
          probe_timeout_ms: opts.probe_timeout,
          epmd_timeout_ms: opts.epmd_timeout,
          tls: LocalNode.tls?(),
-         fixed_port: fixed
+         dist_ports: ports
        }}
     else
       {:error, :not_distributed}
@@ -70,7 +71,7 @@ defmodule Tinycluster.Discovery do
   def with_seeds(request, seeds) when map_size(seeds) == 0, do: request
 
   def with_seeds(request, seeds) do
-    seeded = FixedPort.specs(DnsSeed.Table.specs(seeds, request.hosts), request.fixed_port)
+    seeded = FixedPort.specs(DnsSeed.Table.specs(seeds, request.hosts), request.dist_ports)
     %{request | hosts: request.hosts ++ seeded}
   end
 
@@ -187,6 +188,10 @@ defmodule Tinycluster.Discovery do
   end
 
   defp plan(scan, %{status: :ok} = listing, context, last_of) do
+    # A host without EPMD lists what its ports answer now: what it no longer lists is gone.
+    if listing.dist_port,
+      do: EPMD.listed(listing.address, for({_, _, name} <- listing.names, do: name))
+
     share = Plan.share(scan.budget, max(scan.waiting, 1))
     more = %{share: share, tls_local: scan.tls_local, last_listing: last_of.(listing.label)}
     plan = Plan.host(listing, Map.merge(context, more))
@@ -219,6 +224,20 @@ defmodule Tinycluster.Discovery do
       listing: digest,
       unchanged: unchanged
     })
+  end
+
+  @doc """
+  Tells `Tinycluster.EPMD` where the live nodes among the probed candidates `maps` of
+  `scan`'s hosts without EPMD listen: that is where a connection to them goes.
+  """
+  @spec learn(scan(), [map()]) :: :ok
+  def learn(scan, maps) do
+    direct = for {_, %{dist_port: port, label: label}} <- scan.hosts, port != nil, do: label
+
+    case direct do
+      [] -> :ok
+      labels -> EPMD.learn(Enum.filter(maps, &(&1.host in labels)))
+    end
   end
 
   @doc """
@@ -321,6 +340,7 @@ defmodule Tinycluster.Discovery do
   defp await(opts, %{id: id} = scan, timeout) do
     receive do
       {:tinycluster_scan, ^id, {:done, done}} ->
+        learn(scan, done.candidates)
         probed = confirmed(done.candidates, connected(), scan.tls_local)
         {:ok, report(scan, %{done | candidates: probed})}
 

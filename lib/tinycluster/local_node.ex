@@ -1,7 +1,7 @@
 defmodule Tinycluster.LocalNode do
   # The facts of the node tinycluster runs on, read in one place: its naming mode, its
   # distribution's address family and protocol (TLS or not), the port of its host's EPMD,
-  # and its VM's command-line flags. Every other module is handed these facts, so that its
+  # its EPMD module and listening range, and its VM's command-line flags. Every other module is handed these facts, so that its
   # rules stay pure.
   #
   # The flags never change while the VM runs, and each `:init.get_argument/1` is a message
@@ -79,6 +79,34 @@ defmodule Tinycluster.LocalNode do
     with :error <- port_from(arg(:epmd_port)),
          :error <- port_from(System.get_env("ERL_EPMD_PORT")) do
       @default_epmd_port
+    end
+  end
+
+  @doc "The `-epmd_module` this node runs with, as given (`\"Elixir.Tinycluster.EPMD\"`), or nil."
+  @spec epmd_module() :: String.t() | nil
+  def epmd_module do
+    case arg(:epmd_module) do
+      {:ok, [[module | _] | _]} -> List.to_string(module)
+      _ -> nil
+    end
+  end
+
+  @doc """
+  The range of ports this node's distribution listens on, as OTP's `inet_tcp_dist` reads it:
+  the kernel's `inet_dist_listen_min` and `inet_dist_listen_max` (the minimum alone when no
+  maximum is set); nil when no minimum is set (any free port).
+  """
+  @spec listen_range() :: {:inet.port_number(), :inet.port_number()} | nil
+  def listen_range do
+    case :application.get_env(:kernel, :inet_dist_listen_min) do
+      {:ok, min} when is_integer(min) ->
+        case :application.get_env(:kernel, :inet_dist_listen_max) do
+          {:ok, max} when is_integer(max) -> {min, max}
+          _ -> {min, min}
+        end
+
+      _ ->
+        nil
     end
   end
 

@@ -282,6 +282,7 @@ defmodule Tinycluster.Poller do
   defp scan_event({:candidates, maps}, id, state) do
     maps = Batch.take_queued(id, maps)
     scan = state.scans[id]
+    Discovery.learn(scan, maps)
     maps = Discovery.confirmed(maps, Discovery.connected(), scan.tls_local)
     scans = Map.put(state.scans, id, %{scan | probed: Enum.reverse(maps, scan.probed)})
     candidates(%{state | scans: scans}, id, maps)

@@ -15,8 +15,9 @@ defmodule Tinycluster.Status do
     * `hosts` - every host, by label: each host of `:hosts` and each address a DNS seed
       gives. Its EPMD's last answer (`status`: `:pending` before the first, `:ok`, or
       `{:error, reason}`), the address and port asked (`epmd_port`; `dist_port`, the node's
-      own port, for a host of a cluster without EPMD: see "Without EPMD" in
-      guides/containers.md), how many names it listed (`names`),
+      own port, for a host of a cluster without EPMD, and `dist_port_last`, the last of
+      its ports when they are a range: see "Without EPMD" in guides/containers.md), how
+      many names it listed (`names`),
       the lines it skipped (`malformed`), the round trip of its EPMD request (`latency_us`:
       the host's distance, name resolution left out), the probe timeout its candidates had
       in the last scan (`probe_timeout_ms`: `:probe_timeout`, or longer for a far host, see

@@ -94,7 +94,7 @@ defmodule Tinycluster.DnsSeed.Table do
     |> Enum.flat_map(& &1.hosts)
     |> Enum.uniq_by(& &1.label)
     |> Enum.reject(&MapSet.member?(taken, {&1.address, &1.epmd_port}))
-    |> Enum.map(&Map.merge(&1, %{node_host: nil, dist_port: nil}))
+    |> Enum.map(&Map.merge(&1, %{node_host: nil, dist_port: nil, dist_port_last: nil}))
   end
 
   @doc "How many addresses each seed gives now, by name, as the scan events carry it."

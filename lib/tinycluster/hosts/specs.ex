@@ -9,9 +9,9 @@ defmodule Tinycluster.Hosts.Specs do
   @doc """
   The NIF's host specs for `entries`, for the local node `local_node`: each a map with
   `label`, `address`, `epmd_port`, `node_host` (the local host part for `:local`, `nil`
-  for the others, whose names the probes confirm) and `dist_port` (nil: their nodes are
-  found through EPMD; see `Tinycluster.FixedPort`). DNS seeds have no spec of their own: the
-  addresses they give do (`Tinycluster.DnsSeed.Table.specs/2`).
+  for the others, whose names the probes confirm), `dist_port` and `dist_port_last` (nil:
+  their nodes are found through EPMD; see `Tinycluster.FixedPort`). DNS seeds have no spec
+  of their own: the addresses they give do (`Tinycluster.DnsSeed.Table.specs/2`).
   """
   @spec specs([Hosts.entry()], node(), LocalNode.family()) :: [map()]
   def specs(entries, local_node \\ node(), family \\ LocalNode.family()) do
@@ -29,7 +29,8 @@ defmodule Tinycluster.Hosts.Specs do
           address: loopback(family),
           epmd_port: LocalNode.epmd_port(),
           node_host: local_host,
-          dist_port: nil
+          dist_port: nil,
+          dist_port_last: nil
         }
 
       entry ->
@@ -40,7 +41,8 @@ defmodule Tinycluster.Hosts.Specs do
           address: host,
           epmd_port: port,
           node_host: nil,
-          dist_port: nil
+          dist_port: nil,
+          dist_port_last: nil
         }
     end)
   end

@@ -239,6 +239,9 @@ defmodule Tinycluster.Poller.Report do
     :ok
   end
 
+  defp asked(%{dist_port: port, dist_port_last: last} = host) when is_integer(last),
+    do: "its distribution ports, #{host.address}:#{port} to #{last}, without EPMD"
+
   defp asked(%{dist_port: port} = host) when is_integer(port),
     do: "its distribution port, #{host.address}:#{port}, without EPMD"
 

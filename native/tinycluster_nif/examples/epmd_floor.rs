@@ -64,6 +64,7 @@ fn spec(port: u16) -> ScanSpec {
             epmd_port: port,
             node_host: Some("floor".into()),
             dist_port: None,
+            dist_port_last: None,
         }],
         probe_name: "epmd_floor@floor".into(),
         creation: 1,

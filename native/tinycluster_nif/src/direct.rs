@@ -1,8 +1,9 @@
 //! Hosts without EPMD: nodes that listen on a fixed distribution port (`-start_epmd false
-//! -erl_epmd_port P`, as Phoenix's clustering guide and `mix release` recipes set them up).
-//! No name server lists them, but the half handshake a probe makes already names the node:
-//! its challenge carries its full name. So such a host is "listed" by probing its port, and
-//! the name the challenge gives is the one name it lists.
+//! -erl_epmd_port P`, as Phoenix's clustering guide and `mix release` recipes set them up), or
+//! each on a free port of a range (`Tinycluster.EPMD`). No name server lists them, but the
+//! half handshake a probe makes already names the node: its challenge carries its full name.
+//! So such a host is "listed" by probing its ports, and the names the challenges give are
+//! the names it lists.
 //!
 //! Bytes and sockets are [`crate::probe`]'s; this module only says what a probe of a port
 //! tells as a listing, and checks that the name it gives leads back to the address probed:
@@ -43,11 +44,20 @@ pub fn named(
 
 /// Whether the host part of `name` resolves to `probed`'s address, as the local node would
 /// resolve it to connect: an address must be that address; a host name must have it among
-/// its addresses for `family`.
-pub async fn leads_back(name: &str, probed: SocketAddr, family: Option<Family>) -> bool {
+/// its addresses for `family`. A name of the local host (`local_host`, the local node's own
+/// host part) leads back to it however it resolves: that host is probed on loopback.
+pub async fn leads_back(
+    name: &str,
+    probed: SocketAddr,
+    family: Option<Family>,
+    local_host: Option<&str>,
+) -> bool {
     let Some((_, host)) = name.split_once('@') else {
         return false;
     };
+    if local_host == Some(host) {
+        return true;
+    }
     match resolve::resolve(host, probed.port(), family).await {
         Ok(addrs) => addrs.iter().any(|a| a.ip() == probed.ip()),
         Err(_) => false,
@@ -84,8 +94,11 @@ mod tests {
     #[tokio::test]
     async fn a_name_leads_back_only_to_the_address_its_host_part_gives() {
         let probed: SocketAddr = "127.0.0.1:6789".parse().unwrap();
-        assert!(leads_back("app@127.0.0.1", probed, None).await);
-        assert!(!leads_back("app@127.0.0.2", probed, None).await);
-        assert!(!leads_back("app", probed, None).await);
+        assert!(leads_back("app@127.0.0.1", probed, None, None).await);
+        assert!(!leads_back("app@127.0.0.2", probed, None, None).await);
+        assert!(!leads_back("app", probed, None, None).await);
+        // The local host is probed on loopback: its own host part is enough.
+        assert!(leads_back("app@10.9.9.9", probed, None, Some("10.9.9.9")).await);
+        assert!(!leads_back("app@10.9.9.8", probed, None, Some("10.9.9.9")).await);
     }
 }

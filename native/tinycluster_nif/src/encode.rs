@@ -36,6 +36,7 @@ mod atoms {
         address,
         epmd_port,
         dist_port,
+        dist_port_last,
         status,
         names,
         malformed,
@@ -59,9 +60,9 @@ fn map<'a>(env: Env<'a>, pairs: &[(Atom, Term<'a>)]) -> Term<'a> {
     Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
 }
 
-/// Encodes a host's listing as `%{index, label, address, epmd_port, dist_port, status,
-/// names, malformed, latency_us, probe_timeout_ms}` (`dist_port` nil for a host asked
-/// through EPMD); `status` is `:ok` or `{:error, reason}`,
+/// Encodes a host's listing as `%{index, label, address, epmd_port, dist_port,
+/// dist_port_last, status, names, malformed, latency_us, probe_timeout_ms}` (`dist_port` nil
+/// for a host asked through EPMD, `dist_port_last` nil but for a range of ports); `status` is `:ok` or `{:error, reason}`,
 /// `names` a list of `{alive, port, name}` (the name its node has until its probe says
 /// otherwise), `malformed` a list of `{sample, reason}`, `latency_us` its EPMD's round trip,
 /// `probe_timeout_ms` the probe timeout in force for its candidates (nil when its EPMD did
@@ -95,6 +96,7 @@ pub fn listing<'a>(env: Env<'a>, listing: &HostListing) -> Term<'a> {
             (atoms::address(), listing.address.encode(env)),
             (atoms::epmd_port(), listing.epmd_port.encode(env)),
             (atoms::dist_port(), listing.dist_port.encode(env)),
+            (atoms::dist_port_last(), listing.dist_port_last.encode(env)),
             (atoms::status(), status),
             (atoms::names(), names),
             (atoms::malformed(), malformed),

@@ -3,8 +3,8 @@
 //! there too.
 //!
 //! Each bound is defined where it is enforced ([`crate::scan`], [`crate::park`],
-//! [`crate::naming`], [`crate::epmd`], [`crate::handshake`]). The one that bounds the owner's
-//! request is defined here, since the request's decoder is only built with the NIF.
+//! [`crate::naming`], [`crate::epmd`], [`crate::handshake`]). The ones that bound the owner's
+//! request are defined here, since the request's decoder is only built with the NIF.
 
 use crate::{epmd, handshake, naming, park, scan};
 
@@ -12,12 +12,19 @@ use crate::{epmd, handshake, naming, park, scan};
 /// `Tinycluster.Options` refuses a longer one with a clear error before any request.
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 
+/// The most distribution ports a host of a request may have probed (`Tinycluster.EPMD`'s
+/// range), so that a scan's sockets stay bounded: OTP takes a range's ports from its first
+/// up, so a host's nodes are on its first ports.
+pub const MAX_DIST_PORTS: usize = 64;
+
 /// The engine's bounds, as the owner reads them: a map with these keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "nif", derive(rustler::NifMap))]
 pub struct Limits {
     /// [`MAX_TIMEOUT_MS`].
     pub max_timeout_ms: u64,
+    /// [`MAX_DIST_PORTS`]: the most distribution ports probed on one host.
+    pub max_dist_ports: usize,
     /// [`scan::MAX_PROBES_IN_FLIGHT`]: the most probes in flight at once in one scan.
     pub max_probes_in_flight: usize,
     /// [`scan::MIN_HOST_PROBES_IN_FLIGHT`]: the fewest in flight a host of a scan may have.
@@ -48,6 +55,7 @@ pub struct Limits {
 /// The bounds in force.
 pub const LIMITS: Limits = Limits {
     max_timeout_ms: MAX_TIMEOUT_MS,
+    max_dist_ports: MAX_DIST_PORTS,
     max_probes_in_flight: scan::MAX_PROBES_IN_FLIGHT,
     min_host_probes_in_flight: scan::MIN_HOST_PROBES_IN_FLIGHT,
     rtt_factor: scan::RTT_FACTOR,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rustler::{Decoder, NifMap, NifResult, Term};
 
 use crate::handshake;
-use crate::limits::MAX_TIMEOUT_MS;
+use crate::limits::{MAX_DIST_PORTS, MAX_TIMEOUT_MS};
 use crate::naming::Naming;
 use crate::resolve::Family;
 use crate::scan;
@@ -33,6 +33,7 @@ struct HostOpts {
     epmd_port: u16,
     node_host: Option<String>,
     dist_port: Option<u16>,
+    dist_port_last: Option<u16>,
 }
 
 /// The options every request carries.
@@ -88,6 +89,15 @@ impl Request {
                 ));
             }
         }
+        for h in &opts.hosts {
+            if let (Some(first), Some(last)) = (h.dist_port, h.dist_port_last) {
+                if last < first || usize::from(last - first) >= MAX_DIST_PORTS {
+                    return Err(format!(
+                        "a host's distribution ports must be a range of 1 to {MAX_DIST_PORTS} ports"
+                    ));
+                }
+            }
+        }
         // The local node's own name tells its naming mode, as net_kernel reads it.
         let local = scan::Local {
             naming: Naming::of_node(&opts.local_name),
@@ -103,6 +113,7 @@ impl Request {
                     epmd_port: h.epmd_port,
                     node_host: h.node_host,
                     dist_port: h.dist_port,
+                    dist_port_last: h.dist_port_last,
                 })
                 .collect(),
             probe_name: opts.probe_name,

@@ -76,6 +76,11 @@ pub struct HostSpec {
     /// probed directly, and the name its challenge gives is what the host lists
     /// ([`crate::direct`]).
     pub dist_port: Option<u16>,
+    /// The last port of its nodes' range, when each listens on a free port of
+    /// `dist_port..=dist_port_last` (`Tinycluster.EPMD`): every port of the range is probed,
+    /// at once, and each node that answers is one name of the listing. None: `dist_port`
+    /// alone.
+    pub dist_port_last: Option<u16>,
     /// The host part its nodes' names have before their probes, when known (the local
     /// node's own, for the local host); without it, the host as given, in the local node's
     /// [`Naming`]. On every host the probe then takes the host part a node's challenge
@@ -142,6 +147,8 @@ pub struct HostListing {
     pub epmd_port: u16,
     /// The distribution port probed instead, for a host without EPMD.
     pub dist_port: Option<u16>,
+    /// The last port of the range probed, for a host whose nodes listen on a range.
+    pub dist_port_last: Option<u16>,
     /// The names it listed and the lines it skipped; or why it could not be asked.
     pub result: Result<(Vec<Listed>, Vec<Malformed>), Error>,
     /// When its EPMD answered, the round trip of the request (connect, `NAMES_REQ`, the whole
@@ -435,7 +442,7 @@ fn confirm(
 }
 
 /// Asks a host's EPMD and names what it lists.
-async fn list(index: usize, host: &HostSpec, shared: &Shared) -> HostListing {
+async fn list(index: usize, host: &HostSpec, shared: &Arc<Shared>) -> HostListing {
     let start = Instant::now();
     let (spec, local) = (&shared.spec, shared.local);
     // Named after the host as given, not its label: a label may carry an EPMD port.
@@ -444,9 +451,12 @@ async fn list(index: usize, host: &HostSpec, shared: &Shared) -> HostListing {
         None => local.naming.name_host(&host.address).to_owned(),
     };
     let queried = match host.dist_port {
-        Some(port) => {
-            let listing = list_direct(host, port, &name_host, shared);
-            tokio::time::timeout(spec.epmd_timeout, listing).await
+        // Bounded by the EPMD timeout inside, port by port: a silent port of a range fails
+        // alone.
+        Some(first) => {
+            let last = host.dist_port_last.unwrap_or(first).max(first);
+            let deadline = tokio::time::Instant::now() + spec.epmd_timeout;
+            Ok(list_direct(host, first..=last, &name_host, shared, deadline).await)
         }
         None => {
             let query = async {
@@ -478,6 +488,7 @@ async fn list(index: usize, host: &HostSpec, shared: &Shared) -> HostListing {
         address,
         epmd_port: host.epmd_port,
         dist_port: host.dist_port,
+        dist_port_last: host.dist_port_last,
         result,
         latency: latency.unwrap_or_else(|| start.elapsed()),
         // Taken here, before any probe: how far the host is decides how long they wait.
@@ -485,65 +496,123 @@ async fn list(index: usize, host: &HostSpec, shared: &Shared) -> HostListing {
     }
 }
 
-/// Lists a host without EPMD by probing its fixed distribution `port` ([`crate::direct`]):
-/// its node, named by its challenge, is its one name. The probe's answer is kept for the
-/// plan's target of that name, which opens no second connection; a name whose host part
+type DirectListing = Result<(SocketAddr, Duration, Vec<Listed>, Vec<Malformed>), Error>;
+
+/// Lists a host without EPMD by probing each of its distribution `ports` at once, each
+/// before `deadline` ([`crate::direct`]): each node, named by its challenge, is one name.
+/// A port that refuses has no node; the host fails only when no port names a node and one
+/// of them failed (a single fixed port that is silent, say). Each probe's answer is kept for
+/// the plan's target of that name, which opens no second connection; a name whose host part
 /// does not lead back to the address probed is a claimed one.
 async fn list_direct(
     host: &HostSpec,
-    port: u16,
+    ports: std::ops::RangeInclusive<u16>,
     name_host: &str,
+    shared: &Arc<Shared>,
+    deadline: tokio::time::Instant,
+) -> DirectListing {
+    let resolving = resolve::resolve(&host.address, *ports.start(), shared.local.family);
+    let addrs = match tokio::time::timeout_at(deadline, resolving).await {
+        Ok(resolved) => resolved?,
+        Err(_) => return Err(Error::Timeout),
+    };
+    let ip = addrs[0].ip();
+    // A TLS listener gives no name: the one node of a fixed port is taken to be the local
+    // node's namesake, but the nodes of a range cannot be told apart.
+    let tls_alive = (shared.spec.tls && ports.start() == ports.end()).then(|| {
+        let local = &shared.spec.local_name;
+        local.split('@').next().unwrap_or_default().to_owned()
+    });
+    let mut probes = JoinSet::new();
+    for port in ports {
+        let (shared, node_host) = (shared.clone(), host.node_host.clone());
+        let addr = SocketAddr::new(ip, port);
+        probes.spawn(async move {
+            let probing = probe_port(&shared, addr, node_host.as_deref(), deadline);
+            let probe = tokio::time::timeout_at(deadline, probing).await;
+            (port, probe)
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(joined) = probes.join_next().await {
+        if let Ok(answer) = joined {
+            answers.push(answer);
+        }
+    }
+    answers.sort_by_key(|(port, _)| *port);
+    let (mut listed, mut failed, mut rtt) = (Vec::new(), None, None::<Duration>);
+    for (port, probe) in answers {
+        let Ok(probe) = probe else {
+            failed.get_or_insert(Error::Timeout);
+            continue;
+        };
+        let entries = match &probe.outcome {
+            // Named, but not reachable under that name: listed so that its answer is told.
+            Outcome::NameMismatch { claimed } => {
+                let alive = claimed.split('@').next().unwrap_or_default().to_owned();
+                Ok(Some((alive, claimed.clone())))
+            }
+            outcome => direct::named(outcome, tls_alive.as_deref(), name_host),
+        };
+        match entries {
+            Ok(entry) => {
+                rtt = Some(rtt.map_or(probe.latency, |r| r.min(probe.latency)));
+                listed.extend(entry.map(|(alive, name)| Listed { alive, port, name }));
+            }
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    match (failed, rtt) {
+        (Some(e), _) if listed.is_empty() => Err(e),
+        (_, rtt) => Ok((
+            SocketAddr::new(ip, host.dist_port.unwrap_or_default()),
+            rtt.unwrap_or_default(),
+            listed,
+            Vec::new(),
+        )),
+    }
+}
+
+/// Probes one distribution port of a host without EPMD, within the scan's probes in flight
+/// and in turn with any other probe of it; the answer is the listener's for this scan. A
+/// live node's name must lead back to the address probed, or name the local host
+/// (`node_host`: the local host is probed on loopback, which no name leads to).
+async fn probe_port(
     shared: &Shared,
-) -> Result<(SocketAddr, Duration, Vec<Listed>, Vec<Malformed>), Error> {
-    let addrs = resolve::resolve(&host.address, port, shared.local.family).await?;
-    let addr = addrs[0];
+    addr: SocketAddr,
+    node_host: Option<&str>,
+    deadline: tokio::time::Instant,
+) -> Probe {
     let first_flight = if shared.spec.tls {
         FirstFlight::ClientHello
     } else {
         FirstFlight::SendName
     };
-    let tls_alive = shared.spec.tls.then(|| {
-        let local = &shared.spec.local_name;
-        local.split('@').next().unwrap_or_default()
-    });
     let family = shared.local.family;
     let cell = shared.listeners.cell(addr, first_flight);
-    let probe = cell
-        .get_or_init(|| async {
-            let request = ProbeRequest {
-                addr,
-                probe_name: &shared.spec.probe_name,
-                creation: shared.spec.creation,
-                timeout: shared.spec.epmd_timeout,
-                first_flight,
-            };
-            let mut probe = inflight::in_turn(&request, park::probe(&request)).await;
-            if let Outcome::Live { name, .. } = &probe.outcome {
-                if !direct::leads_back(name, addr, family).await {
-                    probe.outcome = Outcome::NameMismatch {
-                        claimed: name.clone(),
-                    };
-                }
+    cell.get_or_init(|| async {
+        let _scan = shared.permits.acquire().await.ok();
+        let request = ProbeRequest {
+            addr,
+            probe_name: &shared.spec.probe_name,
+            creation: shared.spec.creation,
+            timeout: deadline.saturating_duration_since(tokio::time::Instant::now()),
+            first_flight,
+        };
+        let mut probe = inflight::in_turn(&request, park::probe(&request)).await;
+        if let Outcome::Live { name, .. } = &probe.outcome {
+            if !direct::leads_back(name, addr, family, node_host).await {
+                probe.outcome = Outcome::NameMismatch {
+                    claimed: name.clone(),
+                };
             }
-            probe
-        })
-        .await
-        .clone();
-    let entries = match &probe.outcome {
-        // Named, but not reachable under that name: listed so that its answer is told.
-        Outcome::NameMismatch { claimed } => {
-            let alive = claimed.split('@').next().unwrap_or_default().to_owned();
-            vec![(alive, claimed.clone())]
         }
-        outcome => direct::named(outcome, tls_alive, name_host)?
-            .into_iter()
-            .collect(),
-    };
-    let listed = entries
-        .into_iter()
-        .map(|(alive, name)| Listed { alive, port, name })
-        .collect();
-    Ok((addr, probe.latency, listed, Vec::new()))
+        probe
+    })
+    .await
+    .clone()
 }
 
 /// The name a node listed as `alive` on a host whose nodes' names end in `@name_host` has

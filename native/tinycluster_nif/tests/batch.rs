@@ -34,6 +34,7 @@ fn host(label: &str) -> HostListing {
         address: "127.0.0.1".into(),
         epmd_port: 4369,
         dist_port: None,
+        dist_port_last: None,
         result: Ok((Vec::new(), Vec::new())),
         latency: Duration::ZERO,
         probe_timeout: Some(Duration::from_millis(300)),

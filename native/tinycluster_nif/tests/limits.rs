@@ -11,6 +11,8 @@ fn the_bounds_are_the_ones_the_readme_states() {
         Limits {
             // "at most 60000" for each timeout option.
             max_timeout_ms: 60_000,
+            // "probes the first 64 ports of the range".
+            max_dist_ports: 64,
             // "at most 256 probes are in flight at once".
             max_probes_in_flight: 256,
             // Not in the README: each host of a scan at least 8 of them, so that one host's

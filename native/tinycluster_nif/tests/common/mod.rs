@@ -318,6 +318,7 @@ pub fn host(label: &str, epmd: SocketAddr, node_host: Option<&str>) -> HostSpec 
         epmd_port: epmd.port(),
         node_host: node_host.map(Into::into),
         dist_port: None,
+        dist_port_last: None,
     }
 }
 
@@ -464,6 +465,11 @@ impl ServingPeer {
     /// Binds loopback address `ip`, port 0, and answers every connection with `answer`.
     pub async fn start_on(ip: &str, answer: Vec<u8>) -> ServingPeer {
         let listener = TcpListener::bind((ip, 0)).await.expect("bind");
+        ServingPeer::serve(listener, answer)
+    }
+
+    /// Answers every connection to `listener` with `answer`.
+    pub fn serve(listener: TcpListener, answer: Vec<u8>) -> ServingPeer {
         let addr = listener.local_addr().expect("local addr");
         let (accepted, seen) = (Arc::new(AtomicUsize::new(0)), Arc::default());
         let (count, log): (_, Arc<Mutex<Vec<Seen>>>) = (accepted.clone(), Arc::clone(&seen));
@@ -526,6 +532,11 @@ pub type Connections = Arc<Mutex<Vec<(Instant, Option<Instant>)>>>;
 /// nothing: a frozen node.
 pub async fn silent_listener_on(ip: &str, connections: Connections) -> SocketAddr {
     let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    silent_listener(listener, connections)
+}
+
+/// [`silent_listener_on`] on a listener already bound.
+pub fn silent_listener(listener: TcpListener, connections: Connections) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -543,4 +554,23 @@ pub async fn silent_listener_on(ip: &str, connections: Connections) -> SocketAdd
         }
     });
     addr
+}
+
+/// `count` listeners on consecutive ports of 127.0.0.1, bound (not yet listening for
+/// tokio): a host's range of distribution ports. A listener dropped leaves its port closed.
+pub fn port_block(count: u16) -> Vec<std::net::TcpListener> {
+    for attempt in 0..200u32 {
+        // Below the usual ephemeral range, spread by the process id and the attempt.
+        let base = 20_000 + ((std::process::id() * 7 + attempt * 97) % 10_000) as u16;
+        let bound: Vec<_> = (base..base + count)
+            .map_while(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok())
+            .collect();
+        if bound.len() == usize::from(count) {
+            for listener in &bound {
+                listener.set_nonblocking(true).expect("nonblocking");
+            }
+            return bound;
+        }
+    }
+    panic!("no {count} consecutive free ports on 127.0.0.1");
 }
