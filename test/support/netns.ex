@@ -228,7 +228,9 @@ defmodule Tinycluster.Netns do
   `extra` are more `erl` arguments (`-proto_dist inet6_tcp`); `epmd_port` is the port of
   the `epmd` to wait for (default 4369; the node's own `-epmd_port` goes in `extra`).
   `dist_port: P` starts a node without EPMD (`-start_epmd false -erl_epmd_port P`, before
-  `extra`) and waits until it listens on P in its host instead: no `epmd` lists it.
+  `extra`) and waits until it listens on P in its host instead: no `epmd` lists it;
+  `listens_on: range` waits until it listens on a port of `range` (its `extra` says how).
+  `erl` is the `erl` to run (default: the one on the PATH).
   """
   @spec start_node(t(), host(), String.t(), keyword()) :: map()
   def start_node(net, host, alive, opts \\ []) do
@@ -236,8 +238,10 @@ defmodule Tinycluster.Netns do
     name = "#{alive}@#{address}"
     dist_port = opts[:dist_port]
 
+    erl = Keyword.get_lazy(opts, :erl, fn -> System.find_executable("erl") end)
+
     args =
-      [System.find_executable("erl"), "-name", name, "-setcookie", net.cookie, "-noshell"] ++
+      [erl, "-name", name, "-setcookie", net.cookie, "-noshell"] ++
         without_epmd(dist_port) ++
         Keyword.get(opts, :extra, []) ++
         ["-eval", ~s|spawn(fun() -> io:get_line(""), erlang:halt() end).|]
@@ -246,16 +250,24 @@ defmodule Tinycluster.Netns do
     {:os_pid, os_pid} = Port.info(port, :os_pid)
     epmd_port = Keyword.get(opts, :epmd_port, 4369)
 
-    if dist_port do
-      wait_until(
-        fn -> listening?(host, dist_port) end,
-        "#{name} to listen on port #{dist_port} in #{host.ns}"
-      )
-    else
-      wait_until(
-        fn -> registered?(host, alive, epmd_port) end,
-        "#{name} to register in #{host.ns}"
-      )
+    cond do
+      dist_port ->
+        wait_until(
+          fn -> listening?(host, dist_port) end,
+          "#{name} to listen on port #{dist_port} in #{host.ns}"
+        )
+
+      listens = opts[:listens_on] ->
+        wait_until(
+          fn -> listen_ports(host, os_pid) |> Enum.any?(&(&1 in listens)) end,
+          "#{name} to listen on a port of #{inspect(listens)} in #{host.ns}"
+        )
+
+      true ->
+        wait_until(
+          fn -> registered?(host, alive, epmd_port) end,
+          "#{name} to register in #{host.ns}"
+        )
     end
 
     %{name: String.to_atom(name), alive: alive, os_pid: os_pid, port: port, host: host}
@@ -276,6 +288,21 @@ defmodule Tinycluster.Netns do
     case ip(["netns", "exec", host.ns, "ss", "-Hltn", "sport = :#{port}"]) do
       {out, 0} -> String.trim(out) != ""
       _ -> false
+    end
+  end
+
+  @doc "The TCP ports OS process `os_pid` listens on in `host`, as `ss -ltnp` there says."
+  @spec listen_ports(host(), pos_integer()) :: [:inet.port_number()]
+  def listen_ports(host, os_pid) do
+    case ip(["netns", "exec", host.ns, "ss", "-Hltnp"]) do
+      {out, 0} ->
+        for line <- String.split(out, "\n", trim: true),
+            line =~ "pid=#{os_pid},",
+            [_, port] <- [Regex.run(~r/:(\d+)\s/, line)],
+            do: String.to_integer(port)
+
+      _ ->
+        []
     end
   end
 

@@ -69,6 +69,16 @@ defmodule Tinycluster.NetnsAgent do
     %{nodes: Node.list(), status: status, groups: groups}
   end
 
+  @doc "The TCP ports the agent's VM listens on (its distribution's among them), sorted."
+  def listen_ports do
+    for port <- :erlang.ports(),
+        :erlang.port_info(port, :name) == {:name, ~c"tcp_inet"},
+        {:ok, %{states: states}} <- [{:ok, :inet.info(port)}],
+        :listen in states,
+        {:ok, {_ip, number}} <- [:inet.sockname(port)],
+        do: number
+  end
+
   @doc "The nodes each of `nodes` is connected to, asked over distribution."
   def mesh(nodes) do
     Map.new(nodes, fn node -> {node, :erpc.call(node, :erlang, :nodes, [], 10_000)} end)
