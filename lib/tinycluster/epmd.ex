@@ -24,9 +24,10 @@ defmodule Tinycluster.EPMD do
       random creation.
 
   It must be loaded when distribution starts: a release loads it with the rest of
-  tinycluster, and `elixir --erl "-epmd_module Elixir.Tinycluster.EPMD ..." -pa
-  _build/dev/lib/tinycluster/ebin` finds it on the code path (see the README, "Clusters
-  without EPMD"). Its callbacks are OTP's (`erl_epmd`'s), called by OTP, not by users.
+  tinycluster; without a release, its directory goes on the code path with `-pa` inside
+  `--erl` (`elixir --erl "-epmd_module Elixir.Tinycluster.EPMD ... -pa
+  _build/dev/lib/tinycluster/ebin"`: an `elixir -pa` comes too late). See the README,
+  "Clusters without EPMD". Its callbacks are OTP's (`erl_epmd`'s), called by OTP, not by users.
   """
 
   use GenServer
