@@ -26,8 +26,9 @@ defmodule Tinycluster.EPMD do
   It must be loaded when distribution starts: a release loads it with the rest of
   tinycluster; without a release, its directory goes on the code path with `-pa` inside
   `--erl` (`elixir --erl "-epmd_module Elixir.Tinycluster.EPMD ... -pa
-  _build/dev/lib/tinycluster/ebin"`: an `elixir -pa` comes too late). See the README,
-  "Clusters without EPMD". Its callbacks are OTP's (`erl_epmd`'s), called by OTP, not by users.
+  _build/dev/lib/tinycluster/ebin"`: an `elixir -pa` comes too late). See "Several nodes
+  per host without EPMD" in guides/containers.md. Its callbacks are OTP's (`erl_epmd`'s),
+  called by OTP, not by users.
   """
 
   use GenServer
