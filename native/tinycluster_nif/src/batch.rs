@@ -2,20 +2,25 @@
 //! leave in one delivery of each.
 //!
 //! A scan's events go through an unbounded channel to one forwarder task. An event opens a
-//! batch; the batch closes [`WINDOW`] later, or as soon as the scan ends, and everything
-//! that came meanwhile is handed over together: the hosts first, then the candidates. Probes of live nodes answer within a few
-//! hundred microseconds of each other, but rarely in the same poll of the sockets (each peer
-//! is its own OS process), so waiting for nothing batched nothing: measured on 6 warm peers,
-//! every candidate came alone. The window bounds what a probe that has not finished (a
-//! frozen node) costs the others: they wait at most that long, never for its deadline.
+//! batch; the batch closes as soon as the scan is quiet ([`Event::Quiet`]: every host has
+//! listed and every probe started has ended), at the latest [`WINDOW`] later, or when the
+//! scan ends, and everything that came meanwhile is handed over together: the hosts first,
+//! then the candidates. Probes of live nodes answer within a few hundred microseconds of
+//! each other, but rarely in the same poll of the sockets (each peer is its own OS
+//! process), so closing on the first answer batched nothing: measured on 6 warm peers,
+//! every candidate came alone. Waiting for the last one that can still answer batches them
+//! all and waits no longer than they take. Only a probe that has not finished (a frozen
+//! node, before its probe is parked) keeps a scan from being quiet: the window bounds what
+//! it costs the others, who wait at most that long, never for its deadline.
 //!
 //! Each message wakes its owner's scheduler, which then spins a while for more work: one
 //! message per host made a poller of 200 hosts asked every poll spend a third more CPU than
 //! the same hosts told in one report (`bench/run --only hosts`). A host's plan waits for
-//! the window, at most [`WINDOW`]. On the Elixir side one candidates message becomes one
-//! batch of `Node.connect/1` calls: connects that trickle in make `global` sync a newcomer
-//! once per connection instead of once (the same 6 connects took 7.6-10 ms issued at once,
-//! 11.3-13.3 ms issued 1 ms apart, `bench/run --only hung`).
+//! its listing's delivery: for the other hosts to list, at most [`WINDOW`]. On the Elixir
+//! side one candidates message becomes one batch of `Node.connect/1` calls: connects that
+//! trickle in make `global` sync a newcomer once per connection instead of once (the same
+//! 6 connects took 7.6-10 ms issued at once, 11.3-13.3 ms issued 1 ms apart, `bench/run
+//! --only hung`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,9 +31,10 @@ use tokio::time::Instant;
 
 use crate::scan::{CandidateReport, Event, HostListing};
 
-/// How long a batch stays open after its first event, unless the scan ends first. A
-/// little more than the spread of warm probes' answers on a busy 2-core host (1.6 ms seen),
-/// and small against what trickling connects cost (about 1 ms per connection).
+/// How long a batch stays open after its first event, unless the scan is quiet or ends
+/// first: what a probe that has not finished makes the others wait. A little more than the
+/// spread of warm probes' answers on a busy 2-core host (1.6 ms seen), and small against
+/// what trickling connects cost (about 1 ms per connection).
 pub const WINDOW: Duration = Duration::from_millis(2);
 
 /// What the forwarder hands to its `deliver` function.
@@ -69,14 +75,21 @@ impl Batcher {
             let (mut listed, mut batch) = (Vec::new(), Vec::new());
             // `None` in the channel, or the channel closed: the scan ended.
             while let Some(Some(event)) = rx.recv().await {
-                file(event, &mut listed, &mut batch);
+                // A quiet scan with no batch open: nothing to close.
+                if !file(event, &mut listed, &mut batch) {
+                    continue;
+                }
                 let closes = Instant::now() + window;
                 loop {
                     tokio::select! {
                         // What already came goes in before the window is looked at.
                         biased;
                         item = rx.recv() => match item {
-                            Some(Some(event)) => file(event, &mut listed, &mut batch),
+                            Some(Some(event)) => {
+                                if !file(event, &mut listed, &mut batch) {
+                                    break;
+                                }
+                            }
                             Some(None) | None => {
                                 flush(&mut listed, &mut batch, &mut deliver);
                                 return;
@@ -110,11 +123,14 @@ impl Batcher {
     }
 }
 
-fn file(event: Event, listed: &mut Vec<HostListing>, batch: &mut Vec<CandidateReport>) {
+/// Puts an event in the open batch; false for [`Event::Quiet`], which closes it.
+fn file(event: Event, listed: &mut Vec<HostListing>, batch: &mut Vec<CandidateReport>) -> bool {
     match event {
         Event::Listed(h) => listed.push(h),
         Event::Candidate(c) => batch.push(c),
+        Event::Quiet => return false,
     }
+    true
 }
 
 /// Hands over what the window gathered: the hosts first (their plans are waited for), then

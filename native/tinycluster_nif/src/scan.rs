@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -220,6 +221,11 @@ pub enum Event {
     Listed(HostListing),
     /// A candidate's probe ended.
     Candidate(CandidateReport),
+    /// Nothing the scan started can still answer, for now: every host has listed and every
+    /// probe started has ended (a probe parked by an earlier scan ends at once, silent).
+    /// What came before it is all there is until a plan starts more probes, so a batch
+    /// need not wait ([`crate::batch`]). It may come more than once in a scan.
+    Quiet,
 }
 
 /// The whole pass.
@@ -261,6 +267,23 @@ struct Shared {
     permits: Semaphore,
     share: usize,
     listeners: Listeners,
+    /// Hosts not yet listed and probes started not yet ended: what can still answer.
+    outstanding: AtomicUsize,
+}
+
+impl Shared {
+    /// Counts `probes` more that will answer, before any of them starts.
+    fn expect(&self, probes: usize) {
+        self.outstanding.fetch_add(probes, Ordering::SeqCst);
+    }
+
+    /// One host listed or one probe ended, after its event (if any) went to the sink: the
+    /// last of them tells the sink the scan is quiet, behind every event it waited for.
+    fn answered(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
+            (self.sink)(Event::Quiet);
+        }
+    }
 }
 
 /// Runs one pass on behalf of `local` (`Local::default()` applies no naming or family rule)
@@ -270,6 +293,7 @@ pub async fn run(spec: ScanSpec, local: Local, planner: Planner, on_event: Sink)
     let start = Instant::now();
     let shared = Arc::new(Shared {
         share: host_share(spec.hosts.len()),
+        outstanding: AtomicUsize::new(spec.hosts.len()),
         spec,
         local,
         planner,
@@ -317,6 +341,7 @@ async fn scan_host(
     // The plan is waited for before the listing leaves, so that no answer can come first.
     let answer = ready.map(|_| (shared.planner.0)(&listing));
     (shared.sink)(Event::Listed(listing.clone()));
+    shared.answered();
     let (Some((address, timeout)), Some(answer)) = (ready, answer) else {
         return (listing, Vec::new());
     };
@@ -354,12 +379,17 @@ async fn probe_targets(
     // by its own task as its probe ends. The semaphores are never closed, so acquiring only
     // waits.
     let host_permits = Arc::new(Semaphore::new(shared.share));
+    let targets: Vec<(Target, Listed)> = targets
+        .into_iter()
+        .filter_map(|target| {
+            let named = listed.remove(&(target.alive.clone(), target.port))?;
+            Some((target, named.clone()))
+        })
+        .collect();
+    // Counted before the first starts: those waiting for the host's share can still answer.
+    shared.expect(targets.len());
     let mut probes = JoinSet::new();
-    for target in targets {
-        let Some(named) = listed.remove(&(target.alive.clone(), target.port)) else {
-            continue;
-        };
-        let named = named.clone();
+    for (target, named) in targets {
         let host = listing.label.clone();
         let addr = SocketAddr::new(address, target.port);
         let turn = host_permits.clone().acquire_owned().await.ok();
@@ -371,9 +401,12 @@ async fn probe_targets(
                 .await
                 .clone();
             drop(turn);
-            let candidate = confirm(&shared, host, named, address, probed)?;
-            (shared.sink)(Event::Candidate(candidate.clone()));
-            Some(candidate)
+            let candidate = confirm(&shared, host, named, address, probed);
+            if let Some(candidate) = &candidate {
+                (shared.sink)(Event::Candidate(candidate.clone()));
+            }
+            shared.answered();
+            candidate
         });
     }
     let mut found = Vec::new();

@@ -1,17 +1,22 @@
 //! `batch::Batcher`: candidates whose probes finish within a window are delivered together,
-//! hosts at once, and nothing waits for a candidate that has not finished beyond the window.
+//! hosts at once, and nothing waits for a candidate that has not finished beyond the window;
+//! a batch closes as soon as its scan is quiet, without waiting for the window.
 //!
 //! Timing assertions are orderings and generous upper bounds: the tests share a small, busy
 //! machine.
 
+mod common;
+
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{names_reply, ok_and_challenge, EpmdScript, FakeEpmd, ServingPeer};
 use tinycluster_nif::batch::{self, Batcher, Delivery};
 use tinycluster_nif::error::Error;
-use tinycluster_nif::probe::{Outcome, Probe};
-use tinycluster_nif::scan::{CandidateReport, Event, HostListing};
-use tokio::sync::Notify;
+use tinycluster_nif::probe::{FirstFlight, Outcome, Probe};
+use tinycluster_nif::scan::{self, CandidateReport, Event, HostListing, Planner, Target};
+use tokio::sync::{oneshot, Notify};
 
 fn candidate(alive: &str) -> CandidateReport {
     CandidateReport {
@@ -230,4 +235,98 @@ async fn hosts_answering_within_a_window_are_one_delivery_and_wait_no_longer() {
             ("host", names(&["late"]))
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_quiet_scan_closes_the_batch_without_waiting_for_the_window() {
+    let (batcher, seen) = recording(Duration::from_secs(60));
+    let sink = batcher.sink();
+    // Quiet with no batch open: nothing to deliver, and nothing opened.
+    sink(Event::Quiet);
+    sink(Event::Listed(host("h1")));
+    sink(Event::Candidate(candidate("a")));
+    sink(Event::Candidate(candidate("b")));
+    sink(Event::Quiet);
+    // Delivered on the quiet, not at the window (a minute) nor the end of the scan.
+    delivered(&seen, 2).await;
+    sink(Event::Candidate(candidate("c")));
+    batcher.finish().await;
+    assert_eq!(
+        shapes(&seen),
+        vec![
+            ("host", names(&["h1"])),
+            ("candidates", names(&["a", "b"])),
+            ("candidates", names(&["c"]))
+        ]
+    );
+}
+
+/// Hosts waiting for their plan, as the NIF's registry holds them: a plan is answered only
+/// once its listing was delivered.
+type Waiting = Arc<Mutex<HashMap<usize, oneshot::Sender<Vec<Target>>>>>;
+
+// A real scan through a batcher whose window is far longer than the test may take, planned
+// as the NIF plans: after the listing's delivery. Every probe answers (one of them is this
+// node itself, reported to no one), so each batch closes on the scan going quiet: the
+// listing alone, then every candidate together, both before the scan's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_scan_whose_probes_all_answered_is_delivered_before_the_window() {
+    let a = ServingPeer::start_on("127.0.0.1", ok_and_challenge("a@h", false)).await;
+    let b = ServingPeer::start_on("127.0.0.1", ok_and_challenge("b@h", false)).await;
+    let me = ServingPeer::start_on("127.0.0.1", ok_and_challenge("me@h", false)).await;
+    let text = format!(
+        "name a at port {}\nname b at port {}\nname me at port {}\n",
+        a.addr.port(),
+        b.addr.port(),
+        me.addr.port()
+    );
+    let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&text))).await;
+
+    let waiting: Waiting = Arc::default();
+    let planner = {
+        let waiting = waiting.clone();
+        Planner(Arc::new(move |listing: &HostListing| {
+            let (tx, rx) = oneshot::channel();
+            waiting.lock().unwrap().insert(listing.index, tx);
+            rx
+        }))
+    };
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let batcher = Batcher::with_window(Duration::from_secs(60), move |delivery| {
+        let entry = match delivery {
+            Delivery::Listed(hs) => {
+                for h in &hs {
+                    let tx = waiting.lock().unwrap().remove(&h.index);
+                    let targets = common::every_name(h, FirstFlight::SendName);
+                    let _ = tx.map(|tx| tx.send(targets));
+                }
+                ("host", hs.into_iter().map(|h| h.label).collect())
+            }
+            Delivery::Candidates(cs) => {
+                let mut alive: Vec<String> = cs.into_iter().map(|c| c.alive).collect();
+                alive.sort();
+                ("candidates", alive)
+            }
+        };
+        log.lock().unwrap().push((Instant::now(), entry.0, entry.1));
+    });
+
+    let spec = common::spec(vec![common::host("h", epmd.addr, Some("h"))], "probe@h");
+    let scan = tokio::spawn(scan::run(
+        spec,
+        scan::Local::default(),
+        planner,
+        batcher.sink(),
+    ));
+    delivered(&seen, 2).await;
+    let report = scan.await.unwrap();
+    assert!(report.hosts[0].result.is_ok(), "{:?}", report.hosts[0]);
+    assert_eq!(report.candidates.len(), 2);
+    assert_eq!(
+        shapes(&seen),
+        vec![("host", names(&["h"])), ("candidates", names(&["a", "b"]))]
+    );
+    batcher.finish().await;
+    assert_eq!(seen.lock().unwrap().len(), 2);
 }
