@@ -33,6 +33,8 @@ defmodule Tinycluster.Poller do
       scans: %{},
       # The hosts of the latest poll, asked or not: a candidate of another is gone.
       known: MapSet.new(),
+      # The hosts `known` was made of.
+      known_of: nil,
       candidates: Candidates.new(),
       hosts: HostTable.new(),
       dns: DnsSeed.Table.new(opts.hosts),
@@ -214,19 +216,29 @@ defmodule Tinycluster.Poller do
   # scan under way asks; the others are still known (the latest poll's hosts, whichever scan
   # ends), so that their candidates are not taken for gone.
   defp start_scan(state, request, started) do
-    state = %{state | known: MapSet.new(request.hosts, & &1.label)}
-    busy = for {_id, scan} <- state.scans, label <- scan.labels, into: MapSet.new(), do: label
-
-    due =
-      state.hosts
-      |> HostTable.due(request.hosts, ms(started), state.opts)
-      |> Enum.reject(&MapSet.member?(busy, &1.label))
+    state = known(state, request.hosts)
+    due = HostTable.due(state.hosts, request.hosts, ms(started), state.opts)
+    due = if map_size(state.scans) == 0, do: due, else: not_busy(due, state.scans)
 
     if due == [] and map_size(state.scans) > 0 do
       state
     else
       begin_scan(state, %{request | hosts: due}, started)
     end
+  end
+
+  # The labels of a poll's hosts, made again only when its hosts changed (a DNS seed's
+  # answer): a poll of hundreds of settled hosts asks a few, and spent more on this set
+  # than on them. The same hosts are the same term (`HostTable.specs/4` keeps them), so
+  # telling them unchanged costs no walk of the list.
+  defp known(%{known_of: hosts} = state, hosts), do: state
+
+  defp known(state, hosts),
+    do: %{state | known: MapSet.new(hosts, & &1.label), known_of: hosts}
+
+  defp not_busy(due, scans) do
+    busy = for {_id, scan} <- scans, label <- scan.labels, into: MapSet.new(), do: label
+    Enum.reject(due, &MapSet.member?(busy, &1.label))
   end
 
   defp begin_scan(state, request, started) do
