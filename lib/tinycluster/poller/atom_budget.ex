@@ -165,10 +165,14 @@ defmodule Tinycluster.Poller.AtomBudget do
     end
   end
 
-  @doc "Forgets the proofs of the hosts not in `labels`, so that they stay as few as the hosts."
-  @spec keep(t(), Enumerable.t()) :: t()
-  def keep(%__MODULE__{proven: proven} = budget, labels),
-    do: %{budget | proven: Map.take(proven, Enum.to_list(labels))}
+  @doc """
+  Forgets the proofs of the hosts not in `labels` (a set), so that they stay as few as the
+  hosts. Walks the proofs, not the labels: every scan keeps them, and a poller of hundreds
+  of hosts has proofs for the few that carry a node.
+  """
+  @spec keep(t(), MapSet.t(String.t())) :: t()
+  def keep(%__MODULE__{proven: proven} = budget, %MapSet{} = labels),
+    do: %{budget | proven: Map.filter(proven, fn {label, _} -> MapSet.member?(labels, label) end)}
 
   @doc """
   The budget as `Tinycluster.status/1` shows it, at `now_ms`: the atoms taken in this
