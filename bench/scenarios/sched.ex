@@ -2,8 +2,9 @@
 # `:erlang.system_monitor(pid, long_schedule: 1)` (every process or port that ran 1 ms or
 # more without being scheduled out is reported, with where it was scheduled in and out)
 # runs scans of the 64 candidates three ways: `Tinycluster.Native.start_scan/1` directly,
-# awaiting each scan's end; the same with a skip list of all 64 names (as when every node is
-# connected, so the NIF decodes 64 more strings); and a poller (`connect: false`), which
+# answering each host's listing with a plan of all 64 names (`Tinycluster.Native.plan/2`,
+# which decodes 64 targets) and awaiting the scan's end; the same with a plan of no name (as
+# when every node is connected); and a poller (`connect: false`), which
 # adds the handling of the 66 messages per scan in a GenServer. A control does the same
 # number of polls in Erlang alone. Scans are paced (one per `@pace` ms) so that the 64 peers
 # answering probes do not saturate the two cores by themselves.
@@ -41,10 +42,10 @@ defmodule Bench.Scenario.Sched do
   end
 
   @doc false
-  def child_run(names, scans, polls) do
+  def child_run(_names, scans, polls) do
     opts = Tinycluster.Options.new!(name: :bench_sched)
     {:ok, request} = Tinycluster.Discovery.request(opts)
-    {cold_ns, candidates} = timed_scan(request)
+    {cold_ns, _plan_ns, candidates} = timed_scan(request, :all)
 
     # Warm up: load every module a poller uses, as a release would have at boot, so that
     # code loading (erl_prim_loader) is not mistaken for the poller's stalls.
@@ -78,9 +79,8 @@ defmodule Bench.Scenario.Sched do
       end
     end
 
-    direct = phase.(fn -> {paced.(fn -> timed_scan(request) end), %{}} end)
-    skip_request = %{request | skip: names}
-    skipping = phase.(fn -> {paced.(fn -> timed_scan(skip_request) end), %{}} end)
+    direct = phase.(fn -> {paced.(fn -> timed_scan(request, :all) end), %{}} end)
+    skipping = phase.(fn -> {paced.(fn -> timed_scan(request, :none) end), %{}} end)
     poller = phase.(fn -> run_poller(:bench_sched_poller, polls) end)
     # The same number of polls without the NIF: EPMD's names, a map and a message per name.
     control = phase.(fn -> {erlang_polls(polls), %{}} end)
@@ -100,7 +100,9 @@ defmodule Bench.Scenario.Sched do
       cold_ns: cold_ns,
       candidates: candidates,
       direct_ns: Enum.map(direct.result, &elem(&1, 0)),
+      plan_ns: Enum.map(direct.result, &elem(&1, 1)),
       skip_ns: Enum.map(skipping.result, &elem(&1, 0)),
+      skip_plan_ns: Enum.map(skipping.result, &elem(&1, 1)),
       noise_ns: noise,
       phases: %{
         direct: Map.delete(direct, :result),
@@ -193,31 +195,36 @@ defmodule Bench.Scenario.Sched do
   end
 
   # One scan: the NIF call's own duration, and how many candidates the scan reported.
-  defp timed_scan(request) do
+  # `targets`: `:all` probes every name each host lists, as a poller with nothing held back
+  # plans it; `:none` probes none, as when every node is connected. Returns the wall time of
+  # the `start_scan/1` call, of the `plan/2` calls, and the count of candidates.
+  defp timed_scan(request, targets) do
     t0 = System.monotonic_time(:nanosecond)
     {:ok, id, handle} = Tinycluster.Native.start_scan(request)
     t1 = System.monotonic_time(:nanosecond)
-    candidates = await(id)
+    {plan_ns, candidates} = await(id, targets, 0)
     # Held until the scan is done: a handle collected earlier would cancel it.
     :ok = Tinycluster.Native.cancel(handle)
-    {t1 - t0, candidates}
+    {t1 - t0, plan_ns, candidates}
   end
 
-  defp await(id) do
+  defp await(id, targets, plan_ns) do
     receive do
       {:tinycluster_scan, ^id, {:done, report}} ->
-        length(report.candidates)
+        {plan_ns, length(report.candidates)}
 
-      # Every name each host lists is probed, as a poller with nothing held back plans it.
       {:tinycluster_scan, ^id, {:listed, listings}} ->
         plans =
-          for l <- listings, do: {l.index, for({a, p, _} <- l.names, do: {a, p, :send_name})}
+          for l <- listings do
+            {l.index, for({a, p, _} <- l.names, targets == :all, do: {a, p, :send_name})}
+          end
 
-        Tinycluster.Native.plan(id, plans)
-        await(id)
+        t0 = System.monotonic_time(:nanosecond)
+        :ok = Tinycluster.Native.plan(id, plans)
+        await(id, targets, plan_ns + System.monotonic_time(:nanosecond) - t0)
 
       {:tinycluster_scan, ^id, _event} ->
-        await(id)
+        await(id, targets, plan_ns)
     after
       30_000 -> raise "scan #{id} did not finish"
     end
@@ -259,8 +266,9 @@ defmodule Bench.Scenario.Sched do
   defp name(who, _names), do: if(is_port(who), do: "a port", else: "?")
 
   defp report(results, size, scans, polls) do
-    direct = Enum.flat_map(results, & &1.direct_ns)
-    skip = Enum.flat_map(results, & &1.skip_ns)
+    direct = Enum.flat_map(results, & &1.direct_ns) ++ Enum.flat_map(results, & &1.skip_ns)
+    plans = Enum.flat_map(results, & &1.plan_ns)
+    skip = Enum.flat_map(results, & &1.skip_plan_ns)
     noise = Enum.flat_map(results, & &1.noise_ns)
     cold = Enum.map(results, & &1.cold_ns)
     us = fn ns -> Stats.us(ns / 1000) end
@@ -296,7 +304,7 @@ defmodule Bench.Scenario.Sched do
     worst = Enum.max_by(tc_stalls, & &1.ms, fn -> nil end)
     control_worst = stalls.(:control) |> Enum.map(& &1.ms) |> Enum.max(fn -> 0 end)
     positive = Enum.flat_map(results, & &1.positive)
-    nif_p99 = Stats.percentile(direct ++ skip, 99)
+    nif_p99 = Stats.percentile(direct ++ plans ++ skip, 99)
     all_runs = Enum.flat_map(results, & &1.runs.runs_us)
     run_polls = Enum.sum(Enum.map(results, & &1.runs.polls))
 
@@ -307,13 +315,13 @@ defmodule Bench.Scenario.Sched do
         "#{Stats.us(Stats.percentile(all_runs, 99))} (p99), #{Stats.us(Enum.max(all_runs, fn -> 0 end))} (max); " <>
         "#{Enum.count(all_runs, &(&1 >= 1000))} of #{length(all_runs)} runs reach 1 ms."
 
-    nif_median = Stats.median(direct ++ skip)
+    nif_median = Stats.median(direct ++ plans ++ skip)
 
     """
     ## 5. Scheduler impact: scans of #{size} candidates
 
-    #{length(results)} fresh measuring nodes; in each, after a warm-up, #{scans} direct scans, #{scans} with a
-    skip list of #{size} names, #{polls} polls of a poller (`connect: false`), and as a
+    #{length(results)} fresh measuring nodes; in each, after a warm-up, #{scans} direct scans planned to probe
+    all #{size} names, #{scans} planned to probe none (every node connected), #{polls} polls of a poller (`connect: false`), and as a
     control the same number of polls done in Erlang alone (EPMD names, a map and a message
     per name), all one per #{@pace} ms. Each scan reported #{Enum.map_join(Enum.uniq(Enum.map(results, & &1.candidates)), ",", &to_string/1)} candidates.
 
@@ -321,7 +329,8 @@ defmodule Bench.Scenario.Sched do
     |---|---|---|---|---|---|
     | `start_scan/1`, first call in a VM (starts the runtime) | #{line.(cold)} |
     | `start_scan/1`, later calls | #{line.(direct)} |
-    | `start_scan/1`, later calls, skip list of #{size} names | #{line.(skip)} |
+    | `plan/2` of #{size} targets | #{line.(plans)} |
+    | `plan/2` of no target | #{line.(skip)} |
     | noise floor: `:erlang.phash2/1` of the same request | #{line.(noise)} |
 
     The stalls below are wall time; "preempted" counts the times the OS took a core from the
@@ -331,7 +340,7 @@ defmodule Bench.Scenario.Sched do
     | phase | machine busy | schedulers preempted by the OS | long schedules (>= 1 ms) | longest | by process |
     |---|---|---|---|---|---|
     #{stall_row.(:direct, "direct scans")}
-    #{stall_row.(:skip, "direct scans, skip list")}
+    #{stall_row.(:skip, "direct scans, no target")}
     #{stall_row.(:poller, "poller")}
     #{stall_row.(:control, "control: the same polls in Erlang only")}
 
