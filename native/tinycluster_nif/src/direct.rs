@@ -11,10 +11,54 @@
 //! that answered.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::error::Error;
-use crate::probe::{Outcome, TlsSeen};
+use crate::probe::{Outcome, Probe, TlsSeen};
 use crate::resolve::{self, Family};
+use crate::scan::Listed;
+
+/// What a host's ports say as a listing: each port's probe, or `None` for a port that did
+/// not answer before the scan's deadline. Gives the nodes named, each at its port (in port
+/// order), with the lowest round trip of a port that answered; or, when no port named a
+/// node, the first error met. A port with nothing on it is no error: a host whose ports
+/// all refuse lists nothing. A node named, but not under a name that leads back to the
+/// address probed (`NameMismatch`), is listed under the name it claims, so that its
+/// answer is told.
+pub fn listing(
+    mut answers: Vec<(u16, Option<Probe>)>,
+    tls_alive: Option<&str>,
+    name_host: &str,
+) -> Result<(Vec<Listed>, Duration), Error> {
+    answers.sort_by_key(|(port, _)| *port);
+    let (mut listed, mut failed, mut rtt) = (Vec::new(), None, None::<Duration>);
+    for (port, probe) in answers {
+        let Some(probe) = probe else {
+            failed.get_or_insert(Error::Timeout);
+            continue;
+        };
+        let entry = match &probe.outcome {
+            Outcome::NameMismatch { claimed } => {
+                let alive = claimed.split('@').next().unwrap_or_default().to_owned();
+                Ok(Some((alive, claimed.clone())))
+            }
+            outcome => named(outcome, tls_alive, name_host),
+        };
+        match entry {
+            Ok(entry) => {
+                rtt = Some(rtt.map_or(probe.latency, |r| r.min(probe.latency)));
+                listed.extend(entry.map(|(alive, name)| Listed { alive, port, name }));
+            }
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    match failed {
+        Some(e) if listed.is_empty() => Err(e),
+        _ => Ok((listed, rtt.unwrap_or_default())),
+    }
+}
 
 /// What a probe of a host's fixed port says of its node: `Ok(Some((alive, name)))` for a
 /// node, `Ok(None)` for a port with nothing on it yet (refused, or closed at once: a host
@@ -89,6 +133,39 @@ mod tests {
             named(&tls, Some("app"), "10.0.0.3"),
             Ok(Some(("app".into(), "app@10.0.0.3".into())))
         );
+    }
+
+    #[test]
+    fn a_range_lists_the_nodes_its_ports_name_and_fails_only_when_none_does() {
+        let probe = |outcome| {
+            Some(Probe {
+                outcome,
+                latency: Duration::from_millis(3),
+            })
+        };
+        let live = |name: &str| Outcome::Live {
+            name: name.into(),
+            hidden: false,
+            creation: 1,
+        };
+        let answers = vec![
+            (9102, probe(live("b@10.0.0.2"))),
+            (9100, probe(live("a@10.0.0.2"))),
+            (9101, None),
+            (9103, probe(Outcome::Unreachable(Error::Refused))),
+        ];
+        let (listed, rtt) = listing(answers, None, "10.0.0.2").unwrap();
+        let ports: Vec<_> = listed.iter().map(|l| (l.port, l.name.as_str())).collect();
+        assert_eq!(ports, [(9100, "a@10.0.0.2"), (9102, "b@10.0.0.2")]);
+        assert_eq!(rtt, Duration::from_millis(3));
+
+        let refused = vec![(9100, probe(Outcome::Unreachable(Error::Refused)))];
+        assert!(listing(refused, None, "h").unwrap().0.is_empty());
+        let silent = vec![
+            (9100, None),
+            (9101, probe(Outcome::Unreachable(Error::Refused))),
+        ];
+        assert_eq!(listing(silent, None, "h").err(), Some(Error::Timeout));
     }
 
     #[tokio::test]

@@ -568,44 +568,13 @@ async fn list_direct(
     }
     let mut answers = Vec::new();
     while let Some(joined) = probes.join_next().await {
-        if let Ok(answer) = joined {
-            answers.push(answer);
+        if let Ok((port, probe)) = joined {
+            answers.push((port, probe.ok()));
         }
     }
-    answers.sort_by_key(|(port, _)| *port);
-    let (mut listed, mut failed, mut rtt) = (Vec::new(), None, None::<Duration>);
-    for (port, probe) in answers {
-        let Ok(probe) = probe else {
-            failed.get_or_insert(Error::Timeout);
-            continue;
-        };
-        let entries = match &probe.outcome {
-            // Named, but not reachable under that name: listed so that its answer is told.
-            Outcome::NameMismatch { claimed } => {
-                let alive = claimed.split('@').next().unwrap_or_default().to_owned();
-                Ok(Some((alive, claimed.clone())))
-            }
-            outcome => direct::named(outcome, tls_alive.as_deref(), name_host),
-        };
-        match entries {
-            Ok(entry) => {
-                rtt = Some(rtt.map_or(probe.latency, |r| r.min(probe.latency)));
-                listed.extend(entry.map(|(alive, name)| Listed { alive, port, name }));
-            }
-            Err(e) => {
-                failed.get_or_insert(e);
-            }
-        }
-    }
-    match (failed, rtt) {
-        (Some(e), _) if listed.is_empty() => Err(e),
-        (_, rtt) => Ok((
-            SocketAddr::new(ip, host.dist_port.unwrap_or_default()),
-            rtt.unwrap_or_default(),
-            listed,
-            Vec::new(),
-        )),
-    }
+    let (listed, rtt) = direct::listing(answers, tls_alive.as_deref(), name_host)?;
+    let addr = SocketAddr::new(ip, host.dist_port.unwrap_or_default());
+    Ok((addr, rtt, listed, Vec::new()))
 }
 
 /// Probes one distribution port of a host without EPMD, within the scan's probes in flight
