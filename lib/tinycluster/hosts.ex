@@ -164,16 +164,35 @@ defmodule Tinycluster.Hosts do
 
   def host(_), do: :error
 
-  @label "[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-  @host_name Regex.compile!("\\A(?=.{1,253}\\z)#{@label}(?:\\.#{@label})*\\z")
-
   @doc """
   Whether `host` is a host name: dot-separated labels of letters, digits, `-` and `_`, at
   most 253 bytes. Digits and dots only are an attempt at an IPv4 address, not a name.
   """
   @spec host_name?(String.t()) :: boolean()
-  def host_name?(host) when is_binary(host),
-    do: host =~ @host_name and not (host =~ ~r/\A[0-9.]+\z/)
+  # Plain binary matching, not a compiled regex in a module attribute: OTP 28 and later
+  # cannot keep a compiled regex in a module's literals.
+  def host_name?(host) when is_binary(host) do
+    byte_size(host) in 1..253 and not digits_and_dots?(host) and
+      host |> :binary.split(".", [:global]) |> Enum.all?(&label?/1)
+  end
+
+  # 1 to 63 bytes of letters, digits, `_` and `-`, not starting or ending with `-`.
+  defp label?(label) when byte_size(label) in 1..63,
+    do: :binary.first(label) != ?- and :binary.last(label) != ?- and label_bytes?(label)
+
+  defp label?(_label), do: false
+
+  defp label_bytes?(<<c, rest::binary>>)
+       when c in ?a..?z or c in ?A..?Z or c in ?0..?9 or c in [?_, ?-],
+       do: label_bytes?(rest)
+
+  defp label_bytes?(<<>>), do: true
+  defp label_bytes?(_), do: false
+
+  defp digits_and_dots?(<<c, rest::binary>>) when c in ?0..?9 or c == ?.,
+    do: rest == "" or digits_and_dots?(rest)
+
+  defp digits_and_dots?(_), do: false
 
   @doc "Whether `host` is an IPv4 or IPv6 address written as a string."
   @spec ip?(String.t()) :: boolean()
