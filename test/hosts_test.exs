@@ -79,6 +79,17 @@ defmodule Tinycluster.HostsTest do
     end
   end
 
+  test "host_name?/1: labels of 1-63 letters, digits, _ and -, not at an end; 253 bytes" do
+    long_label = String.duplicate("a", 63)
+    names = ["a", "a.b", "my-host_1.example.com", long_label, "10.0.0.x"]
+    not_names = ["", "-a", "a-", "a..b", "a.", "1.2.3.4", "1.2.3", "a b", "héllo", "a@b"]
+    too_long = [long_label <> "a", String.duplicate("a.", 126) <> "ab"]
+
+    assert Enum.all?(names, &Hosts.host_name?/1)
+    refute Enum.any?(not_names ++ too_long, &Hosts.host_name?/1)
+    assert Hosts.host_name?(String.duplicate("a.", 126) <> "a")
+  end
+
   describe ".hosts.erlang" do
     @describetag :tmp_dir
 
