@@ -515,7 +515,10 @@ defmodule Tinycluster.RobustnessTest do
     for candidate <- candidates do
       ["", cut] = String.split(candidate.alive, alive <> "_")
       expected = if cut == "0", do: {:unreachable, :closed}, else: {:bad_reply, :closed}
-      assert {candidate.state, candidate.reason} == expected, "cut at #{cut}"
+
+      assert {candidate.state, candidate.reason} == expected,
+             "cut at #{cut}: #{inspect({candidate.state, candidate.reason})}"
+
       assert candidate.node == nil
     end
 

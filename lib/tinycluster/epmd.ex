@@ -186,19 +186,38 @@ defmodule Tinycluster.EPMD do
   # A name not found yet (one `global` heard of before this node's poller probed its host,
   # or any name on a node without a poller): its host's ports are probed now, and what
   # answers is learned. Only for a node whose cluster listens on ports without EPMD.
+  #
+  # This runs in the process that sets up the connection, within `net_setuptime` (7 s by
+  # default), and `global` does not try a connection that failed again: so the probe has
+  # longer than a poller's, and a second look, for a peer that is slow to answer while it
+  # starts (loading code, say).
+  @probe_ms 2_000
+  @looks 2
+
   defp probe(alive, host) do
     with {_first, _last} <- FixedPort.ports(),
          true <- :ets.whereis(__MODULE__) != :undefined,
-         {:ok, opts} <- options(host),
-         {:ok, _report} <- Discovery.run(opts) do
-      lookup_at(alive, host)
+         {:ok, opts} <- options(host) do
+      look(alive, host, opts, @looks)
     else
       _ -> :error
     end
   end
 
+  defp look(_alive, _host, _opts, 0), do: :error
+
+  defp look(alive, host, opts, looks) do
+    with {:ok, _report} <- Discovery.run(opts),
+         {:ok, port} <- lookup_at(alive, host) do
+      {:ok, port}
+    else
+      _ -> look(alive, host, opts, looks - 1)
+    end
+  end
+
   defp options(host) do
-    {:ok, Options.new!(hosts: [host_string(host)], name: __MODULE__)}
+    opts = [hosts: [host_string(host)], name: __MODULE__, probe_timeout: @probe_ms]
+    {:ok, Options.new!([epmd_timeout: @probe_ms] ++ opts)}
   rescue
     ArgumentError -> :error
   end
