@@ -149,21 +149,21 @@ mod tests {
             creation: 1,
         };
         let answers = vec![
-            (9102, probe(live("b@10.0.0.2"))),
-            (9100, probe(live("a@10.0.0.2"))),
-            (9101, None),
-            (9103, probe(Outcome::Unreachable(Error::Refused))),
+            (7102, probe(live("b@10.0.0.2"))),
+            (7100, probe(live("a@10.0.0.2"))),
+            (7101, None),
+            (7103, probe(Outcome::Unreachable(Error::Refused))),
         ];
         let (listed, rtt) = listing(answers, None, "10.0.0.2").unwrap();
         let ports: Vec<_> = listed.iter().map(|l| (l.port, l.name.as_str())).collect();
-        assert_eq!(ports, [(9100, "a@10.0.0.2"), (9102, "b@10.0.0.2")]);
+        assert_eq!(ports, [(7100, "a@10.0.0.2"), (7102, "b@10.0.0.2")]);
         assert_eq!(rtt, Duration::from_millis(3));
 
-        let refused = vec![(9100, probe(Outcome::Unreachable(Error::Refused)))];
+        let refused = vec![(7100, probe(Outcome::Unreachable(Error::Refused)))];
         assert!(listing(refused, None, "h").unwrap().0.is_empty());
         let silent = vec![
-            (9100, None),
-            (9101, probe(Outcome::Unreachable(Error::Refused))),
+            (7100, None),
+            (7101, probe(Outcome::Unreachable(Error::Refused))),
         ];
         assert_eq!(listing(silent, None, "h").err(), Some(Error::Timeout));
     }
