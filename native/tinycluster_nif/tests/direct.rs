@@ -46,13 +46,7 @@ fn spec_as(probe_alive: &str, hosts: Vec<HostSpec>) -> ScanSpec {
 async fn a_node_on_a_fixed_port_is_listed_by_its_challenge_with_one_connection() {
     let peer = ServingPeer::start_on("127.0.0.1", ok_and_challenge("app@127.0.0.1", false)).await;
     let recorder = Recorder::new();
-    let report = scan::run(
-        spec(vec![direct_host("h", peer.addr)]),
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    let report = common::scan_all(spec(vec![direct_host("h", peer.addr)]), &recorder).await;
 
     let (_, _, listing) = recorder.listed("h");
     assert_eq!(
@@ -82,13 +76,7 @@ async fn a_node_on_a_fixed_port_is_listed_by_its_challenge_with_one_connection()
 async fn a_closed_port_is_a_host_with_no_node_yet_not_an_error() {
     let closed = closed_port().await;
     let recorder = Recorder::new();
-    let report = scan::run(
-        spec(vec![direct_host("h", closed)]),
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    let report = common::scan_all(spec(vec![direct_host("h", closed)]), &recorder).await;
     let (_, _, listing) = recorder.listed("h");
     assert!(matches!(&listing.result, Ok((names, _)) if names.is_empty()));
     assert!(report.candidates.is_empty());
@@ -100,13 +88,7 @@ async fn a_name_whose_host_part_leads_elsewhere_is_claimed_not_live() {
     // another address, or nothing.
     let peer = ServingPeer::start_on("127.0.0.1", ok_and_challenge("app@127.0.0.2", false)).await;
     let recorder = Recorder::new();
-    let report = scan::run(
-        spec(vec![direct_host("h", peer.addr)]),
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    let report = common::scan_all(spec(vec![direct_host("h", peer.addr)]), &recorder).await;
     assert_eq!(report.candidates.len(), 1);
     assert_eq!(
         outcome(&report.candidates[0]),
@@ -171,13 +153,7 @@ async fn every_port_of_a_range_is_probed_and_each_node_is_one_name() {
     };
 
     let recorder = Recorder::new();
-    let report = scan::run(
-        spec,
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    let report = common::scan_all(spec, &recorder).await;
 
     // The silent port fails alone: the host lists its nodes, in the order of their ports.
     let (_, _, listing) = recorder.listed("h");

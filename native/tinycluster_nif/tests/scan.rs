@@ -73,13 +73,7 @@ async fn a_good_reply_leads_to_probes_of_its_nodes_and_only_those() {
     let recorder = Recorder::new();
     let spec = spec(vec![host("local", epmd.addr, Some("h"))]);
 
-    let report = scan::run(
-        spec,
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    let report = common::scan_all(spec, &recorder).await;
 
     let epmd_port = epmd.addr.port();
     assert_eq!(epmd.seen().await.request, [0, 1, b'n'], "NAMES_REQ bytes");
@@ -157,13 +151,7 @@ async fn without_a_node_host_names_use_the_host_as_given_and_any_host_is_accepte
     let mut spec = spec(vec![host(&label, epmd.addr, None)]);
     spec.local_name = "me@127.0.0.1".into();
 
-    scan::run(
-        spec,
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    common::scan_all(spec, &recorder).await;
 
     let (_, _, listing) = recorder.listed(&label);
     let listed: Vec<_> = names(&listing).into_iter().map(|(_, _, n)| n).collect();
@@ -222,13 +210,7 @@ async fn bad_lines_are_skipped_and_reported_with_the_host() {
     let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&text))).await;
     let recorder = Recorder::new();
 
-    let report = scan::run(
-        spec(vec![host("local", epmd.addr, Some("h"))]),
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    let report = common::scan_all(spec(vec![host("local", epmd.addr, Some("h"))]), &recorder).await;
 
     let (_, _, h) = recorder.listed("local");
     let (listed, malformed) = h.result.expect("the reply is an EPMD reply");
@@ -283,13 +265,7 @@ async fn garbage_replies_are_malformed_and_probe_nothing() {
     }
     let recorder = Recorder::new();
 
-    let report = scan::run(
-        spec(hosts),
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    let report = common::scan_all(spec(hosts), &recorder).await;
 
     for label in ["http", "empty", "short", "port-zero", "port-too-big"] {
         let (_, _, h) = recorder.listed(label);
@@ -330,13 +306,7 @@ async fn garbage_replies_are_malformed_and_probe_nothing() {
 async fn a_closed_epmd_port_is_refused() {
     let addr = closed_port().await;
     let recorder = Recorder::new();
-    let report = scan::run(
-        spec(vec![host("gone", addr, None)]),
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    let report = common::scan_all(spec(vec![host("gone", addr, None)]), &recorder).await;
     let (_, _, h) = recorder.listed("gone");
     assert_eq!(h.result, Err(Error::Refused));
     assert_eq!(h.address, "127.0.0.1");
@@ -350,13 +320,7 @@ async fn a_reply_that_never_ends_is_cut_at_the_byte_cap() {
     let mut spec = spec(vec![host("endless", epmd.addr, Some("h"))]);
     spec.epmd_timeout = Duration::from_secs(8);
 
-    let report = scan::run(
-        spec,
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    let report = common::scan_all(spec, &recorder).await;
 
     let (_, _, h) = recorder.listed("endless");
     // The byte cap stops it, not the clock: a Timeout here would mean the read is unbounded.
@@ -381,13 +345,7 @@ async fn a_silent_epmd_times_out_at_the_epmd_timeout() {
     spec.epmd_timeout = timeout;
     let started = Instant::now();
 
-    let report = scan::run(
-        spec,
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    let report = common::scan_all(spec, &recorder).await;
 
     let elapsed = started.elapsed();
     let (_, _, h) = recorder.listed("silent");
@@ -431,13 +389,7 @@ async fn too_many_names_are_refused_without_a_probe() {
         host("huge", huge.addr, Some("h")),
     ];
 
-    let report = scan::run(
-        spec(hosts),
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    let report = common::scan_all(spec(hosts), &recorder).await;
 
     let (_, _, h) = recorder.listed("crowded");
     assert_eq!(h.result, Err(Error::TooManyNames(MAX_NAMES)));
@@ -464,13 +416,7 @@ async fn a_hung_candidate_does_not_delay_a_live_one() {
     let mut spec = spec(vec![host("local", epmd.addr, Some("h"))]);
     spec.probe_timeout = probe_timeout;
 
-    let report = scan::run(
-        spec,
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    let report = common::scan_all(spec, &recorder).await;
 
     let (live_index, live_at, live_event) = recorder.candidate("live");
     let (hung_index, hung_at, hung_event) = recorder.candidate("hung");
@@ -513,13 +459,7 @@ async fn a_silent_epmd_does_not_delay_another_host() {
     ]);
     spec.epmd_timeout = epmd_timeout;
 
-    let report = scan::run(
-        spec,
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    let report = common::scan_all(spec, &recorder).await;
 
     let (good_index, good_at, _) = recorder.listed("good");
     let (live_index, live_at, _) = recorder.candidate("live");
@@ -550,13 +490,7 @@ async fn a_challenge_naming_more_than_an_atom_holds_is_a_bad_reply() {
     ))))
     .await;
     let recorder = Recorder::new();
-    scan::run(
-        spec(vec![host("127.0.0.1", epmd.addr, None)]),
-        scan::Local::default(),
-        common::probe_all(),
-        recorder.sink(),
-    )
-    .await;
+    common::scan_all(spec(vec![host("127.0.0.1", epmd.addr, None)]), &recorder).await;
     let (_, _, c) = recorder.candidate("b");
     assert_eq!(outcome(&c), &Outcome::BadReply(Error::NameTooLong(260)));
     assert!(c.name.len() <= 255, "{}", c.name);
@@ -663,13 +597,7 @@ async fn names_listed_at_one_port_share_one_connection_and_each_reads_the_answer
     for scans in 1..=2 {
         let epmd = FakeEpmd::start(EpmdScript::Reply(names_reply(&reply))).await;
         let recorder = Recorder::new();
-        scan::run(
-            spec(vec![host("local", epmd.addr, Some("h"))]),
-            scan::Local::default(),
-            common::probe_all(),
-            recorder.sink(),
-        )
-        .await;
+        common::scan_all(spec(vec![host("local", epmd.addr, Some("h"))]), &recorder).await;
         epmd.seen().await;
 
         // One connection per scan, whatever the names.

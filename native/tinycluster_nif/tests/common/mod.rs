@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use tinycluster_nif::probe::{FirstFlight, Outcome};
 use tinycluster_nif::scan::{
-    CandidateReport, Event, HostListing, HostSpec, Listed, Planner, ScanSpec, Target,
+    self, CandidateReport, Event, HostListing, HostSpec, Listed, Planner, ScanReport, ScanSpec,
+    Target,
 };
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -355,6 +356,12 @@ pub fn every_name(listing: &HostListing, first_flight: FirstFlight) -> Vec<Targe
 /// The plan of a scan that tests no plan: every name each host lists, with `send_name`.
 pub fn probe_all() -> Planner {
     probe_all_with(FirstFlight::SendName)
+}
+
+/// Runs a scan of `spec` as a local node with no facts of its own, probing every name each
+/// host lists, with `recorder` seeing its events: what most scan tests need.
+pub async fn scan_all(spec: ScanSpec, recorder: &Recorder) -> ScanReport {
+    scan::run(spec, scan::Local::default(), probe_all(), recorder.sink()).await
 }
 
 /// Every name each host lists, opening with `first_flight`.
