@@ -74,9 +74,10 @@ pub async fn probe(req: &ProbeRequest<'_>) -> Probe {
             return silent(req.timeout);
         }
         let ended = joined(handle.await);
-        // A probe that met only silence to its end teaches nothing this scan's own would
-        // not: the node is asked afresh, on a new connection, rather than a scan later.
-        if ended.outcome != Outcome::Unreachable(Error::Timeout) {
+        // A probe that ended without an answer teaches nothing this scan's own would not:
+        // silent to its end, or closed by a node that stopped, whose port may since belong
+        // to a restarted node or another program. The listener is asked afresh.
+        if !matches!(ended.outcome, Outcome::Unreachable(_)) {
             return ended;
         }
     }

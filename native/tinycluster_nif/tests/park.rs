@@ -107,3 +107,59 @@ async fn another_poller_parks_its_own_probe() {
     park::probe(&request(addr, "tinycluster_probe_a@h")).await;
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+/// A listener that answers at once: reads the `send_name` and sends a live challenge.
+async fn answering_node(listener: TcpListener) {
+    while let Ok((mut stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut header = [0u8; 2];
+            stream.read_exact(&mut header).await.unwrap();
+            let mut name = vec![0u8; u16::from_be_bytes(header) as usize];
+            stream.read_exact(&mut name).await.unwrap();
+            let _ = stream.write_all(&ok_and_challenge("app@vm", false)).await;
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest).await;
+        });
+    }
+}
+
+/// A parked probe that ends without an answer (its node stopped, closing the connection)
+/// says nothing about whatever listens at that port now: a node restarted at a fixed port,
+/// or another program given the same ephemeral one. The next probe asks afresh.
+#[tokio::test]
+async fn a_parked_probe_closed_unanswered_is_not_the_answer_of_the_next_listener() {
+    let first = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = first.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let node = tokio::spawn(async move {
+        let (mut stream, _) = first.accept().await.unwrap();
+        let mut header = [0u8; 2];
+        stream.read_exact(&mut header).await.unwrap();
+        let _ = stopped.await;
+        // The node stops: its listener and the connection it held close with it.
+        drop(stream);
+        drop(first);
+    });
+    let name = "tinycluster_probe_reused@h";
+    let probe = park::probe(&request(addr, name)).await;
+    assert_eq!(probe.outcome, Outcome::Unreachable(Error::Timeout));
+
+    stop.send(()).unwrap();
+    node.await.unwrap();
+    tokio::spawn(answering_node(TcpListener::bind(addr).await.unwrap()));
+
+    let restarted = Instant::now();
+    let probe = loop {
+        let probe = park::probe(&request(addr, name)).await;
+        if probe.outcome != Outcome::Unreachable(Error::Timeout) {
+            break probe;
+        }
+        assert!(restarted.elapsed() < BOUND, "never asked afresh");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        matches!(&probe.outcome, Outcome::Live { name, .. } if name == "app@vm"),
+        "{:?}",
+        probe.outcome
+    );
+}
