@@ -7,7 +7,8 @@
 //! [`PARK_FOR`]. Until then the scans of that candidate open no new connection; they report
 //! it unreachable again, or, once the node has answered the parked probe, that answer. A
 //! frozen node thus holds one queued connection per [`PARK_FOR`], and a node that thaws is
-//! seen live by the first scan after it answered.
+//! seen live by the first scan after it answered. A parked probe that ends unanswered (its
+//! node stopped) is forgotten: its port may belong to another listener by then.
 //!
 //! Parked probes are process-wide (one map for every scan and poller), at most
 //! [`MAX_PARKED`], and at most [`MAX_PARKED_PER_ADDRESS`] of them to one address; past either
