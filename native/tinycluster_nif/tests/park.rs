@@ -14,7 +14,7 @@ use tinycluster_nif::error::Error;
 use tinycluster_nif::park;
 use tinycluster_nif::probe::{FirstFlight, Outcome, ProbeRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 /// A probe that meets silence gives up after a second: longer than a loaded machine takes
@@ -27,6 +27,14 @@ fn request(addr: SocketAddr, probe_name: &str) -> ProbeRequest<'_> {
         timeout: Duration::from_secs(1),
         first_flight: FirstFlight::SendName,
     }
+}
+
+/// Reads a probe's `send_name` frame, as a node does before it answers.
+async fn read_send_name(stream: &mut TcpStream) {
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header).await.unwrap();
+    let mut name = vec![0u8; u16::from_be_bytes(header) as usize];
+    stream.read_exact(&mut name).await.unwrap();
 }
 
 /// A node that accepts connections (counted), reads each `send_name`, and answers only once
@@ -49,10 +57,7 @@ async fn frozen_node() -> (SocketAddr, Arc<AtomicUsize>, oneshot::Sender<()>) {
                 held.push(s);
             }
         });
-        let mut header = [0u8; 2];
-        stream.read_exact(&mut header).await.unwrap();
-        let mut name = vec![0u8; u16::from_be_bytes(header) as usize];
-        stream.read_exact(&mut name).await.unwrap();
+        read_send_name(&mut stream).await;
         let _ = tokio::time::timeout(BOUND, thawed).await;
         stream
             .write_all(&ok_and_challenge("app@vm", false))
@@ -112,10 +117,7 @@ async fn another_poller_parks_its_own_probe() {
 async fn answering_node(listener: TcpListener) {
     while let Ok((mut stream, _)) = listener.accept().await {
         tokio::spawn(async move {
-            let mut header = [0u8; 2];
-            stream.read_exact(&mut header).await.unwrap();
-            let mut name = vec![0u8; u16::from_be_bytes(header) as usize];
-            stream.read_exact(&mut name).await.unwrap();
+            read_send_name(&mut stream).await;
             let _ = stream.write_all(&ok_and_challenge("app@vm", false)).await;
             let mut rest = Vec::new();
             let _ = stream.read_to_end(&mut rest).await;
@@ -133,8 +135,7 @@ async fn a_parked_probe_closed_unanswered_is_not_the_answer_of_the_next_listener
     let (stop, stopped) = oneshot::channel::<()>();
     let node = tokio::spawn(async move {
         let (mut stream, _) = first.accept().await.unwrap();
-        let mut header = [0u8; 2];
-        stream.read_exact(&mut header).await.unwrap();
+        read_send_name(&mut stream).await;
         let _ = stopped.await;
         // The node stops: its listener and the connection it held close with it.
         drop(stream);
