@@ -274,7 +274,7 @@ defmodule Tinycluster.LeaveTest do
       start_node(prefix, prefix <> "plain", poller: false, args: ~w(-kernel logger_level all))
 
     wait_meshed([c, plain], 30_000, "C's poller to connect the plain node")
-    TestNodes.lines(plain)
+    wait_settled([c, plain])
 
     assert {:ok, %{told: [], disconnected: [disconnected]}} = rpc(c, Tinycluster, :leave, [[]])
     assert disconnected == plain.name
